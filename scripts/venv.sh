@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv and install the given requirements file when it changed.
+# Usage: source scripts/venv.sh requirements-test.txt
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+req=${1:-requirements.txt}
+venv=${BACKDROP_VENV:-$root/.venv}
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+fi
+stamp="$venv/.installed-$(basename "$req")"
+want=$(cat "$root/requirements.txt" "$root/$req" | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "Installing $req into $venv (first run takes a few minutes)..." >&2
+  "$venv/bin/python" -m pip install -q -r "$root/$req"
+  echo "$want" > "$stamp"
+fi
+export PATH="$venv/bin:$PATH"
