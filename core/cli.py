@@ -1,17 +1,257 @@
-"""Command-line interface (the contract in DESIGN.md). Exit 0 on success; on bad input exit 2 with one
-line `error: <what and why>` on stderr, never a traceback."""
+"""Command-line interface (the contract in DESIGN.md).
+
+Exit 0 on success; on bad input exit 2 with one line `error: <what and why>` on stderr, never a
+traceback. Images are written at the input's full (EXIF-corrected) size.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import threading
+from pathlib import Path
 
-from core.errors import BackdropError
+from core import config
+from core.errors import BackdropError, InvalidOptionError
+
+SEGMENTERS = ["sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2-tiny", "sam2-small", "grabcut", "tiny"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one `error:` line and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+# ---------------------------------------------------------------- argument value parsers
+def _point(text: str):
+    from core.segment import Click
+    parts = text.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad point {text!r}: expected X,Y or X,Y,LABEL (LABEL 1 = subject, 0 = not)")
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"bad point label {label}: use 1 (subject) or 0 (not subject)")
+    return Click(x, y, label)
+
+
+def _box(text: str):
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad box {text!r}: expected X1,Y1,X2,Y2")
+    if x2 <= x1 or y2 <= y1:
+        raise argparse.ArgumentTypeError(f"bad box {text!r}: X2 must be > X1 and Y2 > Y1")
+    return (x1, y1, x2, y2)
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad ids {text!r}: expected comma-separated numbers like 1,2,3")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_segment(args) -> int:
+    from core.images import load_image, save_image
+    from core.jobs import JobRequest, subject_mask
+    from core.compose import BackgroundSpec
+
+    image = load_image(args.image)
+    _require_prompt(args)
+    request = JobRequest(image=image, background=BackgroundSpec.parse("transparent"),
+                         clicks=tuple(args.point or ()), box=args.box, segmenter=args.segmenter)
+    mask = subject_mask(request)
+    save_image(mask, args.out)
+    print(f"wrote {args.out} ({image.width}x{image.height}, {int((mask > 0).mean() * 100)}% subject)")
+    return 0
+
+
+def _require_prompt(args) -> None:
+    if not args.point and args.box is None and getattr(args, "mask", None) is None:
+        raise InvalidOptionError("give the subject with --point X,Y (repeatable), --box X1,Y1,X2,Y2 or --mask MASK.png")
+
+
+def _load_mask(path: str, image) -> "object":
+    import numpy as np
+    from core.images import load_image
+    mask_img = load_image(path)
+    mask = mask_img.rgb.max(axis=2)
+    if mask.shape != (image.height, image.width):
+        raise InvalidOptionError(f"mask {Path(path).name} is {mask.shape[1]}x{mask.shape[0]} but the photo "
+                                 f"is {image.width}x{image.height}; they must be the same size")
+    return np.where(mask > 127, 255, 0).astype(np.uint8)
+
+
+def cmd_replace(args) -> int:
+    from tqdm import tqdm
+
+    from core.compose import BackgroundSpec
+    from core.images import load_image, save_image
+    from core.inpaint import InpaintRequest
+    from core.jobs import JobRequest, run_job
+    from core.masks import MaskOptions
+
+    _require_prompt(args)
+    spec = BackgroundSpec.parse(args.background)
+    out = Path(args.out)
+    if spec.kind == "transparent" and out.suffix.lower() not in (".png", ".webp"):
+        raise InvalidOptionError(f"a transparent background needs a .png or .webp output, not {out.suffix or 'no suffix'}")
+    inpaint = None
+    if spec.kind == "sd":
+        if not args.prompt:
+            raise InvalidOptionError("--background sd needs --prompt TEXT describing the new background")
+        inpaint = InpaintRequest(prompt=args.prompt, negative=args.negative or "", steps=args.steps,
+                                 guidance=args.guidance, strength=args.strength, seed=args.seed,
+                                 variants=args.variants, scheduler=args.scheduler)
+    image = load_image(args.image)
+    request = JobRequest(
+        image=image, background=spec, clicks=tuple(args.point or ()), box=args.box,
+        mask=_load_mask(args.mask, image) if args.mask else None, segmenter=args.segmenter,
+        mask_options=MaskOptions(grow=args.grow, feather=args.feather),
+        inpaint=inpaint, model=args.model, source_name=Path(args.image).name)
+
+    bar = tqdm(total=100, unit="%", desc="starting", file=sys.stderr, leave=False,
+               bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def progress(stage: str, fraction: float) -> None:
+        bar.set_description_str(stage)
+        bar.n = int(fraction * 100)
+        bar.refresh()
+
+    try:
+        result = run_job(request, record=not args.no_history, progress=progress, cancel=threading.Event())
+    finally:
+        bar.close()
+    paths = _output_paths(out, len(result.outputs))
+    for path, img in zip(paths, result.outputs):
+        save_image(img, path)
+    seeds = [s for s in result.seeds if s is not None]
+    run = f" (history run {result.run_id})" if result.run_id is not None else ""
+    print(f"wrote {', '.join(map(str, paths))}{run}" + (f" seeds {seeds}" if seeds else ""))
+    return 0
+
+
+def _output_paths(out: Path, n: int) -> list[Path]:
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(n)]
+
+
+def cmd_history_list(args) -> int:
+    from core.history import open_store
+    runs = open_store().list_runs(limit=args.limit)
+    rows = [r.summary() for r in runs]
+    if args.json:
+        print(json.dumps(rows, default=str, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no runs yet")
+        return 0
+    for r in rows:
+        text = (r.get("prompt") or r.get("background") or "").replace("\n", " ")
+        print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {r.get('model') or '-':<18}  {text[:60]}")
+    return 0
+
+
+def cmd_history_export(args) -> int:
+    from core.export import export_zip
+    from core.history import open_store
+    if not args.favorites and not args.ids:
+        raise InvalidOptionError("choose what to export: --favorites and/or --ids 1,2,3")
+    path, count = export_zip(open_store(), args.out, run_ids=args.ids, favorites=args.favorites)
+    print(f"wrote {path} ({count} outputs)")
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from core import weights
+    for spec in weights.specs():
+        present = "present" if weights.is_present(spec) else "missing"
+        size = f"{spec.size_bytes / 1e9:5.2f} GB" if spec.size_bytes else "    -   "
+        print(f"{spec.task:<8} {spec.name:<16} {size}  {present:<8} {spec.description}")
+    print(f"weights dir: {config.weights_dir()}")
+    return 0
+
+
+def cmd_models_download(args) -> int:
+    from core import weights
+    tasks = [t for t in ("segment", "inpaint") if (t, args.name) in weights.REGISTRY]
+    if not tasks:
+        weights.get_spec(args.name, "segment")  # raises the "unknown model" error with the list
+    for task in tasks:
+        path = weights.download(args.name, task)
+        print(f"{args.name} ({task}): {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description="Backdrop: replace a photo's background.")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    return parser
+    p = _Parser(prog="python -m core", description="Backdrop: replace a photo's background from the command line.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def subject_args(sp):
+        sp.add_argument("--point", action="append", type=_point, metavar="X,Y[,LABEL]",
+                        help="a click in original pixels; LABEL 1 = subject (default), 0 = not subject")
+        sp.add_argument("--box", type=_box, metavar="X1,Y1,X2,Y2", help="a box around the subject")
+        sp.add_argument("--segmenter", choices=SEGMENTERS, default=config.default_segmenter(),
+                        help="segmentation model (default: %(default)s; grabcut needs no weights)")
+
+    s = sub.add_parser("segment", help="write the subject mask for clicks/box")
+    s.add_argument("image")
+    s.add_argument("--out", required=True, metavar="MASK.png", help="L-mode PNG, 255 = subject")
+    subject_args(s)
+    s.set_defaults(func=cmd_segment)
+
+    r = sub.add_parser("replace", help="replace the background")
+    r.add_argument("image")
+    r.add_argument("--out", required=True, metavar="OUT.png")
+    r.add_argument("--mask", metavar="MASK.png", help="subject mask (255 = subject) instead of clicks")
+    subject_args(r)
+    r.add_argument("--background", default="sd", metavar="SPEC",
+                   help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
+    r.add_argument("--prompt", help="what the new background shows (for sd)")
+    r.add_argument("--negative", help="what to avoid (for sd)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--steps", type=int, default=30)
+    r.add_argument("--guidance", type=float, default=7.5)
+    r.add_argument("--strength", type=float, default=1.0)
+    r.add_argument("--variants", type=int, default=1)
+    r.add_argument("--scheduler", default=None)
+    r.add_argument("--model", default=config.default_inpaint_model(),
+                   help="inpainting model: registry name, HF repo id, local diffusers folder, or tiny")
+    r.add_argument("--grow", type=int, default=0, help="grow (+) or shrink (-) the subject mask by PX")
+    r.add_argument("--feather", type=int, default=2, help="soft edge width in PX (default: %(default)s)")
+    r.add_argument("--no-history", action="store_true", help="do not record this run")
+    r.set_defaults(func=cmd_replace)
+
+    h = sub.add_parser("history", help="list or export recorded runs")
+    hs = h.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    hl = hs.add_parser("list", help="newest runs first")
+    hl.add_argument("--json", action="store_true")
+    hl.add_argument("--limit", type=int, default=20)
+    hl.set_defaults(func=cmd_history_list)
+    he = hs.add_parser("export", help="zip of outputs with parameters, masks and a manifest")
+    he.add_argument("out", metavar="OUT.zip")
+    he.add_argument("--favorites", action="store_true")
+    he.add_argument("--ids", type=_ids)
+    he.set_defaults(func=cmd_history_export)
+
+    m = sub.add_parser("models", help="list or download model weights")
+    ms = m.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    ms.add_parser("list", help="every known model, its size and whether it is present").set_defaults(func=cmd_models_list)
+    md = ms.add_parser("download", help="fetch (and verify) a model's files")
+    md.add_argument("name")
+    md.set_defaults(func=cmd_models_download)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,3 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("error: out of memory: try a smaller photo or fewer variants", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug, not bad input: still one line; BACKDROP_DEBUG=1 shows the traceback
+        if os.environ.get("BACKDROP_DEBUG"):
+            raise
+        print(f"error: internal error ({type(e).__name__}: {e}); rerun with BACKDROP_DEBUG=1 for details",
+              file=sys.stderr)
+        return 1
