@@ -1,0 +1,167 @@
+"""The command-line contract (DESIGN.md): exit codes, one-line errors, full-size outputs, history."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m core ...` in a real subprocess with the test's environment."""
+    proc = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=os.environ.copy(),
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture
+def coffee_rotated(tmp_path, coffee) -> Path:
+    """The coffee photo stored sideways with EXIF Orientation=6 (as phones do): 600x400 stored,
+    400x600 once EXIF is applied."""
+    stored = np.ascontiguousarray(np.rot90(coffee, k=1))  # the camera's raw orientation
+    img = Image.fromarray(stored)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "coffee.jpg"
+    img.save(path, quality=95, exif=exif)
+    return path
+
+
+@pytest.fixture
+def cat_png(tmp_path, chelsea) -> Path:
+    path = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(path)
+    return path
+
+
+def test_help_lists_commands():
+    out = cli("--help").stdout
+    for command in ("segment", "replace", "history", "models"):
+        assert command in out
+
+
+def test_segment_grabcut_writes_mask_at_exif_corrected_size(tmp_path, coffee_rotated, coffee):
+    out = tmp_path / "mask.png"
+    # The cup sits in the middle of the (upright) coffee photo.
+    cli("segment", coffee_rotated, "--out", out, "--point", "300,200", "--segmenter", "grabcut")
+    mask = Image.open(out)
+    assert mask.mode == "L"
+    assert mask.size == (coffee.shape[1], coffee.shape[0])  # upright size, not the stored one
+    m = np.asarray(mask)
+    assert set(np.unique(m)) <= {0, 255}
+    assert m[200, 300] == 255 and m[0, 0] == 0
+
+
+def test_replace_color_keeps_subject_and_records_history(tmp_path, cat_png, chelsea):
+    mask = np.zeros(chelsea.shape[:2], np.uint8)
+    mask[60:240, 120:330] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    out = tmp_path / "out.png"
+    cli("replace", cat_png, "--out", out, "--mask", mask_path, "--background", "color:#00ff00", "--feather", "0")
+    result = np.asarray(Image.open(out).convert("RGB"))
+    assert result.shape == chelsea.shape
+    assert np.array_equal(result[mask == 255], chelsea[mask == 255])
+    assert (result[mask == 0] == [0, 255, 0]).all()
+
+    listed = json.loads(cli("history", "list", "--json").stdout)
+    assert len(listed) == 1 and listed[0]["status"] == "succeeded"
+    assert "color:#00ff00" in json.dumps(listed[0])
+
+
+def test_replace_no_history_records_nothing(tmp_path, cat_png):
+    out = tmp_path / "out.png"
+    cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
+        "--background", "blur:12", "--no-history")
+    assert Image.open(out).size == Image.open(cat_png).size
+    assert json.loads(cli("history", "list", "--json").stdout) == []
+
+
+def test_replace_transparent_alpha_is_mask(tmp_path, cat_png, chelsea):
+    mask = np.zeros(chelsea.shape[:2], np.uint8)
+    mask[50:250, 100:350] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    out = tmp_path / "cut.png"
+    cli("replace", cat_png, "--out", out, "--mask", mask_path, "--background", "transparent", "--feather", "0")
+    rgba = np.asarray(Image.open(out))
+    assert rgba.shape == (*chelsea.shape[:2], 4)
+    assert np.array_equal(rgba[..., 3], mask)
+    assert np.array_equal(rgba[..., :3][mask == 255], chelsea[mask == 255])
+
+
+def test_replace_sd_tiny_model_then_export(tmp_path, cat_png, chelsea, tiny_inpaint):
+    out = tmp_path / "sd.png"
+    cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
+        "--background", "sd", "--prompt", "a sunny beach", "--seed", "7", "--steps", "2", "--model", "tiny")
+    result = np.asarray(Image.open(out).convert("RGB"))
+    assert result.shape == chelsea.shape
+    assert not np.array_equal(result, chelsea)
+    runs = json.loads(cli("history", "list", "--json").stdout)
+    assert runs[0]["prompt"] == "a sunny beach"
+    zip_path = tmp_path / "export.zip"
+    cli("history", "export", zip_path, "--ids", str(runs[0]["id"]))
+    with zipfile.ZipFile(zip_path) as z:
+        names = z.namelist()
+        assert "manifest.json" in names and "manifest.csv" in names
+        pngs = [n for n in names if n.endswith(".png") and "mask" not in n]
+        assert pngs
+        meta = Image.open(io.BytesIO(z.read(pngs[0]))).text["parameters"]
+        assert "a sunny beach" in meta and "Seed: 7" in meta
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["replace", "{img}", "--out", "{tmp}/o.png", "--point", "10,10", "--background", "sd",
+      "--prompt", "x", "--model", "sd15-inpainting", "--segmenter", "grabcut"],
+     ["sd15-inpainting", "python -m core models download"]),
+    (["segment", "{img}", "--out", "{tmp}/m.png", "--point", "10,10", "--segmenter", "sam-vit-b"],
+     ["sam_vit_b_01ec64.pth", "python -m core models download sam-vit-b"]),
+    (["segment", "{tmp}/nothing.jpg", "--out", "{tmp}/m.png", "--point", "1,1"], ["nothing.jpg"]),
+    (["segment", "{img}", "--out", "{tmp}/m.png"], ["--point"]),
+    (["segment", "{img}", "--out", "{tmp}/m.png", "--point", "1,two"], ["bad point"]),
+    (["replace", "{img}", "--out", "{tmp}/o.png", "--point", "1,1", "--background", "colour:red"], ["background"]),
+    (["replace", "{img}", "--out", "{tmp}/o.png", "--point", "1,1", "--background", "sd"], ["--prompt"]),
+    (["replace", "{img}", "--out", "{tmp}/o.png", "--point", "1,1", "--background", "sd", "--prompt", "x",
+      "--steps", "0", "--model", "tiny"], ["steps"]),
+    (["history", "export", "{tmp}/x.zip"], ["--favorites"]),
+    (["models", "download", "no-such-model"], ["no-such-model"]),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, cat_png, args, fragments):
+    args = [a.format(img=cat_png, tmp=tmp_path) for a in args]
+    assert_one_line_error(cli(*args, check=False), *fragments)
+
+
+def test_corrupt_image_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    assert_one_line_error(cli("segment", bad, "--out", tmp_path / "m.png", "--point", "1,1", check=False),
+                          "broken.jpg")
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_models_list_shows_presence(tiny_sam):
+    out = cli("models", "list").stdout
+    line = next(l for l in out.splitlines() if l.split()[:2] == ["segment", "tiny"])
+    assert "present" in line
+    vit_b = next(l for l in out.splitlines() if "sam-vit-b" in l)
+    assert "missing" in vit_b
