@@ -1,0 +1,387 @@
+"""History store on real SQLite and real files: round trip, dedupe, queries, delete, sweep, migrations."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select, text
+
+from core.errors import HistoryError, InvalidOptionError
+from core.history import RunQuery, open_store
+from core.history import db
+from core.history.models import Base, Mask, Output, Run, Source
+from core.images import content_hash
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for area in ("images", "thumbs") if (root / area).is_dir()
+            for p in (root / area).rglob("*") if p.is_file()}
+
+
+def read(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+@pytest.fixture
+def store():
+    return open_store()
+
+
+@pytest.fixture
+def data_dir(store):
+    return store.data_dir
+
+
+def tint(rgb: np.ndarray, k: int) -> np.ndarray:
+    """A different image per k (content-addressed storage keys on the bytes)."""
+    return ((rgb.astype(np.uint16) + 7 * k) % 256).astype(np.uint8)
+
+
+class Loaded:   # what core.images.LoadedImage offers the store: .rgb and .hash
+    def __init__(self, rgb):
+        self.rgb, self.hash = rgb, content_hash(rgb)
+
+
+# ------------------------------------------------------------------------------ store basics --
+def test_sqlite_engine_pragmas_and_default_location(store, tmp_path):
+    assert store.url == f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+    assert (tmp_path / "data" / "history.db").is_file()
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1   # NORMAL
+    assert db.get_engine(store.url) is store.engine       # one engine per URL per process
+    assert open_store() is store
+
+
+def test_database_url_from_environment(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'elsewhere' / 'h.sqlite'}"
+    monkeypatch.setenv("BACKDROP_DATABASE_URL", url)
+    s = open_store()
+    assert s.url == url and (tmp_path / "elsewhere" / "h.sqlite").is_file()
+    s.record_run(source=np.zeros((4, 5, 3), np.uint8), background="transparent")
+    assert s.count_runs() == 1
+
+
+def test_history_package_does_not_import_torch():
+    code = ("import sys, core.history, core.export; core.history.open_store(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_round_trip_every_field(store, chelsea):
+    rgba = np.dstack([chelsea, np.full(chelsea.shape[:2], 128, np.uint8)])
+    mask = np.zeros(chelsea.shape[:2], np.uint8)
+    mask[50:200, 100:300] = 255
+    created = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    rid = store.start_run(
+        source=Loaded(chelsea), source_name="cat.jpg", segmenter="sam-vit-b",
+        clicks=[(10.5, 20.25, 1), (30, 40, 0)], box=(1, 2, 300, 250),
+        mask_options={"grow": 3, "feather": 2, "fill_holes": True, "min_area": 10,
+                      "invert": False, "candidate": 1},
+        background="sd", prompt="a beach at sunset", negative="blurry, lowres", seed=1234,
+        steps=30, guidance=7.5, strength=0.9, scheduler="DPMSolverMultistep",
+        model="sd15-inpainting", variants=2, created=created)
+    assert store.get_run(rid).status == "running"
+    store.finish_run(rid, mask=mask, outputs=[(tint(chelsea, 1), 1234), (rgba, 1235)],
+                     timings={"mask": 0.25, "diffusion": 9.5}, device="cuda")
+    r = store.get_run(rid)
+    assert (r.id, r.status, r.created) == (rid, "succeeded", created)
+    assert r.finished is not None and r.finished.tzinfo is not None and r.duration >= 0
+    assert r.source_name == "cat.jpg" and r.segmenter == "sam-vit-b"
+    assert r.clicks == ((10.5, 20.25, 1), (30.0, 40.0, 0)) and r.box == (1.0, 2.0, 300.0, 250.0)
+    assert r.mask_options == {"grow": 3, "feather": 2, "fill_holes": True, "min_area": 10,
+                              "invert": False, "candidate": 1}
+    assert (r.background, r.background_kind) == ("sd", "sd")
+    assert (r.prompt, r.negative, r.seed, r.steps, r.guidance, r.strength) == (
+        "a beach at sunset", "blurry, lowres", 1234, 30, 7.5, 0.9)
+    assert (r.scheduler, r.model, r.variants, r.device, r.error) == (
+        "DPMSolverMultistep", "sd15-inpainting", 2, "cuda", None)
+    assert r.timings == {"mask": 0.25, "diffusion": 9.5}
+    # images come back bit-identical; thumbnails are small WebP
+    assert (r.source.width, r.source.height, r.source.hash) == (451, 300, content_hash(chelsea))
+    assert np.array_equal(read(r.source.path), chelsea)
+    assert np.array_equal(read(r.mask.path), mask) and (r.mask.width, r.mask.height) == (451, 300)
+    assert [(o.index, o.seed, o.favorite) for o in r.outputs] == [(0, 1234, False), (1, 1235, False)]
+    assert np.array_equal(read(r.outputs[0].path), tint(chelsea, 1))
+    assert np.array_equal(read(r.outputs[1].path), rgba)
+    for o in r.outputs:
+        assert (o.width, o.height) == (451, 300)
+        with Image.open(o.thumb_path) as th:
+            assert th.format == "WEBP" and max(th.size) == 256
+    with Image.open(r.outputs[1].thumb_path) as th:
+        assert th.mode == "RGBA"
+    d = r.to_dict()
+    assert d["created"] == created.isoformat() and d["outputs"][1]["seed"] == 1235
+    assert isinstance(d["source"]["path"], str)
+
+
+def test_record_run_and_failures(store, coffee):
+    rid = store.record_run(source=coffee, background="color:#00ff00", outputs=[coffee],
+                           timings={"compose": 0.5})
+    r = store.get_run(rid)
+    assert (r.status, r.background_kind, r.duration, r.mask, r.prompt) == (
+        "succeeded", "color", 0.5, None, None)
+    rid2 = store.start_run(source=coffee, background="sd", prompt="x")
+    store.fail_run(rid2, "CUDA out of memory", timings={"load": 1.0})
+    rid3 = store.start_run(source=coffee, background="sd", prompt="x")
+    store.fail_run(rid3, "cancelled by the user", status="cancelled")
+    assert store.get_run(rid2).status == "failed" and store.get_run(rid2).error == "CUDA out of memory"
+    assert store.get_run(rid3).status == "cancelled"
+    with pytest.raises(HistoryError, match="no run with id 999"):
+        store.get_run(999)
+    with pytest.raises(HistoryError):
+        store.finish_run(999, outputs=[coffee])
+    with pytest.raises(InvalidOptionError):
+        store.record_run(source=coffee.astype(np.float32), background="blur:5")
+    with pytest.raises(InvalidOptionError):
+        store.fail_run(rid2, "x", status="succeeded")
+    with pytest.raises(HistoryError, match="no source image"):
+        store.start_run(source="0" * 64, background="blur:5")
+
+
+def test_source_stored_once_however_often_used(store, astronaut, data_dir):
+    a = store.record_run(source=astronaut, background="blur:9")
+    b = store.start_run(source=Loaded(astronaut), background="transparent")   # hash supplied
+    c = store.record_run(source=content_hash(astronaut), background="color:#000000")  # hash only
+    runs = store.get_runs([a, b, c])
+    assert len({r.source.id for r in runs}) == 1
+    with store._read() as s:
+        assert s.scalar(select(func.count(Source.id))) == 1
+    assert files_under(data_dir) == {
+        f"images/{runs[0].source.hash[:2]}/{runs[0].source.hash}.png",
+        f"thumbs/{runs[0].source.hash[:2]}/{runs[0].source.hash}.webp"}
+    # identical outputs and masks are content-addressed too
+    m = np.zeros(astronaut.shape[:2], np.uint8)
+    store.finish_run(b, mask=m, outputs=[astronaut, astronaut])
+    r = store.get_run(b)
+    assert r.outputs[0].path == r.outputs[1].path == r.source.path
+    assert len(files_under(data_dir)) == 3   # source png + thumb, mask png
+
+
+# ------------------------------------------------------------------------------------ queries --
+def _fill(store, n=23):
+    base = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    src = np.zeros((8, 8, 3), np.uint8)
+    ids = []
+    for i in range(n):
+        created = base + timedelta(minutes=i // 3)   # groups of 3 share a timestamp: id breaks ties
+        ids.append(store.record_run(
+            source=src, background="sd" if i % 2 else f"color:#0000{i:02x}",
+            prompt=f"prompt {i} {'sunset' if i % 4 == 0 else 'forest'}", negative="ugly",
+            model="sdxl" if i % 3 == 0 else "sd15", seed=i, steps=20,
+            outputs=[np.full((8, 8, 3), i, np.uint8)], created=created))
+    return ids
+
+
+def test_keyset_and_offset_pagination_have_no_gaps_or_duplicates(store):
+    ids = _fill(store)
+    expected = [r.id for r in store.iter_runs()]
+    assert sorted(expected) == sorted(ids) and len(expected) == 23
+    created = [store.get_run(i).created for i in expected]
+    assert created == sorted(created, reverse=True)
+    seen, cursor = [], None
+    while True:
+        page = store.list_runs(limit=5, cursor=cursor)
+        seen += [r.id for r in page.runs]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        if len(seen) == 10:   # a run recorded while paging must not shift the pages
+            store.record_run(source=np.zeros((8, 8, 3), np.uint8), background="blur:1")
+    assert seen == expected
+    by_offset = [r.id for k in range(0, 25, 5) for r in store.list_runs(limit=5, offset=k).runs]
+    assert by_offset[1:] == expected and len(by_offset) == 24
+    assert store.list_runs(limit=100).next_cursor is None
+    with pytest.raises(InvalidOptionError):
+        store.list_runs(cursor="garbage")
+
+
+def test_search_filters_and_count(store):
+    ids = _fill(store)
+    sunset = store.list_runs(RunQuery(text="SUNSET"), limit=100).runs
+    assert {r.id for r in sunset} == {ids[i] for i in range(23) if i % 4 == 0}
+    assert store.count_runs(RunQuery(text="sunset")) == len(sunset)
+    assert store.count_runs(RunQuery(text="ugly")) == 23            # negative prompt is searched
+    words_and = {ids[i] for i in range(23) if "1" in str(i) and i % 4}   # every word must match
+    assert {r.id for r in store.list_runs(RunQuery(text="prompt 1 forest"), limit=100).runs} == words_and
+    assert store.count_runs(RunQuery(model="sdxl")) == 8
+    assert store.count_runs(RunQuery(background_kind="color")) == 12
+    assert store.count_runs(RunQuery(status="succeeded")) == 23
+    assert store.count_runs(RunQuery(status=["failed", "cancelled"])) == 0
+    since = datetime(2026, 3, 1, 12, 2, tzinfo=timezone.utc)
+    until = datetime(2026, 3, 1, 12, 4, tzinfo=timezone.utc)
+    in_range = store.list_runs(RunQuery(since=since, until=until), limit=100).runs
+    assert sorted(r.id for r in in_range) == ids[6:12]
+    assert store.count_runs(RunQuery(since=since.replace(tzinfo=None), until=until)) == 6
+    assert store.count_runs(RunQuery(favorites=True)) == 0
+    fav = store.get_run(ids[5]).outputs[0]
+    store.set_favorite(fav.id)
+    assert [r.id for r in store.list_runs(RunQuery(favorites=True)).runs] == [ids[5]]
+    assert store.get_run(ids[5]).favorite
+    store.set_favorite(fav.id, False)
+    assert store.count_runs(RunQuery(favorites=True)) == 0
+    with pytest.raises(HistoryError):
+        store.set_favorite(10_000)
+    combined = RunQuery(text="forest", model="sd15", background_kind="sd")
+    assert all(r.model == "sd15" and r.background_kind == "sd" and "forest" in r.prompt
+               for r in store.list_runs(combined, limit=100).runs)
+    assert store.facets() == {"model": ["sd15", "sdxl"], "background_kind": ["color", "sd"],
+                              "status": ["succeeded"]}
+
+
+def test_search_treats_wildcards_literally_and_folds_unicode(store):
+    src = np.zeros((4, 4, 3), np.uint8)
+    a = store.record_run(source=src, background="sd", prompt="100% cotton_field")
+    b = store.record_run(source=src, background="sd", prompt="1000 cottonXfield")
+    c = store.record_run(source=src, background="sd", prompt="Straße in ÜBERLINGEN",
+                         negative=r"back\slash")
+    q = lambda t: {r.id for r in store.list_runs(RunQuery(text=t)).runs}   # noqa: E731
+    assert q("100%") == {a} and q("cotton_field") == {a} and q("%") == {a} and q("_") == {a}
+    assert q("1000") == {b} and q("überlingen") == {c} and q("STRASSE") == {c}
+    assert q("back\\slash") == {c} and q("") == {a, b, c} and q("nothing-like-this") == set()
+
+
+def test_compare_lists_params_side_by_side_with_differences(store, coffee):
+    common = dict(background="sd", prompt="a red barn", negative="", steps=30, guidance=7.5,
+                  model="sd15", clicks=[(5, 5, 1)])
+    a = store.record_run(source=coffee, seed=1, outputs=[(coffee, 1)], **common)
+    b = store.record_run(source=coffee, seed=2, outputs=[(coffee, 2)], **common | {"steps": 50})
+    cmp = store.compare([a, b])
+    assert cmp.ids == (a, b)
+    assert set(cmp.differing) == {"seed", "steps", "output_seeds"}
+    assert cmp.params["steps"] == (30, 50) and cmp.params["prompt"] == ("a red barn",) * 2
+    assert store.compare([a, a]).differing == ()
+    with pytest.raises(HistoryError):
+        store.compare([a, 424242])
+
+
+# ------------------------------------------------------------------------------------- delete --
+def test_delete_removes_unshared_files_and_keeps_shared(store, astronaut, data_dir):
+    shared_out = tint(astronaut, 3)
+    mask_a = np.zeros(astronaut.shape[:2], np.uint8)
+    mask_b = mask_a.copy()
+    mask_b[:10] = 255
+    a = store.record_run(source=astronaut, mask=mask_a, outputs=[shared_out, tint(astronaut, 4)],
+                         background="blur:3")
+    b = store.record_run(source=astronaut, mask=mask_b, outputs=[shared_out], background="blur:3")
+    ra, rb = store.get_runs([a, b])
+    assert store.delete_run(a) == 3          # a's own mask png, unshared output png + thumb
+    assert not ra.mask.path.exists() and not ra.outputs[1].path.exists()
+    assert not ra.outputs[1].thumb_path.exists()
+    for p in (rb.source.path, rb.source.thumb_path, rb.mask.path, rb.outputs[0].path,
+              rb.outputs[0].thumb_path):
+        assert p.exists()
+    assert store.get_run(b).outputs[0].path == ra.outputs[0].path
+    with pytest.raises(HistoryError):
+        store.get_run(a)
+    store.delete_run(b)
+    assert files_under(data_dir) == set()
+    with store._read() as s:
+        assert [s.scalar(select(func.count(m.id))) for m in (Run, Output, Source, Mask)] == [0] * 4
+    with pytest.raises(HistoryError):
+        store.delete_run(b)
+
+
+# -------------------------------------------------------------------------------------- sweep --
+def test_sweep_removes_old_orphans_only(store, coffee, data_dir):
+    rid = store.record_run(source=coffee, outputs=[tint(coffee, 1)], background="blur:2")
+    kept = files_under(data_dir)
+    orphan = store.blobs.prepare(tint(coffee, 2), thumb=True)           # as if a writer died
+    tmp = data_dir / "images" / "ab" / ".abc.png.x1y2.tmp"              # a half-written temp file
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_bytes(b"partial")
+    foreign = data_dir / "images" / "README.txt"                        # not ours: never touched
+    foreign.write_text("keep me")
+    report = store.sweep()                                   # default grace: all too young
+    assert report.removed_files == 0 and (data_dir / orphan.path).exists()
+    report = store.sweep(grace_s=0)
+    assert report.removed_files == 3 and report.missing_files == 0 and report.removed_bytes > 0
+    assert files_under(data_dir) == kept | {"images/README.txt"}
+    assert np.array_equal(read(store.get_run(rid).outputs[0].path), tint(coffee, 1))
+    # a file reused by a new row is touched, so the grace period protects it again
+    old = time.time() - 3600
+    path = data_dir / orphan.path
+    store.blobs.prepare(tint(coffee, 2), thumb=True)
+    os.utime(path, (old, old))
+    store.blobs.prepare(tint(coffee, 2), thumb=True)
+    assert path.stat().st_mtime > old + 3000
+    # a row whose file vanished is reported
+    store.get_run(rid).outputs[0].thumb_path.unlink()
+    assert store.sweep(grace_s=3600).missing_files == 1
+
+
+def test_sweep_leaves_runs_of_live_processes_alone(store, coffee):
+    rid = store.start_run(source=coffee, background="sd", prompt="still going")
+    assert store.sweep(grace_s=0).interrupted == 0
+    assert store.get_run(rid).status == "running"
+    assert store.sweep(grace_s=0, stale_after_s=-1).interrupted == 1   # too old: given up on
+    r = store.get_run(rid)
+    assert r.status == "failed" and r.error.startswith("interrupted")
+
+
+# --------------------------------------------------------------------------------- migrations --
+def test_migration_from_empty_database_matches_models(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    s = open_store()
+    assert db.current_revision(s.engine) == db.head_revision() == "0002"
+    with s.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def test_migration_from_previous_revision_keeps_data(tmp_path):
+    url = f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+    engine = db.get_engine(url)
+    db.upgrade(engine, "0001")
+    assert db.current_revision(engine) == "0001"
+    with engine.begin() as conn:   # rows as a rev-0001 build of Backdrop wrote them
+        conn.execute(text("INSERT INTO sources (id, hash, width, height, path, thumb_path, created) "
+                          "VALUES (1, :h, 4, 3, :p, :t, '2026-01-01 10:00:00.000000')"),
+                     {"h": "a" * 64, "p": f"images/aa/{'a' * 64}.png",
+                      "t": f"thumbs/aa/{'a' * 64}.webp"})
+        conn.execute(text(
+            "INSERT INTO runs (id, created, status, owner, source_id, source_name, clicks, "
+            "mask_options, background, background_kind, prompt, negative, seed, variants, timings) "
+            "VALUES (7, '2026-01-01 10:00:00.000000', 'succeeded', '', 1, 'old.jpg', '[[1.0, 2.0, 1]]',"
+            " '{\"grow\": 2}', 'sd', 'sd', 'Ünïcode SUNSET', 'Blurry', 42, 1, '{\"diffusion\": 3.0}')"))
+        conn.execute(text("INSERT INTO outputs (id, run_id, \"index\", seed, favorite, hash, path, "
+                          "thumb_path, width, height) VALUES (3, 7, 0, 42, 1, :h, :p, :t, 4, 3)"),
+                     {"h": "b" * 64, "p": f"images/bb/{'b' * 64}.png",
+                      "t": f"thumbs/bb/{'b' * 64}.webp"})
+    s = open_store(sweep=False)
+    assert db.current_revision(s.engine) == "0002"
+    r = s.get_run(7)
+    assert (r.prompt, r.negative, r.seed, r.source_name, r.clicks) == (
+        "Ünïcode SUNSET", "Blurry", 42, "old.jpg", ((1.0, 2.0, 1),))
+    assert r.mask_options == {"grow": 2} and r.timings == {"diffusion": 3.0}
+    assert r.outputs[0].favorite and r.outputs[0].id == 3
+    assert [x.id for x in s.list_runs(RunQuery(text="ünïcode sunset", favorites=True)).runs] == [7]
+    assert s.count_runs(RunQuery(text="blurry")) == 1
+
+
+def test_downgrade_and_upgrade_again(tmp_path):
+    from alembic import command
+
+    s = open_store()
+    s.record_run(source=np.zeros((4, 4, 3), np.uint8), background="sd", prompt="kept")
+    cfg = db.alembic_config()
+    with db.write_engine(s.engine).connect() as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert db.current_revision(s.engine) == "0001"
+    db.upgrade(s.engine)
+    assert s.count_runs(RunQuery(text="KEPT")) == 1
