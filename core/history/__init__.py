@@ -31,7 +31,7 @@ API (all records are frozen dataclasses; paths in records are absolute):
                  duration=None, created=None, **same params as start_run) -> int   # one transaction
       get_run(run_id) -> RunRecord              get_runs(ids) -> list[RunRecord]
       list_runs(query: RunQuery | None = None, *, limit=48, cursor=None, offset=0) -> Page
-          newest first; Page.runs, Page.next_cursor (opaque str, None on the last page)
+          newest first; Page.runs (also iterable), Page.next_cursor (opaque str, None at the end)
       iter_runs(query=None) -> Iterator[RunRecord]
       count_runs(query=None) -> int
       compare(ids) -> Comparison(ids, params: {key: (value per run)}, differing: (keys,))
@@ -46,10 +46,14 @@ API (all records are frozen dataclasses; paths in records are absolute):
     RunRecord: id, created (aware UTC), finished, status, source: SourceRecord, source_name,
         segmenter, clicks, box, mask_options, background, background_kind, prompt, negative, seed,
         steps, guidance, strength, scheduler, model, variants, timings, device, error, duration,
-        mask: MaskRecord | None, outputs: tuple[OutputRecord, ...]; .favorite, .params(), .to_dict()
+        mask: MaskRecord | None, outputs: tuple[OutputRecord, ...]
+        .favorite (any output is), .params() (what compare uses), .summary() (short JSON row for
+        `history list --json`), .to_dict() (everything, JSON-ready)
     OutputRecord: id, run_id, index, seed, favorite, hash, width, height, path, thumb_path
 
-Export: core.export.export_runs(out_zip, run_ids=None, *, favorites=False, store=None).
+Export: core.export.export_runs(out_zip, run_ids=None, *, favorites=False, store=None)
+    -> ExportResult(path, runs, outputs, masks); export_zip(store, out, *, run_ids=None,
+    favorites=False) -> (path, n_outputs) is the same for the CLI.
 
 Example (what core.jobs does)::
 

@@ -125,6 +125,15 @@ class RunRecord:
             "output_seeds": [o.seed for o in self.outputs],
         }
 
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-ready row for lists (`history list`): no paths, no per-stage detail."""
+        return {"id": self.id, "created": self.created.isoformat(), "status": self.status,
+                "source_name": self.source_name, "background": self.background,
+                "prompt": self.prompt, "negative": self.negative, "model": self.model,
+                "seed": self.seed, "steps": self.steps, "guidance": self.guidance,
+                "outputs": len(self.outputs), "favorite": self.favorite,
+                "duration": self.duration, "error": self.error}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths and datetimes as strings (for `history list --json`)."""
         def conv(v):
@@ -167,6 +176,12 @@ class RunQuery:
 class Page:
     runs: tuple[RunRecord, ...]
     next_cursor: Optional[str]   # pass back as list_runs(cursor=...); None on the last page
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
 
 
 @dataclass(frozen=True)
