@@ -1,0 +1,20 @@
+"""Backdrop — the app's entry point and router (`streamlit run streamlit_app.py`).
+
+Initialises this person's session state once, then hands over to the page they are on.
+Pages live in pages/ and stay thin; the Streamlit glue is in ui/, the engine in core/.
+"""
+import streamlit as st
+
+from ui import state as ui_state
+
+st.set_page_config(page_title="Backdrop — replace a photo's background", page_icon="🖼️",
+                   layout="wide")
+
+ui_state.init_session(st.session_state)
+
+pages = [
+    st.Page("pages/editor.py", title="Editor", icon=":material/photo_camera:", default=True),
+    st.Page("pages/history.py", title="History", icon=":material/history:"),
+    st.Page("pages/models.py", title="Models & settings", icon=":material/tune:"),
+]
+st.navigation(pages).run()

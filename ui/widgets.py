@@ -1,0 +1,92 @@
+"""Shared widgets and helpers: one-line errors, escaping of user text, model labels, image display."""
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import MutableMapping
+from typing import Any, Callable, Optional, TypeVar
+
+import numpy as np
+import streamlit as st
+
+from core.errors import BackdropError
+
+log = logging.getLogger("backdrop.ui")
+T = TypeVar("T")
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def escape_md(text: Any) -> str:
+    """User text made inert for st.markdown (no links, emphasis, HTML or LaTeX)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def one_line(error: BaseException, what: str) -> str:
+    """The message a person sees: the BackdropError's own line, else a short generic one."""
+    if isinstance(error, BackdropError):
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, MemoryError):
+        return "Out of memory: try a smaller photo, fewer variants or fewer steps."
+    return f"Something went wrong while {what} ({type(error).__name__}); see the server log."
+
+
+def guarded(what: str, fn: Callable[..., T], *args, **kwargs) -> Optional[T]:
+    """Call fn; on failure show ONE line with st.error (never a traceback) and return None."""
+    try:
+        return fn(*args, **kwargs)
+    except BackdropError as e:
+        st.error(one_line(e, what))
+    except Exception as e:  # the app keeps working; the log keeps the details
+        log.exception("while %s", what)
+        st.error(one_line(e, what))
+    return None
+
+
+def set_notice(state: MutableMapping, level: str, text: str) -> None:
+    """Queue a one-line message (from a callback) for the next run of the page."""
+    state["notice"] = (level, text)
+
+
+def show_notice(state: MutableMapping) -> None:
+    notice = state.get("notice")
+    if notice:
+        level, text = notice
+        {"error": st.error, "warning": st.warning, "success": st.success}.get(level, st.info)(text)
+        state["notice"] = None
+
+
+def display_image(arr: np.ndarray, max_side: int = 1024) -> bytes:
+    """A browser-sized JPEG (or PNG when there is alpha) of a possibly 12 MP array."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if img.mode == "RGBA":
+        img.save(buf, format="PNG", optimize=False, compress_level=3)
+    else:
+        img.convert("RGB").save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def thumbnail(arr: np.ndarray, side: int = 256) -> bytes:
+    return display_image(arr, side)
+
+
+def size_text(n_bytes: int) -> str:
+    if not n_bytes:
+        return "—"
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= div:
+            return f"{n_bytes / div:.1f} {unit}"
+    return f"{n_bytes} B"
+
+
+def model_label(spec, present: bool) -> str:
+    """Label for a model in a select box: name, what it is, and whether it still needs a download."""
+    if spec.name == "grabcut":
+        return "GrabCut — quick fallback, no download"
+    note = "" if present else " (not downloaded)"
+    return f"{spec.name} — {spec.description}{note}"
