@@ -1,0 +1,219 @@
+"""History: past runs in a grid, search and filters, details, compare, favourite, delete, export,
+and "edit from here" back into the Editor."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import BackdropError
+from ui import history as uh
+from ui import resources
+from ui.widgets import escape_md, guarded, one_line, show_notice
+
+state = st.session_state
+
+st.title("History")
+st.caption("Every run is kept here with its photo, mask, clicks and settings. Tick runs to compare "
+           "or export them; open one to see everything or to edit from there.")
+show_notice(state)
+
+store = guarded("opening the history", resources.store)
+if store is None:
+    st.stop()
+tz = getattr(st.context, "timezone", None)
+
+
+def _action(what: str, fn, *args) -> bool:
+    try:
+        fn(*args)
+        return True
+    except BackdropError as e:
+        st.error(one_line(e, what))
+    except Exception as e:
+        st.error(one_line(e, what))
+    return False
+
+
+def _edit_from_here(run_id: int, autorun: bool) -> None:
+    run = store.get_run(run_id)
+    uh.load_into_editor(state, run)
+    state["autorun"] = autorun
+    state["hist_open"] = None
+    st.switch_page("pages/editor.py")
+
+
+# ------------------------------------------------------------------ one run, in full
+def run_details(run_id: int) -> None:
+    run = guarded("reading the run", store.get_run, run_id)
+    if run is None:
+        state["hist_open"] = None
+        return
+    with st.container(border=True):
+        head, close = st.columns([6, 1])
+        head.subheader(f"Run #{run.id} · {uh.local_time(run.created, tz)} · {run.status}")
+        if close.button("Close", key="detail-close", width="stretch"):
+            state["hist_open"] = None
+            st.rerun()
+        if run.error:
+            st.error(run.error)
+        cols = st.columns(2 + max(len(run.outputs), 1))
+        if run.source.path.exists():
+            cols[0].image(str(run.source.thumb_path if run.source.thumb_path.exists() else run.source.path),
+                          caption="Source")
+        if run.mask is not None and run.mask.path.exists():
+            cols[1].image(str(run.mask.path), caption="Mask (white = subject)")
+        for col, out in zip(cols[2:], run.outputs):
+            col.image(str(out.thumb_path if out.thumb_path.exists() else out.path),
+                      caption=f"Variant {out.index + 1}" + (f" · seed {out.seed}" if out.seed is not None else ""))
+            fav = col.toggle("★ Favourite", value=out.favorite, key=f"fav-out-{out.id}")
+            if fav != out.favorite:
+                if _action("saving the favourite", store.set_favorite, out.id, fav):
+                    st.rerun()
+            if out.path.exists():
+                col.download_button("Download PNG", data=out.path.read_bytes, file_name=f"backdrop-run{run.id}-{out.index + 1}.png",
+                                    mime="image/png", key=f"dl-out-{out.id}", on_click="ignore")
+        st.markdown("**What made it**")
+        st.text(f"Source file: {run.source_name or '—'} ({run.source.width}×{run.source.height})")
+        st.text(f"Background: {uh.run_title(run)}")
+        params = {uh.PARAM_LABELS.get(k, k): uh._cell(v) for k, v in run.params().items()}
+        params["Timings (s)"] = uh._cell({k: round(v, 2) for k, v in (run.timings or {}).items()})
+        st.dataframe([{"Parameter": k, "Value": v} for k, v in params.items()], hide_index=True,
+                     width="stretch")
+        if run.clicks:
+            st.dataframe([{"x": x, "y": y, "click": "add" if label == 1 else "remove"}
+                          for x, y, label in run.clicks], hide_index=True, height=min(35 * (len(run.clicks) + 1) + 3, 250))
+        a1, a2, a3 = st.columns(3)
+        if a1.button("✎ Edit from here", key="detail-edit", type="primary", width="stretch",
+                     help="Open this photo with these clicks and settings in the Editor."):
+            _action("loading the run", _edit_from_here, run.id, False)
+        if a2.button("↻ Re-run", key="detail-rerun", width="stretch",
+                     help="Run it again with the same settings (a new seed if it was random)."):
+            _action("loading the run", _edit_from_here, run.id, True)
+        if a3.button("🗑 Delete", key="detail-delete", width="stretch"):
+            state["hist_confirm_delete"] = run.id
+        if state.get("hist_confirm_delete") == run.id:
+            st.warning(f"Delete run #{run.id} and its images? This cannot be undone.")
+            y, n, _ = st.columns([1, 1, 4])
+            if y.button("Yes, delete", key="confirm-delete", type="primary"):
+                if _action("deleting the run", store.delete_run, run.id):
+                    state["hist_confirm_delete"] = None
+                    state["hist_open"] = None
+                    state["hist_selected"] = [i for i in state["hist_selected"] if i != run.id]
+                    state["notice"] = ("success", f"Deleted run #{run.id}.")
+                    st.rerun()
+            if n.button("Keep it", key="cancel-delete"):
+                state["hist_confirm_delete"] = None
+                st.rerun()
+
+
+# ------------------------------------------------------------------ several runs side by side
+def compare_view(ids: list[int]) -> None:
+    with st.container(border=True):
+        head, close = st.columns([6, 1])
+        head.subheader("Compare " + ", ".join(f"#{i}" for i in ids))
+        if close.button("Close", key="compare-close", width="stretch"):
+            state["hist_compare"] = False
+            st.rerun()
+        runs = guarded("reading the runs", store.get_runs, ids)
+        table = guarded("comparing the runs", uh.comparison_table, store, ids)
+        if runs is None or table is None:
+            return
+        cols = st.columns(len(runs))
+        for col, run in zip(cols, runs):
+            path = uh.thumb_path(run)
+            if path is not None:
+                col.image(str(path), caption=f"Run #{run.id}")
+            col.text(uh.run_title(run))
+        df, differing = table
+        if differing:
+            st.caption("Highlighted rows differ between the runs: " + escape_md(", ".join(differing)))
+        else:
+            st.caption("These runs have identical parameters.")
+        st.dataframe(uh.styled_comparison(df, differing), width="stretch")
+
+
+if state.get("hist_open") is not None:
+    run_details(int(state["hist_open"]))
+if state.get("hist_compare") and len(state["hist_selected"]) >= 2:
+    compare_view(list(state["hist_selected"]))
+
+# ------------------------------------------------------------------ filters
+facets = guarded("reading the filters", store.facets) or {}
+f1, f2, f3, f4, f5 = st.columns([3, 1.3, 2, 2, 1.2])
+f1.text_input("Search prompts", key="hist_search", persist_state="session",
+              placeholder="words from the prompt or negative prompt")
+f2.toggle("★ Favourites only", key="hist_favourites", persist_state="session")
+models = [uh.ALL, *facets.get("model", [])]
+if state["hist_model"] not in models:
+    state["hist_model"] = uh.ALL
+f3.selectbox("Model", models, key="hist_model", persist_state="session")
+kinds = [uh.ALL, *facets.get("background_kind", [])]
+if state["hist_kind"] not in kinds:
+    state["hist_kind"] = uh.ALL
+f4.selectbox("Background", kinds, key="hist_kind", persist_state="session",
+             format_func=lambda k: uh.KIND_LABELS.get(k, k))
+f5.selectbox("Per page", [6, 12, 24, 48], key="hist_page_size", persist_state="session")
+
+listing = guarded("listing the runs", uh.page_of_runs, store, state)
+if listing is None:
+    st.stop()
+runs, total, pages = listing
+
+# ------------------------------------------------------------------ toolbar: compare / export
+selected = list(state["hist_selected"])
+t1, t2, t3, t4 = st.columns([2, 2, 2, 2])
+t1.markdown(f"**{total}** run{'s' if total != 1 else ''} · **{len(selected)}** selected")
+if t2.button(f"Compare selected ({len(selected)})", disabled=len(selected) < 2, width="stretch",
+             help="Tick two or more runs below."):
+    state["hist_compare"] = True
+    st.rerun()
+t3.download_button(f"Export selected ({len(selected)}) as zip", disabled=not selected, width="stretch",
+                   data=lambda: uh.export_bytes(store, selected), file_name="backdrop-selected.zip",
+                   mime="application/zip", key="export-selected", on_click="ignore")
+from core.history import RunQuery  # noqa: E402 - only for the favourites count
+n_fav = guarded("counting favourites", store.count_runs, RunQuery(favorites=True)) or 0
+t4.download_button(f"Export favourites ({n_fav}) as zip", disabled=n_fav == 0, width="stretch",
+                   data=lambda: uh.export_bytes(store, favorites=True), file_name="backdrop-favourites.zip",
+                   mime="application/zip", key="export-favourites", on_click="ignore")
+
+# ------------------------------------------------------------------ the grid
+if not runs:
+    st.info("No runs match." if total == 0 and (state["hist_search"] or state["hist_favourites"]
+                                                or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
+            else "No runs yet: generate something in the Editor and it will appear here.")
+PER_ROW = 4
+for start in range(0, len(runs), PER_ROW):
+    cols = st.columns(PER_ROW)
+    for col, run in zip(cols, runs[start:start + PER_ROW]):
+        with col.container(border=True):
+            path = uh.thumb_path(run)
+            if path is not None:
+                st.image(str(path), width="stretch")
+            st.text(uh.run_title(run)[:120])
+            meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.model or run.segmenter or ''}"
+            if run.status != "succeeded":
+                meta += f" · {run.status}"
+            st.caption(escape_md(meta))
+            st.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
+                        on_change=uh.toggle_selected, args=(state, run.id))
+            b1, b2 = st.columns(2)
+            if b1.button("Open", key=f"open-{run.id}", width="stretch"):
+                state["hist_open"] = run.id
+                state["hist_confirm_delete"] = None
+                st.rerun()
+            fav_label = "★ Unfavourite" if run.favorite else "☆ Favourite"
+            if b2.button(fav_label, key=f"fav-{run.id}", width="stretch", disabled=not run.outputs):
+                ok = all(_action("saving the favourite", store.set_favorite, o.id, not run.favorite)
+                         for o in run.outputs)
+                if ok:
+                    st.rerun()
+
+# ------------------------------------------------------------------ pager
+if pages > 1:
+    p1, p2, p3 = st.columns([1, 2, 1])
+    if p1.button("← Newer", disabled=state["hist_page"] == 0, width="stretch"):
+        state["hist_page"] -= 1
+        st.rerun()
+    p2.caption(f"Page {state['hist_page'] + 1} of {pages}", text_alignment="center")
+    if p3.button("Older →", disabled=state["hist_page"] >= pages - 1, width="stretch"):
+        state["hist_page"] += 1
+        st.rerun()

@@ -1,0 +1,236 @@
+"""History page through AppTest: paging in SQL, search and filters, details, compare with the
+differences highlighted, favourite, delete with confirmation, export, and "edit from here"."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ui import history as uh  # noqa: E402
+from ui import state as S  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def history_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/history.py").run()
+    no_exception(at)
+    return at
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+@pytest.fixture
+def store(astronaut):
+    """A history with 14 runs: prompts 'run 0' .. 'run 13', alternating models and backgrounds."""
+    from core.history import open_store
+
+    s = open_store()
+    small = astronaut[::8, ::8].copy()                        # 64x64: fast to write
+    mask = np.zeros(small.shape[:2], np.uint8)
+    mask[16:48, 16:48] = 255
+    for i in range(14):
+        out = small.copy()
+        out[mask == 0] = (i * 10) % 256
+        sd = i % 2 == 0
+        s.record_run(source=small, source_name=f"photo {i}.png", mask=mask,
+                     outputs=[(out, 100 + i)], segmenter="tiny", clicks=[(32, 32, 1), (5, 5, 0)],
+                     mask_options={"grow": i % 3, "feather": 0, "invert": False, "candidate": None},
+                     background="sd" if sd else "color:#00ff00",
+                     prompt=f"run {i} beach" if sd else None, negative="blurry" if sd else None,
+                     seed=100 + i if sd else None, steps=2 if sd else None,
+                     guidance=7.5 if sd else None, model="tiny" if sd else None)
+    return s
+
+
+def test_empty_history_explains_what_to_do():
+    at = history_app()
+    assert at.title[0].value == "History"
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def open_ids(at: AppTest) -> list[int]:
+    return [int(b.key.split("-")[1]) for b in at.button if (b.key or "").startswith("open-")]
+
+
+def summary(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if " selected" in m.value)
+
+
+def test_grid_is_paged_in_sql(store):
+    at = history_app()
+    at.selectbox(key="hist_page_size").set_value(6).run()
+    no_exception(at)
+    all_ids = sorted((r.id for r in store.iter_runs()), reverse=True)      # newest first
+    assert open_ids(at) == all_ids[:6]
+    assert "Page 1 of 3" in [c.value for c in at.caption]
+    assert "Colour #00ff00" in texts(at) and "run 12 beach" in texts(at)
+    button(at, "Older →").click().run()
+    no_exception(at)
+    assert "Page 2 of 3" in [c.value for c in at.caption]
+    assert open_ids(at) == all_ids[6:12]
+    button(at, "Older →").click().run()
+    assert "Page 3 of 3" in [c.value for c in at.caption]
+    assert open_ids(at) == all_ids[12:]
+    assert button(at, "Older →").disabled
+    at.text_input(key="hist_search").input("beach").run()              # new filter: page 1 again
+    assert "Page 1 of 2" in [c.value for c in at.caption]
+
+
+def test_search_and_filters(store):
+    at = history_app()
+    at.text_input(key="hist_search").input("BEACH").run()
+    no_exception(at)
+    assert summary(at).startswith("**7** runs")
+    at.text_input(key="hist_search").input("run 4").run()
+    assert summary(at).startswith("**1** run ")
+    at.text_input(key="hist_search").input("").run()
+    at.selectbox(key="hist_kind").set_value("color").run()
+    assert summary(at).startswith("**7** runs")
+    at.selectbox(key="hist_kind").set_value(uh.ALL).run()
+    at.selectbox(key="hist_model").set_value("tiny").run()
+    assert summary(at).startswith("**7** runs")
+    at.toggle(key="hist_favourites").set_value(True).run()
+    assert summary(at).startswith("**0** runs")
+    assert any("No runs match" in i.value for i in at.info)
+
+
+def test_open_run_shows_source_mask_clicks_and_parameters(store):
+    at = history_app()
+    newest = store.list_runs(limit=1).runs[0]
+    at.button(key=f"open-{newest.id}").click().run()
+    no_exception(at)
+    assert any(h.value.startswith(f"Run #{newest.id}") for h in at.subheader)
+    captions = [c for img in at.image for c in img.captions]
+    assert "Source" in captions and "Mask (white = subject)" in captions
+    frames = [df.value for df in at.dataframe]
+    params = next(f for f in frames if "Parameter" in f.columns)
+    values = dict(zip(params["Parameter"], params["Value"]))
+    assert values["Segmentation model"] == "tiny"
+    assert values["Background"] == newest.background
+    clicks = next(f for f in frames if "click" in f.columns)
+    assert list(clicks["click"]) == ["add", "remove"]
+    button(at, "Close").click().run()
+    assert not any(h.value.startswith("Run #") for h in at.subheader)
+
+
+def test_compare_highlights_differences(store):
+    at = history_app()
+    ids = [r.id for r in store.list_runs(limit=2).runs]
+    for i in ids:
+        at.checkbox(key=f"pick-{i}").check().run()
+        no_exception(at)
+    assert at.session_state["hist_selected"] == ids
+    button(at, "Compare selected (2)").click().run()
+    no_exception(at)
+    df, differing = uh.comparison_table(store, ids)
+    assert {"Seed", "Background", "Prompt"} <= set(differing)
+    assert "Segmentation model" not in differing
+    assert list(df.columns) == [f"Run #{i}" for i in ids]
+    shown = at.dataframe[-1].value
+    assert list(shown.columns) == [f"Run #{i}" for i in ids]
+    assert any("Highlighted rows differ" in c.value for c in at.caption)
+    styled = uh.styled_comparison(df, differing).to_html()
+    assert "font-weight: 700" in styled
+
+
+def test_favourite_then_export_favourites_zip(store):
+    at = history_app()
+    newest = store.list_runs(limit=1).runs[0]
+    at.button(key=f"fav-{newest.id}").click().run()
+    no_exception(at)
+    assert store.get_run(newest.id).favorite
+    assert at.button(key=f"fav-{newest.id}").label == "★ Unfavourite"
+    labels = [b.label for b in at.get("download_button")]
+    assert "Export favourites (1) as zip" in labels
+    data = uh.export_bytes(store, favorites=True)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        pngs = [n for n in names if n.endswith(".png") and not n.startswith("masks/")]
+        assert len(pngs) == 1
+        assert "manifest.json" in names
+        manifest = json.loads(z.read("manifest.json"))
+    rows = manifest.get("outputs") or manifest.get("runs") or []
+    assert [r["run_id"] for r in rows] == [newest.id], manifest
+
+
+def test_export_selected_zip(store):
+    at = history_app()
+    ids = [r.id for r in store.list_runs(limit=3).runs]
+    for i in ids:
+        at.checkbox(key=f"pick-{i}").check().run()
+    assert "Export selected (3) as zip" in [b.label for b in at.get("download_button")]
+    with zipfile.ZipFile(io.BytesIO(uh.export_bytes(store, ids))) as z:
+        outs = [n for n in z.namelist() if n.endswith(".png") and not n.startswith("masks/")]
+    assert len(outs) == 3
+
+
+def test_delete_needs_confirmation(store):
+    at = history_app()
+    newest = store.list_runs(limit=1).runs[0]
+    at.button(key=f"open-{newest.id}").click().run()
+    button(at, "🗑 Delete").click().run()
+    no_exception(at)
+    assert any("cannot be undone" in w.value for w in at.warning)
+    button(at, "Keep it").click().run()
+    assert store.count_runs() == 14
+    button(at, "🗑 Delete").click().run()
+    button(at, "Yes, delete").click().run()
+    no_exception(at)
+    assert store.count_runs() == 13
+    assert any(s.value == f"Deleted run #{newest.id}." for s in at.success)
+
+
+def test_edit_from_here_loads_the_run_into_the_editor(store, monkeypatch, tiny_sam):
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    at = history_app()
+    run = store.list_runs(limit=1).runs[0]           # run 13: colour background
+    sd_run = store.list_runs(limit=2).runs[1]        # run 12: SD
+    at.button(key=f"open-{sd_run.id}").click().run()
+    button(at, "✎ Edit from here").click().run()
+    no_exception(at)
+    assert at.title[0].value == "Replace a photo's background"     # switched to the Editor
+    ss = at.session_state
+    assert ss["photo"].hash == sd_run.source.hash
+    assert [(p["x"], p["y"], p["label"]) for p in ss["prompts"]] == [(32.0, 32.0, 1), (5.0, 5.0, 0)]
+    assert ss["bg_kind"] == S.BG_SD and ss["prompt"] == "run 12 beach" and ss["seed"] == 112
+    assert at.text_area(key="prompt").value == "run 12 beach"
+    assert ss["grow"] == 12 % 3
+    assert any(s.value.startswith(f"Loaded run #{sd_run.id}") for s in at.success)
+
+    at.switch_page("pages/history.py").run()
+    at.button(key=f"open-{run.id}").click().run()
+    button(at, "✎ Edit from here").click().run()
+    no_exception(at)
+    assert at.session_state["bg_kind"] == S.BG_COLOR
+    assert at.session_state["bg_color"].lower() == "#00ff00"
+
+
+def test_user_text_is_shown_as_text_not_markup(store, astronaut):
+    nasty = "**bold** [link](http://evil.example) <script>alert(1)</script>"
+    store.record_run(source=astronaut[::8, ::8].copy(), source_name="x.png", background="sd",
+                     prompt=nasty, model="tiny", outputs=[(astronaut[::8, ::8].copy(), 1)])
+    at = history_app()
+    assert nasty in texts(at)                                # st.text: never markdown or HTML
+    assert not any(nasty in m.value for m in at.markdown)
