@@ -1,0 +1,74 @@
+"""Models page helpers: the table of known models, the compute device, downloads in the background."""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import streamlit as st
+
+from core import config, weights
+from ui import resources, tasks
+from ui.widgets import size_text
+
+TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)"}
+
+
+def visible_specs(task: str, state: MutableMapping) -> list:
+    """Registry models for a task; the `tiny` test models only when they are the current choice."""
+    current = state.get("segmenter" if task == "segment" else "inpaint_model")
+    env = config.default_segmenter() if task == "segment" else config.default_inpaint_model()
+    return [s for s in weights.specs(task) if s.name != "tiny" or "tiny" in (current, env)]
+
+
+def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
+    rows = []
+    for spec in visible_specs(task, state):
+        builtin = spec.kind == "builtin"
+        present = resources.is_present(spec)
+        rows.append({
+            "Model": spec.name,
+            "What it is": spec.description,
+            "Download size": "none" if builtin else ("built in code" if spec.kind.startswith("tiny")
+                                                     else size_text(spec.size_bytes)),
+            "On this machine": "✅ ready" if present else "⬇️ not downloaded",
+            "Local path": "—" if builtin else str(weights.local_path(spec)),
+        })
+    return rows
+
+
+@st.cache_resource(show_spinner=False)
+def device_info() -> dict[str, Any]:
+    """What the models run on: GPU (with fp16) when CUDA is available, else CPU (fp32)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a requirement
+        return {"device": "CPU", "detail": "PyTorch is not installed", "fp16": False}
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        mem = torch.cuda.get_device_properties(0).total_memory
+        return {"device": "GPU", "detail": f"{name}, {mem / 2**30:.0f} GiB", "fp16": True}
+    return {"device": "CPU", "detail": f"{torch.get_num_threads()} threads; no CUDA GPU found",
+            "fp16": False}
+
+
+def start_download(name: str, task_kind: str) -> tasks.Task:
+    """Fetch a model in the background; the task's fraction follows the bytes received."""
+
+    def work(progress, cancel):
+        def on_bytes(*args, **kwargs):
+            nums = [a for a in args if isinstance(a, (int, float))]
+            if len(nums) >= 2 and nums[1]:
+                progress("download", nums[0] / nums[1])
+            elif len(nums) == 1 and 0 <= nums[0] <= 1:
+                progress("download", nums[0])
+
+        download = getattr(weights, "download", None)
+        if download is None:
+            from core.errors import DownloadError
+            raise DownloadError("downloads are not available in this build; "
+                                f"run `python -m core models download {name}`")
+        return download(name, task_kind, progress=on_bytes)
+
+    task = tasks.start("download", work, label=f"downloading {name}")
+    task.model = (task_kind, name)
+    return task
