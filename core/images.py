@@ -1,9 +1,61 @@
-"""Image intake (being written): see module contract in the task description."""
+"""Image intake and output: load + validate user photos, preview scaling with exact click mapping, encoding.
+
+Conventions (see docs/CONTRACTS.md): images are RGB uint8 numpy arrays of shape HxWx3; alpha, where
+kept, is a separate HxW uint8 array (255 = opaque); points are (x, y) pixels of the ORIGINAL,
+EXIF-corrected image; sizes are (width, height). Every failure to read a user's file raises
+`ImageError` whose str() is one line such as ``could not read photo.jpg: the file is truncated``.
+
+Loading is defensive: the header size is checked against `max_pixels` before any pixel is decoded
+(`Image.open` is lazy), only a fixed list of raster formats is tried (never EPS/PDF/... plugins that
+shell out), and every decoder error maps to a short human reason.
+"""
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import numbers
+import os
+import re
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Mapping
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import ImageError, InvalidOptionError
+
+MAX_PIXELS = 60_000_000
+"""Largest accepted image, in pixels (width * height), checked from the header before decoding."""
+
+MAX_SIDE = 65_535
+"""Largest accepted width or height (JPEG's own limit); longer strips are refused as absurd."""
+
+SUPPORTED = "JPEG, PNG, WebP, TIFF, BMP, GIF or HEIC"
+
+# Pillow format ids we let Image.open try, in this order. Anything else (EPS, PDF, PSD, ...) is refused.
+_OPEN_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", "AVIF")
+_PRETTY = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "TIFF": "TIFF", "BMP": "BMP",
+           "GIF": "GIF", "HEIF": "HEIC/HEIF", "AVIF": "AVIF"}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1",
+                b"msf1", b"mif2", b"miaf"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_NOT_IMAGES = {
+    "PDF": "it is a PDF document, not a photo (export the page as PNG or JPEG)",
+    "SVG": "SVG drawings are not supported (export it as PNG)",
+    "TEXT": "it is a text file, not an image",
+    "ZIP": "it is a zip archive, not an image",
+    "PSD": f"Photoshop files are not supported (save a copy as {SUPPORTED})",
+    "VIDEO": "it is a video, not a photo",
+}
+
+_heif_lock = threading.Lock()
+_heif_ready: bool | None = None   # None = not tried yet; True/False = pillow-heif registered / missing
+_plugins_lock = threading.Lock()
+_plugins_ready = False
 
 
 def content_hash(rgb: np.ndarray) -> str:
@@ -11,3 +63,527 @@ def content_hash(rgb: np.ndarray) -> str:
     h = hashlib.sha256(f"{rgb.shape}|{rgb.dtype}|".encode())
     h.update(np.ascontiguousarray(rgb).data)
     return h.hexdigest()
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view, so an array whose hash was taken cannot be changed in place by mistake."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded photo, normalised for the rest of Backdrop.
+
+    rgb:    HxWx3 uint8 RGB, EXIF orientation already applied (read-only array).
+    alpha:  HxW uint8 (255 = opaque) when the file had transparency, else None (read-only array).
+    format: Pillow's format id of the file ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "HEIF", ...).
+    hash:   content_hash(rgb); computed when left empty, checked when given.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    format: str = ""
+    hash: str = field(default="")
+
+    def __post_init__(self) -> None:
+        rgb = self.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise InvalidOptionError(f"LoadedImage.rgb must be an HxWx3 uint8 array, got {_describe(rgb)}")
+        if self.alpha is not None:
+            a = self.alpha
+            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != rgb.shape[:2]:
+                raise InvalidOptionError(
+                    f"LoadedImage.alpha must be an HxW uint8 array matching rgb {rgb.shape[:2]}, got {_describe(a)}")
+            object.__setattr__(self, "alpha", _readonly(a))
+        object.__setattr__(self, "rgb", _readonly(rgb))
+        actual = content_hash(rgb)
+        if self.hash and self.hash != actual:
+            raise InvalidOptionError("LoadedImage.hash does not match its pixels; leave it empty to compute it")
+        object.__setattr__(self, "hash", actual)
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.width, self.height
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+def load_image(source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO, *,
+               max_pixels: int = MAX_PIXELS, name: str | None = None) -> LoadedImage:
+    """Read a photo from a path, bytes or a binary file object into a `LoadedImage`.
+
+    Accepts JPEG, PNG, WebP, TIFF, BMP, GIF (first frame), HEIC/HEIF (through the optional
+    pillow-heif package, registered on first use) and AVIF. EXIF orientation is applied; CMYK,
+    16-bit, float, palette, greyscale and bilevel images become RGB uint8; transparency is kept apart
+    in `.alpha`. A file object is read to its end from its current position.
+
+    `name` is only used in error messages (e.g. the upload's file name); for a path the message
+    uses its base name. Raises ImageError (one line) for a missing, empty, truncated, damaged,
+    non-image, unsupported or too large file (more than `max_pixels`, checked before decoding).
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels <= 0:
+        raise InvalidOptionError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    label = _display_name(name)
+    if isinstance(source, (str, os.PathLike)):
+        label = label or _display_name(os.fspath(source)) or "the image"
+        return _load_path(source, label, int(max_pixels))
+    label = label or "the image"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read") and not isinstance(source, (bool, numbers.Number)):
+        if name is None:
+            label = _display_name(getattr(source, "name", None)) or label
+        try:
+            data = source.read()
+        except Exception as e:  # a closed or broken stream
+            raise ImageError(f"could not read {label}: the file could not be read ({_one_line(e)})") from e
+        if isinstance(data, str):
+            raise ImageError(f"could not read {label}: the file was opened as text; open it in binary mode ('rb')")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ImageError(f"could not read {label}: its read() gave {type(data).__name__}, not bytes")
+        data = bytes(data)
+    else:
+        raise ImageError(f"could not read {label}: expected a file path, bytes or an open file, "
+                         f"not {type(source).__name__}")
+    return _load_stream(io.BytesIO(data), label, int(max_pixels))
+
+
+def _load_path(source: str | os.PathLike, label: str, max_pixels: int) -> LoadedImage:
+    path = os.fspath(source)
+    if not path:
+        raise ImageError("could not read the image: no file name was given")
+    try:
+        f = open(path, "rb")  # the only thing the user's path is used for
+    except FileNotFoundError as e:
+        raise ImageError(f"could not read {label}: the file does not exist") from e
+    except IsADirectoryError as e:
+        raise ImageError(f"could not read {label}: it is a folder, not a file") from e
+    except PermissionError as e:
+        raise ImageError(f"could not read {label}: permission denied") from e
+    except (OSError, ValueError) as e:  # ValueError: embedded NUL byte
+        raise ImageError(f"could not read {label}: the file could not be opened ({_one_line(e)})") from e
+    with f:
+        return _load_stream(f, label, max_pixels)
+
+
+def _load_stream(fp: BinaryIO, label: str, max_pixels: int) -> LoadedImage:
+    head = fp.read(512)
+    if not head:
+        raise ImageError(f"could not read {label}: the file is empty")
+    total = fp.seek(0, io.SEEK_END)
+    fp.seek(max(0, total - 16))
+    tail = fp.read(16)
+    fp.seek(0)
+    kind = _sniff(head)
+    if kind in _NOT_IMAGES:
+        raise ImageError(f"could not read {label}: {_NOT_IMAGES[kind]}")
+    if kind == "HEIF" and not _ensure_heif():
+        raise ImageError(f"could not read {label}: HEIC/HEIF photos need the optional pillow-heif package "
+                         f"(pip install pillow-heif), or convert the photo to JPEG")
+
+    try:
+        im = Image.open(fp, formats=_open_formats())
+    except UnidentifiedImageError as e:
+        if kind is None:
+            raise ImageError(f"could not read {label}: it is not an image in a supported format ({SUPPORTED})") from e
+        raise _decode_error(label, kind, e, head, tail, total) from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Pillow's own guard (over ~89 MP, or 179 MP as an error) fired inside Image.open.
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(m.group(1)) / 1e6:,.0f} MP" if m else "too many pixels"
+        raise ImageError(f"could not read {label}: the image is too large ({size}; the limit is "
+                         f"{max_pixels / 1e6:g} MP)") from e
+    except Exception as e:
+        raise _decode_error(label, kind, e, head, tail, total) from e
+
+    with im:
+        fmt = "JPEG" if im.format == "MPO" else (im.format or kind or "")
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise ImageError(f"could not read {label}: the file is damaged (it claims a size of {width}x{height})")
+        if width * height > max_pixels or max(width, height) > MAX_SIDE:
+            raise ImageError(f"could not read {label}: the image is too large ({width}x{height} = "
+                             f"{width * height / 1e6:,.1f} MP; the limit is {max_pixels / 1e6:g} MP and "
+                             f"{MAX_SIDE} px a side)")
+        try:
+            im.load()  # first frame only (GIF, TIFF pages, animated WebP/PNG)
+            im = _exif_transpose(im)
+            rgb, alpha = _to_rgb_alpha(im)
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(f"could not read {label}: the image is too large") from e
+        except MemoryError as e:
+            raise ImageError(f"could not read {label}: not enough memory to decode it") from e
+        except Exception as e:
+            raise _decode_error(label, kind or fmt, e, head, tail, total) from e
+    return LoadedImage(rgb=rgb, alpha=alpha, format=fmt)
+
+
+def _open_formats() -> tuple[str, ...]:
+    """Register exactly the plugins we accept (not Image.init(), which loads them all)."""
+    global _plugins_ready
+    with _plugins_lock:
+        if not _plugins_ready:
+            from PIL import (BmpImagePlugin, GifImagePlugin, JpegImagePlugin,  # noqa: F401
+                             MpoImagePlugin, PngImagePlugin, TiffImagePlugin, WebPImagePlugin)
+            try:
+                from PIL import AvifImagePlugin  # noqa: F401  (Pillow >= 11.3)
+            except ImportError:
+                pass
+            _plugins_ready = True
+    return tuple(f for f in _OPEN_FORMATS if f in Image.OPEN)
+
+
+def _ensure_heif() -> bool:
+    """Register pillow-heif's opener on first need; False when the package is not installed."""
+    global _heif_ready
+    with _heif_lock:
+        if _heif_ready is None:
+            try:
+                from pillow_heif import register_heif_opener
+                register_heif_opener()
+                _heif_ready = True
+            except ImportError:
+                _heif_ready = False
+        return _heif_ready
+
+
+def _sniff(head: bytes) -> str | None:
+    """Guess the kind of file from its first bytes: a Pillow format id, a _NOT_IMAGES key, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":
+        return "BMP"
+    if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:8] == b"ftyp":
+        size = int.from_bytes(head[:4], "big")
+        brands = {head[8:12]} | {head[i:i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+        if head[8:12] in _AVIF_BRANDS:
+            return "AVIF"
+        if brands & _HEIF_BRANDS:
+            return "HEIF"
+        if brands & _AVIF_BRANDS:
+            return "AVIF"
+        return "VIDEO"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if head.startswith(b"PK\x03\x04"):
+        return "ZIP"
+    if head.startswith(b"8BPS"):
+        return "PSD"
+    if _looks_like_text(head):
+        return "SVG" if b"<svg" in head.lower() else "TEXT"
+    return None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut at the end of the sample
+            return False
+        text = head[:e.start].decode("utf-8")
+    return bool(text) and all(c.isprintable() or c in "\t\n\r\f\v" for c in text)
+
+
+def _looks_truncated(kind: str | None, head: bytes, tail: bytes, total: int) -> bool:
+    """Cheap structural checks that tell 'cut short' from 'damaged' for a file that failed to decode."""
+    try:
+        if kind == "JPEG":
+            return b"\xff\xd9" not in tail
+        if kind == "PNG":  # a real PNG header, but no end chunk
+            return head[12:16] == b"IHDR" and b"IEND" not in tail
+        if kind == "GIF":
+            return not tail.endswith(b";")
+        if kind == "BMP":
+            return len(head) >= 6 and struct.unpack("<I", head[2:6])[0] > total
+        if kind == "WEBP":
+            return struct.unpack("<I", head[4:8])[0] + 8 > total
+        if kind == "TIFF" and head[2:4] in (b"*\x00", b"\x00*"):
+            order = "<" if head[:2] == b"II" else ">"
+            return struct.unpack(order + "I", head[4:8])[0] >= total
+    except struct.error:
+        return True
+    return False
+
+
+def _decode_error(label: str, kind: str | None, exc: BaseException, head: bytes, tail: bytes,
+                  total: int) -> ImageError:
+    text = str(exc).lower()
+    if (isinstance(exc, EOFError) or "truncated" in text or "end of file" in text
+            or _looks_truncated(kind, head, tail, total)):
+        return ImageError(f"could not read {label}: the file is truncated (it was cut short, e.g. by an "
+                          f"interrupted download)")
+    if isinstance(exc, ValueError) and "conversion" in text:
+        return ImageError(f"could not read {label}: its colour mode is not supported ({_one_line(exc)})")
+    pretty = _PRETTY.get(kind or "", "")
+    what = f"not a valid {pretty} image" if pretty else "not a readable image"
+    return ImageError(f"could not read {label}: the file is damaged ({what})")
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    """Apply EXIF/XMP orientation; an unreadable EXIF block leaves the image as stored."""
+    try:
+        out = ImageOps.exif_transpose(im)
+    except (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, OSError):
+        return im
+    return out if out is not None else im
+
+
+def _to_rgb_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalise any Pillow mode to (HxWx3 uint8 RGB, HxW uint8 alpha or None when opaque)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _scale_to_uint8(np.asarray(im), mode)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2)), None
+    if im.has_transparency_data:
+        rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+        alpha = np.ascontiguousarray(rgba[:, :, 3])
+        return np.ascontiguousarray(rgba[:, :, :3]), (None if alpha.min() == 255 else alpha)
+    # CMYK: Pillow's conversion (Adobe-inverted JPEGs are already handled by the decoder).
+    rgb = np.array(im if mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(rgb), None
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map a 16/32-bit integer or float greyscale array to uint8.
+
+    I;16*: value / 257 (so 65535 -> 255 and 257*v -> v). I (int32): as-is when it fits 0..255,
+    else / 257 when it fits 0..65535, else min-max stretched. F (float): x255 when it fits 0..1,
+    as-is when it fits 0..255, else / 257 when it fits 0..65535, else min-max stretched; NaN -> 0.
+    """
+    a = arr.astype(np.float64)
+    if mode.startswith("I;16"):
+        return np.rint(a / 257.0).astype(np.uint8)
+    a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        a = a * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif lo >= 0.0 and hi <= 65535.0:
+        a = a / 257.0
+    else:
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _display_name(name: object) -> str:
+    """The base name of a user's file, made safe for a one-line message (never used as a path)."""
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    if not isinstance(name, str) or not name:
+        return ""
+    base = re.split(r"[\\/]", name.rstrip("/\\"))[-1]
+    base = "".join(c if c.isprintable() else "?" for c in base)
+    return base if len(base) <= 80 else base[:77] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _describe(arr: object) -> str:
+    if isinstance(arr, np.ndarray):
+        return f"{arr.dtype} array of shape {arr.shape}"
+    return type(arr).__name__
+
+
+# ----------------------------------------------------------------------------------------- preview
+
+@dataclass(frozen=True)
+class Preview:
+    """A downscaled copy of a photo for display, with exact coordinate mapping back to the original.
+
+    rgb: the preview array (h'xw'x3 uint8, or whatever make_preview was given, downscaled).
+    scale: preview pixels per original pixel along the long side (<= 1; 1.0 when not downscaled).
+    original_size: (W, H) of the original.
+
+    Pixel i covers [i, i+1) in its image, so its centre is i + 0.5; mapping goes centre to centre with
+    the per-axis factors scale_x = w'/W and scale_y = h'/H (they differ slightly from `scale` because
+    the preview size is rounded to whole pixels). Hence to_original(*to_preview(x, y)) == (x, y) for
+    every integer pixel (x, y) of the original.
+    """
+
+    rgb: np.ndarray
+    scale: float
+    original_size: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the preview."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    @property
+    def scale_x(self) -> float:
+        return self.rgb.shape[1] / self.original_size[0]
+
+    @property
+    def scale_y(self) -> float:
+        return self.rgb.shape[0] / self.original_size[1]
+
+    def to_preview(self, x: float, y: float) -> tuple[float, float]:
+        """Original pixel (x, y) -> the matching (float) point in preview pixels."""
+        x, y = _finite(x, "x"), _finite(y, "y")
+        return (x + 0.5) * self.scale_x - 0.5, (y + 0.5) * self.scale_y - 0.5
+
+    def to_original(self, x: float, y: float) -> tuple[int, int]:
+        """Preview point (x, y) -> the original pixel (int x, int y) under it, clamped inside the image."""
+        x, y = _finite(x, "x"), _finite(y, "y")
+        w, h = self.original_size
+        # (x + 0.5) / scale is the point in original pixel-edge units; the pixel containing it wins.
+        ox = math.floor((x + 0.5) / self.scale_x)
+        oy = math.floor((y + 0.5) / self.scale_y)
+        return min(max(ox, 0), w - 1), min(max(oy, 0), h - 1)
+
+    def from_display(self, x: float, y: float, display_width: float,
+                     display_height: float | None = None) -> tuple[int, int]:
+        """A click on the preview shown `display_width` (x `display_height`) pixels wide -> original pixel.
+
+        streamlit-image-coordinates reports x, y in displayed pixels together with the displayed
+        width/height; pass them here. When display_height is None the aspect ratio is assumed kept.
+        """
+        dw = _finite(display_width, "display_width")
+        if dw <= 0:
+            raise InvalidOptionError(f"display_width must be positive, got {display_width!r}")
+        rx = dw / self.rgb.shape[1]
+        if display_height is None:
+            ry = rx
+        else:
+            dh = _finite(display_height, "display_height")
+            if dh <= 0:
+                raise InvalidOptionError(f"display_height must be positive, got {display_height!r}")
+            ry = dh / self.rgb.shape[0]
+        x, y = _finite(x, "x"), _finite(y, "y")
+        return self.to_original((x + 0.5) / rx - 0.5, (y + 0.5) / ry - 0.5)
+
+
+def _finite(v: object, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        raise InvalidOptionError(f"{what} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def make_preview(rgb: np.ndarray, max_side: int = 1024) -> Preview:
+    """Downscale `rgb` (HxWx3 uint8; HxW and HxWx4 also work) so its long side is at most `max_side`.
+
+    Never upscales: a small image is returned as is (scale 1.0, a read-only view of the same pixels).
+    The preview's long side is exactly `max_side` when it is downscaled; Lanczos resampling.
+    """
+    _check_array(rgb, "rgb", channels=(None, 3, 4))
+    if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1:
+        raise InvalidOptionError(f"max_side must be a positive integer, got {max_side!r}")
+    h, w = rgb.shape[:2]
+    long_side = max(w, h)
+    if long_side <= max_side:
+        return Preview(rgb=_readonly(rgb), scale=1.0, original_size=(w, h))
+    s = max_side / long_side
+    pw = max_side if w >= h else max(1, math.floor(w * s + 0.5))
+    ph = max_side if h > w else max(1, math.floor(h * s + 0.5))
+    small = Image.fromarray(np.ascontiguousarray(rgb)).resize(
+        (pw, ph), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return Preview(rgb=_readonly(np.asarray(small, dtype=np.uint8).copy()), scale=max(pw, ph) / long_side,
+                   original_size=(w, h))
+
+
+# ----------------------------------------------------------------------------------------- output
+
+def _check_array(arr: object, what: str, channels: tuple[int | None, ...]) -> None:
+    """Raise InvalidOptionError unless arr is uint8 HxW (None in channels) or HxWxC with C in channels."""
+    ok = isinstance(arr, np.ndarray) and arr.dtype == np.uint8 and arr.size > 0 and (
+        (arr.ndim == 2 and None in channels) or (arr.ndim == 3 and arr.shape[2] in channels))
+    if not ok:
+        shapes = " or ".join("HxW" if c is None else f"HxWx{c}" for c in channels)
+        raise InvalidOptionError(f"{what} must be a non-empty uint8 array of shape {shapes}, got {_describe(arr)}")
+
+
+def _to_pil(arr: np.ndarray) -> Image.Image:
+    if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
+        arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
+    _check_array(arr, "image", channels=(None, 3, 4))
+    return Image.fromarray(np.ascontiguousarray(arr))  # uint8 HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
+
+
+def encode_png(arr: np.ndarray, *, text: Mapping[str, str] | None = None, compress_level: int = 6) -> bytes:
+    """PNG bytes of HxW uint8 (mode L, e.g. a mask; bool masks become 0/255), HxWx3 RGB or HxWx4 RGBA.
+
+    `text` adds tEXt/iTXt chunks (e.g. {"parameters": "..."}), as read back by Pillow's `im.text`.
+    """
+    im = _to_pil(arr)
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(str(key), str(value))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", pnginfo=info, compress_level=compress_level)
+    return buf.getvalue()
+
+
+def _check_quality(quality: object) -> int:
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
+        raise InvalidOptionError(f"quality must be an integer from 1 to 100, got {quality!r}")
+    return int(quality)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """JPEG bytes of HxWx3 uint8 RGB (or HxW greyscale). JPEG has no alpha: RGBA raises InvalidOptionError."""
+    if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 4:
+        raise InvalidOptionError("JPEG cannot store transparency: save RGBA images as PNG")
+    quality = _check_quality(quality)
+    im = _to_pil(rgb)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_webp(arr: np.ndarray, quality: int = 90) -> bytes:
+    """WebP bytes of HxWx3 RGB or HxWx4 RGBA uint8 (lossy at `quality`, alpha kept)."""
+    quality = _check_quality(quality)
+    im = _to_pil(arr)
+    if im.mode == "L":
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "WEBP", quality=quality)
+    return buf.getvalue()
+
+
+def save_image(arr: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write `arr` atomically (temp file + rename) to `path`; the format follows the suffix.
+
+    .png: HxW (L), HxWx3 or HxWx4 (RGBA) · .jpg/.jpeg: HxWx3 or HxW, quality 95 · .webp: HxWx3/HxWx4,
+    quality 90. Other suffixes, and RGBA to JPEG, raise InvalidOptionError. Returns the path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        data = encode_png(arr)
+    elif suffix in (".jpg", ".jpeg"):
+        data = encode_jpeg(arr, quality=95)
+    elif suffix == ".webp":
+        data = encode_webp(arr)
+    else:
+        raise InvalidOptionError(f"cannot save an image as '{suffix or path.name}': use .png, .jpg or .webp")
+    from core.files import atomic_write_bytes
+    return atomic_write_bytes(path, data)
