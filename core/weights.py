@@ -3,22 +3,46 @@
 Local layout under `config.weights_dir()` (BACKDROP_WEIGHTS_DIR, default ./weights):
   single-file checkpoints (SAM)        -> weights/<filename>
   repositories (diffusers, SAM 2.1)    -> weights/<name>/   (a snapshot folder)
+  any other Hugging Face repo id       -> weights/<owner>--<name>/   (inpainting only)
   `tiny` test models                   -> built in code, random-initialised, never downloaded
+
+Public API:
+  specs(task=None) -> list[ModelSpec]          get_spec(name, task) -> ModelSpec
+  spec_for(model, task) -> ModelSpec           registry name, a local folder, or an HF repo id
+  local_path(spec) -> Path                     is_present(spec) -> bool
+  resolve(name, task) -> Path                  MissingWeightsError (file, size, fix) when absent
+  missing_message(spec) -> str
+  download(name, task, progress=None, *, url=None) -> Path     checksum-verified, atomic
+  download_file(url, dst, *, sha256=None, size=None, progress=None) -> Path
+  list_models(task=None) -> list[ModelInfo]    what `python -m core models list` prints
+
+`progress(done_bytes, total_bytes)`; total_bytes is 0 when the server does not say.
+Nothing here imports torch/diffusers at module import time.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from core import config
-from core.errors import InvalidOptionError, MissingWeightsError
+from core.errors import DownloadError, InvalidOptionError, MissingWeightsError
+
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str                       # registry key used on the command line and in the app
     kind: str                       # "sam" | "sam2" | "diffusers" | "tiny-sam" | "tiny-diffusers"
+    #                                 | "builtin" | "local" (a diffusers folder given by path)
     task: str                       # "segment" | "inpaint"
     description: str
     size_bytes: int = 0             # approximate download size
@@ -28,6 +52,7 @@ class ModelSpec:
     repo_id: Optional[str] = None   # Hugging Face repo (kinds "sam2", "diffusers")
     revision: Optional[str] = None  # pinned revision for repos ("main" if unknown)
     sam_type: Optional[str] = None  # key in segment_anything.sam_model_registry
+    path: Optional[str] = None      # kind "local": the folder itself
 
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -62,6 +87,15 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
     ]
 }
 
+# What a diffusers snapshot needs: fp32 safetensors + configs/tokenizers. Skips the original .ckpt,
+# .bin duplicates, fp16/non-EMA variants, ONNX/Flax exports and the 1.2 GB safety checker
+# (pipelines are loaded with safety_checker=None; see core.inpaint).
+DIFFUSERS_ALLOW = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*",
+                   "text_encoder/*", "text_encoder_2/*", "unet/*", "vae/*"]
+DIFFUSERS_IGNORE = ["*.ckpt", "*.bin", "*.fp16.*", "*non_ema*", "*.onnx", "*.msgpack", "*.pb", "*.h5"]
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
 
 def specs(task: Optional[str] = None) -> list[ModelSpec]:
     return [s for (t, _), s in REGISTRY.items() if task in (None, t)]
@@ -76,6 +110,22 @@ def get_spec(name: str, task: str) -> ModelSpec:
         raise InvalidOptionError(f"unknown {task} model {name!r}; known: {known}") from None
 
 
+def spec_for(model: str, task: str) -> ModelSpec:
+    """A spec for anything a user may name as a model: a registry name, an existing local diffusers
+    folder (inpaint), or a Hugging Face repo id "owner/name" (inpaint; stored under
+    weights/owner--name). InvalidOptionError otherwise."""
+    if (task, model) in REGISTRY:
+        return REGISTRY[(task, model)]
+    if task == "inpaint":
+        p = Path(model).expanduser()
+        if p.is_dir():
+            return ModelSpec(str(p), "local", task, f"local diffusers folder {p}", path=str(p.resolve()))
+        if _REPO_ID.match(model):
+            return ModelSpec(model, "diffusers", task, f"Hugging Face repo {model}",
+                             repo_id=model, revision="main")
+    return get_spec(model, task)  # raises the "unknown model; known: ..." error
+
+
 def local_path(spec: ModelSpec) -> Path:
     """Where the model's file (or folder) lives under the weights dir."""
     if spec.kind == "sam":
@@ -84,19 +134,209 @@ def local_path(spec: ModelSpec) -> Path:
         return config.weights_dir() / "sam_tiny.pth"
     if spec.kind == "tiny-diffusers":
         return config.weights_dir() / "tiny-inpainting"
+    if spec.kind == "local":
+        return Path(spec.path)
+    if "/" in spec.name:  # an ad-hoc Hugging Face repo id
+        return config.weights_dir() / spec.name.replace("/", "--")
     return config.weights_dir() / spec.name
 
 
+def is_present(spec: ModelSpec) -> bool:
+    """True when the model can be loaded from disk without any network access."""
+    if spec.kind == "builtin":
+        return True
+    path = local_path(spec)
+    if spec.kind in ("sam", "tiny-sam"):
+        return path.is_file() and path.stat().st_size > 0
+    if spec.kind in ("diffusers", "tiny-diffusers", "local"):
+        return (path / "model_index.json").is_file()
+    if spec.kind == "sam2":
+        return (path / "config.json").is_file()
+    return path.exists()
+
+
+def _size_text(n: int) -> str:
+    if not n:
+        return "size unknown"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def missing_message(spec: ModelSpec) -> str:
-    size = f"{spec.size_bytes / 1e9:.2f} GB" if spec.size_bytes else "size unknown"
-    return (f"model {spec.name!r} is not downloaded: expected {local_path(spec)} ({size}); "
-            f"fetch it with `python -m core models download {spec.name}`")
+    if spec.kind == "local":
+        return f"model folder {local_path(spec)} has no model_index.json: not a diffusers pipeline folder"
+    return (f"model {spec.name!r} is not downloaded: expected {local_path(spec)} "
+            f"({_size_text(spec.size_bytes)}); fetch it with `python -m core models download {spec.name}`")
 
 
 def resolve(name: str, task: str) -> Path:
-    """Path of a present model's file/folder, else MissingWeightsError naming file, size and fix."""
-    spec = get_spec(name, task)
-    path = local_path(spec)
-    if not path.exists():
+    """Path of a present model's file/folder, else MissingWeightsError naming file, size and fix.
+    `name` may be anything `spec_for` accepts."""
+    spec = spec_for(name, task)
+    if not is_present(spec):
         raise MissingWeightsError(missing_message(spec))
-    return path
+    return local_path(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# models list
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One row of `python -m core models list`."""
+    name: str
+    task: str
+    kind: str
+    description: str
+    size_bytes: int
+    present: bool
+    path: Optional[Path]            # None for built-in models
+
+    @property
+    def size_text(self) -> str:
+        return "-" if self.kind == "builtin" else (
+            "built in code" if self.kind.startswith("tiny") else _size_text(self.size_bytes))
+
+
+def list_models(task: Optional[str] = None) -> list[ModelInfo]:
+    return [ModelInfo(s.name, s.task, s.kind, s.description, s.size_bytes, is_present(s),
+                      None if s.kind == "builtin" else local_path(s)) for s in specs(task)]
+
+
+# ---------------------------------------------------------------------------------------------
+# downloads
+
+
+def _sam_url(spec: ModelSpec) -> str:
+    """The SAM checkpoint URL; BACKDROP_SAM_URL_BASE replaces the official base (mirrors, tests)."""
+    base = os.environ.get("BACKDROP_SAM_URL_BASE")
+    if base:
+        return base.rstrip("/") + "/" + spec.filename
+    return spec.url
+
+
+def download_file(url: str, dst: str | os.PathLike, *, sha256: Optional[str] = None,
+                  size: Optional[int] = None, progress: Optional[ProgressFn] = None,
+                  timeout: float = 30.0, chunk: int = 1 << 20) -> Path:
+    """Stream `url` into `dst` atomically: a temp file in dst's folder, SHA-256 computed on the fly,
+    length checked against Content-Length (and `size` if given), checksum checked against `sha256`,
+    fsync, then os.replace. On any failure the temp file is removed, nothing appears at `dst`, and
+    DownloadError (one line) is raised."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    what = f"{dst.name} ({_size_text(size or 0)}) from {url}"
+    try:
+        h = hashlib.sha256()
+        done = 0
+        with os.fdopen(fd, "wb") as f:
+            try:
+                req = urllib.request.Request(url, headers={"User-Agent": "backdrop"})
+                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0)
+                    if progress:
+                        progress(0, total)
+                    while True:
+                        buf = resp.read(chunk)
+                        if not buf:
+                            break
+                        f.write(buf)
+                        h.update(buf)
+                        done += len(buf)
+                        if progress:
+                            progress(done, total)
+            except urllib.error.HTTPError as e:
+                raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}") from None
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                raise DownloadError(f"could not download {what}: {reason} "
+                                    f"(offline? place the file at {dst} by hand)") from None
+            if total and done != total:
+                raise DownloadError(f"download of {what} was interrupted: got {done} of {total} bytes")
+            if size and done != size:
+                raise DownloadError(f"download of {what} has the wrong size: {done} bytes, expected {size}")
+            if sha256 and h.hexdigest() != sha256.lower():
+                raise DownloadError(f"checksum mismatch for {what}: got sha256 {h.hexdigest()[:12]}…, "
+                                    f"expected {sha256[:12]}…; the file was discarded")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return dst
+
+
+def _hf_tqdm(progress: ProgressFn):
+    """A tqdm class for snapshot_download that forwards its byte counter to progress()."""
+    from tqdm.auto import tqdm
+
+    class _Forward(tqdm):
+        def update(self, n=1):
+            r = super().update(n)
+            if self.unit == "B":
+                try:
+                    progress(int(self.n), int(self.total or 0))
+                except Exception:  # progress reporting never breaks a download
+                    pass
+            return r
+
+    return _Forward
+
+
+def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn]) -> Path:
+    """snapshot_download into weights/.<name>.partial (resumable), then rename into place."""
+    final = local_path(spec)
+    partial = final.with_name(f".{final.name}.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from huggingface_hub import snapshot_download
+        kwargs = {}
+        if spec.kind == "diffusers":
+            kwargs = {"allow_patterns": DIFFUSERS_ALLOW, "ignore_patterns": DIFFUSERS_IGNORE}
+        if progress:
+            kwargs["tqdm_class"] = _hf_tqdm(progress)
+        snapshot_download(spec.repo_id, revision=spec.revision or "main", local_dir=partial, **kwargs)
+    except Exception as e:  # huggingface_hub raises many types: offline, 404, gated, network
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DownloadError(f"could not download {spec.repo_id} ({_size_text(spec.size_bytes)}) "
+                            f"into {final}: {type(e).__name__}: {first}") from None
+    # snapshot_download keeps its resume metadata in .cache/; the final folder doesn't need it
+    shutil.rmtree(partial / ".cache", ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    return final
+
+
+def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
+             url: Optional[str] = None) -> Path:
+    """Fetch (or, for `tiny`, build) a model so `resolve(name, task)` succeeds; returns its path.
+    Already-present models are returned as they are. `url` overrides a single-file model's URL
+    (mirrors, tests). Raises DownloadError (one line: what, size, why) when it cannot."""
+    spec = spec_for(name, task)
+    if spec.kind == "builtin":
+        raise InvalidOptionError(f"model {spec.name!r} is built in and needs no download")
+    if spec.kind == "local":
+        if not is_present(spec):
+            raise MissingWeightsError(missing_message(spec))
+        return local_path(spec)
+    path = local_path(spec)
+    if is_present(spec) and url is None:
+        return path
+    if spec.kind == "tiny-diffusers":
+        from core.inpaint import build_tiny_inpaint
+        return build_tiny_inpaint(path)
+    if spec.kind == "tiny-sam":
+        from core.segment import build_tiny_sam
+        return build_tiny_sam(path)
+    if spec.kind == "sam":
+        return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
+                             size=None if url else spec.size_bytes, progress=progress)
+    if spec.kind in ("sam2", "diffusers"):
+        return _download_repo(spec, progress)
+    raise InvalidOptionError(f"don't know how to download model {spec.name!r} (kind {spec.kind})")
+
