@@ -6,7 +6,7 @@ import streamlit as st
 from core import weights
 from ui import models as um
 from ui import resources, tasks
-from ui.widgets import model_label, show_notice
+from ui.widgets import model_label, show_notice, state_selectbox
 
 state = st.session_state
 
@@ -24,16 +24,13 @@ st.subheader("Defaults for this session")
 st.caption("Used by the Editor from now on (this browser session only). Server-wide defaults come "
            "from BACKDROP_SEGMENTER and BACKDROP_INPAINT_MODEL.")
 d1, d2 = st.columns(2)
-seg_names = [s.name for s in um.visible_specs("segment", state)]
-if state["segmenter"] not in seg_names:
-    seg_names.append(state["segmenter"])
-d1.selectbox("Segmentation model", seg_names, key="segmenter", persist_state="session",
-             format_func=lambda n: model_label(weights.get_spec(n, "segment"),
-                                               resources.is_present(weights.get_spec(n, "segment"))))
-inp_names = [s.name for s in um.visible_specs("inpaint", state)]
-if state["inpaint_model"] not in inp_names:
-    inp_names.append(state["inpaint_model"])
-d2.selectbox("Inpainting model (AI scene backgrounds)", inp_names, key="inpaint_model", persist_state="session")
+state_selectbox(d1, "Segmentation model", [s.name for s in um.visible_specs("segment", state)], state,
+                "segmenter", "default_segmenter",
+                format_func=lambda n: model_label(weights.get_spec(n, "segment"),
+                                                  resources.is_present(weights.get_spec(n, "segment"))))
+state_selectbox(d2, "Inpainting model (AI scene backgrounds)",
+                [s.name for s in um.visible_specs("inpaint", state)], state, "inpaint_model",
+                "default_inpaint_model")
 _, note = resources.choose_segmenter(state["segmenter"])
 if note:
     st.warning(note)

@@ -90,3 +90,22 @@ def model_label(spec, present: bool) -> str:
         return "GrabCut — quick fallback, no download"
     note = "" if present else " (not downloaded)"
     return f"{spec.name} — {spec.description}{note}"
+
+
+def state_selectbox(container, label: str, options: list, state: MutableMapping, state_key: str,
+                    widget_key: str, **kwargs):
+    """A selectbox showing (and setting) plain session state `state_key`.
+
+    The state key, not the widget, is the source of truth, so several pages can offer the same
+    choice (Editor sidebar, Models page) and History can set it before switching page.
+    """
+    options = list(options)
+    current = state.get(state_key)
+    if current not in options:
+        options.append(current)
+
+    def sync() -> None:
+        state[state_key] = state[widget_key]
+
+    return container.selectbox(label, options, index=options.index(current), key=widget_key,
+                               on_change=sync, **kwargs)

@@ -1,0 +1,322 @@
+"""Editor page through Streamlit's AppTest: photo intake, clicks -> mask, undo/clear, generation
+(tiny SAM + tiny SD inpainting), cancel, and one-line errors. The custom image component cannot be
+clicked in AppTest, so clicks go through the same handler the component's callback uses
+(ui.editor.apply_canvas_value) with the value dict the component sends."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from ui import editor as ed  # noqa: E402
+from ui import state as S  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+RUN_TIMEOUT = 120
+
+
+@pytest.fixture
+def tiny_env(monkeypatch, tiny_sam, tiny_inpaint):
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT)
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def wait_until(at: AppTest, cond, timeout: float = 180.0, what: str = "condition") -> None:
+    """Rerun the app (as the page's polling fragment would) until cond(at) holds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        at.run()
+        no_exception(at)
+        if cond(at):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def png_bytes(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def click(at: AppTest, x: float, y: float, *, width: float, height: float, t: int) -> bool:
+    """What the image component sends for a click at displayed (x, y) on a width x height display."""
+    return ed.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": width, "height": height,
+                                                    "unix_time": t})
+
+
+def load_sample(at: AppTest, label: str = "Astronaut") -> None:
+    at.button(key=f"sample-{label}").click().run()
+    no_exception(at)
+    assert at.session_state["photo"] is not None
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------------------------------------
+def test_editor_starts_with_upload_and_samples(tiny_env):
+    at = new_app()
+    no_exception(at)
+    assert at.title[0].value == "Replace a photo's background"
+    assert [b.label for b in at.button][:3] == list(ed.SAMPLES)
+    assert at.file_uploader(key="upload").label.startswith("1 · Upload a photo")
+    assert any("Upload a photo or pick a sample" in i.value for i in at.info)
+    assert at.sidebar.selectbox(key="seg_pick").value == "tiny"
+
+
+def test_sample_photo_loads_preview_and_prepares_embedding(tiny_env):
+    at = new_app()
+    load_sample(at, "Cat")
+    photo, preview = at.session_state["photo"], at.session_state["preview"]
+    assert photo.size == (451, 300)
+    assert preview.rgb.shape[:2] == (300, 451)          # never upscaled
+    task = at.session_state["prepare"]
+    assert task is not None and task.kind == "prepare"
+    assert task.wait(120) and task.error is None
+    assert "Click on the subject" in captions(at)
+
+
+def test_upload_real_photo_and_bad_file(tiny_env, coffee):
+    at = new_app()
+    at.file_uploader(key="upload").set_value(("not-a-photo.jpg", b"this is not an image", "image/jpeg"))
+    at.run()
+    no_exception(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Could not use that file:")
+    assert "\n" not in errors[0] and "Traceback" not in errors[0]
+    assert at.session_state["photo"] is None
+
+    at.file_uploader(key="upload").set_value(("coffee.png", png_bytes(coffee), "image/png")).run()
+    no_exception(at)
+    assert not at.error
+    assert at.session_state["photo"].size == (600, 400)
+    assert at.session_state["photo_name"] == "coffee.png"
+
+
+def test_click_maps_displayed_pixels_to_original_and_draws_mask(tiny_env, coffee):
+    big = np.asarray(Image.fromarray(coffee).resize((2400, 1600), Image.Resampling.BICUBIC))
+    at = new_app()
+    at.file_uploader(key="upload").set_value(("big.jpg", png_bytes(big, "JPEG"), "image/jpeg")).run()
+    no_exception(at)
+    preview = at.session_state["preview"]
+    assert max(preview.rgb.shape[:2]) == ed.PREVIEW_SIDE        # downscaled preview for the browser
+    # The component shows the preview at 512x341 px; a click at its centre is the photo's centre.
+    assert click(at, 256, 170.5, width=512, height=341, t=1)
+    (p,) = at.session_state["prompts"]
+    assert p["kind"] == "point" and p["label"] == 1
+    assert abs(p["x"] - 1200) <= 6 and abs(p["y"] - 800) <= 6
+    # The same event comes back on every rerun: it must not add a second click.
+    assert not click(at, 256, 170.5, width=512, height=341, t=1)
+    at.run()
+    no_exception(at)
+    assert len(at.session_state["prompts"]) == 1
+    assert "Mask ready" in captions(at)
+    (result,) = at.session_state["seg_cache"].values()
+    assert result.masks.shape[1:] == preview.rgb.shape[:2]       # segmented at preview size
+    jpeg = at.session_state["canvas_cache"][1]
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) < 400_000          # what the browser gets
+
+
+def test_remove_mode_box_undo_and_clear(tiny_env):
+    at = new_app()
+    load_sample(at)
+    click(at, 200, 200, width=512, height=512, t=1)
+    at.segmented_control(key="click_mode").set_value(S.REMOVE).run()
+    click(at, 50, 60, width=512, height=512, t=2)
+    at.toggle(key="box_mode").set_value(True).run()
+    ed.apply_canvas_value(at.session_state, {"x1": 100, "y1": 90, "x2": 400, "y2": 500,
+                                             "width": 512, "height": 512, "unix_time": 3})
+    # a "drag" of a few pixels is a click
+    ed.apply_canvas_value(at.session_state, {"x1": 300, "y1": 300, "x2": 302, "y2": 301,
+                                             "width": 512, "height": 512, "unix_time": 4})
+    at.run()
+    no_exception(at)
+    kinds = [(p["kind"], p.get("label")) for p in at.session_state["prompts"]]
+    assert kinds == [("point", 1), ("point", 0), ("box", None), ("point", 0)]
+    assert at.session_state["prompts"][2]["box"] == (100, 90, 400, 500)
+    assert "Mask ready" in captions(at)
+
+    button(at, "↶ Undo").click().run()
+    no_exception(at)
+    assert len(at.session_state["prompts"]) == 3
+    button(at, "✕ Clear").click().run()
+    no_exception(at)
+    assert at.session_state["prompts"] == []
+    assert button(at, "↶ Undo").disabled and button(at, "Generate").disabled
+
+
+def test_candidate_choice_and_edge_controls(tiny_env):
+    at = new_app()
+    load_sample(at)
+    click(at, 256, 256, width=512, height=512, t=1)
+    at.run()
+    result = next(iter(at.session_state["seg_cache"].values()))
+    assert len(result.masks) == 3
+    radio = at.radio(key=ed.candidate_key(at.session_state, "tiny"))
+    assert radio.value == int(result.best)
+    other = (int(result.best) + 1) % 3
+    radio.set_value(other).run()
+    no_exception(at)
+    assert at.session_state["candidate"] == other
+    assert f"candidate {other + 1} of 3" in captions(at)
+    before = at.session_state["canvas_cache"][1]
+    at.toggle(key="invert").set_value(True).run()
+    at.slider(key="grow").set_value(10).run()
+    no_exception(at)
+    assert at.session_state["canvas_cache"][1] != before            # overlay follows the controls
+    at.text_area(key="prompt").input("a meadow").run()
+    request = ed.job_request(at.session_state, "tiny")
+    assert request.candidate == other
+    assert request.mask_options.invert and request.mask_options.grow == 10
+
+
+def _generate_and_wait(at: AppTest) -> None:
+    button(at, "Generate").click().run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    wait_until(at, lambda a: a.session_state["job"] is None, what="the job to finish")
+
+
+def test_generate_with_tiny_sd_records_exactly_one_history_row(tiny_env):
+    from core.history import open_store
+
+    at = new_app()
+    load_sample(at)
+    click(at, 256, 200, width=512, height=512, t=1)
+    at.run()
+    at.text_area(key="prompt").input("a quiet beach, **bold** <b>not html</b>").run()
+    at.slider(key="steps").set_value(2).run()
+    at.number_input(key="seed").set_value(7).run()
+    _generate_and_wait(at)
+    assert not at.error, [e.value for e in at.error]
+    res = at.session_state["result"]
+    assert res is not None and res["run_id"] is not None
+    assert res["outputs"][0].shape == (512, 512, 3)
+    assert res["seeds"] == [7]
+    assert any(s.value.startswith("Done in") for s in at.success)
+    assert [b.label for b in at.get("download_button")] == ["Download PNG (512×512)"]
+    store = open_store()
+    assert store.count_runs() == 1
+    run = store.get_run(res["run_id"])
+    assert run.status == "succeeded" and run.prompt == "a quiet beach, **bold** <b>not html</b>"
+    assert run.model == "tiny" and run.segmenter == "tiny" and run.seed == 7
+    assert run.clicks == ((256.0, 200.0, 1),)
+
+
+def test_generate_colour_background_keeps_subject(tiny_env):
+    from core.history import open_store
+
+    at = new_app()
+    load_sample(at, "Coffee cup")
+    click(at, 300, 200, width=600, height=400, t=1)
+    at.run()
+    at.segmented_control(key="bg_kind").set_value(S.BG_COLOR).run()
+    at.color_picker(key="bg_color").pick("#00FF00").run()
+    _generate_and_wait(at)
+    res = at.session_state["result"]
+    assert res is not None and res["background"].lower() == "color:#00ff00"
+    out = res["outputs"][0]
+    photo = at.session_state["photo"].rgb
+    run = open_store().get_run(res["run_id"])
+    mask = np.asarray(Image.open(run.mask.path)) > 127
+    if mask.any():
+        assert np.array_equal(out[mask], photo[mask])
+    if (~mask).any():
+        assert (out[~mask] == [0, 255, 0]).all(axis=-1).mean() > 0.9
+    assert open_store().count_runs() == 1
+
+
+def test_cancel_stops_the_run_and_keeps_the_app_working(tiny_env):
+    from core.history import open_store
+
+    at = new_app()
+    load_sample(at)
+    click(at, 256, 200, width=512, height=512, t=1)
+    at.run()
+    at.text_area(key="prompt").input("a forest").run()
+    at.slider(key="steps").set_value(100).run()
+    at.number_input(key="variants").set_value(4).run()
+    button(at, "Generate").click().run()
+    no_exception(at)
+    job = at.session_state["job"]
+    assert job is not None
+    assert any(p for p in at.get("progress")), "a progress bar is shown while generating"
+    at.button(key="cancel").click().run()
+    no_exception(at)
+    assert job.cancel.is_set()
+    wait_until(at, lambda a: a.session_state["job"] is None, what="the cancelled job to stop")
+    assert job.cancelled, job.error
+    assert any(w.value.startswith("Cancelled") for w in at.warning)
+    assert at.session_state["result"] is None
+    runs = open_store().list_runs().runs
+    assert [r.status for r in runs] == ["cancelled"]
+    # the app keeps working: a colour background right after
+    at.segmented_control(key="bg_kind").set_value(S.BG_COLOR).run()
+    _generate_and_wait(at)
+    assert at.session_state["result"] is not None
+
+
+def test_sd_without_prompt_is_a_one_line_error(tiny_env):
+    at = new_app()
+    load_sample(at)
+    click(at, 256, 200, width=512, height=512, t=1)
+    at.run()
+    button(at, "Generate").click().run()
+    no_exception(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "prompt" in errors[0] and "\n" not in errors[0]
+    assert at.session_state["job"] is None
+
+
+def test_missing_segmenter_weights_fall_back_to_grabcut(monkeypatch, tiny_inpaint):
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "sam-vit-b")
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
+    at = new_app()
+    no_exception(at)
+    warnings = [w.value for w in at.sidebar.warning]
+    assert len(warnings) == 1
+    assert "python -m core models download sam-vit-b" in warnings[0] and "GrabCut" in warnings[0]
+    load_sample(at)
+    click(at, 256, 256, width=512, height=512, t=1)
+    at.run()
+    no_exception(at)
+    assert "Model: grabcut" in [t.value for t in at.text]
+    assert "Mask ready" in captions(at)
+
+
+def test_settings_survive_a_visit_to_another_page(tiny_env):
+    at = new_app()
+    load_sample(at)
+    at.text_area(key="prompt").input("snowy mountains").run()
+    at.slider(key="steps").set_value(3).run()
+    at.switch_page("pages/history.py").run()
+    no_exception(at)
+    at.switch_page("pages/editor.py").run()
+    no_exception(at)
+    assert at.text_area(key="prompt").value == "snowy mountains"
+    assert at.slider(key="steps").value == 3
+    assert at.session_state["photo"] is not None
