@@ -78,6 +78,15 @@ def test_lossy_formats_load_close_in_rgb_order(coffee, fmt, kw, tolerance):
     assert mean_diff(img.rgb, coffee[:, :, ::-1]) > 4 * tolerance   # not BGR
 
 
+def test_multi_picture_jpeg_from_a_camera_is_a_jpeg(chelsea):
+    data = encode(chelsea, "MPO", save_all=True, append_images=[Image.fromarray(255 - chelsea)], quality=95)
+    with Image.open(io.BytesIO(data)) as check:
+        assert check.format == "MPO" and check.n_frames == 2
+    img = load_image(data)
+    assert img.format == "JPEG"
+    assert mean_diff(img.rgb, chelsea) < 3
+
+
 def test_animated_gif_gives_first_frame(astronaut):
     first = Image.fromarray(astronaut[::2, ::2]).quantize(256)
     second = Image.fromarray(255 - astronaut[::2, ::2]).quantize(256)
@@ -96,7 +105,10 @@ def test_heic_loads_through_pillow_heif(coffee, monkeypatch):
         pytest.skip("this pillow-heif build cannot encode HEIC")
     crop = np.ascontiguousarray(coffee[100:196, 200:328])
     data = encode(crop, "HEIF", quality=95)
-    monkeypatch.setattr(images, "_heif_ready", None)   # as in a fresh process: registers on first HEIC
+    # As in a fresh process: Pillow knows no HEIF until load_image registers pillow-heif on first need.
+    monkeypatch.delitem(Image.OPEN, "HEIF")
+    monkeypatch.setattr(Image, "ID", [i for i in Image.ID if i != "HEIF"])
+    monkeypatch.setattr(images, "_heif_ready", None)
     img = load_image(data)
     assert img.format == "HEIF" and img.size == (128, 96)
     assert mean_diff(img.rgb, crop) < 6
