@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import re
+import stat
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -172,8 +173,11 @@ def _load_path(source: str | os.PathLike, label: str, max_pixels: int) -> Loaded
     except PermissionError as e:
         raise ImageError(f"could not read {label}: permission denied") from e
     except (OSError, ValueError) as e:  # ValueError: embedded NUL byte
-        raise ImageError(f"could not read {label}: the file could not be opened ({_one_line(e)})") from e
+        why = getattr(e, "strerror", None) or "not a valid file name"   # strerror: no path in it
+        raise ImageError(f"could not read {label}: the file could not be opened ({why})") from e
     with f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ImageError(f"could not read {label}: it is not a regular file")
         return _load_stream(f, label, max_pixels)
 
 
@@ -488,7 +492,7 @@ def make_preview(rgb: np.ndarray, max_side: int = 1024) -> Preview:
     """Downscale `rgb` (HxWx3 uint8; HxW and HxWx4 also work) so its long side is at most `max_side`.
 
     Never upscales: a small image is returned as is (scale 1.0, a read-only view of the same pixels).
-    The preview's long side is exactly `max_side` when it is downscaled; Lanczos resampling.
+    The preview's long side is exactly `max_side` when it is downscaled; area-averaged resampling.
     """
     _check_array(rgb, "rgb", channels=(None, 3, 4))
     if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1:
@@ -500,10 +504,11 @@ def make_preview(rgb: np.ndarray, max_side: int = 1024) -> Preview:
     s = max_side / long_side
     pw = max_side if w >= h else max(1, math.floor(w * s + 0.5))
     ph = max_side if h > w else max(1, math.floor(h * s + 0.5))
-    small = Image.fromarray(np.ascontiguousarray(rgb)).resize(
-        (pw, ph), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return Preview(rgb=_readonly(np.asarray(small, dtype=np.uint8).copy()), scale=max(pw, ph) / long_side,
-                   original_size=(w, h))
+    import cv2
+    # Area averaging: each preview pixel is the mean of the original area it covers (the same geometry
+    # as the coordinate mapping), anti-aliased, and ~4x faster than Pillow's Lanczos on a 12 MP photo.
+    small = cv2.resize(np.ascontiguousarray(rgb), (pw, ph), interpolation=cv2.INTER_AREA)
+    return Preview(rgb=_readonly(small), scale=max(pw, ph) / long_side, original_size=(w, h))
 
 
 # ----------------------------------------------------------------------------------------- output

@@ -8,7 +8,6 @@ import struct
 import sys
 import warnings
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +16,7 @@ from PIL import Image, ImageFile
 
 from core import images
 from core.errors import ImageError, InvalidOptionError
-from core.images import (MAX_PIXELS, LoadedImage, Preview, content_hash, encode_jpeg, encode_png,
+from core.images import (MAX_PIXELS, LoadedImage, content_hash, encode_jpeg, encode_png,
                          load_image, make_preview, save_image)
 
 
@@ -267,9 +266,12 @@ def test_text_mode_file_is_refused(tmp_path):
         assert "binary mode" in error_of(f)
 
 
-def test_missing_file_and_folder(tmp_path):
+def test_missing_file_folder_and_odd_paths(tmp_path):
     assert error_of(tmp_path / "nope.jpg") == "could not read nope.jpg: the file does not exist"
     assert "folder" in error_of(tmp_path)
+    long_name = tmp_path / ("x" * 300 + ".jpg")
+    assert str(tmp_path) not in error_of(long_name)
+    assert "not a valid file name" in error_of(str(tmp_path / "a\0b.jpg"))
 
 
 def test_messages_name_only_the_base_name_on_one_line(tmp_path):
@@ -460,6 +462,14 @@ def test_preview_shows_what_the_click_hits(coffee):
     ox, oy = prev.from_display((px + 0.5) * 2 - 0.5, (py + 0.5) * 2 - 0.5, prev.size[0] * 2)
     assert 300 <= ox < 360 and 200 <= oy < 260
     assert mean_diff(prev.rgb.mean(axis=(0, 1)), marked.mean(axis=(0, 1))) < 3
+
+
+def test_preview_of_masks_and_rgba(coffee):
+    mask = np.zeros(coffee.shape[:2], np.uint8)
+    mask[:, :300] = 255
+    prev = make_preview(mask, max_side=60)
+    assert prev.rgb.shape == (40, 60) and prev.rgb[:, :29].min() == 255 and prev.rgb[:, 31:].max() == 0
+    assert make_preview(np.dstack([coffee, mask]), max_side=60).rgb.shape == (40, 60, 4)
 
 
 def test_preview_rejects_bad_input(coffee):
