@@ -385,3 +385,14 @@ def test_downgrade_and_upgrade_again(tmp_path):
     assert db.current_revision(s.engine) == "0001"
     db.upgrade(s.engine)
     assert s.count_runs(RunQuery(text="KEPT")) == 1
+
+
+def test_database_from_a_newer_backdrop_is_a_clear_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'data' / 'history.db'}"
+    engine = db.get_engine(url)
+    db.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    db._migrated.clear()
+    with pytest.raises(HistoryError, match="newer than this Backdrop"):
+        open_store()

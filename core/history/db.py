@@ -122,12 +122,19 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     processes opening a fresh database at once migrate it exactly once. Returns the revision."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     cfg = alembic_config()
-    target = head_revision() if revision == "head" else revision
+    script = ScriptDirectory.from_config(cfg)
+    target = script.get_current_head() if revision == "head" else revision
     with write_engine(engine).connect() as conn:
         with conn.begin():
             current = MigrationContext.configure(conn).get_current_revision()
+            if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+                raise HistoryError(
+                    f"the history database has schema revision {current!r}, newer than this "
+                    f"Backdrop knows (up to {script.get_current_head()!r}); update Backdrop or set "
+                    "BACKDROP_DATABASE_URL to another database")
             if current != target:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)

@@ -741,7 +741,9 @@ class HistoryStore:
             escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conds.append(Run.search_text.like(f"%{escaped}%", escape="\\"))
         if q.favorites:
-            conds.append(exists().where(Output.run_id == Run.id, Output.favorite.is_(True)))
+            # IN (not a correlated EXISTS): SQLite builds the set of favourite runs once from
+            # ix_outputs_favorite, then walks runs newest-first; EXISTS probed it per run.
+            conds.append(Run.id.in_(select(Output.run_id).where(Output.favorite.is_(True))))
         if q.model:
             conds.append(Run.model == q.model)
         if q.background_kind:
