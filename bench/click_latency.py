@@ -1,0 +1,222 @@
+"""Click latency: embed once + cheap clicks (core.segment) vs re-embedding on every click.
+
+    python bench/click_latency.py [--quick] [--models sam-vit-b,sam2-tiny] [--clicks 20] [--reps 3]
+
+Real-size architectures with RANDOM weights (nothing is downloaded): SAM ViT-B from
+segment_anything's builder with checkpoint=None, SAM 2.1 Hiera-Tiny from transformers'
+`Sam2Config()` defaults. The photo is skimage's coffee upscaled to 4000x3000 (12 MP), read-only like
+a loaded image. For each model it prints
+
+  (a) first click: hash + image embedding + decode, masks at preview size (long side 1024)
+  (b) median of N further clicks with growing point sets, masks at preview size
+      (also: the same with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
+  (c) the prototype's approach, re-embedding on every click: SamPredictor.set_image + predict with
+      3 masks at full resolution (for SAM 2.1: processor + forward + post_process_masks at full size)
+  and (c)/(b), then peak RSS. The very last line is one JSON object with the same figures.
+
+Times depend on the load of the machine: other processes sharing the CPU inflate them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.segment import Click, SegmentRequest  # noqa: E402
+
+PHOTO_SIZE = (4000, 3000)       # (w, h): 12 MP
+PREVIEW_SIDE = 1024
+
+
+def _photo() -> np.ndarray:
+    import cv2
+    from skimage import data
+
+    rgb = cv2.resize(data.coffee(), PHOTO_SIZE, interpolation=cv2.INTER_CUBIC)
+    rgb.flags.writeable = False
+    return rgb
+
+
+def _clicks(n: int, w: int, h: int) -> list[Click]:
+    """A first positive click on the cup, then a deterministic mix of positives and negatives."""
+    rng = np.random.default_rng(0)
+    clicks = [Click(0.5 * w, 0.45 * h, 1)]
+    for i in range(n):
+        clicks.append(Click(float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1)), int(i % 3 != 2)))
+    return clicks
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _build_sam_vit_b():
+    import torch
+    from segment_anything import sam_model_registry
+
+    from core.segment import SamSegmenter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = sam_model_registry["vit_b"](checkpoint=None)
+    return SamSegmenter("sam-vit-b", model)
+
+
+def _build_sam2_tiny():
+    import torch
+    from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
+
+    from core.segment import Sam2Segmenter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Sam2Model(Sam2Config())
+    return Sam2Segmenter("sam2-tiny", model, Sam2Processor(Sam2ImageProcessor()))
+
+
+def _reembed_sam(seg, rgb, click, reps):
+    """The prototype: a fresh SamPredictor.set_image + predict (3 masks, full size) per click."""
+    from segment_anything import SamPredictor
+
+    def once():
+        p = SamPredictor(seg.model)
+        p.set_image(np.array(rgb))
+        p.predict(point_coords=np.array([[click.x, click.y]]), point_labels=np.array([click.label]),
+                  multimask_output=True)
+    return [_timed(once) for _ in range(reps)]
+
+
+def _reembed_sam2(seg, rgb, click, reps):
+    """The same approach with transformers: processor + full forward + post_process_masks."""
+    import torch
+
+    def once():
+        inputs = seg.processor(images=rgb, input_points=[[[[click.x, click.y]]]], input_labels=[[[1]]],
+                               return_tensors="pt")
+        with torch.inference_mode():
+            out = seg.model(pixel_values=inputs["pixel_values"], input_points=inputs["input_points"],
+                            input_labels=inputs["input_labels"], multimask_output=True)
+        seg.processor.post_process_masks(out.pred_masks, inputs["original_sizes"])
+    return [_timed(once) for _ in range(reps)]
+
+
+MODELS = {
+    "sam-vit-b": (_build_sam_vit_b, _reembed_sam),
+    "sam2-tiny": (_build_sam2_tiny, _reembed_sam2),
+}
+
+
+def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
+    build, reembed = MODELS[name]
+    t = time.perf_counter()
+    seg = build()
+    load_s = time.perf_counter() - t
+    h, w = rgb.shape[:2]
+    s = PREVIEW_SIDE / max(w, h)
+    preview = (round(w * s), round(h * s))
+    clicks = _clicks(n_clicks, w, h)
+
+    # (a) first click: hash + embedding + decode
+    first = _timed(lambda: seg.segment(rgb, SegmentRequest(tuple(clicks[:1])), preview))
+    # warm-up the decode path once more (allocator, lazy init), not counted
+    seg.segment(rgb, SegmentRequest(tuple(clicks[:1])), preview)
+
+    # (b) further clicks, growing point sets, preview size
+    click_times = [_timed(lambda k=k: seg.segment(rgb, SegmentRequest(tuple(clicks[:k + 1])), preview))
+                   for k in range(1, n_clicks + 1)]
+    # (b') the same clicks with a writable copy of the photo (re-hashed every click)
+    writable = np.array(rgb)
+    seg.prepare(writable)   # same content, same hash: no new embedding
+    writable_times = [_timed(lambda k=k: seg.segment(writable, SegmentRequest(tuple(clicks[:k + 1])), preview))
+                      for k in range(1, min(n_clicks, 10) + 1)]
+    # (d) full-size masks (what an export needs), a few
+    full_times = [_timed(lambda k=k: seg.segment(rgb, SegmentRequest(tuple(clicks[:k + 1])), None))
+                  for k in range(1, 4)]
+    assert seg.encoder_calls == 1, seg.encoder_calls
+
+    # (c) re-embedding on every click
+    re_times = reembed(seg, rgb, clicks[0], reps)
+
+    b = statistics.median(click_times)
+    c = statistics.median(re_times)
+    return {
+        "model": name,
+        "params_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 1),
+        "build_s": round(load_s, 2),
+        "first_click_s": round(first, 3),
+        "click_median_ms": round(b * 1000, 1),
+        "click_p90_ms": round(float(np.percentile(click_times, 90)) * 1000, 1),
+        "click_max_ms": round(max(click_times) * 1000, 1),
+        "clicks": len(click_times),
+        "click_writable_median_ms": round(statistics.median(writable_times) * 1000, 1),
+        "click_fullsize_median_ms": round(statistics.median(full_times) * 1000, 1),
+        "reembed_median_s": round(c, 3),
+        "reembed_reps": len(re_times),
+        "ratio_reembed_over_click": round(c / b, 1),
+        "encoder_calls": seg.encoder_calls,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer clicks and one re-embedding repetition")
+    ap.add_argument("--models", default="sam-vit-b,sam2-tiny", help="comma-separated: " + ",".join(MODELS))
+    ap.add_argument("--clicks", type=int, default=None, help="further clicks to time (default 20, quick 8)")
+    ap.add_argument("--reps", type=int, default=None, help="re-embedding repetitions (default 3, quick 1)")
+    args = ap.parse_args(argv)
+    n_clicks = args.clicks or (8 if args.quick else 20)
+    reps = args.reps or (1 if args.quick else 3)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        print(f"error: unknown model(s) {unknown}; known: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    rgb = _photo()
+    h, w = rgb.shape[:2]
+    print(f"photo {w}x{h} ({w * h / 1e6:.1f} MP), preview long side {PREVIEW_SIDE}, "
+          f"torch {torch.__version__} threads={torch.get_num_threads()}, cpus={os.cpu_count()}, "
+          f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    rows = []
+    for name in names:
+        print(f"... {name}", flush=True)
+        rows.append(bench_model(name, rgb, n_clicks, reps))
+
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+    cols = [("model", "model", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
+            ("(b) click median ms", "click_median_ms", "{:.1f}"), ("p90 ms", "click_p90_ms", "{:.1f}"),
+            ("writable ms", "click_writable_median_ms", "{:.1f}"),
+            ("full-size ms", "click_fullsize_median_ms", "{:.1f}"),
+            ("(c) re-embed s", "reembed_median_s", "{:.2f}"), ("(c)/(b)", "ratio_reembed_over_click", "{:.0f}x")]
+    table = [[h for h, _, _ in cols]] + [[f.format(r[k]) for _, k, f in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    print()
+    for i, row in enumerate(table):
+        print("  ".join(c.rjust(wd) for c, wd in zip(row, widths)))
+        if i == 0:
+            print("  ".join("-" * wd for wd in widths))
+    print(f"\n(b) = {n_clicks} clicks with 2..{n_clicks + 1} points, masks at preview size; "
+          f"(c) = {reps} repetition(s); peak RSS {peak_rss_mb:.0f} MB; load avg now {os.getloadavg()[0]:.2f}")
+    print(json.dumps({"photo": [w, h], "preview_long_side": PREVIEW_SIDE, "quick": args.quick,
+                      "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                      "machine": platform.machine(), "peak_rss_mb": round(peak_rss_mb),
+                      "results": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
