@@ -119,7 +119,9 @@ def cmd_replace(args) -> int:
         mask_options=MaskOptions(grow=args.grow, feather=args.feather),
         inpaint=inpaint, model=args.model, source_name=Path(args.image).name)
 
+    # The bar only draws on a terminal, so piped stderr keeps the one-line `error:` contract.
     bar = tqdm(total=100, unit="%", desc="starting", file=sys.stderr, leave=False,
+               disable=not sys.stderr.isatty(),
                bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}")
 
     def progress(stage: str, fraction: float) -> None:
