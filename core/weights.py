@@ -164,8 +164,9 @@ def _size_text(n: int) -> str:
 def missing_message(spec: ModelSpec) -> str:
     if spec.kind == "local":
         return f"model folder {local_path(spec)} has no model_index.json: not a diffusers pipeline folder"
+    size = "built in code, no network" if spec.kind.startswith("tiny") else _size_text(spec.size_bytes)
     return (f"model {spec.name!r} is not downloaded: expected {local_path(spec)} "
-            f"({_size_text(spec.size_bytes)}); fetch it with `python -m core models download {spec.name}`")
+            f"({size}); fetch it with `python -m core models download {spec.name}`")
 
 
 def resolve(name: str, task: str) -> Path:

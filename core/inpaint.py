@@ -1,0 +1,518 @@
+"""Generative backgrounds: Stable Diffusion inpainting over diffusers' AutoPipelineForInpainting.
+
+Conventions: images are RGB uint8 HxWx3 numpy arrays, masks HxW uint8; for inpainting the
+*region* mask has 255 = area to repaint (the background), 0 = keep. Sizes are (width, height).
+
+    req = InpaintRequest("a sunny beach", steps=30, seed=7, variants=2)
+    inp = get_inpainter("sd15-inpainting")          # or "sdxl-inpainting", "tiny", a folder, a repo id
+    variants = inp.inpaint(rgb, region_mask, req, progress=on_step, cancel=event)
+    variants[i].image   # HxWx3 uint8 at the input's full size (before paste-back: see core.compose)
+    variants[i].seed    # s + i; running the same request with seed=s+i, variants=1 gives the same bytes
+
+How a call runs:
+  * the image and mask are resized to the model's processing size: aspect ratio kept, long side =
+    the model's native size (unet.sample_size x vae scale: 512 for SD 1.5, 1024 for SDXL, 64 for
+    `tiny`), both sides multiples of 8; the result is resized back to the full input size (bicubic).
+  * variants run one after the other, each with its own CPU `torch.Generator` seeded s+i (so a
+    variant's seed alone reproduces it, on any device); seed None draws a random seed from the OS
+    without touching any global RNG.
+  * progress(step, total) after every denoising step, counted over all variants; `cancel`
+    (threading.Event) is checked between steps: the run stops at once and raises CancelledError.
+  * fp16 on CUDA, fp32 elsewhere. CUDA out-of-memory is retried with attention + VAE slicing, then
+    with model CPU offload; if that still fails, OutOfMemoryError (one line). Never a crash.
+
+Models are loaded once and shared: `ModelManager` (one per process, `MANAGER`) owns the loaded
+pipelines; asking for another model frees the old one first (capacity 1 by default). Ask the manager
+for the inpainter at each job (`get_inpainter(name)` is a dict lookup once loaded) rather than
+keeping Inpainter objects around; a closed Inpainter transparently reloads through the manager.
+
+Concurrency: a diffusers pipeline keeps per-call state on itself and in its scheduler, so every
+call runs on its own shallow copy of the shared pipeline with its own scheduler built from the
+config (the weights are shared, never copied). How many calls may run on the device at once is
+`max_concurrent` (default 1: on one GPU running two generations at once only adds memory pressure);
+a waiting call still honours `cancel`.
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import os
+import secrets
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from core import weights
+from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
+                         OutOfMemoryError)
+
+ProgressFn = Callable[[int, int], None]
+
+MAX_STEPS = 150
+MAX_VARIANTS = 8
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**63 - 1 - MAX_VARIANTS
+MAX_PROMPT_CHARS = 2000
+
+# Scheduler names a user may pick -> diffusers class name. None keeps the model's own scheduler.
+SCHEDULERS: dict[str, str] = {
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+        and bool(np.isfinite(x))
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """What to paint. Validated on construction (InvalidOptionError, one line).
+
+    prompt/negative: text; steps 1..150; guidance 0..30 (<= 1 disables classifier-free guidance);
+    strength in (0, 1] (1 = ignore the old background entirely); seed 0..2**63-9 or None (random);
+    variants 1..8; scheduler one of SCHEDULERS or None (the model's default)."""
+    prompt: str
+    negative: str = ""
+    steps: int = 30
+    guidance: float = 7.5
+    strength: float = 1.0
+    seed: Optional[int] = None
+    variants: int = 1
+    scheduler: Optional[str] = None
+
+    def __post_init__(self):
+        if not isinstance(self.prompt, str) or not isinstance(self.negative, str):
+            raise InvalidOptionError("prompt and negative prompt must be text")
+        if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative) > MAX_PROMPT_CHARS:
+            raise InvalidOptionError(f"prompt too long: at most {MAX_PROMPT_CHARS} characters")
+        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
+            raise InvalidOptionError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {self.steps!r}")
+        if not _is_num(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise InvalidOptionError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
+        if not _is_num(self.strength) or not 0 < self.strength <= 1:
+            raise InvalidOptionError(f"strength must be more than 0 and at most 1, got {self.strength!r}")
+        if int(self.steps * self.strength) < 1:
+            raise InvalidOptionError(f"steps x strength must be at least 1 "
+                                     f"({self.steps} x {self.strength:g} leaves no denoising step)")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise InvalidOptionError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
+        if not _is_int(self.variants) or not 1 <= self.variants <= MAX_VARIANTS:
+            raise InvalidOptionError(f"variants must be from 1 to {MAX_VARIANTS}, got {self.variants!r}")
+        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
+            raise InvalidOptionError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}")
+
+    def seeds(self) -> list[int]:
+        """One seed per variant: seed + i, or a random base drawn from the OS (global RNGs untouched)."""
+        base = self.seed if self.seed is not None else secrets.randbelow(2**32)
+        return [int(base) + i for i in range(self.variants)]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One generated picture at the input's full size, before paste-back, and the seed that made it."""
+    image: np.ndarray
+    seed: int
+
+
+def processing_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(w, h) with the aspect ratio of `size`, the long side ~= long_side, both multiples of 8 (>= 8)."""
+    w, h = size
+    s = long_side / max(w, h)
+    return max(8, int(round(w * s / 8)) * 8), max(8, int(round(h * s / 8)) * 8)
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image/mask to (w, h): area averaging when shrinking, bicubic when enlarging."""
+    import cv2
+    if (arr.shape[1], arr.shape[0]) == tuple(size):
+        return arr
+    shrink = size[0] * size[1] < arr.shape[0] * arr.shape[1]
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def _check_inputs(rgb, mask) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InvalidOptionError("image must be an RGB uint8 array of shape HxWx3")
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != rgb.shape[:2]:
+        raise InvalidOptionError(f"region mask must be HxW matching the image {rgb.shape[1]}x{rgb.shape[0]}")
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8) * 255
+    elif mask.dtype != np.uint8:
+        raise InvalidOptionError("region mask must be uint8 (255 = repaint) or bool")
+    return np.ascontiguousarray(rgb), mask
+
+
+def _pick_device(device: Optional[str]) -> str:
+    if device:
+        return device
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _free_device_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.empty_cache()
+
+
+class _Interrupted(Exception):
+    """Raised inside the step callback to stop the denoising loop at once."""
+
+
+def _wait_for(sem: threading.Semaphore, cancel: Optional[threading.Event]) -> None:
+    while not sem.acquire(timeout=0.1):
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("generation cancelled")
+
+
+class Inpainter:
+    """One loaded inpainting pipeline. Thread-safe: see the module docstring. Create through
+    `get_inpainter` / `ModelManager.get`, which load each model once."""
+
+    # OOM ladder: 0 = as loaded; 1 = attention + VAE slicing/tiling; 2 = model CPU offload (CUDA)
+    LEVELS = ("full", "sliced", "cpu-offload")
+
+    def __init__(self, pipe, *, model: str, path: Path, device: str, max_concurrent: int = 1,
+                 reload: Optional[Callable[[], "Inpainter"]] = None):
+        self._pipe = pipe
+        self.model = model
+        self.path = Path(path)
+        self.device = device
+        self.dtype = str(pipe.unet.dtype).replace("torch.", "")
+        self.long_side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        self.default_scheduler = type(pipe.scheduler).__name__
+        self.level = 0
+        self._settings = threading.Lock()
+        self._slots = threading.Semaphore(max(1, int(max_concurrent)))
+        self._reload = reload
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: Path, *, model: str, device: Optional[str] = None, max_concurrent: int = 1,
+             attention_slicing: bool = False, cpu_offload: bool = False,
+             reload: Optional[Callable[[], "Inpainter"]] = None) -> "Inpainter":
+        """Load a diffusers inpainting folder from disk (never the network): fp16 on CUDA, fp32 else."""
+        import torch
+        from diffusers import AutoPipelineForInpainting
+        device = _pick_device(device)
+        path = Path(path)
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        kwargs = dict(dtype=dtype, local_files_only=True)
+        try:
+            index = json.loads((path / "model_index.json").read_text())
+        except (OSError, ValueError):
+            raise MissingWeightsError(f"{path} is not a diffusers pipeline folder (no readable "
+                                      f"model_index.json)") from None
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            pipe = AutoPipelineForInpainting.from_pretrained(str(path), **kwargs)
+        except Exception as e:  # corrupt/incomplete folders raise many different types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise MissingWeightsError(f"could not load model {model!r} from {path}: {first}; "
+                                      f"re-download it with `python -m core models download {model}`") from None
+        pipe.set_progress_bar_config(disable=True)
+        inp = cls(pipe, model=model, path=path, device=device, max_concurrent=max_concurrent,
+                  reload=reload)
+        if cpu_offload and device.startswith("cuda"):
+            inp._set_level(2)
+        else:
+            pipe.to(device)
+            if attention_slicing:
+                inp._set_level(1)
+        return inp
+
+    def close(self) -> None:
+        """Drop the pipeline and free its memory. Runs already in progress finish normally."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            del pipe
+            _free_device_memory(self.device)
+
+    @property
+    def closed(self) -> bool:
+        return self._pipe is None
+
+    def processing_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return processing_size(size, self.long_side)
+
+    # -- memory ladder -----------------------------------------------------------------------
+    def _set_level(self, level: int) -> None:
+        pipe = self._pipe
+        with self._settings:
+            if level <= self.level or pipe is None:
+                return
+            if level >= 1:
+                pipe.enable_attention_slicing("max")
+                pipe.vae.enable_slicing()
+                pipe.vae.enable_tiling()
+            if level >= 2:
+                pipe.enable_model_cpu_offload(device=self.device)
+            self.level = level
+
+    def _lighten(self) -> bool:
+        """Move one step down the OOM ladder; False when there is nothing lighter left."""
+        top = 2 if self.device.startswith("cuda") else 1
+        if self.level >= top:
+            return False
+        self._set_level(self.level + 1)
+        return True
+
+    # -- generation --------------------------------------------------------------------------
+    def _scheduler_for(self, pipe, name: Optional[str]):
+        """A fresh scheduler for one call (schedulers keep per-call state: never share one)."""
+        import diffusers
+        cls = getattr(diffusers, SCHEDULERS[name]) if name else type(pipe.scheduler)
+        return cls.from_config(pipe.scheduler.config)
+
+    def _run_once(self, image, mask, size, request: InpaintRequest, seed: int,
+                  on_step: Callable[[int, int], None], cancel: Optional[threading.Event]) -> np.ndarray:
+        import torch
+        base = self._pipe
+        if base is None:
+            raise _Closed()
+        pipe = copy.copy(base)                  # shares the modules; per-call attributes stay local
+        pipe.scheduler = self._scheduler_for(base, request.scheduler)
+
+        def callback(p, i, t, tensors):
+            on_step(i + 1, int(getattr(p, "_num_timesteps", 0) or request.steps))
+            if cancel is not None and cancel.is_set():
+                raise _Interrupted()
+            return {}
+
+        try:
+            out = pipe(
+                prompt=request.prompt, negative_prompt=request.negative or None,
+                image=image, mask_image=mask, width=size[0], height=size[1],
+                num_inference_steps=request.steps, guidance_scale=float(request.guidance),
+                strength=float(request.strength),
+                generator=torch.Generator("cpu").manual_seed(seed),
+                callback_on_step_end=callback, output_type="np",
+            ).images[0]
+        except _Interrupted:
+            pipe.maybe_free_model_hooks()
+            raise CancelledError("generation cancelled") from None
+        if not np.isfinite(out).all():
+            raise BackdropError(f"model {self.model!r} produced an invalid image (NaN); "
+                                f"try another seed or fp32")
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+    def _generate(self, image, mask, size, request, seed, on_step, cancel) -> np.ndarray:
+        import torch
+        while True:
+            _wait_for(self._slots, cancel)
+            try:
+                return self._run_once(image, mask, size, request, seed, on_step, cancel)
+            except torch.OutOfMemoryError:
+                pass  # fall through, with the exception (and its tensors) already released
+            finally:
+                self._slots.release()
+            _free_device_memory(self.device)
+            if not self._lighten():
+                raise OutOfMemoryError(
+                    f"out of {self.device} memory generating {size[0]}x{size[1]} with {self.model!r} "
+                    f"even with {self.LEVELS[self.level]}; try a smaller model or close other GPU work")
+
+    def inpaint(self, rgb: np.ndarray, region_mask: np.ndarray, request: InpaintRequest,
+                progress: Optional[ProgressFn] = None,
+                cancel: Optional[threading.Event] = None) -> list[Variant]:
+        """Repaint `region_mask` (HxW uint8, 255 = repaint) of `rgb` (HxWx3 uint8 RGB).
+
+        Returns `request.variants` Variants, each HxWx3 uint8 at the input's size. progress(step,
+        total) counts denoising steps over all variants. Raises CancelledError (cancel set),
+        OutOfMemoryError, InvalidOptionError (bad input, empty mask), MissingWeightsError."""
+        from PIL import Image
+        if not isinstance(request, InpaintRequest):
+            raise InvalidOptionError("request must be an InpaintRequest")
+        rgb, region_mask = _check_inputs(rgb, region_mask)
+        if self.closed:  # unloaded by the manager since this object was handed out
+            if self._reload is None:
+                raise MissingWeightsError(f"model {self.model!r} was unloaded")
+            return self._reload().inpaint(rgb, region_mask, request, progress, cancel)
+        H, W = rgb.shape[:2]
+        size = self.processing_size((W, H))
+        small = _resize(rgb, size)
+        small_mask = np.where(_resize(region_mask, size) > 0, 255, 0).astype(np.uint8)
+        if not small_mask.any():
+            raise InvalidOptionError("nothing to repaint: the background region is empty")
+        image, mask = Image.fromarray(small), Image.fromarray(small_mask)
+        seeds = request.seeds()
+        variants: list[Variant] = []
+        for v, seed in enumerate(seeds):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("generation cancelled")
+
+            def on_step(i: int, n: int, v=v) -> None:
+                if progress is not None:
+                    progress(v * n + i, len(seeds) * n)
+
+            try:
+                out = self._generate(image, mask, size, request, seed, on_step, cancel)
+            except _Closed:
+                if self._reload is None:
+                    raise MissingWeightsError(f"model {self.model!r} was unloaded") from None
+                return self._reload().inpaint(rgb, region_mask, request, progress, cancel)
+            variants.append(Variant(_resize(out, (W, H)), seed))
+        return variants
+
+
+class _Closed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# the one owner of loaded models
+
+
+class ModelManager:
+    """Owns the loaded inpainting pipelines (at most `capacity`, least recently used evicted).
+
+    get() loads a model once and hands the same Inpainter to every caller; switching to another
+    model frees the old one first (del + gc + torch.cuda.empty_cache); if loading the new one fails,
+    the previous one is loaded back (best effort) and the error is raised. Thread-safe."""
+
+    def __init__(self, capacity: int = 1, max_concurrent: int = 1):
+        self.capacity = max(1, int(capacity))
+        self.max_concurrent = max_concurrent
+        self._lock = threading.RLock()
+        self._loaded: "OrderedDict[tuple, Inpainter]" = OrderedDict()
+
+    def get(self, model: str, *, device: Optional[str] = None, **options) -> Inpainter:
+        """The Inpainter for `model` (registry name, local folder or HF repo id) on `device`.
+        options: attention_slicing, cpu_offload, max_concurrent (used when first loaded).
+        Raises MissingWeightsError (with the download command) when the files are absent."""
+        spec = weights.spec_for(model, "inpaint")
+        path = weights.resolve(model, "inpaint")
+        device = _pick_device(device)
+        key = (str(Path(path).resolve()), device)
+        with self._lock:
+            inp = self._loaded.get(key)
+            if inp is not None and not inp.closed:
+                self._loaded.move_to_end(key)
+                return inp
+            self._loaded.pop(key, None)
+            evicted = []
+            while len(self._loaded) >= self.capacity:
+                old_key, old = self._loaded.popitem(last=False)
+                evicted.append((old_key, old.model, old.device))
+                old.close()
+                del old
+            if evicted:
+                _free_device_memory(device)
+            options.setdefault("max_concurrent", self.max_concurrent)
+            try:
+                inp = Inpainter.load(path, model=spec.name, device=device,
+                                     reload=lambda: self.get(model, device=device, **options), **options)
+            except BaseException:
+                for _, old_model, old_device in evicted:  # roll back to what was loaded before
+                    try:
+                        self.get(old_model, device=old_device)
+                    except Exception:
+                        pass
+                raise
+            self._loaded[key] = inp
+            return inp
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return [inp.model for inp in self._loaded.values()]
+
+    def unload(self, model: Optional[str] = None) -> None:
+        """Free one model (by name) or all of them."""
+        with self._lock:
+            for key, inp in list(self._loaded.items()):
+                if model is None or inp.model == model:
+                    del self._loaded[key]
+                    inp.close()
+            gc.collect()
+
+
+MANAGER = ModelManager()
+
+
+def get_inpainter(model: str, *, device: Optional[str] = None, **options) -> Inpainter:
+    """The shared Inpainter for `model`: a registry name ("sd15-inpainting", "sdxl-inpainting",
+    "tiny"), a local diffusers folder, or a Hugging Face repo id already downloaded with
+    `python -m core models download OWNER/NAME`. Loaded once per process (see ModelManager)."""
+    return MANAGER.get(model, device=device, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny test model
+
+
+def _tiny_tokenizer(folder: Path):
+    import string
+    from transformers import CLIPTokenizer
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ".,!?-'":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def build_tiny_pipeline():
+    """A random-initialised (seed 0) tiny SD inpainting pipeline, built in code with no network."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    with tempfile.TemporaryDirectory() as tok_dir, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # inside fork_rng: the caller's global RNG state is restored after
+        tokenizer = _tiny_tokenizer(Path(tok_dir))
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, layer_norm_eps=1e-5,
+            vocab_size=len(tokenizer.get_vocab())))
+        return StableDiffusionInpaintPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def build_tiny_inpaint(path: str | os.PathLike) -> Path:
+    """Build the tiny pipeline and save_pretrained it to `path` (atomically: a temp folder beside it,
+    then renamed). Returns `path`; an already-built folder is kept as is."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        build_tiny_pipeline().save_pretrained(str(tmp))
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path / "model_index.json").is_file():  # someone else finished first otherwise
+                raise
+    finally:
+        if tmp.exists():
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
