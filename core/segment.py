@@ -315,10 +315,35 @@ class _EmbeddingSegmenter:
         return f"{type(self).__name__}({self.name!r}, cached={len(self.cache)}, encoder_calls={self.encoder_calls})"
 
 
-def _result(logits, scores) -> SegmentResult:
-    """(N, H, W) float logits + (N,) scores (torch) -> SegmentResult with bool masks, best = argmax."""
-    masks = (logits > 0).cpu().numpy()
-    scores = scores.float().cpu().numpy().astype(np.float32)
+def _masks_from_low_res(low_res, region_hw: tuple[float, float], out_hw: tuple[int, int],
+                        threshold: float = 0.0) -> np.ndarray:
+    """Bool masks (N, out_h, out_w) from low-res logits (N, h, w), in ONE bilinear resampling.
+
+    `region_hw` is the part of the low-res grid that shows the image, in low-res pixels from the
+    top-left corner (fractional allowed): for SAM the resized image inside the zero-padded square
+    frame, (input_h, input_w) * 256 / 1024; for SAM 2.1 the whole grid. Each output pixel centre is
+    mapped to its position in that region (half-pixel convention, as `F.interpolate(...,
+    align_corners=False)`), i.e. the geometry of SAM's "low-res -> 1024 frame -> crop -> resize", but
+    without materialising the 1024x1024 intermediate: at preview size this costs a few ms instead of
+    ~100, and at 12 MP it is 3-6x cheaper.
+    """
+    import cv2
+
+    low = np.ascontiguousarray(low_res.detach().float().cpu().numpy(), dtype=np.float32)
+    (rh, rw), (oh, ow) = region_hw, out_hw
+    ax, ay = rw / ow, rh / oh                   # low-res px per output px
+    m = np.array([[ax, 0.0, 0.5 * ax - 0.5], [0.0, ay, 0.5 * ay - 0.5]], np.float32)   # dst -> src
+    masks = np.empty((low.shape[0], oh, ow), bool)
+    for i, logits in enumerate(low):
+        warped = cv2.warpAffine(logits, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
+        np.greater(warped, threshold, out=masks[i])
+    return masks
+
+
+def _result(masks: np.ndarray, scores) -> SegmentResult:
+    """Bool masks (N, H, W) + (N,) torch scores -> SegmentResult, best = argmax of the scores."""
+    scores = scores.detach().float().cpu().numpy().astype(np.float32)
     return SegmentResult(masks=masks, scores=scores, best=int(np.argmax(scores)))
 
 
@@ -361,7 +386,6 @@ class SamSegmenter(_EmbeddingSegmenter):
                 out_size: Optional[tuple[int, int]] = None) -> SegmentResult:
         """Masks for `request` at out_size (w, h) (full size if None); see `Segmenter.segment`."""
         import torch
-        import torch.nn.functional as F
 
         w, h = _check_rgb(rgb)
         request = _check_request(request, w, h)
@@ -389,13 +413,12 @@ class SamSegmenter(_EmbeddingSegmenter):
                 dense_prompt_embeddings=dense,
                 multimask_output=request.multimask,
             )
-            # low_res: (1, N, 256, 256) logits over the PADDED img_size^2 frame. Upsample to that
-            # frame, crop the padding (keep the resized image), then resize once to out_size.
-            logits = F.interpolate(low_res, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-            logits = logits[..., :in_h, :in_w]
-            if (out_h, out_w) != (in_h, in_w):
-                logits = F.interpolate(logits, (out_h, out_w), mode="bilinear", align_corners=False)
-            return _result(logits[0] - self.model.mask_threshold, iou[0])
+        # low_res: (1, N, 256, 256) logits over the zero-padded img_size^2 frame; the image is its
+        # top-left (in_h, in_w) part. Resample that part straight to out_size.
+        cell = low_res.shape[-1] / self.img_size
+        masks = _masks_from_low_res(low_res[0], (in_h * cell, in_w * cell), (out_h, out_w),
+                                    self.model.mask_threshold)
+        return _result(masks, iou[0])
 
 
 def _build_tiny_sam_model(checkpoint=None):
@@ -519,7 +542,6 @@ class Sam2Segmenter(_EmbeddingSegmenter):
                 out_size: Optional[tuple[int, int]] = None) -> SegmentResult:
         """Masks for `request` at out_size (w, h) (full size if None); see `Segmenter.segment`."""
         import torch
-        import torch.nn.functional as F
 
         w, h = _check_rgb(rgb)
         request = _check_request(request, w, h)
@@ -539,9 +561,9 @@ class Sam2Segmenter(_EmbeddingSegmenter):
                                                  dtype=dtype, device=dev)       # (1, 1, 4)
         with torch.inference_mode():
             out = self.model(image_embeddings=emb.features, multimask_output=request.multimask, **kwargs)
-            low_res = out.pred_masks[0].float()                                 # (1, N, 256, 256)
-            logits = F.interpolate(low_res, (out_h, out_w), mode="bilinear", align_corners=False)
-            return _result(logits[0], out.iou_scores[0, 0])
+        low_res = out.pred_masks[0, 0]                  # (N, 256, 256) logits over the whole image
+        masks = _masks_from_low_res(low_res, tuple(low_res.shape[-2:]), (out_h, out_w))
+        return _result(masks, out.iou_scores[0, 0])
 
 
 def load_sam2(spec: "weights.ModelSpec", path: Path) -> Sam2Segmenter:
