@@ -96,12 +96,46 @@ def test_feather_band_blends_between_subject_and_background():
 
 def test_feather_matte_consistency(chelsea):
     mask = ellipse_mask(*chelsea.shape[:2])
-    core, band, a = feather_matte(mask, 5)
+    m = feather_matte(mask, 5)
+    core = m.core
+    band = np.zeros(mask.size, bool)
+    band[m.band_idx] = True
+    band = band.reshape(mask.shape)
     assert not (core & band).any() and np.array_equal(core | band, mask >= 128)
-    assert a.shape == (band.sum(),) and (a > 0).all() and (a < 1).all()
+    assert np.array_equal(m.subject, mask >= 128)
+    assert m.band_alpha.shape == m.band_idx.shape and (m.band_alpha > 0).all() and (m.band_alpha < 1).all()
+    assert len(np.unique(m.band_idx)) == len(m.band_idx)
     alpha = alpha_matte(mask, 5)
     assert (alpha[core] == 255).all() and (alpha[mask < 128] == 0).all()
     assert np.array_equal(alpha_matte(mask, 0), mask)
+
+
+def _reference_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Straightforward full-image version of the matte, to check the tiled one against."""
+    hard = (mask >= 128).astype(np.uint8)
+    d = cv2.distanceTransform(hard, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    t = d / np.float32(feather + 1)
+    a = np.where(d > feather, 255, np.round((t * t * (3 - 2 * t)).astype(np.float32) * 255))
+    return np.where(hard > 0, a, 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("feather", [1, 5, 16, 17, 40])
+def test_tiled_matte_equals_full_distance_transform(feather):
+    rng = np.random.default_rng(feather)
+    h, w = 333, 517                                         # not multiples of any tile size
+    blobs = (cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 12) > 0.5)
+    aligned = np.zeros((h, w), bool)
+    aligned[64:192, 32:256] = True                          # edges exactly on tile borders
+    border = np.zeros((h, w), bool)
+    border[:, 400:] = True                                  # touches the image edge
+    border[:20, :] = True
+    speck = np.zeros((h, w), bool)
+    speck[100, 100] = True
+    hole = np.ones((h, w), bool)
+    hole[150:153, 300:302] = False                          # nearly all subject, one small hole
+    for m in (blobs, aligned, border, speck, hole):
+        mask = m.astype(np.uint8) * 255
+        assert np.array_equal(alpha_matte(mask, feather), _reference_alpha(mask, feather))
 
 
 def test_mask_as_bool_and_soft_values(coffee):
