@@ -1,6 +1,7 @@
 """Click latency: embed once + cheap clicks (core.segment) vs re-embedding on every click.
 
     python bench/click_latency.py [--quick] [--models sam-vit-b,sam2-tiny] [--clicks 20] [--reps 3]
+                                  [--threads N]
 
 Real-size architectures with RANDOM weights (nothing is downloaded): SAM ViT-B from
 segment_anything's builder with checkpoint=None, SAM 2.1 Hiera-Tiny from transformers'
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="sam-vit-b,sam2-tiny", help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--clicks", type=int, default=None, help="further clicks to time (default 20, quick 8)")
     ap.add_argument("--reps", type=int, default=None, help="re-embedding repetitions (default 3, quick 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = ap.parse_args(argv)
     n_clicks = args.clicks or (8 if args.quick else 20)
     reps = args.reps or (1 if args.quick else 3)
@@ -186,6 +188,8 @@ def main(argv=None) -> int:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rgb = _photo()
     h, w = rgb.shape[:2]
     print(f"photo {w}x{h} ({w * h / 1e6:.1f} MP), preview long side {PREVIEW_SIDE}, "

@@ -15,8 +15,9 @@ LRU keyed by `core.images.content_hash(rgb)`, owned by the segmenter, and the se
 is shared by every session through `get_segmenter(name)`. Per-image state is never kept in a shared
 predictor object, so two threads segmenting two images at once each get their own image's masks.
 
-Masks are produced directly at `out_size` (e.g. the preview size) by upsampling the 256x256
-low-resolution logits once; full resolution is only computed when `out_size` is None.
+Masks are produced directly at `out_size` (e.g. the preview size) by resampling the 256x256
+low-resolution logits once (padding cropped, see `_masks_from_low_res`); full resolution is only
+computed when `out_size` is None.
 
 Heavy libraries (torch, segment_anything, transformers, cv2) are imported inside functions.
 """
@@ -39,8 +40,8 @@ from core.errors import InvalidOptionError, MissingWeightsError
 __all__ = [
     "Click", "SegmentRequest", "SegmentResult", "Segmenter", "EmbeddingCache",
     "SamSegmenter", "Sam2Segmenter", "GrabCutSegmenter",
-    "SEGMENTERS", "get_segmenter", "clear_segmenters", "build_tiny_sam", "build_tiny_sam_model",
-    "load_sam", "load_sam2",
+    "SEGMENTERS", "DEFAULT_CACHE_SIZE", "get_segmenter", "clear_segmenters", "image_key",
+    "build_tiny_sam", "build_tiny_sam_model", "load_sam", "load_sam2", "default_device",
 ]
 
 #: Names accepted by `get_segmenter` (the `segment` task of the weights registry).
@@ -484,9 +485,17 @@ def build_tiny_sam(path, seed: int = 0) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_sam(spec: "weights.ModelSpec", path: Path):
-    """Build the SAM architecture for `spec` and load the checkpoint at `path` (CPU tensors,
-    weights_only). Used for the official checkpoints and for `tiny` alike."""
+def default_device() -> str:
+    """"cuda" when a GPU is usable, else "cpu" (segmentation runs in float32 on both)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_sam(spec: "weights.ModelSpec", path: Path, device: Optional[str] = None):
+    """Build the SAM architecture for `spec` and load the checkpoint at `path` (read as CPU tensors,
+    weights_only), then move it to `device` (default: `default_device()`). Used for the official
+    checkpoints and for `tiny` alike."""
     import torch
 
     if spec.kind == "tiny-sam":
@@ -503,7 +512,7 @@ def load_sam(spec: "weights.ModelSpec", path: Path):
             f"model {spec.name!r}: {path} is unreadable or not a {spec.name} checkpoint "
             f"({type(e).__name__}); delete it and run `python -m core models download {spec.name}`"
         ) from e
-    return model.eval()
+    return model.to(device or default_device()).eval()
 
 
 # ----------------------------------------------------------------------------- SAM 2.1 (transformers)
@@ -566,13 +575,14 @@ class Sam2Segmenter(_EmbeddingSegmenter):
         return _result(masks, out.iou_scores[0, 0])
 
 
-def load_sam2(spec: "weights.ModelSpec", path: Path) -> Sam2Segmenter:
-    """Load a SAM 2.1 snapshot folder (config.json, weights, preprocessor config) with no network."""
+def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = None) -> Sam2Segmenter:
+    """Load a SAM 2.1 snapshot folder (config.json, weights, preprocessor config) with no network,
+    on `device` (default: `default_device()`)."""
     from transformers import Sam2Model, Sam2Processor
 
     try:
         processor = Sam2Processor.from_pretrained(path, local_files_only=True)
-        model = Sam2Model.from_pretrained(path, local_files_only=True)
+        model = Sam2Model.from_pretrained(path, local_files_only=True).to(device or default_device())
     except (OSError, ValueError) as e:
         raise MissingWeightsError(
             f"model {spec.name!r}: {path} is incomplete or not a SAM 2.1 folder ({type(e).__name__}); "
