@@ -141,10 +141,10 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
     def step(i: int, total: int) -> None:
         report("diffusion", i / max(total, 1))
 
-    t = time.perf_counter()
     region = 255 - mask  # repaint everything that is not the subject
-    variants = inpainter.inpaint(rgb, region, request.inpaint, progress=step, cancel=cancel)
-    timings["diffusion"] = time.perf_counter() - t
+    # adds "resize", "diffusion" and "upscale" to timings
+    variants = inpainter.inpaint(rgb, region, request.inpaint, progress=step, cancel=cancel,
+                                 timings=timings)
     t = time.perf_counter()
     report("compose", 0.95)
     outputs = [compose(rgb, mask, request.background, feather=feather, generated=v.image)

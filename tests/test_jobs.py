@@ -1,0 +1,87 @@
+"""core.jobs.run_job: one run end to end, always recorded — including failed and cancelled runs."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from core.compose import BackgroundSpec
+from core.errors import CancelledError, MissingWeightsError
+from core.history import open_store
+from core.images import LoadedImage
+from core.inpaint import InpaintRequest
+from core.jobs import JobRequest, run_job
+from core.masks import MaskOptions
+from core.segment import Click
+
+
+@pytest.fixture
+def cat(chelsea) -> LoadedImage:
+    return LoadedImage(rgb=chelsea, format="PNG")
+
+
+def ellipse_mask(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.where(((xx - w / 2) / (w / 3)) ** 2 + ((yy - h / 2) / (h / 3)) ** 2 <= 1, 255, 0).astype(np.uint8)
+
+
+def test_sd_run_records_every_parameter_and_output(cat, tiny_inpaint):
+    steps = []
+    req = JobRequest(image=cat, background=BackgroundSpec.parse("sd"), mask=ellipse_mask(*cat.rgb.shape[:2]),
+                     mask_options=MaskOptions(feather=3),
+                     inpaint=InpaintRequest(prompt="a red barn", negative="blurry", steps=3, seed=11, variants=2),
+                     model="tiny", source_name="cat.png")
+    result = run_job(req, progress=lambda stage, f: steps.append((stage, f)))
+    assert [o.shape for o in result.outputs] == [cat.rgb.shape] * 2
+    assert result.seeds == [11, 12]
+    inner = result.mask == 255
+    from core.masks import grow
+    core_region = grow(result.mask, -3) == 255
+    for out in result.outputs:
+        assert np.array_equal(out[core_region], cat.rgb[core_region])  # subject untouched
+        assert not np.array_equal(out[~inner], cat.rgb[~inner])       # background repainted
+    assert any(stage == "diffusion" for stage, _ in steps) and steps[-1] == ("done", 1.0)
+
+    run = open_store().get_run(result.run_id)
+    assert run.status == "succeeded"
+    assert (run.prompt, run.negative, run.steps, run.model, run.source_name) == ("a red barn", "blurry", 3, "tiny", "cat.png")
+    assert [o.seed for o in run.outputs] == [11, 12]
+    assert {"mask", "diffusion"} <= set(run.timings)
+
+
+def test_cancelled_run_is_recorded_as_cancelled(cat, tiny_inpaint):
+    cancel = threading.Event()
+
+    def progress(stage, fraction):
+        if stage == "diffusion" and fraction > 0:
+            cancel.set()  # the person pressed Cancel after the first step
+
+    req = JobRequest(image=cat, background=BackgroundSpec.parse("sd"), mask=ellipse_mask(*cat.rgb.shape[:2]),
+                     inpaint=InpaintRequest(prompt="snow", steps=6, seed=1), model="tiny")
+    with pytest.raises(CancelledError):
+        run_job(req, progress=progress, cancel=cancel)
+    runs = list(open_store().list_runs())
+    assert [r.status for r in runs] == ["cancelled"]
+    assert runs[0].prompt == "snow" and runs[0].outputs == ()
+
+
+def test_missing_weights_run_is_recorded_as_failed_with_the_message(cat):
+    req = JobRequest(image=cat, background=BackgroundSpec.parse("blur:8"), clicks=(Click(200, 150),),
+                     segmenter="sam-vit-b")
+    with pytest.raises(MissingWeightsError) as err:
+        run_job(req)
+    run = list(open_store().list_runs())[0]
+    assert run.status == "failed" and run.error == str(err.value)
+    assert run.clicks and tuple(run.clicks[0][:2]) == (200, 150)
+
+
+def test_grabcut_clicks_to_colour_background(cat):
+    req = JobRequest(image=cat, background=BackgroundSpec.parse("color:#0000ff"),
+                     clicks=(Click(220, 150, 1),), segmenter="grabcut")
+    result = run_job(req, record=False)
+    assert result.run_id is None and list(open_store().list_runs()) == []
+    out, mask = result.outputs[0], result.mask
+    assert out.shape == cat.rgb.shape
+    assert np.array_equal(out[mask == 255], cat.rgb[mask == 255])
+    assert (out[0, 0] == [0, 0, 255]).all()
