@@ -49,7 +49,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from core import weights
+from core import config, weights
 from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
                          OutOfMemoryError)
 
@@ -233,8 +233,10 @@ class Inpainter:
             pipe = AutoPipelineForInpainting.from_pretrained(str(path), **kwargs)
         except Exception as e:  # corrupt/incomplete folders raise many different types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise MissingWeightsError(f"could not load model {model!r} from {path}: {first}; "
-                                      f"re-download it with `python -m core models download {model}`") from None
+            fix = (f"re-download it with `python -m core models download {model}`"
+                   if (path.resolve().parent == config.weights_dir()) or ("/" not in model)
+                   else "check that the folder holds a complete diffusers inpainting pipeline")
+            raise MissingWeightsError(f"could not load model {model!r} from {path}: {first}; {fix}") from None
         pipe.set_progress_bar_config(disable=True)
         inp = cls(pipe, model=model, path=path, device=device, max_concurrent=max_concurrent,
                   reload=reload)
@@ -317,8 +319,8 @@ class Inpainter:
             pipe.maybe_free_model_hooks()
             raise CancelledError("generation cancelled") from None
         if not np.isfinite(out).all():
-            raise BackdropError(f"model {self.model!r} produced an invalid image (NaN); "
-                                f"try another seed or fp32")
+            raise BackdropError(f"model {self.model!r} produced an invalid image (NaN values); "
+                                f"try another seed")
         return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
     def _generate(self, image, mask, size, request, seed, on_step, cancel) -> np.ndarray:

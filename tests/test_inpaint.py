@@ -73,6 +73,14 @@ def test_output_size_is_input_size(inp, h, w):
     assert out[0].image.shape == (h, w, 3) and out[0].image.dtype == np.uint8
 
 
+def test_stage_timings_are_reported(inp, cat):
+    rgb, mask = cat
+    timings = {"earlier": 1.0}
+    inp.inpaint(rgb, region(mask), req(variants=2), timings=timings)
+    assert set(timings) == {"earlier", "resize", "diffusion", "upscale"}
+    assert timings["diffusion"] > 0 and timings["resize"] >= 0 and timings["upscale"] >= 0
+
+
 @pytest.mark.parametrize("size, long_side, expected", [
     ((4000, 3000), 512, (512, 384)), ((3000, 4000), 512, (384, 512)), ((451, 300), 64, (64, 40)),
     ((1024, 1024), 1024, (1024, 1024)), ((5000, 20), 512, (512, 8)), ((333, 517), 96, (64, 96)),
@@ -252,6 +260,25 @@ def test_manager_switch_frees_old_and_closed_inpainter_reloads(tiny_inpaint, tmp
     finally:
         manager.unload()
     assert manager.loaded() == []
+
+
+def test_manager_loads_once_under_concurrent_requests(tiny_inpaint):
+    manager = ModelManager()
+    got, barrier = [], threading.Barrier(3)
+
+    def ask():
+        barrier.wait()
+        got.append(manager.get("tiny"))
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert len(got) == 3 and got[0] is got[1] is got[2]
+    finally:
+        manager.unload()
 
 
 def test_missing_weights_names_the_fix():
