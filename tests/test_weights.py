@@ -22,7 +22,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        name = self.path.rsplit("/", 1)[-1]
         if self.path.startswith("/missing/"):
             self.send_error(404, "Not Found")
             return
@@ -35,7 +34,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(PAYLOAD)
-        del name
 
 
 @pytest.fixture(scope="module")
