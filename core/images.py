@@ -20,6 +20,7 @@ import re
 import stat
 import struct
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Mapping
@@ -529,21 +530,61 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))  # uint8 HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
 
 
-def encode_png(arr: np.ndarray, *, text: Mapping[str, str] | None = None, compress_level: int = 6) -> bytes:
+_PNG_COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
+
+
+def _png_chunk(tag: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+
+def _png_text_chunk(key: str, value: str) -> bytes:
+    """tEXt when the text is Latin-1, else iTXt (UTF-8), as Pillow's PngInfo.add_text does."""
+    keyword = str(key).encode("latin-1")
+    if not 1 <= len(keyword) <= 79 or b"\0" in keyword:
+        raise InvalidOptionError(f"PNG text key must be 1-79 Latin-1 characters, got {key!r}")
+    value = str(value)
+    try:
+        return _png_chunk(b"tEXt", keyword + b"\0" + value.encode("latin-1"))
+    except UnicodeEncodeError:
+        return _png_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + value.encode("utf-8"))
+
+
+def _deflate(raw: np.ndarray, level: int) -> bytes:
+    """zlib stream of `raw`. ISA-L (the `isal` package) is 4-7x faster than zlib at its fast levels
+    with a slightly smaller output; zlib is the fallback."""
+    try:
+        from isal import isal_zlib
+        return isal_zlib.compress(raw, min(3, max(0, round(level / 3))))  # zlib 0..9 -> ISA-L 0..3
+    except ImportError:  # pragma: no cover - isal is in requirements.txt
+        return zlib.compress(raw, level)
+
+
+def encode_png(arr: np.ndarray, *, text: Mapping[str, str] | None = None, compress_level: int = 3) -> bytes:
     """PNG bytes of HxW uint8 (mode L, e.g. a mask; bool masks become 0/255), HxWx3 RGB or HxWx4 RGBA.
 
-    `text` adds tEXt/iTXt chunks (e.g. {"parameters": "..."}), as read back by Pillow's `im.text`.
+    Lossless, 8 bits per channel. `text` adds tEXt/iTXt chunks (e.g. {"parameters": "..."}), as read
+    back by Pillow's `im.text`. Written by hand rather than through Pillow because a 12 MP photo took
+    1 s with Pillow/OpenCV at their fastest setting on a 2-core machine: every row uses the PNG "Up"
+    filter (one vectorised subtraction) and the stream is deflated with ISA-L (about 0.15 s).
+    `compress_level` is zlib's 0-9 scale.
     """
-    im = _to_pil(arr)
-    info = None
-    if text:
-        from PIL.PngImagePlugin import PngInfo
-        info = PngInfo()
-        for key, value in text.items():
-            info.add_text(str(key), str(value))
-    buf = io.BytesIO()
-    im.save(buf, "PNG", pnginfo=info, compress_level=compress_level)
-    return buf.getvalue()
+    if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
+        arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
+    _check_array(arr, "image", channels=(None, 3, 4))
+    if not isinstance(compress_level, numbers.Integral) or not 0 <= compress_level <= 9:
+        raise InvalidOptionError(f"compress_level must be an integer from 0 to 9, got {compress_level!r}")
+    h, w = arr.shape[:2]
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    rows = np.ascontiguousarray(arr).reshape(h, w * channels)
+    raw = np.empty((h, w * channels + 1), np.uint8)
+    raw[:, 0] = 2  # filter type "Up": each byte minus the byte above it (mod 256)
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOR_TYPE[channels], 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr)]
+    parts += [_png_text_chunk(k, v) for k, v in (text or {}).items()]
+    parts += [_png_chunk(b"IDAT", _deflate(raw, compress_level)), _png_chunk(b"IEND", b"")]
+    return b"".join(parts)
 
 
 def _check_quality(quality: object) -> int:
