@@ -176,21 +176,29 @@ def cmd_history_export(args) -> int:
 
 def cmd_models_list(args) -> int:
     from core import weights
-    for spec in weights.specs():
-        present = "present" if weights.is_present(spec) else "missing"
-        size = f"{spec.size_bytes / 1e9:5.2f} GB" if spec.size_bytes else "    -   "
-        print(f"{spec.task:<8} {spec.name:<16} {size}  {present:<8} {spec.description}")
+    for m in weights.list_models():
+        present = "present" if m.present else "missing"
+        print(f"{m.task:<8} {m.name:<16} {m.size_text:>13}  {present:<8} {m.description}")
     print(f"weights dir: {config.weights_dir()}")
     return 0
 
 
 def cmd_models_download(args) -> int:
+    from tqdm import tqdm
+
     from core import weights
+    # A registry name may exist for both tasks (`tiny`); anything else is an inpainting repo id / folder.
     tasks = [t for t in ("segment", "inpaint") if (t, args.name) in weights.REGISTRY]
-    if not tasks:
-        weights.get_spec(args.name, "segment")  # raises the "unknown model" error with the list
-    for task in tasks:
-        path = weights.download(args.name, task)
+    if not tasks and "/" not in args.name:
+        weights.get_spec(args.name, "segment")  # raises the "unknown model" error with the known list
+    for task in tasks or ["inpaint"]:
+        with tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr,
+                  disable=not sys.stderr.isatty()) as bar:
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+            path = weights.download(args.name, task, progress=progress)
         print(f"{args.name} ({task}): {path}")
     return 0
 
