@@ -79,9 +79,9 @@ with ctl_col:
                          help="Add: click on what to keep. Remove: click on what is not part of it.")
     st.toggle("Draw a box instead (drag over the subject)", key="box_mode", persist_state="session")
     b1, b2 = st.columns(2)
-    b1.button("↶ Undo", on_click=ed.undo, args=(state,), disabled=not ed.has_subject(state),
+    b1.button("Undo", icon=":material/undo:", on_click=ed.undo, args=(state,), disabled=not ed.has_subject(state),
               width="stretch")
-    b2.button("✕ Clear", on_click=ed.clear, args=(state,), disabled=not ed.has_subject(state),
+    b2.button("Clear", icon=":material/close:", on_click=ed.clear, args=(state,), disabled=not ed.has_subject(state),
               width="stretch")
 
 # Segment at preview size (cheap; the embedding is cached). Wait for a running preparation first.
@@ -123,8 +123,7 @@ with pic_col:
             cursor="crosshair")
         if ed.apply_canvas_value(state, value):   # when the callback did not run (first event)
             st.rerun()
-    pw, ph = ed.preview_size(state)
-    info = f"{state['photo_name'] or 'photo'} · {photo.width}×{photo.height} px"
+    info = f"{state['photo_name'] or 'photo'} · {photo.width}×{photo.height} px · segmentation: {seg_name}"
     if result is not None:
         i = ed.chosen(state, result)
         st.caption(f"Mask ready: candidate {i + 1} of {len(result.masks)}, score "
@@ -133,20 +132,19 @@ with pic_col:
         st.caption(f"Drag a box around the subject. · {info}")
     else:
         st.caption(f"Click on the subject to select it: green dots add, red dots remove. · {info}")
-    st.text(f"Model: {seg_name}")
 
 
 polling = tasks.running(prep)
 
 
-@st.fragment(run_every=0.5 if polling else None)
+@st.fragment(run_every=1.0 if polling else None)
 def prepare_status() -> None:
     task = state.get("prepare")
     if task is None:
         return
     if not task.done:
-        st.info(f"⏳ Preparing the photo for clicks… ({task.elapsed:.0f} s) — you can click already; "
-                "the mask appears as soon as it is ready.")
+        st.info(f"Preparing the photo for clicks… ({task.elapsed:.0f} s) — you can click already; "
+                "the mask appears as soon as it is ready.", icon=":material/hourglass_top:")
     elif task.error:
         st.warning(f"Could not prepare the photo: {task.error}")
     elif polling:
@@ -204,13 +202,14 @@ with ctl_col:
         start_now = not tasks.running(state["job"])
     if start_now:
         try:
+            state["job_notice"] = None
             ed.start_generation(state, seg_name)
         except BackdropError as e:
             st.error(one_line(e, "starting the run"))
         except Exception as e:
             st.error(one_line(e, "starting the run"))
 
-    @st.fragment(run_every=0.5 if tasks.running(state["job"]) else None)
+    @st.fragment(run_every=1.0 if tasks.running(state["job"]) else None)
     def job_panel() -> None:
         task = state.get("job")
         if task is None:
@@ -223,6 +222,9 @@ with ctl_col:
                   help="Stops after the current step.")
 
     job_panel()
+    if state.get("job_notice") and not tasks.running(state["job"]):
+        level, text = state["job_notice"]
+        {"error": st.error, "warning": st.warning}.get(level, st.success)(text)
 
 
 # ------------------------------------------------------------------ results

@@ -33,6 +33,15 @@ def _action(what: str, fn, *args) -> bool:
     return False
 
 
+def _set_favourite(output_ids: list[int], key: str) -> None:
+    """Callback of a favourite toggle: mark (or unmark) the outputs; one line on failure."""
+    try:
+        for oid in output_ids:
+            store.set_favorite(oid, bool(state[key]))
+    except Exception as e:
+        state["notice"] = ("error", one_line(e, "saving the favourite"))
+
+
 def _edit_from_here(run_id: int, autorun: bool) -> None:
     run = store.get_run(run_id)
     uh.load_into_editor(state, run)
@@ -58,16 +67,14 @@ def run_details(run_id: int) -> None:
         cols = st.columns(2 + max(len(run.outputs), 1))
         if run.source.path.exists():
             cols[0].image(str(run.source.thumb_path if run.source.thumb_path.exists() else run.source.path),
-                          caption="Source")
+                          caption="Source", width="stretch")
         if run.mask is not None and run.mask.path.exists():
-            cols[1].image(str(run.mask.path), caption="Mask (white = subject)")
+            cols[1].image(uh.mask_preview(run.mask.path), caption="Mask (white = subject)", width="stretch")
         for col, out in zip(cols[2:], run.outputs):
-            col.image(str(out.thumb_path if out.thumb_path.exists() else out.path),
+            col.image(str(out.thumb_path if out.thumb_path.exists() else out.path), width="stretch",
                       caption=f"Variant {out.index + 1}" + (f" · seed {out.seed}" if out.seed is not None else ""))
-            fav = col.toggle("★ Favourite", value=out.favorite, key=f"fav-out-{out.id}")
-            if fav != out.favorite:
-                if _action("saving the favourite", store.set_favorite, out.id, fav):
-                    st.rerun()
+            col.toggle("★ Favourite", value=out.favorite, key=f"fav-out-{out.id}",
+                       on_change=_set_favourite, args=([out.id], f"fav-out-{out.id}"))
             if out.path.exists():
                 col.download_button("Download PNG", data=out.path.read_bytes, file_name=f"backdrop-run{run.id}-{out.index + 1}.png",
                                     mime="image/png", key=f"dl-out-{out.id}", on_click="ignore")
@@ -76,19 +83,20 @@ def run_details(run_id: int) -> None:
         st.text(f"Background: {uh.run_title(run)}")
         params = {uh.PARAM_LABELS.get(k, k): uh._cell(v) for k, v in run.params().items()}
         params["Timings (s)"] = uh._cell({k: round(v, 2) for k, v in (run.timings or {}).items()})
-        st.dataframe([{"Parameter": k, "Value": v} for k, v in params.items()], hide_index=True,
-                     width="stretch")
+        p_col, c_col = st.columns([3, 1])
+        # st.dataframe, not st.table: st.table renders Markdown in cells, and prompts are user text
+        p_col.dataframe(uh.params_frame(params), width="stretch", height=len(params) * 35 + 40)
         if run.clicks:
-            st.dataframe([{"x": x, "y": y, "click": "add" if label == 1 else "remove"}
-                          for x, y, label in run.clicks], hide_index=True, height=min(35 * (len(run.clicks) + 1) + 3, 250))
+            c_col.dataframe(uh.clicks_frame(run.clicks), width="stretch",
+                            height=min(len(run.clicks) * 35 + 40, len(params) * 35 + 40))
         a1, a2, a3 = st.columns(3)
-        if a1.button("✎ Edit from here", key="detail-edit", type="primary", width="stretch",
+        if a1.button("Edit from here", icon=":material/edit:", key="detail-edit", type="primary", width="stretch",
                      help="Open this photo with these clicks and settings in the Editor."):
             _action("loading the run", _edit_from_here, run.id, False)
-        if a2.button("↻ Re-run", key="detail-rerun", width="stretch",
+        if a2.button("Re-run", icon=":material/replay:", key="detail-rerun", width="stretch",
                      help="Run it again with the same settings (a new seed if it was random)."):
             _action("loading the run", _edit_from_here, run.id, True)
-        if a3.button("🗑 Delete", key="detail-delete", width="stretch"):
+        if a3.button("Delete", icon=":material/delete:", key="detail-delete", width="stretch"):
             state["hist_confirm_delete"] = run.id
         if state.get("hist_confirm_delete") == run.id:
             st.warning(f"Delete run #{run.id} and its images? This cannot be undone.")
@@ -128,7 +136,8 @@ def compare_view(ids: list[int]) -> None:
             st.caption("Highlighted rows differ between the runs: " + escape_md(", ".join(differing)))
         else:
             st.caption("These runs have identical parameters.")
-        st.dataframe(uh.styled_comparison(df, differing), width="stretch")
+        st.dataframe(uh.styled_comparison(df, differing), width="stretch",
+                     height=len(df) * 35 + 40)
 
 
 if state.get("hist_open") is not None:
@@ -138,10 +147,10 @@ if state.get("hist_compare") and len(state["hist_selected"]) >= 2:
 
 # ------------------------------------------------------------------ filters
 facets = guarded("reading the filters", store.facets) or {}
-f1, f2, f3, f4, f5 = st.columns([3, 1.3, 2, 2, 1.2])
+f1, f2, f3, f4, f5 = st.columns([3, 1.5, 2, 2, 1.2], vertical_alignment="bottom")
 f1.text_input("Search prompts", key="hist_search", persist_state="session",
               placeholder="words from the prompt or negative prompt")
-f2.toggle("★ Favourites only", key="hist_favourites", persist_state="session")
+f2.toggle("★ Favourites", key="hist_favourites", help="Show only runs with a favourite output", persist_state="session")
 models = [uh.ALL, *facets.get("model", [])]
 if state["hist_model"] not in models:
     state["hist_model"] = uh.ALL
@@ -180,7 +189,7 @@ if not runs:
     st.info("No runs match." if total == 0 and (state["hist_search"] or state["hist_favourites"]
                                                 or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
             else "No runs yet: generate something in the Editor and it will appear here.")
-PER_ROW = 4
+PER_ROW = 3
 for start in range(0, len(runs), PER_ROW):
     cols = st.columns(PER_ROW)
     for col, run in zip(cols, runs[start:start + PER_ROW]):
@@ -193,19 +202,17 @@ for start in range(0, len(runs), PER_ROW):
             if run.status != "succeeded":
                 meta += f" · {run.status}"
             st.caption(escape_md(meta))
-            st.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
-                        on_change=uh.toggle_selected, args=(state, run.id))
-            b1, b2 = st.columns(2)
-            if b1.button("Open", key=f"open-{run.id}", width="stretch"):
+            c1, c2 = st.columns(2)
+            c1.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
+                        on_change=uh.toggle_selected, args=(state, run.id),
+                        help="Tick runs to compare or export them")
+            c2.toggle("★ Favourite", value=run.favorite, key=f"fav-{run.id}",
+                      disabled=not run.outputs, on_change=_set_favourite,
+                      args=([o.id for o in run.outputs], f"fav-{run.id}"))
+            if st.button("Open", key=f"open-{run.id}", width="stretch"):
                 state["hist_open"] = run.id
                 state["hist_confirm_delete"] = None
                 st.rerun()
-            fav_label = "★ Unfavourite" if run.favorite else "☆ Favourite"
-            if b2.button(fav_label, key=f"fav-{run.id}", width="stretch", disabled=not run.outputs):
-                ok = all(_action("saving the favourite", store.set_favorite, o.id, not run.favorite)
-                         for o in run.outputs)
-                if ok:
-                    st.rerun()
 
 # ------------------------------------------------------------------ pager
 if pages > 1:

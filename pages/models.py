@@ -39,7 +39,7 @@ if note:
 job = state.get("download")
 
 
-@st.fragment(run_every=0.5 if tasks.running(job) else None)
+@st.fragment(run_every=1.0 if tasks.running(job) else None)
 def download_panel() -> None:
     task = state.get("download")
     if task is None:

@@ -160,13 +160,13 @@ def test_remove_mode_box_undo_and_clear(tiny_env):
     assert at.session_state["prompts"][2]["box"] == (100, 90, 400, 500)
     assert "Mask ready" in captions(at)
 
-    button(at, "↶ Undo").click().run()
+    button(at, "Undo").click().run()
     no_exception(at)
     assert len(at.session_state["prompts"]) == 3
-    button(at, "✕ Clear").click().run()
+    button(at, "Clear").click().run()
     no_exception(at)
     assert at.session_state["prompts"] == []
-    assert button(at, "↶ Undo").disabled and button(at, "Generate").disabled
+    assert button(at, "Undo").disabled and button(at, "Generate").disabled
 
 
 def test_candidate_choice_and_edge_controls(tiny_env):
@@ -304,7 +304,7 @@ def test_missing_segmenter_weights_fall_back_to_grabcut(monkeypatch, tiny_inpain
     click(at, 256, 256, width=512, height=512, t=1)
     at.run()
     no_exception(at)
-    assert "Model: grabcut" in [t.value for t in at.text]
+    assert "segmentation: grabcut" in captions(at)
     assert "Mask ready" in captions(at)
 
 

@@ -86,4 +86,4 @@ def test_defaults_chosen_here_are_used_by_the_editor(tiny_env):
     assert at.sidebar.selectbox(key="seg_pick").value == "grabcut"
     at.button(key="sample-Cat").click().run()
     no_exception(at)
-    assert "Model: grabcut" in [t.value for t in at.text]
+    assert "segmentation: grabcut" in "\n".join(c.value for c in at.caption)

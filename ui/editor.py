@@ -48,6 +48,7 @@ def load_photo(state: MutableMapping, image, name: str) -> None:
     state["seg_cache"] = {}
     state["canvas_cache"] = None
     state["result"] = None
+    state["job_notice"] = None
     state["prepare"] = None
 
 
@@ -414,12 +415,12 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
                            "timings": r.timings, "original": task.result["original"],
                            "previews": task.result["previews"], "name": Path(state.get("photo_name") or "photo").stem,
                            "background": str(task.request.background)}
-        state["notice"] = ("success", f"Done in {task.elapsed:.1f} s"
+        state["job_notice"] = ("success", f"Done in {task.elapsed:.1f} s"
                            + (f" — saved to History as run #{r.run_id}." if r.run_id else "."))
     elif task.cancelled:
-        state["notice"] = ("warning", "Cancelled: " + (task.error or "the run was stopped."))
+        state["job_notice"] = ("warning", "Cancelled: " + (task.error or "the run was stopped."))
     else:
-        state["notice"] = ("error", task.error or "The run failed.")
+        state["job_notice"] = ("error", task.error or "The run failed.")
     return task
 
 

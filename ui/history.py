@@ -2,6 +2,7 @@
 past run back into the Editor. The store itself is core.history (via ui.resources.store())."""
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from collections.abc import MutableMapping
@@ -99,6 +100,27 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return str(value)
+
+
+def params_frame(params: dict[str, str]):
+    import pandas as pd
+    return pd.DataFrame({"Value": list(params.values())}, index=pd.Index(list(params), name="Parameter"))
+
+
+def clicks_frame(clicks):
+    import pandas as pd
+    return pd.DataFrame([{"x": round(x), "y": round(y), "click": "add" if label == 1 else "remove"}
+                         for x, y, label in clicks], index=pd.RangeIndex(1, len(clicks) + 1, name="#"))
+
+
+def mask_preview(path: Path, side: int = 512) -> bytes:
+    """A small PNG of a (possibly 12 MP) mask for display."""
+    from PIL import Image
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.thumbnail((side, side))
+        im.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def comparison_table(store, ids: Sequence[int]):

@@ -59,6 +59,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "job": None,              # ui.tasks.Task running the generation
     "result": None,           # dict with the last run's outputs (full size) for this session
     "notice": None,           # (level, one-line text) to show once on the next run
+    "job_notice": None,       # (level, one line) how the last generation ended, shown by Generate
     "bg_image": None,         # LoadedImage of the uploaded background photo
     "bg_image_path": None,    # where that background photo is stored for the job
     "upload_id": None,        # file_id of the last upload loaded, so a rerun does not reload it
