@@ -10,7 +10,8 @@ a loaded image. For each model it prints
 
   (a) first click: hash + image embedding + decode, masks at preview size (long side 1024)
   (b) median of N further clicks with growing point sets, masks at preview size
-      (also: the same with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
+      (also: its process CPU time, the part spent resampling 3 low-res masks to the preview size, the
+      same clicks with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
   (c) the prototype's approach, re-embedding on every click: SamPredictor.set_image + predict with
       3 masks at full resolution (for SAM 2.1: processor + forward + post_process_masks at full size)
   and (c)/(b), then peak RSS. The very last line is one JSON object with the same figures.
@@ -61,6 +62,25 @@ def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def _cpu_timed(fn) -> tuple[float, float]:
+    """(wall, process CPU) seconds: CPU time is less sensitive to other processes on a shared box."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def _resample_ms(preview: tuple[int, int], n: int = 20) -> float:
+    """Median time of turning (3, 256, 256) low-res logits into 3 preview-size bool masks."""
+    import torch
+
+    from core.segment import _masks_from_low_res
+
+    low = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0))
+    region = (256 * preview[1] / max(preview), 256 * preview[0] / max(preview))
+    return statistics.median(_timed(lambda: _masks_from_low_res(low, region, preview[::-1]))
+                             for _ in range(n)) * 1000
 
 
 def _build_sam_vit_b():
@@ -135,8 +155,10 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
     seg.segment(rgb, SegmentRequest(tuple(clicks[:1])), preview)
 
     # (b) further clicks, growing point sets, preview size
-    click_times = [_timed(lambda k=k: seg.segment(rgb, SegmentRequest(tuple(clicks[:k + 1])), preview))
-                   for k in range(1, n_clicks + 1)]
+    timed = [_cpu_timed(lambda k=k: seg.segment(rgb, SegmentRequest(tuple(clicks[:k + 1])), preview))
+             for k in range(1, n_clicks + 1)]
+    click_times = [wall for wall, _ in timed]
+    click_cpu = [cpu for _, cpu in timed]
     # (b') the same clicks with a writable copy of the photo (re-hashed every click)
     writable = np.array(rgb)
     seg.prepare(writable)   # same content, same hash: no new embedding
@@ -160,6 +182,8 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
         "click_median_ms": round(b * 1000, 1),
         "click_p90_ms": round(float(np.percentile(click_times, 90)) * 1000, 1),
         "click_max_ms": round(max(click_times) * 1000, 1),
+        "click_cpu_median_ms": round(statistics.median(click_cpu) * 1000, 1),
+        "of_which_resample_ms": round(_resample_ms(preview), 1),
         "clicks": len(click_times),
         "click_writable_median_ms": round(statistics.median(writable_times) * 1000, 1),
         "click_fullsize_median_ms": round(statistics.median(full_times) * 1000, 1),
@@ -203,6 +227,7 @@ def main(argv=None) -> int:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
     cols = [("model", "model", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
             ("(b) click median ms", "click_median_ms", "{:.1f}"), ("p90 ms", "click_p90_ms", "{:.1f}"),
+            ("cpu ms", "click_cpu_median_ms", "{:.1f}"), ("resample ms", "of_which_resample_ms", "{:.1f}"),
             ("writable ms", "click_writable_median_ms", "{:.1f}"),
             ("full-size ms", "click_fullsize_median_ms", "{:.1f}"),
             ("(c) re-embed s", "reembed_median_s", "{:.2f}"), ("(c)/(b)", "ratio_reembed_over_click", "{:.0f}x")]
