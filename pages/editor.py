@@ -11,7 +11,7 @@ from ui import editor as ed
 from ui import resources, tasks
 from ui import state as S
 from ui import models as um
-from ui.widgets import guarded, model_label, one_line, show_notice, state_selectbox
+from ui.widgets import escape_md, guarded, model_label, one_line, show_notice, state_selectbox
 
 state = st.session_state
 
@@ -57,7 +57,7 @@ if uploaded is not None and uploaded.file_id != state["upload_id"]:
         state["upload_error"] = (uploaded.file_id, one_line(e, "reading the photo"))
 upload_error = state.get("upload_error")
 if upload_error and uploaded is not None and upload_error[0] == uploaded.file_id:
-    st.error(f"Could not use that file: {upload_error[1]}")
+    st.error(f"Could not use that file: {escape_md(upload_error[1])}")
 
 photo = state["photo"]
 if photo is None:
@@ -123,7 +123,8 @@ with pic_col:
             cursor="crosshair")
         if ed.apply_canvas_value(state, value):   # when the callback did not run (first event)
             st.rerun()
-    info = f"{state['photo_name'] or 'photo'} · {photo.width}×{photo.height} px · segmentation: {seg_name}"
+    info = escape_md(f"{state['photo_name'] or 'photo'} · {photo.width}×{photo.height} px · "
+                     f"segmentation: {seg_name}")
     if result is not None:
         i = ed.chosen(state, result)
         st.caption(f"Mask ready: candidate {i + 1} of {len(result.masks)}, score "
@@ -146,7 +147,7 @@ def prepare_status() -> None:
         st.info(f"Preparing the photo for clicks… ({task.elapsed:.0f} s) — you can click already; "
                 "the mask appears as soon as it is ready.", icon=":material/hourglass_top:")
     elif task.error:
-        st.warning(f"Could not prepare the photo: {task.error}")
+        st.warning(f"Could not prepare the photo: {escape_md(task.error)}")
     elif polling:
         st.rerun()
 
@@ -205,9 +206,9 @@ with ctl_col:
             state["job_notice"] = None
             ed.start_generation(state, seg_name)
         except BackdropError as e:
-            st.error(one_line(e, "starting the run"))
+            st.error(escape_md(one_line(e, "starting the run")))
         except Exception as e:
-            st.error(one_line(e, "starting the run"))
+            st.error(escape_md(one_line(e, "starting the run")))
 
     @st.fragment(run_every=1.0 if tasks.running(state["job"]) else None)
     def job_panel() -> None:
@@ -224,7 +225,7 @@ with ctl_col:
     job_panel()
     if state.get("job_notice") and not tasks.running(state["job"]):
         level, text = state["job_notice"]
-        {"error": st.error, "warning": st.warning}.get(level, st.success)(text)
+        {"error": st.error, "warning": st.warning}.get(level, st.success)(escape_md(text))
 
 
 # ------------------------------------------------------------------ results

@@ -27,9 +27,9 @@ def _action(what: str, fn, *args) -> bool:
         fn(*args)
         return True
     except BackdropError as e:
-        st.error(one_line(e, what))
+        st.error(escape_md(one_line(e, what)))
     except Exception as e:
-        st.error(one_line(e, what))
+        st.error(escape_md(one_line(e, what)))
     return False
 
 
@@ -63,7 +63,7 @@ def run_details(run_id: int) -> None:
             state["hist_open"] = None
             st.rerun()
         if run.error:
-            st.error(run.error)
+            st.error(escape_md(run.error))
         cols = st.columns(2 + max(len(run.outputs), 1))
         if run.source.path.exists():
             cols[0].image(str(run.source.thumb_path if run.source.thumb_path.exists() else run.source.path),

@@ -110,11 +110,14 @@ def test_upload_real_photo_and_bad_file(tiny_env, coffee):
     assert "\n" not in errors[0] and "Traceback" not in errors[0]
     assert at.session_state["photo"] is None
 
-    at.file_uploader(key="upload").set_value(("coffee.png", png_bytes(coffee), "image/png")).run()
+    name = "coffee *[x](http://evil.example)* <b>.png"
+    at.file_uploader(key="upload").set_value((name, png_bytes(coffee), "image/png")).run()
     no_exception(at)
     assert not at.error
     assert at.session_state["photo"].size == (600, 400)
-    assert at.session_state["photo_name"] == "coffee.png"
+    assert at.session_state["photo_name"] == name
+    # the file name is shown as text: Markdown (links, emphasis, HTML) is escaped
+    assert r"coffee \*\[x\](http://evil.example)\* \<b\>.png" in captions(at)
 
 
 def test_click_maps_displayed_pixels_to_original_and_draws_mask(tiny_env, coffee):

@@ -15,12 +15,17 @@ from core.errors import BackdropError
 log = logging.getLogger("backdrop.ui")
 T = TypeVar("T")
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$])")
+_MD_LINE_START = re.compile(r"^(\s*)([#>+\-=])")
+_MD_ORDERED = re.compile(r"^(\s*\d+)([.)])")
 
 
 def escape_md(text: Any) -> str:
-    """User text made inert for st.markdown (no links, emphasis, HTML or LaTeX)."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+    """User text made inert for Markdown elements (st.caption, st.error, ...): no links, images,
+    emphasis, code, colour directives, HTML or LaTeX; one line, so no headings or lists either."""
+    one = " ".join(str(text).split())
+    one = _MD_SPECIAL.sub(r"\\\1", one)
+    return _MD_ORDERED.sub(r"\1\\\2", _MD_LINE_START.sub(r"\1\\\2", one))
 
 
 def one_line(error: BaseException, what: str) -> str:
@@ -37,10 +42,10 @@ def guarded(what: str, fn: Callable[..., T], *args, **kwargs) -> Optional[T]:
     try:
         return fn(*args, **kwargs)
     except BackdropError as e:
-        st.error(one_line(e, what))
+        st.error(escape_md(one_line(e, what)))
     except Exception as e:  # the app keeps working; the log keeps the details
         log.exception("while %s", what)
-        st.error(one_line(e, what))
+        st.error(escape_md(one_line(e, what)))
     return None
 
 
@@ -53,7 +58,7 @@ def show_notice(state: MutableMapping) -> None:
     notice = state.get("notice")
     if notice:
         level, text = notice
-        {"error": st.error, "warning": st.warning, "success": st.success}.get(level, st.info)(text)
+        {"error": st.error, "warning": st.warning, "success": st.success}.get(level, st.info)(escape_md(text))
         state["notice"] = None
 
 
