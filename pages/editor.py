@@ -168,20 +168,16 @@ with ctl_col:
         with st.expander("Stable Diffusion settings"):
             st.text_input("Negative prompt (what to avoid)", key="negative", persist_state="session")
             state_selectbox(st, "Model", [s.name for s in um.visible_specs("inpaint", state)], state,
-                            "inpaint_model", "inpaint_pick")
+                            "inpaint_model", "inpaint_pick", format_func=um.inpaint_label)
             c1, c2 = st.columns(2)
             c1.number_input("Seed (−1 = random)", min_value=-1, max_value=2**31 - 1, step=1, key="seed", persist_state="session")
             c2.number_input("Variants", min_value=1, max_value=4, step=1, key="variants", persist_state="session")
             c1.slider("Steps", 1, 100, key="steps", persist_state="session", help="More steps: finer detail, slower.")
             c2.slider("Guidance", 1.0, 20.0, step=0.5, key="guidance", persist_state="session",
                       help="How closely to follow the prompt.")
-        try:
-            spec = weights.get_spec(state["inpaint_model"], "inpaint")
-            if not resources.is_present(spec):
-                st.warning(weights.missing_message(spec) + ". Or choose Colour, Blur, Image or "
-                           "Transparent, which need no download.")
-        except BackdropError:
-            pass  # a local diffusers folder or hub id: checked when the job loads it
+        missing = um.inpaint_missing_note(state["inpaint_model"])
+        if missing:
+            st.warning(missing)
     elif kind == S.BG_COLOR:
         st.color_picker("Colour", key="bg_color", persist_state="session")
     elif kind == S.BG_BLUR:

@@ -30,7 +30,7 @@ state_selectbox(d1, "Segmentation model", [s.name for s in um.visible_specs("seg
                                                   resources.is_present(weights.get_spec(n, "segment"))))
 state_selectbox(d2, "Inpainting model (AI scene backgrounds)",
                 [s.name for s in um.visible_specs("inpaint", state)], state, "inpaint_model",
-                "default_inpaint_model")
+                "default_inpaint_model", format_func=um.inpaint_label)
 _, note = resources.choose_segmenter(state["segmenter"])
 if note:
     st.warning(note)

@@ -323,3 +323,26 @@ def test_settings_survive_a_visit_to_another_page(tiny_env):
     assert at.text_area(key="prompt").value == "snowy mountains"
     assert at.slider(key="steps").value == 3
     assert at.session_state["photo"] is not None
+
+
+def test_missing_inpainting_weights_is_one_line_and_app_keeps_working(monkeypatch, tiny_sam):
+    from core.history import open_store
+
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "sd15-inpainting")      # not on disk here
+    at = new_app()
+    load_sample(at)
+    click(at, 256, 200, width=512, height=512, t=1)
+    at.run()
+    warnings = [w.value for w in at.warning]
+    assert any("python -m core models download sd15-inpainting" in w for w in warnings), warnings
+    at.text_area(key="prompt").input("a beach").run()
+    _generate_and_wait(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "sd15-inpainting" in errors[0] and "\n" not in errors[0]
+    assert at.session_state["result"] is None
+    assert [r.status for r in open_store().list_runs().runs] == ["failed"]
+    at.segmented_control(key="bg_kind").set_value(S.BG_TRANSPARENT).run()
+    _generate_and_wait(at)
+    out = at.session_state["result"]["outputs"][0]
+    assert out.shape == (512, 512, 4)                                    # RGBA cut-out

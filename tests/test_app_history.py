@@ -234,3 +234,28 @@ def test_user_text_is_shown_as_text_not_markup(store, astronaut):
     at = history_app()
     assert nasty in texts(at)                                # st.text: never markdown or HTML
     assert not any(nasty in m.value for m in at.markdown)
+
+
+def test_rerun_from_history_generates_again(store, monkeypatch, tiny_sam, tiny_inpaint):
+    import time
+
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
+    at = history_app()
+    sd_run = store.list_runs(limit=2).runs[1]
+    at.button(key=f"open-{sd_run.id}").click().run()
+    button(at, "Re-run").click().run()
+    no_exception(at)
+    assert at.title[0].value == "Replace a photo's background"
+    assert at.session_state["job"] is not None                     # started on arrival
+    at.switch_page("pages/editor.py")     # AppTest keeps rerunning the page it was on; a browser follows
+    end = time.monotonic() + 180
+    while (at.session_state["job"] is not None or at.session_state["result"] is None) and time.monotonic() < end:
+        time.sleep(0.3)
+        at.run()
+        no_exception(at)
+    assert at.session_state["result"] is not None, at.session_state["job_notice"]
+    assert store.count_runs() == 15
+    newest = store.list_runs(limit=1).runs[0]
+    assert newest.prompt == sd_run.prompt and newest.seed == sd_run.seed == 112
+    assert newest.clicks == sd_run.clicks and newest.status == "succeeded"

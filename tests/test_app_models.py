@@ -40,12 +40,12 @@ def test_lists_every_model_with_presence_and_path(tiny_env, weights_dir):
     assert set(seg["Model"]) == {s.name for s in weights.specs("segment")}
     assert set(inp["Model"]) == {s.name for s in weights.specs("inpaint")}
     row = seg.set_index("Model")
-    assert row.loc["tiny", "On this machine"] == "✅ ready"
-    assert row.loc["grabcut", "On this machine"] == "✅ ready"
-    assert row.loc["sam-vit-b", "On this machine"] == "⬇️ not downloaded"
+    assert row.loc["tiny", "On this machine"] == "✓ ready"
+    assert row.loc["grabcut", "On this machine"] == "✓ ready"
+    assert row.loc["sam-vit-b", "On this machine"] == "not downloaded"
     assert row.loc["sam-vit-b", "Download size"] == "375.0 MB"
     assert row.loc["sam-vit-b", "Local path"] == str(weights_dir / "sam_vit_b_01ec64.pth")
-    assert inp.set_index("Model").loc["tiny", "On this machine"] == "✅ ready"
+    assert inp.set_index("Model").loc["tiny", "On this machine"] == "✓ ready"
     assert at.metric[0].value in ("CPU", "GPU")
     labels = [b.label for b in at.button]
     assert "Download sam-vit-b" in labels and "Download tiny" not in labels

@@ -144,6 +144,13 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             expect(page.get_by_text("Loaded run #1")).to_be_visible()
             expect(page.get_by_text(re.compile(r"Mask ready: candidate \d of \d"))).to_be_visible()
             shot("edit-from-here")
+
+            # 9. the Models page: what is on disk, the device, defaults
+            page.get_by_role("link", name="Models & settings").click()
+            expect(page.get_by_role("heading", name="Models & settings")).to_be_visible()
+            expect(page.get_by_role("button", name="Download sam-vit-b")).to_be_visible()
+            expect(page.locator("[data-testid='stDataFrame'] canvas").first).to_be_visible()
+            shot("models")
         except Exception:
             try:
                 page.screenshot(path=str(ARTIFACTS / "failure.png"))

@@ -30,10 +30,32 @@ def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
             "What it is": spec.description,
             "Download size": "none" if builtin else ("built in code" if spec.kind.startswith("tiny")
                                                      else size_text(spec.size_bytes)),
-            "On this machine": "✅ ready" if present else "⬇️ not downloaded",
+            "On this machine": "✓ ready" if present else "not downloaded",
             "Local path": "—" if builtin else str(weights.local_path(spec)),
         })
     return rows
+
+
+def inpaint_label(name: str) -> str:
+    """Select-box label of an inpainting model: registry name + description, or the folder/repo id."""
+    from ui.widgets import model_label
+    try:
+        spec = weights.spec_for(name, "inpaint")
+    except Exception:
+        return name
+    return model_label(spec, resources.is_present(spec))
+
+
+def inpaint_missing_note(name: str):
+    """One line when the inpainting model's files are not on disk (with how to get them), else None."""
+    try:
+        spec = weights.spec_for(name, "inpaint")
+    except Exception as e:  # unknown name: the job will say so too
+        return str(e)
+    if resources.is_present(spec):
+        return None
+    return (weights.missing_message(spec) + ". Or choose Colour, Blur, Image or Transparent, "
+            "which need no download.")
 
 
 @st.cache_resource(show_spinner=False)
