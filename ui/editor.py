@@ -26,6 +26,7 @@ from ui import tasks
 PREVIEW_SIDE = 1024          # long side of what the browser gets
 CANVAS_JPEG_QUALITY = 80
 MIN_BOX_PX = 6               # a "drag" shorter than this (displayed px) is a click
+NO_EMBEDDING = {"grabcut"}   # segmenters that keep nothing per image: segment the preview directly
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif"]
 
 SAMPLES = {  # label -> skimage.data function (bundled with scikit-image, no download)
@@ -179,8 +180,17 @@ def segment_preview(state: MutableMapping, segmenter, segmenter_name: str):
     key = _seg_key(state, segmenter_name)
     cache = state.get("seg_cache") or {}
     if key not in cache:
-        request = SegmentRequest(clicks=clicks(state), box=box(state), multimask=True)
-        result = segmenter.segment(state["photo"].rgb, request, out_size=preview_size(state))
+        if segmenter_name in NO_EMBEDDING:
+            # GrabCut works on a <= 512 px copy anyway: start from the preview, not the 12 MP photo
+            from core.segment import Click
+            s = state["preview"].scale
+            b = box(state)
+            request = SegmentRequest(clicks=tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state)),
+                                     box=None if b is None else tuple(v * s for v in b), multimask=True)
+            result = segmenter.segment(state["preview"].rgb, request, out_size=preview_size(state))
+        else:
+            request = SegmentRequest(clicks=clicks(state), box=box(state), multimask=True)
+            result = segmenter.segment(state["photo"].rgb, request, out_size=preview_size(state))
         cache = {key: result}          # one entry: the current clicks
         state["seg_cache"] = cache
     return cache[key]
