@@ -90,8 +90,8 @@ class Shots:
         self.folder = folder
         self.n = 0
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("[0-9][0-9]-*.png"):
-            old.unlink()
+        for old in [*folder.glob("[0-9][0-9]-*.png"), folder / "failure.png"]:
+            old.unlink(missing_ok=True)
 
     def __call__(self, name: str) -> Path:
         self.n += 1
