@@ -20,7 +20,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import unicodedata
 import zipfile
 import zlib
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from core.errors import HistoryError
+from core.files import atomic_writer
 
 SLUG_MAX = 40
 MANIFEST_COLUMNS = ("run_id", "output_id", "file", "mask_file", "prompt", "negative", "seed", "steps",
@@ -176,30 +176,17 @@ def export_zip(store, out: str | os.PathLike, *, run_ids: Optional[Sequence[int]
 
 
 def _write_zip(out: Path, entries, manifest: dict, csv_text: str) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w") as zf:
-                for name, data, created in entries:   # PNGs are compressed already: store them
-                    zf.writestr(zipfile.ZipInfo(name, _zip_time(created)), data(),
-                                compress_type=zipfile.ZIP_STORED)
-                now = _zip_time(datetime.now(timezone.utc))
-                zf.writestr(zipfile.ZipInfo("manifest.json", now),
-                            json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"),
-                            compress_type=zipfile.ZIP_DEFLATED)
-                zf.writestr(zipfile.ZipInfo("manifest.csv", now),
-                            ("\ufeff" + csv_text).encode("utf-8"),
-                            compress_type=zipfile.ZIP_DEFLATED)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_writer(out) as f, zipfile.ZipFile(f, "w") as zf:
+        for name, data, created in entries:   # PNGs are compressed already: store them
+            zf.writestr(zipfile.ZipInfo(name, _zip_time(created)), data(),
+                        compress_type=zipfile.ZIP_STORED)
+        now = _zip_time(datetime.now(timezone.utc))
+        zf.writestr(zipfile.ZipInfo("manifest.json", now),
+                    json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"),
+                    compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(zipfile.ZipInfo("manifest.csv", now),
+                    ("\ufeff" + csv_text).encode("utf-8"),
+                    compress_type=zipfile.ZIP_DEFLATED)
 
 
 def _tagged_png(path: Path, text: str) -> bytes:

@@ -25,7 +25,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Callable, Optional
 
 from core import config
 from core.errors import DownloadError, InvalidOptionError, MissingWeightsError
+from core.files import atomic_writer
 
 ProgressFn = Callable[[int, int], None]
 
@@ -224,50 +224,38 @@ def download_file(url: str, dst: str | os.PathLike, *, sha256: Optional[str] = N
     fsync, then os.replace. On any failure the temp file is removed, nothing appears at `dst`, and
     DownloadError (one line) is raised."""
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     what = f"{dst.name} ({_size_text(size or 0)}) from {url}"
-    try:
-        h = hashlib.sha256()
-        done = 0
-        with os.fdopen(fd, "wb") as f:
-            try:
-                req = urllib.request.Request(url, headers={"User-Agent": "backdrop"})
-                with urllib.request.urlopen(req, timeout=timeout) as resp:
-                    total = int(resp.headers.get("Content-Length") or 0)
-                    if progress:
-                        progress(0, total)
-                    while True:
-                        buf = resp.read(chunk)
-                        if not buf:
-                            break
-                        f.write(buf)
-                        h.update(buf)
-                        done += len(buf)
-                        if progress:
-                            progress(done, total)
-            except urllib.error.HTTPError as e:
-                raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}") from None
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DownloadError(f"could not download {what}: {reason} "
-                                    f"(offline? place the file at {dst} by hand)") from None
-            if total and done != total:
-                raise DownloadError(f"download of {what} was interrupted: got {done} of {total} bytes")
-            if size and done != size:
-                raise DownloadError(f"download of {what} has the wrong size: {done} bytes, expected {size}")
-            if sha256 and h.hexdigest() != sha256.lower():
-                raise DownloadError(f"checksum mismatch for {what}: got sha256 {h.hexdigest()[:12]}…, "
-                                    f"expected {sha256[:12]}…; the file was discarded")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
+    h = hashlib.sha256()
+    done = 0
+    with atomic_writer(dst, suffix=".part") as f:  # a failed download leaves nothing behind
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            req = urllib.request.Request(url, headers={"User-Agent": "backdrop"})
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                if progress:
+                    progress(0, total)
+                while True:
+                    buf = resp.read(chunk)
+                    if not buf:
+                        break
+                    f.write(buf)
+                    h.update(buf)
+                    done += len(buf)
+                    if progress:
+                        progress(done, total)
+        except urllib.error.HTTPError as e:
+            raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DownloadError(f"could not download {what}: {reason} "
+                                f"(offline? place the file at {dst} by hand)") from None
+        if total and done != total:
+            raise DownloadError(f"download of {what} was interrupted: got {done} of {total} bytes")
+        if size and done != size:
+            raise DownloadError(f"download of {what} has the wrong size: {done} bytes, expected {size}")
+        if sha256 and h.hexdigest() != sha256.lower():
+            raise DownloadError(f"checksum mismatch for {what}: got sha256 {h.hexdigest()[:12]}…, "
+                                f"expected {sha256[:12]}…; the file was discarded")
     return dst
 
 
