@@ -364,9 +364,15 @@ class SamSegmenter(_EmbeddingSegmenter):
     """
 
     def __init__(self, name: str, model, cache_size: int = DEFAULT_CACHE_SIZE):
+        import torch
         super().__init__(name, cache_size)
         self.model = model.eval()
         self.img_size = int(model.image_encoder.img_size)
+        # The decoder's two transposed convolutions run 2-3x faster on CPU in channels-last layout
+        # (same results to 1e-7): 20-30 ms of a ~100 ms click with vit_b on 2 cores.
+        upscaling = getattr(model.mask_decoder, "output_upscaling", None)
+        if isinstance(upscaling, torch.nn.Module):
+            upscaling.to(memory_format=torch.channels_last)
 
     def _resized_shape(self, h: int, w: int) -> tuple[int, int]:
         scale = self.img_size / max(h, w)
