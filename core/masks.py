@@ -266,9 +266,12 @@ def overlay(rgb: np.ndarray, mask: np.ndarray | None, color: tuple[int, int, int
         solid = np.empty_like(rgb)
         solid[:] = tint
         out = cv2.blendLinear(solid, rgb, a, 1.0 - a)  # 3x faster than the same blend in numpy
-        contours, _ = cv2.findContours((m >= THRESHOLD).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        if contours:
-            cv2.drawContours(out, contours, -1, tint, thickness=max(1, round(max(h, w) / 500)))
+        # Outline = the hard mask minus its erosion: constant cost however speckled the mask is
+        # (tracing contours took tens of ms on a noisy 1024 px mask).
+        hard = (m >= THRESHOLD).astype(np.uint8)
+        t = max(1, round(max(h, w) / 500))
+        inner = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * t + 1, 2 * t + 1)))
+        cv2.copyTo(solid, cv2.subtract(hard, inner), out)  # out = tint where the outline is
     radius = max(3, round(max(h, w) / 120))
     ring = max(1, radius // 3)
     for click in clicks:
