@@ -11,7 +11,8 @@ a loaded image. For each model it prints
   (a) first click: hash + image embedding + decode, masks at preview size (long side 1024)
   (b) median of N further clicks with growing point sets, masks at preview size
       (also: its process CPU time, the prompt encoder + mask decoder alone on the same clicks (the
-      floor), the part spent resampling 3 low-res masks to the preview size, the
+      floor; for SAM also segment_anything's own MaskDecoder, which redoes the image-only half of
+      the decoder on every click), the part spent resampling 3 low-res masks to the preview size, the
       same clicks with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
   (c) the prototype's approach, re-embedding on every click: SamPredictor.set_image + predict with
       3 masks at full resolution (for SAM 2.1: processor + forward + post_process_masks at full size)
@@ -134,9 +135,11 @@ def _reembed_sam2(seg, rgb, click, reps):
     return [_timed(once) for _ in range(reps)]
 
 
-def _decoder_only(seg, rgb, request) -> None:
+def _decoder_only(seg, rgb, request, stock: bool = False) -> None:
     """Prompt encoder + mask decoder alone on the cached embedding, low-res output (no resampling,
-    no validation, no hashing): the floor a click cannot go below."""
+    no validation, no hashing): the floor a click cannot go below. For SAM, the click path's
+    decoder (core.sam_decoder, image-only half cached), or with `stock` segment_anything's own
+    MaskDecoder on the same weights (what a click cost before)."""
     import torch
 
     from core.segment import SamSegmenter
@@ -149,9 +152,13 @@ def _decoder_only(seg, rgb, request) -> None:
             pts = torch.tensor([[[c.x * sx, c.y * sy] for c in request.clicks]])
             lab = torch.tensor([[c.label for c in request.clicks]])
             sparse, dense = seg.model.prompt_encoder(points=(pts, lab), boxes=None, masks=None)
-            seg.model.mask_decoder(image_embeddings=emb.features, image_pe=seg.model.prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                   multimask_output=True)
+            if emb.decoder_state is not None and not stock:
+                seg.decoder.decode(emb.decoder_state, sparse, True)
+            else:
+                seg.model.mask_decoder(image_embeddings=emb.features,
+                                       image_pe=seg.model.prompt_encoder.get_dense_pe(),
+                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                       multimask_output=True)
         else:
             sx, sy = seg.input_hw[1] / w, seg.input_hw[0] / h
             pts = torch.tensor([[[[c.x * sx, c.y * sy] for c in request.clicks]]])
@@ -187,6 +194,8 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
     click_cpu = [cpu for _, cpu in timed]
     decoder_times = [_timed(lambda k=k: _decoder_only(seg, rgb, SegmentRequest(tuple(clicks[:k + 1]))))
                      for k in range(1, n_clicks + 1)]
+    stock_times = [_timed(lambda k=k: _decoder_only(seg, rgb, SegmentRequest(tuple(clicks[:k + 1])), True))
+                   for k in range(1, n_clicks + 1)]
     # (b') the same clicks with a writable copy of the photo (re-hashed every click)
     writable = np.array(rgb)
     seg.prepare(writable)   # same content, same hash: no new embedding
@@ -213,6 +222,7 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
         "click_cpu_median_ms": round(statistics.median(click_cpu) * 1000, 1),
         "of_which_resample_ms": round(_resample_ms(preview), 1),
         "decoder_only_median_ms": round(statistics.median(decoder_times) * 1000, 1),
+        "stock_decoder_median_ms": round(statistics.median(stock_times) * 1000, 1),
         "clicks": len(click_times),
         "click_writable_median_ms": round(statistics.median(writable_times) * 1000, 1),
         "click_fullsize_median_ms": round(statistics.median(full_times) * 1000, 1),
@@ -257,6 +267,7 @@ def main(argv=None) -> int:
     cols = [("model", "model", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
             ("(b) click median ms", "click_median_ms", "{:.1f}"), ("p90 ms", "click_p90_ms", "{:.1f}"),
             ("cpu ms", "click_cpu_median_ms", "{:.1f}"), ("decoder-only ms", "decoder_only_median_ms", "{:.1f}"),
+            ("stock decoder ms", "stock_decoder_median_ms", "{:.1f}"),
             ("resample ms", "of_which_resample_ms", "{:.1f}"),
             ("writable ms", "click_writable_median_ms", "{:.1f}"),
             ("full-size ms", "click_fullsize_median_ms", "{:.1f}"),

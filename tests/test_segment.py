@@ -157,6 +157,36 @@ def test_prompts_and_embedding_match_sam_predictor(tiny, coffee):
     assert np.abs(logits[differ]).max() < np.median(np.abs(logits))
 
 
+@pytest.mark.parametrize("clicks, box, multimask", [
+    (((280, 150, 1),), None, True),
+    (((280, 150, 1), (40, 350, 0), (500, 90, 1)), None, False),
+    ((), (150.0, 10.0, 450.0, 390.0), True),
+    (((300, 200, 1), (20, 20, 0)), (150.0, 10.0, 450.0, 390.0), False),
+])
+def test_click_path_decoder_equals_sams_own(tiny, coffee, clicks, box, multimask):
+    """The click path's decoder (image-only half precomputed once per image, core.sam_decoder)
+    gives the logits and scores of segment_anything's MaskDecoder on the same weights."""
+    import torch
+
+    assert tiny.decoder is not None                             # the real SAM decoder takes the fast path
+    emb = tiny._embedding(coffee)
+    sx = emb.input_size[1] / coffee.shape[1]
+    coords = torch.tensor([[[x * sx, y * sx] for x, y, _ in clicks]], dtype=torch.float32)
+    labels = torch.tensor([[lab for _, _, lab in clicks]], dtype=torch.int)
+    boxes = torch.tensor([[v * sx for v in box]]) if box else None
+    pe = tiny.model.prompt_encoder
+    with torch.inference_mode():
+        sparse, dense = pe(points=(coords, labels) if clicks else None, boxes=boxes, masks=None)
+        ref, ref_iou = tiny.model.mask_decoder(image_embeddings=emb.features, image_pe=pe.get_dense_pe(),
+                                               sparse_prompt_embeddings=sparse,
+                                               dense_prompt_embeddings=dense, multimask_output=multimask)
+    ours, iou = tiny.decoder.decode(emb.decoder_state, sparse, multimask)
+    assert ours.shape == ref.shape == (1, 3 if multimask else 1, 256, 256)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(ours, ref, atol=1e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(iou, ref_iou, atol=1e-6, rtol=1e-4)
+
+
 class _RectangleDecoder:
     """Stands in for SAM's mask decoder: logits +10 inside a known rectangle of the ORIGINAL image
     (mapped into the 256x256 low-res grid of the padded 1024x1024 frame), -10 elsewhere."""
