@@ -11,8 +11,8 @@ a loaded image. For each model it prints
   (a) first click: hash + image embedding + decode, masks at preview size (long side 1024)
   (b) median of N further clicks with growing point sets, masks at preview size
       (also: its process CPU time, the prompt encoder + mask decoder alone on the same clicks (the
-      floor; for SAM also segment_anything's own MaskDecoder, which redoes the image-only half of
-      the decoder on every click), the part spent resampling 3 low-res masks to the preview size, the
+      floor; and the model's own decoder, which redoes the image-only half of the decoder on
+      every click), the part spent resampling 3 low-res masks to the preview size, the
       same clicks with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
   (c) the prototype's approach, re-embedding on every click: SamPredictor.set_image + predict with
       3 masks at full resolution (for SAM 2.1: processor + forward + post_process_masks at full size)
@@ -137,9 +137,9 @@ def _reembed_sam2(seg, rgb, click, reps):
 
 def _decoder_only(seg, rgb, request, stock: bool = False) -> None:
     """Prompt encoder + mask decoder alone on the cached embedding, low-res output (no resampling,
-    no validation, no hashing): the floor a click cannot go below. For SAM, the click path's
-    decoder (core.sam_decoder, image-only half cached), or with `stock` segment_anything's own
-    MaskDecoder on the same weights (what a click cost before)."""
+    no validation, no hashing): the floor a click cannot go below. The click path's decoder
+    (core.sam_decoder, image-only half cached), or with `stock` the model's own decoder on the
+    same weights (segment_anything's MaskDecoder, transformers' Sam2Model): what a click cost before."""
     import torch
 
     from core.segment import SamSegmenter
@@ -163,7 +163,12 @@ def _decoder_only(seg, rgb, request, stock: bool = False) -> None:
             sx, sy = seg.input_hw[1] / w, seg.input_hw[0] / h
             pts = torch.tensor([[[[c.x * sx, c.y * sy] for c in request.clicks]]])
             lab = torch.tensor([[[c.label for c in request.clicks]]])
-            seg.model(image_embeddings=emb.features, input_points=pts, input_labels=lab, multimask_output=True)
+            if emb.decoder_state is not None and not stock:
+                sparse, _ = seg.model.prompt_encoder(input_points=pts, input_labels=lab, input_boxes=None,
+                                                     input_masks=None)
+                seg.decoder.decode(emb.decoder_state, sparse[:, 0], True)
+            else:
+                seg.model(image_embeddings=emb.features, input_points=pts, input_labels=lab, multimask_output=True)
 
 
 MODELS = {

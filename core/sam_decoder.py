@@ -1,22 +1,24 @@
 """SAM's mask decoder with its image-only half done once per image (the click path of core.segment).
 
-`segment_anything`'s `MaskDecoder` redoes, on every click, work that depends only on the image:
-adding the constant no-mask embedding to 4096 image tokens, building and adding the dense
-positional encoding, copying both per prompt batch, and the first transformer layer's key, value
-and query projections of the image tokens. `prepare` does that once when the embedding is cached;
-`decode` runs the rest, which is the same computation as `MaskDecoder.forward` on the same weights
-(results agree to float rounding; tests/test_segment.py compares them). It also runs the decoder's
-upscaling in channels-last layout with a native layer norm, 2-3x faster on CPU than the
-channels-first `LayerNorm2d`.
+The mask decoders of `segment_anything` (SAM) and transformers' `Sam2Model` (SAM 2.1) redo, on
+every click, work that depends only on the image: adding the constant no-mask embedding to 4096
+image tokens, building the dense positional encoding, copying image tensors per prompt batch, and
+the first transformer layer's key, value and query projections of the image tokens. `prepare` does
+that once, when the embedding is cached; `decode` runs the rest. It is the same computation on the
+same weights (results agree to float rounding; tests/test_segment.py compares both models with
+their own decoders). The upscaling also runs in channels-last layout with a native layer norm,
+2-3x faster on CPU than the channels-first layout the models use.
 
-Only prompts without a mask input are handled (Backdrop never passes one); `supports` says whether
-a model has the standard decoder this mirrors, and core.segment falls back to the model's own
-decoder otherwise.
+Both decoders are the same two-way transformer under different attribute names; SAM 2.1 adds an
+object-score token, skip connections from two high-resolution feature maps into the upscaling,
+and picks a single mask by stability. Only prompts without a mask input are handled (Backdrop never
+passes one); `for_sam` / `for_sam2` return None for a decoder this does not mirror, and core.segment
+then uses the model's own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,22 +32,16 @@ class ImageState:
     t2i_v: torch.Tensor      #                          values (1, heads, HW, c)
     i2t_q: torch.Tensor      # layer 0, image -> tokens: queries (1, heads, HW, c)
     hw: tuple[int, int]      # embedding grid (h, w)
+    skips: tuple = ()        # SAM 2.1: high-res features added after each upscaling conv, channels-last
 
 
-def supports(model: Any) -> bool:
-    """True if `model` (a segment_anything Sam) has the decoder `decode` mirrors."""
-    try:
-        from segment_anything.modeling.common import LayerNorm2d
-        from segment_anything.modeling.mask_decoder import MaskDecoder
-        from segment_anything.modeling.transformer import TwoWayTransformer
-    except ImportError:     # pragma: no cover - segment_anything is a requirement
-        return False
-    dec = getattr(model, "mask_decoder", None)
-    if type(dec) is not MaskDecoder or type(dec.transformer) is not TwoWayTransformer:
-        return False
-    up = dec.output_upscaling
-    return (len(dec.transformer.layers) > 0 and dec.transformer.layers[0].skip_first_layer_pe
-            and len(up) == 5 and isinstance(up[1], LayerNorm2d))
+def _get(module, *names):
+    """The first attribute of `module` among `names` (SAM and SAM 2.1 name the same parts differently)."""
+    for name in names:
+        value = getattr(module, name, None)
+        if value is not None:
+            return value
+    raise AttributeError(f"{type(module).__name__} has none of {names}")
 
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -53,97 +49,182 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     return x.reshape(b, t, n, c // n).transpose(1, 2)
 
 
-def _attend(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """segment_anything's `Attention.forward` after the projections (q, k, v already split in heads)."""
-    out = F.scaled_dot_product_attention(q, k, v)       # softmax(q k^T / sqrt(c)) v
-    b, n, t, c = out.shape
-    return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * c))
+class _Attention:
+    """One attention module's projections, for either naming (SAM: out_proj/num_heads, SAM 2.1:
+    o_proj/num_attention_heads). Both scale by 1/sqrt(head dim), as scaled_dot_product_attention."""
+
+    def __init__(self, attn):
+        self.q_proj, self.k_proj, self.v_proj = attn.q_proj, attn.k_proj, attn.v_proj
+        self.out_proj = _get(attn, "out_proj", "o_proj")
+        self.n = int(_get(attn, "num_heads", "num_attention_heads"))
+
+    def q(self, x):
+        return _heads(self.q_proj(x), self.n)
+
+    def k(self, x):
+        return _heads(self.k_proj(x), self.n)
+
+    def v(self, x):
+        return _heads(self.v_proj(x), self.n)
+
+    def attend(self, q, k, v):
+        """Attention on projected, head-split q, k, v, then the output projection."""
+        out = F.scaled_dot_product_attention(q, k, v)        # softmax(q k^T / sqrt(c)) v
+        b, n, t, c = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, n * c))
+
+    def __call__(self, q_in, k_in, v_in):
+        return self.attend(self.q(q_in), self.k(k_in), self.v(v_in))
+
+
+class _Layer:
+    def __init__(self, layer):
+        self.self_attn = _Attention(layer.self_attn)
+        self.t2i = _Attention(layer.cross_attn_token_to_image)
+        self.i2t = _Attention(layer.cross_attn_image_to_token)
+        self.mlp = layer.mlp
+        self.norms = [_get(layer, f"norm{i}", f"layer_norm{i}") for i in (1, 2, 3, 4)]
+        self.skip_pe = bool(layer.skip_first_layer_pe)
 
 
 class FastMaskDecoder:
-    """`decode(prepare(features), sparse, multimask)` == `model.mask_decoder(...)` with masks=None."""
+    """`decode(prepare(features), sparse, multimask)` == the model's decoder with no mask input."""
 
-    def __init__(self, model):
-        self.dec = model.mask_decoder
-        self.tr = self.dec.transformer
+    def __init__(self, decoder, dense_pe, no_mask, output_tokens, iou_index: int, upscaling,
+                 stability_select: bool = False):
+        self.dec = decoder
+        tr = decoder.transformer
+        self.layers = [_Layer(layer) for layer in tr.layers]
+        self.final = _Attention(tr.final_attn_token_to_image)
+        self.final_norm = _get(tr, "norm_final_attn", "layer_norm_final_attn")
         with torch.inference_mode():
-            pe = model.prompt_encoder.get_dense_pe()                    # (1, C, h, w), constant
-            self.pe = pe.flatten(2).transpose(1, 2).contiguous()       # (1, HW, C)
-            self.no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, 1, -1).clone()
-            self.output_tokens = torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight])[None]
-        self.dec.output_upscaling.to(memory_format=torch.channels_last)
+            self.pe = dense_pe.flatten(2).transpose(1, 2).contiguous()      # (1, HW, C), constant
+            self.no_mask = no_mask.reshape(1, 1, -1).clone()
+            self.output_tokens = output_tokens[None].clone()                # (1, K, C)
+        self.iou_index = iou_index                  # mask tokens follow the IoU token
+        self.conv1, self.up_norm, self.act1, self.conv2, self.act2 = upscaling
+        self.conv1.to(memory_format=torch.channels_last)
+        self.conv2.to(memory_format=torch.channels_last)
+        self.stability_select = stability_select
 
-    def prepare(self, features: torch.Tensor) -> ImageState:
-        """The image-only work for (1, C, h, w) encoder features: 10 MB per image for SAM (float32)."""
-        layer = self.tr.layers[0]
-        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+    def prepare(self, features: torch.Tensor, skips: tuple = ()) -> ImageState:
+        """The image-only work for (1, C, h, w) encoder features: 10 MB per image (float32)."""
+        layer = self.layers[0]
         with torch.inference_mode():
             keys = (features.flatten(2).transpose(1, 2) + self.no_mask).contiguous()
             kpe = keys + self.pe
             return ImageState(
                 keys=keys,
-                t2i_k=_heads(t2i.k_proj(kpe), t2i.num_heads).contiguous(),
-                t2i_v=_heads(t2i.v_proj(keys), t2i.num_heads).contiguous(),
-                i2t_q=_heads(i2t.q_proj(kpe), i2t.num_heads).contiguous(),
+                t2i_k=layer.t2i.k(kpe).contiguous(),
+                t2i_v=layer.t2i.v(keys).contiguous(),
+                i2t_q=layer.i2t.q(kpe).contiguous(),
                 hw=tuple(features.shape[-2:]),
+                skips=tuple(s.contiguous(memory_format=torch.channels_last) for s in skips),
             )
 
     def decode(self, state: ImageState, sparse: torch.Tensor, multimask: bool):
-        """(low-res logits (1, N, 4h, 4w), iou predictions (1, N)) for one prompt's sparse embedding."""
+        """(low-res logits (1, N, 4h, 4w), iou predictions (1, N)) for one prompt's (1, T, C)
+        sparse embedding: the 3 multimask candidates, or the single-mask output."""
         with torch.inference_mode():
             masks, iou = self._predict(state, sparse)
-        sl = slice(1, None) if multimask else slice(0, 1)
-        return masks[:, sl], iou[:, sl]
+            if multimask:
+                return masks[:, 1:], iou[:, 1:]
+            if self.stability_select:       # SAM 2.1: an unstable single mask -> best candidate
+                masks, iou = self.dec._dynamic_multimask_via_stability(masks[:, None], iou[:, None])
+                return masks[:, 0], iou[:, 0]
+            return masks[:, :1], iou[:, :1]
 
     def _predict(self, state: ImageState, sparse: torch.Tensor):
-        dec, tr, pe = self.dec, self.tr, self.pe
+        pe = self.pe
         tokens = torch.cat((self.output_tokens.to(sparse.dtype), sparse), dim=1)     # (1, T, C)
         queries, keys = tokens, state.keys
-        for i, layer in enumerate(tr.layers):
+        for i, layer in enumerate(self.layers):
+            n1, n2, n3, n4 = layer.norms
             # (1) self-attention of the prompt tokens
-            if layer.skip_first_layer_pe:
-                queries = layer.self_attn(q=queries, k=queries, v=queries)
+            if layer.skip_pe:
+                queries = layer.self_attn(queries, queries, queries)
             else:
                 q = queries + tokens
-                queries = queries + layer.self_attn(q=q, k=q, v=queries)
-            queries = layer.norm1(queries)
+                queries = queries + layer.self_attn(q, q, queries)
+            queries = n1(queries)
             # (2) tokens attend to the image; layer 0's image side was done in `prepare`
-            t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
             if i == 0:
                 k, v, q_img = state.t2i_k, state.t2i_v, state.i2t_q
             else:
                 kpe = keys + pe
-                k = _heads(t2i.k_proj(kpe), t2i.num_heads)
-                v = _heads(t2i.v_proj(keys), t2i.num_heads)
-                q_img = _heads(i2t.q_proj(kpe), i2t.num_heads)
-            q = _heads(t2i.q_proj(queries + tokens), t2i.num_heads)
-            queries = layer.norm2(queries + _attend(t2i, q, k, v))
+                k, v, q_img = layer.t2i.k(kpe), layer.t2i.v(keys), layer.i2t.q(kpe)
+            queries = n2(queries + layer.t2i.attend(layer.t2i.q(queries + tokens), k, v))
             # (3) MLP on the tokens
-            queries = layer.norm3(queries + layer.mlp(queries))
+            queries = n3(queries + layer.mlp(queries))
             # (4) the image attends to the tokens
-            k_tok = _heads(i2t.k_proj(queries + tokens), i2t.num_heads)
-            v_tok = _heads(i2t.v_proj(queries), i2t.num_heads)
-            keys = layer.norm4(keys + _attend(i2t, q_img, k_tok, v_tok))
-        final = tr.final_attn_token_to_image
-        n = final.num_heads
-        attn = _attend(final, _heads(final.q_proj(queries + tokens), n),
-                       _heads(final.k_proj(keys + pe), n), _heads(final.v_proj(keys), n))
-        queries = tr.norm_final_attn(queries + attn)
+            attn = layer.i2t.attend(q_img, layer.i2t.k(queries + tokens), layer.i2t.v(queries))
+            keys = n4(keys + attn)
+        attn = self.final(queries + tokens, keys + pe, keys)
+        queries = self.final_norm(queries + attn)
 
-        iou_token_out = queries[:, 0, :]
-        mask_tokens_out = queries[:, 1:1 + dec.num_mask_tokens, :]
+        m0 = self.iou_index + 1
+        mask_tokens_out = queries[:, m0:m0 + self.dec.num_mask_tokens, :]
         h, w = state.hw
         b, _, c = keys.shape
-        up = self._upscale(keys.transpose(1, 2).view(b, c, h, w))    # a channels-last view: no copy
+        up = self._upscale(keys.transpose(1, 2).view(b, c, h, w), state.skips)  # channels-last view
         hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
-                                for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+                                for i, mlp in enumerate(self.dec.output_hypernetworks_mlps)], dim=1)
         b, c, uh, uw = up.shape
         masks = (hyper_in @ up.reshape(b, c, uh * uw)).view(b, -1, uh, uw)
-        return masks, dec.iou_prediction_head(iou_token_out)
+        return masks, self.dec.iou_prediction_head(queries[:, self.iou_index, :])
 
-    def _upscale(self, x: torch.Tensor) -> torch.Tensor:
-        """`output_upscaling` (ConvT, LayerNorm2d, act, ConvT, act) with the norm over NHWC channels."""
-        conv1, norm, act1, conv2, act2 = self.dec.output_upscaling
-        x = conv1(x).permute(0, 2, 3, 1)                                        # NHWC
-        x = F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
-        return act2(conv2(act1(x)))
+    def _upscale(self, x: torch.Tensor, skips: tuple) -> torch.Tensor:
+        """ConvT (+ skip), layer norm over channels, act, ConvT (+ skip), act; NHWC throughout."""
+        s1, s0 = skips if skips else (None, None)
+        x = self.conv1(x)
+        if s1 is not None:
+            x = x + s1
+        norm = self.up_norm
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
+        x = self.conv2(self.act1(x.permute(0, 3, 1, 2)))
+        if s0 is not None:
+            x = x + s0
+        return self.act2(x)
+
+
+def for_sam(model: Any) -> Optional[FastMaskDecoder]:
+    """The fast decoder for a segment_anything `Sam`, or None if its decoder is not the standard one."""
+    try:
+        from segment_anything.modeling.common import LayerNorm2d
+        from segment_anything.modeling.mask_decoder import MaskDecoder
+        from segment_anything.modeling.transformer import TwoWayTransformer
+    except ImportError:     # pragma: no cover - segment_anything is a requirement
+        return None
+    dec = getattr(model, "mask_decoder", None)
+    if type(dec) is not MaskDecoder or type(dec.transformer) is not TwoWayTransformer:
+        return None
+    up = dec.output_upscaling
+    if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe
+            and len(up) == 5 and isinstance(up[1], LayerNorm2d)):
+        return None
+    pe = model.prompt_encoder
+    with torch.inference_mode():
+        return FastMaskDecoder(
+            dec, pe.get_dense_pe(), pe.no_mask_embed.weight,
+            torch.cat([dec.iou_token.weight, dec.mask_tokens.weight]), iou_index=0, upscaling=tuple(up))
+
+
+def for_sam2(model: Any) -> Optional[FastMaskDecoder]:
+    """The fast decoder for a transformers `Sam2Model`, or None if its decoder is not the standard one."""
+    try:
+        from transformers.models.sam2 import modeling_sam2 as m
+    except ImportError:     # pragma: no cover - transformers is a requirement
+        return None
+    dec = getattr(model, "mask_decoder", None)
+    if type(dec) is not m.Sam2MaskDecoder or type(dec.transformer) is not m.Sam2TwoWayTransformer:
+        return None
+    if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe):
+        return None
+    with torch.inference_mode():
+        return FastMaskDecoder(
+            dec, model.get_image_wide_positional_embeddings(), model.prompt_encoder.no_mask_embed.weight,
+            torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight]),
+            iou_index=1,
+            upscaling=(dec.upscale_conv1, dec.upscale_layer_norm, dec.activation, dec.upscale_conv2,
+                       dec.activation),
+            stability_select=bool(dec.dynamic_multimask_via_stability))

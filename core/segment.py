@@ -374,7 +374,7 @@ class SamSegmenter(_EmbeddingSegmenter):
         # The click path: SAM's decoder with its image-only half done once per image (sam_decoder),
         # ~35 ms a click instead of ~55-70 with vit_b on 2 cores. Non-standard decoders use the
         # model's own, with the transposed convolutions in channels-last layout (2-3x faster on CPU).
-        self.decoder = sam_decoder.FastMaskDecoder(model) if sam_decoder.supports(model) else None
+        self.decoder = sam_decoder.for_sam(model)
         upscaling = getattr(model.mask_decoder, "output_upscaling", None)
         if isinstance(upscaling, torch.nn.Module):
             upscaling.to(memory_format=torch.channels_last)
@@ -535,6 +535,7 @@ def load_sam(spec: "weights.ModelSpec", path: Path, device: Optional[str] = None
 class _Sam2Embedding:
     features: list                  # torch feature maps, highest resolution first
     original_size: tuple[int, int]  # (h, w)
+    decoder_state: Any = None       # sam_decoder.ImageState: the decoder's image-only work, if fast
 
 
 class Sam2Segmenter(_EmbeddingSegmenter):
@@ -545,9 +546,11 @@ class Sam2Segmenter(_EmbeddingSegmenter):
     """
 
     def __init__(self, name: str, model, processor, cache_size: int = DEFAULT_CACHE_SIZE):
+        from core import sam_decoder
         super().__init__(name, cache_size)
         self.model = model.eval()
         self.processor = processor
+        self.decoder = sam_decoder.for_sam2(model)      # the click path, as for SAM (see there)
         size = processor.image_processor.size
         self.input_hw = (int(size["height"]), int(size["width"]))
 
@@ -559,8 +562,11 @@ class Sam2Segmenter(_EmbeddingSegmenter):
         inputs = self.processor(images=rgb, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.model.device, self.model.dtype)
         with torch.inference_mode():
-            features = self.model.get_image_embeddings(pixel_values)
-        return _Sam2Embedding(list(features), tuple(rgb.shape[:2]))
+            features = list(self.model.get_image_embeddings(pixel_values))   # [s0, s1, main]
+        state = None
+        if self.decoder is not None:
+            state = self.decoder.prepare(features[-1], skips=(features[1], features[0]))
+        return _Sam2Embedding(features, tuple(rgb.shape[:2]), state)
 
     def segment(self, rgb: np.ndarray, request: SegmentRequest,
                 out_size: Optional[tuple[int, int]] = None) -> SegmentResult:
@@ -584,10 +590,18 @@ class Sam2Segmenter(_EmbeddingSegmenter):
             kwargs["input_boxes"] = torch.tensor([[[x1 * sx, y1 * sy, x2 * sx, y2 * sy]]],
                                                  dtype=dtype, device=dev)       # (1, 1, 4)
         with torch.inference_mode():
-            out = self.model(image_embeddings=emb.features, multimask_output=request.multimask, **kwargs)
-        low_res = out.pred_masks[0, 0]                  # (N, 256, 256) logits over the whole image
+            if emb.decoder_state is not None:
+                sparse, _ = self.model.prompt_encoder(input_points=kwargs.get("input_points"),
+                                                      input_labels=kwargs.get("input_labels"),
+                                                      input_boxes=kwargs.get("input_boxes"), input_masks=None)
+                low_res, iou = self.decoder.decode(emb.decoder_state, sparse[:, 0], request.multimask)
+                low_res, iou = low_res[0], iou[0]
+            else:
+                out = self.model(image_embeddings=emb.features, multimask_output=request.multimask, **kwargs)
+                low_res, iou = out.pred_masks[0, 0], out.iou_scores[0, 0]
+        # low_res: (N, 256, 256) logits over the whole image
         masks = _masks_from_low_res(low_res, tuple(low_res.shape[-2:]), (out_h, out_w))
-        return _result(masks, out.iou_scores[0, 0])
+        return _result(masks, iou)
 
 
 def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = None) -> Sam2Segmenter:

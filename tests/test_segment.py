@@ -496,3 +496,39 @@ def test_sam2_tiny_through_the_registry(tiny_sam2_dir, monkeypatch, chelsea):
     ref = s2.processor.post_process_masks(out.pred_masks, inputs["original_sizes"])[0][0].numpy()
     np.testing.assert_allclose(full.scores, out.iou_scores[0, 0].numpy(), rtol=1e-4, atol=1e-5)
     assert _agreement(full.masks, ref) > 0.999
+
+
+@pytest.mark.parametrize("points, box, multimask", [
+    ([[220, 150]], None, True),
+    ([[220, 150], [20, 280], [400, 40]], None, False),
+    (None, [50, 20, 400, 290], False),
+    ([[200, 100], [10, 10]], [50, 20, 400, 290], True),
+])
+def test_sam2_click_path_decoder_equals_transformers(tiny_sam2_dir, monkeypatch, chelsea, points, box, multimask):
+    """SAM 2.1's click path (image-only half of the decoder precomputed, core.sam_decoder) gives the
+    logits and scores of Sam2Model's own forward on the same embedding, including the single-mask
+    choice by stability."""
+    import torch
+
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tiny_sam2_dir))
+    s2 = get_segmenter("sam2-tiny")
+    assert s2.decoder is not None
+    emb = s2._embedding(chelsea)
+    h, w = chelsea.shape[:2]
+    scale = torch.tensor([1024 / w, 1024 / h])
+    kwargs = {}
+    if points:
+        kwargs["input_points"] = (torch.tensor(points, dtype=torch.float32) * scale)[None, None]
+        kwargs["input_labels"] = torch.tensor([[[1] + [0] * (len(points) - 1)]])
+    if box:
+        kwargs["input_boxes"] = (torch.tensor(box, dtype=torch.float32) * scale.repeat(2))[None, None]
+    with torch.inference_mode():
+        ref = s2.model(image_embeddings=emb.features, multimask_output=multimask, **kwargs)
+        sparse, _ = s2.model.prompt_encoder(input_points=kwargs.get("input_points"),
+                                            input_labels=kwargs.get("input_labels"),
+                                            input_boxes=kwargs.get("input_boxes"), input_masks=None)
+    ours, iou = s2.decoder.decode(emb.decoder_state, sparse[:, 0], multimask)
+    expected = ref.pred_masks[:, 0]
+    assert ours.shape == expected.shape == (1, 3 if multimask else 1, 256, 256)
+    torch.testing.assert_close(ours, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+    torch.testing.assert_close(iou, ref.iou_scores[:, 0], atol=1e-6, rtol=1e-4)
