@@ -566,6 +566,7 @@ class Sam2Segmenter(_EmbeddingSegmenter):
         state = None
         if self.decoder is not None:
             state = self.decoder.prepare(features[-1], skips=(features[1], features[0]))
+            features[1], features[0] = state.skips      # the channels-last copies: keep one of each
         return _Sam2Embedding(features, tuple(rgb.shape[:2]), state)
 
     def segment(self, rgb: np.ndarray, request: SegmentRequest,
