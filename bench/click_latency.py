@@ -16,7 +16,8 @@ a loaded image. For each model it prints
       same clicks with a WRITABLE array, i.e. re-hashing 12 MP on every click, and full-size masks)
   (c) the prototype's approach, re-embedding on every click: SamPredictor.set_image + predict with
       3 masks at full resolution (for SAM 2.1: processor + forward + post_process_masks at full size)
-  and (c)/(b), then peak RSS. The very last line is one JSON object with the same figures.
+  and (c)/(b); the prototype's click (sam-vit-b's (c)) over (b); then peak RSS. The very last line
+  is one JSON object with the same figures.
 
 Times depend on the load of the machine: other processes sharing the CPU inflate them.
 """
@@ -268,6 +269,11 @@ def main(argv=None) -> int:
         print(f"... {name}", flush=True)
         rows.append(bench_model(name, rgb, n_clicks, reps))
 
+    # The original prototype = SAM vit_b re-embedding on every click; each model's clicks against it.
+    proto = next((r["reembed_median_s"] for r in rows if r["model"] == "sam-vit-b"), None)
+    for r in rows:
+        r["ratio_prototype_over_click"] = round(proto / (r["click_median_ms"] / 1000), 1) if proto else None
+
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
     cols = [("model", "model", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
             ("(b) click median ms", "click_median_ms", "{:.1f}"), ("p90 ms", "click_p90_ms", "{:.1f}"),
@@ -276,15 +282,19 @@ def main(argv=None) -> int:
             ("resample ms", "of_which_resample_ms", "{:.1f}"),
             ("writable ms", "click_writable_median_ms", "{:.1f}"),
             ("full-size ms", "click_fullsize_median_ms", "{:.1f}"),
-            ("(c) re-embed s", "reembed_median_s", "{:.2f}"), ("(c)/(b)", "ratio_reembed_over_click", "{:.0f}x")]
-    table = [[h for h, _, _ in cols]] + [[f.format(r[k]) for _, k, f in cols] for r in rows]
+            ("(c) re-embed s", "reembed_median_s", "{:.2f}"), ("(c)/(b)", "ratio_reembed_over_click", "{:.0f}x"),
+            ("prototype/(b)", "ratio_prototype_over_click", "{:.0f}x")]
+    table = [[h for h, _, _ in cols]] + [[f.format(r[k]) if r[k] is not None else "-" for _, k, f in cols]
+                                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     print()
     for i, row in enumerate(table):
         print("  ".join(c.rjust(wd) for c, wd in zip(row, widths)))
         if i == 0:
             print("  ".join("-" * wd for wd in widths))
-    print(f"\n(b) = {n_clicks} clicks with 2..{n_clicks + 1} points, masks at preview size; "
+    print("\nprototype/(b): the prototype's click (SAM vit_b re-embedding every time, (c) of sam-vit-b in "
+          "this run) over this model's click; needs sam-vit-b in --models")
+    print(f"(b) = {n_clicks} clicks with 2..{n_clicks + 1} points, masks at preview size; "
           f"(c) = {reps} repetition(s); peak RSS {peak_rss_mb:.0f} MB; load avg now {os.getloadavg()[0]:.2f}")
     print(json.dumps({"photo": [w, h], "preview_long_side": PREVIEW_SIDE, "quick": args.quick,
                       "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
