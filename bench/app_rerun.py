@@ -1,6 +1,6 @@
 """Server-side cost of one click in the Editor, and the bytes each rerun sends to the browser.
 
-    python bench/app_rerun.py [--segmenters tiny,grabcut,sam-vit-b] [--clicks 10] [--no-apptest]
+    python bench/app_rerun.py [--segmenters tiny,grabcut,sam-vit-b,sam2-tiny] [--clicks 10] [--no-apptest]
                               [--size 4000x3000] [--threads N]
 
 The photo is skimage's coffee upscaled to 4000x3000 (12 MP) and loaded through core.images like an
@@ -17,8 +17,9 @@ upload. For each segmenter it measures the click path the page runs, function by
 and, with AppTest, the whole script rerun after a click (router + Editor page + widgets + protobuf),
 median over --clicks clicks at different places. Sizes: the preview JPEG as sent (base64 data URL
 inside the component's args, re-sent on every rerun) and the thumbnails (media files, fetched once
-per new mask). `sam-vit-b` is the real-size architecture with RANDOM weights (nothing downloaded):
-its decoder costs what the real one does. `tiny` is the test model, `grabcut` needs no weights.
+per new mask). `sam-vit-b` and `sam2-tiny` are the real-size architectures with RANDOM weights
+(nothing downloaded; built as in bench/click_latency.py): their decoders cost what the real ones
+do. `tiny` is the test model, `grabcut` needs no weights.
 
 Times depend on the machine's load (other processes share the CPU). Target: <= 150 ms per click.
 The very last line is one JSON object with the same figures.
@@ -64,15 +65,9 @@ def _photo_bytes(size: tuple[int, int]) -> bytes:
 def _segmenter(name: str):
     from core import config
 
-    if name == "sam-vit-b":       # real-size architecture, random weights (no download)
-        import torch
-        from segment_anything import sam_model_registry
-
-        from core.segment import SamSegmenter
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = sam_model_registry["vit_b"](checkpoint=None)
-        return SamSegmenter("sam-vit-b", model.eval())
+    if name in ("sam-vit-b", "sam2-tiny"):     # real-size architectures, random weights (no download)
+        from click_latency import _build_sam2_tiny, _build_sam_vit_b
+        return _build_sam_vit_b() if name == "sam-vit-b" else _build_sam2_tiny()
     if name == "tiny":
         from core.segment import build_tiny_sam
         path = config.weights_dir() / "sam_tiny.pth"
@@ -213,7 +208,7 @@ def main() -> int:
     for name in [s.strip() for s in args.segmenters.split(",") if s.strip()]:
         print(f"… {name}", file=sys.stderr, flush=True)
         r = bench_path(name, data, args.clicks)
-        if not args.no_apptest and name != "sam-vit-b":     # AppTest loads models by registry name
+        if not args.no_apptest and name not in ("sam-vit-b", "sam2-tiny"):  # AppTest loads by registry name
             r["apptest"] = bench_apptest(name, data, args.clicks)
         results.append(r)
 
