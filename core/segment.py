@@ -609,7 +609,10 @@ def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = Non
     """Load a SAM 2.1 snapshot folder (config.json, weights, preprocessor config) with no network,
     on `device` (default: `default_device()`)."""
     from transformers import Sam2Model, Sam2Processor
+    from transformers.utils import logging as hf_logging
 
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()       # its "Loading weights" bar is noise for a sub-second load
     try:
         processor = Sam2Processor.from_pretrained(path, local_files_only=True)
         model = Sam2Model.from_pretrained(path, local_files_only=True).to(device or default_device())
@@ -618,6 +621,9 @@ def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = Non
             f"model {spec.name!r}: {path} is incomplete or not a SAM 2.1 folder ({type(e).__name__}); "
             f"delete it and run `python -m core models download {spec.name}`"
         ) from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return Sam2Segmenter(spec.name, model, processor)
 
 

@@ -532,3 +532,15 @@ def test_sam2_click_path_decoder_equals_transformers(tiny_sam2_dir, monkeypatch,
     assert ours.shape == expected.shape == (1, 3 if multimask else 1, 256, 256)
     torch.testing.assert_close(ours, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
     torch.testing.assert_close(iou, ref.iou_scores[:, 0], atol=1e-6, rtol=1e-4)
+
+
+def test_sam2_loads_quietly(tiny_sam2_dir, capfd):
+    """Loading SAM 2.1 prints no progress bar (stderr is the CLI's channel for one-line errors)."""
+    from transformers.utils import logging as hf_logging
+
+    from core import weights
+
+    seg.load_sam2(weights.spec_for("sam2-tiny", "segment"), tiny_sam2_dir / "sam2-tiny")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert hf_logging.is_progress_bar_enabled()         # the global setting is restored
