@@ -346,3 +346,24 @@ def test_missing_inpainting_weights_is_one_line_and_app_keeps_working(monkeypatc
     _generate_and_wait(at)
     out = at.session_state["result"]["outputs"][0]
     assert out.shape == (512, 512, 4)                                    # RGBA cut-out
+
+
+def test_preview_edge_is_the_edge_the_result_gets():
+    """With feather on, the preview's soft edge is compose's matte at preview scale: it ramps inside
+    the subject only (the saved result keeps pure background outside the mask), the core is solid."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    from core.compose import alpha_matte
+    from core.segment import SegmentResult
+
+    hard = np.zeros((200, 300), np.uint8)
+    cv2.circle(hard, (150, 100), 60, 255, -1)
+    result = SegmentResult(masks=(hard > 0)[None], scores=np.ones(1, np.float32), best=0)
+    state = {"preview": SimpleNamespace(scale=0.5), "feather": 16, "grow": 0, "invert": False}
+    alpha = ed.preview_mask(state, result)
+    assert alpha.shape == hard.shape and alpha.dtype == np.uint8
+    assert not alpha[hard == 0].any()                       # no halo outside the subject
+    assert np.array_equal(alpha, alpha_matte(hard, 8))      # feather 16 px of the photo = 8 px here
+    assert 0 < np.count_nonzero((alpha > 0) & (alpha < 255))

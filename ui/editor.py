@@ -222,16 +222,18 @@ def _scaled(px: int, scale: float) -> int:
 
 
 def preview_mask(state: MutableMapping, result) -> np.ndarray:
-    """The chosen candidate at preview size with grow/invert/feather applied (scaled to preview)."""
-    from core.masks import MaskOptions, feather, refine
+    """The chosen candidate at preview size with grow/invert/feather applied (scaled to preview).
+    The soft edge is compose's own matte, so the preview shows the edge the saved result gets."""
+    from core.compose import MAX_FEATHER, alpha_matte
+    from core.masks import MaskOptions, refine
 
     scale = state["preview"].scale
     mask = np.where(result.masks[chosen(state, result)], 255, 0).astype(np.uint8)
     grow_px, inv = _scaled(int(state.get("grow", 0)), scale), bool(state.get("invert", False))
     if grow_px or inv:
         mask = refine(mask, MaskOptions(grow=grow_px, invert=inv))
-    f = _scaled(int(state.get("feather", 0)), scale)
-    return feather(mask, f) if f > 0 else mask
+    f = min(_scaled(int(state.get("feather", 0)), scale), MAX_FEATHER)
+    return alpha_matte(mask, f) if f > 0 else mask
 
 
 def _preview_clicks(state: MutableMapping):
