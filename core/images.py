@@ -7,7 +7,8 @@ EXIF-corrected image; sizes are (width, height). Every failure to read a user's 
 
 Loading is defensive: the header size is checked against `max_pixels` before any pixel is decoded
 (`Image.open` is lazy), only a fixed list of raster formats is tried (never EPS/PDF/... plugins that
-shell out), and every decoder error maps to a short human reason.
+shell out), and every decoder error maps to a short human reason. Pixels tagged with a colour
+profile other than sRGB are converted to sRGB (`_to_srgb`); sRGB and untagged pixels are kept exactly.
 """
 from __future__ import annotations
 
@@ -224,6 +225,7 @@ def _load_stream(fp: BinaryIO, label: str, max_pixels: int) -> LoadedImage:
         try:
             im.load()  # first frame only (GIF, TIFF pages, animated WebP/PNG)
             im = _exif_transpose(im)
+            im = _to_srgb(im)
             rgb, alpha = _to_rgb_alpha(im)
         except ImageError:
             raise
@@ -352,6 +354,42 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
     except (SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error, OSError):
         return im
     return out if out is not None else im
+
+
+_srgb_lock = threading.Lock()
+_srgb_profile = None
+
+
+def _to_srgb(im: Image.Image) -> Image.Image:
+    """Pixels tagged with a colour profile other than sRGB (a phone's Display P3, Adobe RGB, a
+    CMYK press profile, a grey gamma) converted to sRGB, the space everything downstream assumes
+    (the output files carry no profile, the inpainting models were trained on sRGB). Untagged and
+    sRGB-tagged images are returned as they are, bit for bit. A profile littleCMS cannot read, or
+    one that does not fit the pixels, is ignored: the pixels are used as stored."""
+    global _srgb_profile
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        return im
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(src).lower():
+            return im
+        with _srgb_lock:
+            if _srgb_profile is None:
+                _srgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        if "transparency" in im.info and im.mode in ("RGB", "L"):    # a colour key: keep it as alpha
+            im = im.convert(im.mode + "A" if im.mode == "L" else "RGBA")
+        alpha = im.getchannel("A") if im.mode in ("RGBA", "LA") else None
+        base = im.convert(im.mode[:-1]) if alpha is not None else im
+        out = ImageCms.profileToProfile(base, src, _srgb_profile, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im
+    if alpha is not None:
+        out.putalpha(alpha)
+    out.info = {k: v for k, v in im.info.items() if k != "icc_profile"}
+    return out
 
 
 def _to_rgb_alpha(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:

@@ -130,6 +130,93 @@ def test_cmyk_jpeg_becomes_rgb(astronaut):
     assert mean_diff(img.rgb, 255 - astronaut) > 50    # an un-inverted CMYK decode would land here
 
 
+# ----------------------------------------------------------------------------------- colour profiles
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def _xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
+
+
+def icc_rgb_profile(desc: str, red, green, blue, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB display profile (colorant matrix + gamma curve), the kind phones and
+    cameras embed. No profile files ship on this machine, so tests build their own."""
+    ascii_ = desc.encode("ascii") + b"\0"
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(ascii_)) + ascii_ + bytes(8 + 3 + 67)),
+            (b"cprt", b"text\0\0\0\0none\0"), (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
+            (b"rXYZ", _xyz(*red)), (b"gXYZ", _xyz(*green)), (b"bXYZ", _xyz(*blue)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    start = 128 + 4 + 12 * len(tags)
+    table, data = [], b""
+    for sig, payload in tags:
+        data += bytes(-len(data) % 4)
+        table.append(sig + struct.pack(">II", start + len(data), len(payload)))
+        data += payload
+    size = start + len(data)
+    header = (struct.pack(">I4sI", size, b"\0" * 4, 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2026, 1, 1, 0, 0, 0) + b"acsp" + bytes(28)
+              + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + b"".join(table) + data
+
+
+# Display P3 (what iPhones embed): the colorants of Apple's profile, adapted to D50.
+DISPLAY_P3 = icc_rgb_profile("Display P3 (test)", (0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
+                             (0.1571, 0.0666, 0.7841))
+
+
+def _srgb_icc() -> bytes:
+    from PIL import ImageCms
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _saturation(rgb: np.ndarray) -> float:
+    return float((rgb.max(axis=2).astype(np.int32) - rgb.min(axis=2)).mean())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_display_p3_photo_is_converted_to_srgb(coffee, fmt):
+    """A phone photo in Display P3 shows the colours its owner saw: the same numbers mean more
+    saturated colours in P3 than in sRGB, so converted to sRGB they spread apart."""
+    from PIL import ImageCms
+
+    patch = np.zeros((8, 8, 3), np.uint8)
+    patch[:] = (200, 100, 50)                                   # a warm orange
+    img = load_image(encode(patch, fmt, icc_profile=DISPLAY_P3, **({"quality": 100} if fmt == "JPEG" else {})))
+    r, g, b = (int(v) for v in img.rgb[4, 4])
+    assert r >= 210 and g <= 97 and b <= 32, (r, g, b)         # more saturated: about (216, 93, 24)
+
+    photo = load_image(encode(coffee, "PNG", icc_profile=DISPLAY_P3))
+    reference = ImageCms.profileToProfile(Image.fromarray(coffee), ImageCms.ImageCmsProfile(io.BytesIO(DISPLAY_P3)),
+                                          ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert np.array_equal(photo.rgb, np.asarray(reference))
+    assert _saturation(photo.rgb) > _saturation(coffee) + 3
+
+
+def test_srgb_tagged_and_untagged_photos_load_bit_exact(coffee):
+    assert np.array_equal(load_image(encode(coffee, "PNG", icc_profile=_srgb_icc())).rgb, coffee)
+    assert np.array_equal(load_image(encode(coffee, "PNG")).rgb, coffee)
+
+
+def test_p3_photo_with_alpha_keeps_its_alpha(coffee):
+    alpha = np.tile(np.linspace(0, 255, coffee.shape[1]).astype(np.uint8), (coffee.shape[0], 1))
+    rgba = np.dstack([coffee, alpha])
+    img = load_image(encode(rgba, "PNG", icc_profile=DISPLAY_P3))
+    assert np.array_equal(img.alpha, alpha)
+    assert _saturation(img.rgb) > _saturation(coffee) + 3
+
+
+@pytest.mark.parametrize("mode, profile", [("RGB", b"not a profile" * 20), ("L", DISPLAY_P3)])
+def test_unreadable_or_mismatched_profile_is_ignored(chelsea, mode, profile):
+    """A broken profile, or an RGB profile on a greyscale photo, must not make the photo unreadable:
+    the pixels are used as stored."""
+    im = Image.fromarray(chelsea).convert(mode)
+    img = load_image(encode(im, "PNG", icc_profile=profile))
+    expected = np.asarray(im.convert("RGB"))
+    assert np.array_equal(img.rgb, expected)
+
+
 def test_16bit_greyscale_png_is_scaled_not_clipped(chelsea):
     grey8 = np.asarray(Image.fromarray(chelsea).convert("L"))
     grey16 = grey8.astype(np.uint16) * 257
