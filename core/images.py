@@ -368,14 +368,19 @@ def _to_srgb(im: Image.Image) -> Image.Image:
     one that does not fit the pixels, is ignored: the pixels are used as stored."""
     global _srgb_profile
     icc = im.info.get("icc_profile")
-    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK", "L", "LA", "P"):
         return im
-    from PIL import ImageCms
-
+    try:
+        from PIL import ImageCms     # Pillow's littleCMS binding; a build without it keeps pixels as stored
+    except ImportError:
+        return im
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(src).lower():
+        name = ImageCms.getProfileDescription(src).lower()
+        if "srgb" in name and "linear" not in name:
             return im
+        if im.mode == "P":
+            im = im.convert("RGBA" if im.has_transparency_data else "RGB")
         with _srgb_lock:
             if _srgb_profile is None:
                 _srgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

@@ -88,7 +88,10 @@ class _Layer:
 
 
 class FastMaskDecoder:
-    """`decode(prepare(features), sparse, multimask)` == the model's decoder with no mask input."""
+    """`decode(prepare(features), sparse, multimask)` == the model's decoder with no mask input.
+
+    The positional encoding, no-mask embedding and output tokens are copied when it is built: build
+    it after the model is on its device and dtype with its weights loaded (core.segment does)."""
 
     def __init__(self, decoder, dense_pe, no_mask, output_tokens, iou_index: int, upscaling,
                  stability_select: bool = False):
@@ -103,8 +106,9 @@ class FastMaskDecoder:
             self.output_tokens = output_tokens[None].clone()                # (1, K, C)
         self.iou_index = iou_index                  # mask tokens follow the IoU token
         self.conv1, self.up_norm, self.act1, self.conv2, self.act2 = upscaling
-        self.conv1.to(memory_format=torch.channels_last)
-        self.conv2.to(memory_format=torch.channels_last)
+        with torch.inference_mode(False):       # the model's weights stay ordinary tensors
+            self.conv1.to(memory_format=torch.channels_last)
+            self.conv2.to(memory_format=torch.channels_last)
         self.stability_select = stability_select
 
     def prepare(self, features: torch.Tensor, skips: tuple = ()) -> ImageState:
@@ -125,6 +129,8 @@ class FastMaskDecoder:
     def decode(self, state: ImageState, sparse: torch.Tensor, multimask: bool):
         """(low-res logits (1, N, 4h, 4w), iou predictions (1, N)) for one prompt's (1, T, C)
         sparse embedding: the 3 multimask candidates, or the single-mask output."""
+        if sparse.dim() != 3 or sparse.shape[0] != 1:
+            raise ValueError(f"one prompt at a time: sparse embedding must be (1, T, C), got {tuple(sparse.shape)}")
         with torch.inference_mode():
             masks, iou = self._predict(state, sparse)
             if multimask:
@@ -204,9 +210,8 @@ def for_sam(model: Any) -> Optional[FastMaskDecoder]:
         return None
     pe = model.prompt_encoder
     with torch.inference_mode():
-        return FastMaskDecoder(
-            dec, pe.get_dense_pe(), pe.no_mask_embed.weight,
-            torch.cat([dec.iou_token.weight, dec.mask_tokens.weight]), iou_index=0, upscaling=tuple(up))
+        dense_pe, tokens = pe.get_dense_pe(), torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
+    return FastMaskDecoder(dec, dense_pe, pe.no_mask_embed.weight, tokens, iou_index=0, upscaling=tuple(up))
 
 
 def for_sam2(model: Any) -> Optional[FastMaskDecoder]:
@@ -221,10 +226,9 @@ def for_sam2(model: Any) -> Optional[FastMaskDecoder]:
     if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe):
         return None
     with torch.inference_mode():
-        return FastMaskDecoder(
-            dec, model.get_image_wide_positional_embeddings(), model.prompt_encoder.no_mask_embed.weight,
-            torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight]),
-            iou_index=1,
-            upscaling=(dec.upscale_conv1, dec.upscale_layer_norm, dec.activation, dec.upscale_conv2,
-                       dec.activation),
-            stability_select=bool(dec.dynamic_multimask_via_stability))
+        dense_pe = model.get_image_wide_positional_embeddings()
+        tokens = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight])
+    return FastMaskDecoder(
+        dec, dense_pe, model.prompt_encoder.no_mask_embed.weight, tokens, iou_index=1,
+        upscaling=(dec.upscale_conv1, dec.upscale_layer_norm, dec.activation, dec.upscale_conv2, dec.activation),
+        stability_select=bool(dec.dynamic_multimask_via_stability))

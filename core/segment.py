@@ -47,8 +47,9 @@ __all__ = [
 #: Names accepted by `get_segmenter` (the `segment` task of the weights registry).
 SEGMENTERS = ("sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2-tiny", "sam2-small", "grabcut", "tiny")
 
-#: Image embeddings kept per segmenter. A SAM embedding is 4 MB (256x64x64 float32), a SAM 2.1 one
-#: about 17 MB (three feature levels), so 6 entries stay well under 150 MB.
+#: Image embeddings kept per segmenter. A SAM entry is 14 MB (the 256x64x64 float32 embedding and
+#: the decoder's 10 MB per-image half, see sam_decoder), a SAM 2.1 one about 26 MB (three feature
+#: levels too), so 6 entries take at most about 160 MB.
 DEFAULT_CACHE_SIZE = 6
 
 
@@ -611,8 +612,10 @@ def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = Non
     from transformers import Sam2Model, Sam2Processor
     from transformers.utils import logging as hf_logging
 
+    # Its "Loading weights" bar is noise for a sub-second load. The switch is process-wide: another
+    # transformers load at the same moment would lose its bar too, which is harmless.
     bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()       # its "Loading weights" bar is noise for a sub-second load
+    hf_logging.disable_progress_bar()
     try:
         processor = Sam2Processor.from_pretrained(path, local_files_only=True)
         model = Sam2Model.from_pretrained(path, local_files_only=True).to(device or default_device())

@@ -207,6 +207,12 @@ def test_p3_photo_with_alpha_keeps_its_alpha(coffee):
     assert _saturation(img.rgb) > _saturation(coffee) + 3
 
 
+def test_p3_palette_png_is_converted_too(coffee):
+    pal = Image.fromarray(coffee).quantize(64)
+    img = load_image(encode(pal, "PNG", icc_profile=DISPLAY_P3))
+    assert _saturation(img.rgb) > _saturation(np.asarray(pal.convert("RGB"))) + 3
+
+
 @pytest.mark.parametrize("mode, profile", [("RGB", b"not a profile" * 20), ("L", DISPLAY_P3)])
 def test_unreadable_or_mismatched_profile_is_ignored(chelsea, mode, profile):
     """A broken profile, or an RGB profile on a greyscale photo, must not make the photo unreadable:

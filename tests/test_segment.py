@@ -187,6 +187,44 @@ def test_click_path_decoder_equals_sams_own(tiny, coffee, clicks, box, multimask
     torch.testing.assert_close(iou, ref_iou, atol=1e-6, rtol=1e-4)
 
 
+def test_click_path_decoder_with_sams_real_decoder_shape():
+    """The same equality with SAM's real decoder configuration (two transformer layers, 8 heads,
+    MLP 2048; the tiny test model has one small layer), so the layers after the first are covered."""
+    import types
+
+    import torch
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+
+    from core import sam_decoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = types.SimpleNamespace(
+            prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64),
+                                         input_image_size=(1024, 1024), mask_in_chans=16),
+            mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=256,
+                                     transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048,
+                                                                   num_heads=8)).eval())
+        features = torch.randn(1, 256, 64, 64)
+        coords, labels = torch.rand(1, 4, 2) * 1000, torch.tensor([[1, 0, 1, 1]])
+    fast = sam_decoder.for_sam(model)
+    assert fast is not None and len(fast.layers) == 2
+    assert not model.mask_decoder.output_upscaling[0].weight.is_inference()   # the model is left usable
+    state = fast.prepare(features)
+    pe = model.prompt_encoder
+    for boxes, multimask in [(None, True), (torch.tensor([[100.0, 80.0, 700.0, 900.0]]), False)]:
+        with torch.inference_mode():
+            sparse, dense = pe(points=(coords, labels), boxes=boxes, masks=None)
+            ref, ref_iou = model.mask_decoder(image_embeddings=features, image_pe=pe.get_dense_pe(),
+                                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                              multimask_output=multimask)
+        ours, iou = fast.decode(state, sparse, multimask)
+        torch.testing.assert_close(ours, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-4)
+        torch.testing.assert_close(iou, ref_iou, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        fast.decode(state, torch.cat([sparse, sparse]), True)
+
+
 class _RectangleDecoder:
     """Stands in for SAM's mask decoder: logits +10 inside a known rectangle of the ORIGINAL image
     (mapped into the 256x256 low-res grid of the padded 1024x1024 frame), -10 elsewhere."""
@@ -498,21 +536,26 @@ def test_sam2_tiny_through_the_registry(tiny_sam2_dir, monkeypatch, chelsea):
     assert _agreement(full.masks, ref) > 0.999
 
 
-@pytest.mark.parametrize("points, box, multimask", [
-    ([[220, 150]], None, True),
-    ([[220, 150], [20, 280], [400, 40]], None, False),
-    (None, [50, 20, 400, 290], False),
-    ([[200, 100], [10, 10]], [50, 20, 400, 290], True),
+@pytest.mark.parametrize("points, box, multimask, stable", [
+    ([[220, 150]], None, True, None),
+    ([[220, 150], [20, 280], [400, 40]], None, False, False),
+    ([[220, 150], [20, 280], [400, 40]], None, False, True),
+    (None, [50, 20, 400, 290], False, False),
+    ([[200, 100], [10, 10]], [50, 20, 400, 290], True, None),
 ])
-def test_sam2_click_path_decoder_equals_transformers(tiny_sam2_dir, monkeypatch, chelsea, points, box, multimask):
+def test_sam2_click_path_decoder_equals_transformers(tiny_sam2_dir, monkeypatch, chelsea, points, box, multimask,
+                                                     stable):
     """SAM 2.1's click path (image-only half of the decoder precomputed, core.sam_decoder) gives the
     logits and scores of Sam2Model's own forward on the same embedding, including the single-mask
-    choice by stability."""
+    choice by stability both ways (the random model's single mask is unstable; a zero threshold
+    makes it count as stable)."""
     import torch
 
     monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tiny_sam2_dir))
     s2 = get_segmenter("sam2-tiny")
     assert s2.decoder is not None
+    if stable:
+        monkeypatch.setattr(s2.model.mask_decoder, "dynamic_multimask_stability_thresh", 0.0)
     emb = s2._embedding(chelsea)
     h, w = chelsea.shape[:2]
     scale = torch.tensor([1024 / w, 1024 / h])
