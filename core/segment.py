@@ -335,10 +335,14 @@ def _masks_from_low_res(low_res, region_hw: tuple[float, float], out_hw: tuple[i
     (rh, rw), (oh, ow) = region_hw, out_hw
     ax, ay = rw / ow, rh / oh                   # low-res px per output px
     m = np.array([[ax, 0.0, 0.5 * ax - 0.5], [0.0, ay, 0.5 * ay - 0.5]], np.float32)   # dst -> src
+    flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+    if 1 < low.shape[0] <= 4:       # the candidates as channels of one image: one pass, ~25% faster
+        warped = cv2.warpAffine(np.ascontiguousarray(low.transpose(1, 2, 0)), m, (ow, oh), flags=flags,
+                                borderMode=border)
+        return np.ascontiguousarray((warped > threshold).transpose(2, 0, 1))
     masks = np.empty((low.shape[0], oh, ow), bool)
     for i, logits in enumerate(low):
-        warped = cv2.warpAffine(logits, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.warpAffine(logits, m, (ow, oh), flags=flags, borderMode=border)
         np.greater(warped, threshold, out=masks[i])
     return masks
 

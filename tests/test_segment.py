@@ -225,6 +225,23 @@ def test_click_path_decoder_with_sams_real_decoder_shape():
         fast.decode(state, torch.cat([sparse, sparse]), True)
 
 
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_each_candidate_keeps_its_own_mask_when_resampled(n):
+    """Candidates are resampled together; each must come out as itself, in its own place."""
+    import torch
+
+    low = torch.full((n, 256, 256), -10.0)
+    for i in range(n):                                          # candidate i: a band of rows of its own
+        low[i, 40 * i:40 * i + 30, 20:200] = 10.0
+    masks = seg._masks_from_low_res(low, (256.0, 256.0), (300, 512))   # out (h, w): rows x 300/256
+    assert masks.shape == (n, 300, 512) and masks.dtype == bool
+    for i in range(n):
+        rows = np.nonzero(masks[i].any(axis=1))[0]
+        cols = np.nonzero(masks[i].any(axis=0))[0]
+        assert abs(rows[0] - 40 * i * 300 / 256) <= 2 and abs(rows[-1] + 1 - (40 * i + 30) * 300 / 256) <= 2
+        assert abs(cols[0] - 20 * 2) <= 2 and abs(cols[-1] + 1 - 200 * 2) <= 2
+
+
 class _RectangleDecoder:
     """Stands in for SAM's mask decoder: logits +10 inside a known rectangle of the ORIGINAL image
     (mapped into the 256x256 low-res grid of the padded 1024x1024 frame), -10 elsewhere."""
