@@ -194,6 +194,12 @@ def _check_out_size(out_size: Any, width: int, height: int) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _check_call(rgb: Any, request: Any, out_size: Any):
+    """What every `Segmenter.segment` checks first: (w, h, request, (out_w, out_h))."""
+    w, h = _check_rgb(rgb)
+    return w, h, _check_request(request, w, h), _check_out_size(out_size, w, h)
+
+
 # ----------------------------------------------------------------------------- image keys
 _KEY_MEMO: "OrderedDict[int, tuple[weakref.ref, tuple, str]]" = OrderedDict()
 _KEY_MEMO_LOCK = threading.Lock()
@@ -405,9 +411,7 @@ class SamSegmenter(_EmbeddingSegmenter):
         """Masks for `request` at out_size (w, h) (full size if None); see `Segmenter.segment`."""
         import torch
 
-        w, h = _check_rgb(rgb)
-        request = _check_request(request, w, h)
-        out_w, out_h = _check_out_size(out_size, w, h)
+        w, h, request, (out_w, out_h) = _check_call(rgb, request, out_size)
         emb = self._embedding(rgb)
         in_h, in_w = emb.input_size
         sx, sy = in_w / w, in_h / h                        # original px -> model input frame
@@ -579,9 +583,7 @@ class Sam2Segmenter(_EmbeddingSegmenter):
         """Masks for `request` at out_size (w, h) (full size if None); see `Segmenter.segment`."""
         import torch
 
-        w, h = _check_rgb(rgb)
-        request = _check_request(request, w, h)
-        out_w, out_h = _check_out_size(out_size, w, h)
+        w, h, request, (out_w, out_h) = _check_call(rgb, request, out_size)
         emb = self._embedding(rgb)
         sx, sy = self.input_hw[1] / w, self.input_hw[0] / h
         dev, dtype = self.model.device, self.model.dtype
@@ -660,9 +662,7 @@ class GrabCutSegmenter:
                 out_size: Optional[tuple[int, int]] = None) -> SegmentResult:
         import cv2
 
-        w, h = _check_rgb(rgb)
-        request = _check_request(request, w, h)
-        out_w, out_h = _check_out_size(out_size, w, h)
+        w, h, request, (out_w, out_h) = _check_call(rgb, request, out_size)
 
         s = min(1.0, self.max_side / max(w, h))
         sw, sh = max(1, round(w * s)), max(1, round(h * s))
