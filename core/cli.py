@@ -8,21 +8,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
 
 from core import config
 from core.errors import BackdropError, InvalidOptionError
+from core.files import check_output, short, terminal_safe
+from core.inpaint import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_VARIANTS
 
 SEGMENTERS = ["sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2-tiny", "sam2-small", "grabcut", "tiny"]
+MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
+MAX_ERROR_CHARS = 300       # an error line never grows past this, whatever the user typed
+MAX_EDGE_PX = 10_000        # --grow / --feather: far beyond any photo's needs, far below overflow
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _error(message: object) -> None:
+    """The one `error:` line on stderr: control characters escaped, long values cut."""
+    print(f"error: {short(message, MAX_ERROR_CHARS)}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one `error:` line and exit 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        print(f"error: {message}", file=sys.stderr)
+        _error(message)
         raise SystemExit(2)
 
 
@@ -53,10 +65,61 @@ def _box(text: str):
 
 
 def _ids(text: str) -> list[int]:
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    if not parts or not all(p.isdigit() and len(p) <= 19 for p in parts) \
+            or not all(1 <= int(p) <= MAX_ID for p in parts):
+        raise argparse.ArgumentTypeError(f"bad ids {short(text, 40)!r}: expected run ids from 1 to "
+                                         f"{MAX_ID}, comma-separated, like 1,2,3")
+    return [int(p) for p in parts]
+
+
+def _whole(lo: int, hi: int):
+    """An argparse type: a whole number from lo to hi (a value out of range is quoted cut short)."""
+    def parse(text: str) -> int:
+        t = text.strip()
+        digits = t[1:] if t[:1] in "+-" else t
+        if not digits.isdigit() or len(digits) > 20 or not lo <= int(t) <= hi:
+            raise argparse.ArgumentTypeError(f"{short(text, 24)!r} is not a whole number from {lo} to {hi}")
+        return int(t)
+    return parse
+
+
+def _number(lo: float, hi: float):
+    """An argparse type: a finite number from lo to hi."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text) if len(text) <= 40 else float("nan")
+        except ValueError:
+            v = float("nan")
+        if not lo <= v <= hi:       # also false for nan
+            raise argparse.ArgumentTypeError(f"{short(text, 24)!r} is not a number from {lo:g} to {hi:g}")
+        return v
+    return parse
+
+
+def _protected() -> list[Path]:
+    """What no output may be written over: the history database file and the image store."""
+    from sqlalchemy.engine import make_url
+
+    data = config.data_dir()
+    paths = [data / "images", data / "thumbs", data / "refs"]
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad ids {text!r}: expected comma-separated numbers like 1,2,3")
+        url = make_url(config.database_url())
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            db = Path(url.database).expanduser()
+            paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                      db.with_name(db.name + "-journal")]
+    except Exception:  # a malformed URL is reported by the store itself, with its own message
+        pass
+    return paths
+
+
+def _check_outputs(paths, args, *inputs) -> None:
+    """Refuse, before any work, outputs that would replace an input, a non-regular file or the
+    history's own files (see core.files.check_output)."""
+    for path in paths:
+        check_output(path, inputs=[i for i in inputs if i], protected=_protected(),
+                     overwrite=getattr(args, "overwrite", False))
 
 
 # ---------------------------------------------------------------- commands
@@ -65,13 +128,15 @@ def cmd_segment(args) -> int:
     from core.jobs import JobRequest, subject_mask
     from core.compose import BackgroundSpec
 
-    image = load_image(args.image)
     _require_prompt(args)
+    _check_outputs([args.out], args, args.image)
+    image = load_image(args.image)
     request = JobRequest(image=image, background=BackgroundSpec.parse("transparent"),
                          clicks=tuple(args.point or ()), box=args.box, segmenter=args.segmenter)
     mask = subject_mask(request)
     save_image(mask, args.out)
-    print(f"wrote {args.out} ({image.width}x{image.height}, {int((mask > 0).mean() * 100)}% subject)")
+    print(f"wrote {terminal_safe(args.out)} ({image.width}x{image.height}, "
+          f"{int((mask > 0).mean() * 100)}% subject)")
     return 0
 
 
@@ -112,6 +177,9 @@ def cmd_replace(args) -> int:
         inpaint = InpaintRequest(prompt=args.prompt, negative=args.negative or "", steps=args.steps,
                                  guidance=args.guidance, strength=args.strength, seed=args.seed,
                                  variants=args.variants, scheduler=args.scheduler)
+    n_out = inpaint.variants if inpaint is not None else 1
+    _check_outputs(_output_paths(out, n_out), args, args.image, args.mask,
+                   spec.path if spec.kind == "image" else None)
     image = load_image(args.image)
     request = JobRequest(
         image=image, background=spec, clicks=tuple(args.point or ()), box=args.box,
@@ -138,7 +206,10 @@ def cmd_replace(args) -> int:
         save_image(img, path)
     seeds = [s for s in result.seeds if s is not None]
     run = f" (history run {result.run_id})" if result.run_id is not None else ""
-    print(f"wrote {', '.join(map(str, paths))}{run}" + (f" seeds {seeds}" if seeds else ""))
+    print(f"wrote {terminal_safe(', '.join(map(str, paths)))}{run}" + (f" seeds {seeds}" if seeds else ""))
+    if result.record_error:
+        _error(f"the output was written, but the run is not in history: {result.record_error}")
+        return 2
     return 0
 
 
@@ -152,15 +223,17 @@ def cmd_history_list(args) -> int:
     from core.history import open_store
     runs = open_store().list_runs(limit=args.limit)
     rows = [r.summary() for r in runs]
-    if args.json:
-        print(json.dumps(rows, default=str, ensure_ascii=False))
+    if args.json:   # json escapes C0 controls; C1, DEL and bidi controls are escaped here too
+        print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}",
+                               json.dumps(rows, default=str, ensure_ascii=False)))
         return 0
     if not rows:
         print("no runs yet")
         return 0
     for r in rows:
-        text = (r.get("prompt") or r.get("background") or "").replace("\n", " ")
-        print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {r.get('model') or '-':<18}  {text[:60]}")
+        text = terminal_safe((r.get("prompt") or r.get("background") or "").replace("\n", " "))
+        model = terminal_safe(r.get("model") or "-")
+        print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {model:<18}  {text[:60]}")
     return 0
 
 
@@ -169,8 +242,9 @@ def cmd_history_export(args) -> int:
     from core.history import open_store
     if not args.favorites and not args.ids:
         raise InvalidOptionError("choose what to export: --favorites and/or --ids 1,2,3")
+    _check_outputs([args.out], args)
     path, count = export_zip(open_store(), args.out, run_ids=args.ids, favorites=args.favorites)
-    print(f"wrote {path} ({count} outputs)")
+    print(f"wrote {terminal_safe(str(path))} ({count} outputs)")
     return 0
 
 
@@ -199,7 +273,7 @@ def cmd_models_download(args) -> int:
                 bar.n = done
                 bar.refresh()
             path = weights.download(args.name, task, progress=progress)
-        print(f"{args.name} ({task}): {path}")
+        print(f"{terminal_safe(args.name)} ({task}): {terminal_safe(str(path))}")
     return 0
 
 
@@ -218,28 +292,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="write the subject mask for clicks/box")
     s.add_argument("image")
     s.add_argument("--out", required=True, metavar="MASK.png", help="L-mode PNG, 255 = subject")
+    s.add_argument("--overwrite", action="store_true", help="allow --out to be the input photo")
     subject_args(s)
     s.set_defaults(func=cmd_segment)
 
     r = sub.add_parser("replace", help="replace the background")
     r.add_argument("image")
-    r.add_argument("--out", required=True, metavar="OUT.png")
+    r.add_argument("--out", required=True, metavar="OUT.png",
+                   help="where to write the result (a symlink is followed; an existing file is replaced)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="allow --out to be one of the inputs (the photo, --mask, the background image)")
     r.add_argument("--mask", metavar="MASK.png", help="subject mask (255 = subject) instead of clicks")
     subject_args(r)
     r.add_argument("--background", default="sd", metavar="SPEC",
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
     r.add_argument("--prompt", help="what the new background shows (for sd)")
     r.add_argument("--negative", help="what to avoid (for sd)")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--steps", type=int, default=30)
-    r.add_argument("--guidance", type=float, default=7.5)
-    r.add_argument("--strength", type=float, default=1.0)
-    r.add_argument("--variants", type=int, default=1)
+    r.add_argument("--seed", type=_whole(0, MAX_SEED))
+    r.add_argument("--steps", type=_whole(1, MAX_STEPS), default=30)
+    r.add_argument("--guidance", type=_number(0, MAX_GUIDANCE), default=7.5)
+    r.add_argument("--strength", type=_number(0, 1), default=1.0)
+    r.add_argument("--variants", type=_whole(1, MAX_VARIANTS), default=1)
     r.add_argument("--scheduler", default=None)
     r.add_argument("--model", default=config.default_inpaint_model(),
                    help="inpainting model: registry name, HF repo id, local diffusers folder, or tiny")
-    r.add_argument("--grow", type=int, default=0, help="grow (+) or shrink (-) the subject mask by PX")
-    r.add_argument("--feather", type=int, default=2, help="soft edge width in PX (default: %(default)s)")
+    r.add_argument("--grow", type=_whole(-MAX_EDGE_PX, MAX_EDGE_PX), default=0,
+                   help="grow (+) or shrink (-) the subject mask by PX")
+    r.add_argument("--feather", type=_whole(0, MAX_EDGE_PX), default=2,
+                   help="soft edge width in PX (default: %(default)s)")
     r.add_argument("--no-history", action="store_true", help="do not record this run")
     r.set_defaults(func=cmd_replace)
 
@@ -247,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     hs = h.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     hl = hs.add_parser("list", help="newest runs first")
     hl.add_argument("--json", action="store_true")
-    hl.add_argument("--limit", type=int, default=20)
+    hl.add_argument("--limit", type=_whole(1, 100_000), default=20)
     hl.set_defaults(func=cmd_history_list)
     he = hs.add_parser("export", help="zip of outputs with parameters, masks and a manifest")
     he.add_argument("out", metavar="OUT.zip")
@@ -273,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except BackdropError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -284,6 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: still one line; BACKDROP_DEBUG=1 shows the traceback
         if os.environ.get("BACKDROP_DEBUG"):
             raise
-        print(f"error: internal error ({type(e).__name__}: {e}); rerun with BACKDROP_DEBUG=1 for details",
-              file=sys.stderr)
+        _error(f"internal error ({type(e).__name__}: {short(e, 120)}); rerun with BACKDROP_DEBUG=1 "
+               "for details")
         return 1

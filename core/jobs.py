@@ -7,6 +7,7 @@ Shared by the CLI, the app and the benchmarks; never imports streamlit.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import numpy as np
 
 from core import config
 from core.compose import BackgroundSpec, compose
-from core.errors import BackdropError, CancelledError, InvalidOptionError
+from core.errors import BackdropError, CancelledError, HistoryError, InvalidOptionError
 from core.images import LoadedImage
 from core.inpaint import InpaintRequest
 from core.masks import MaskOptions, refine
@@ -49,6 +50,7 @@ class JobResult:
     seeds: list[Optional[int]]
     mask: np.ndarray                       # full size HxW uint8, 255 = subject (after refine)
     timings: dict[str, float]
+    record_error: Optional[str] = None     # why the run is not (fully) in history; outputs are fine
 
 
 def _check(request: JobRequest) -> None:
@@ -82,15 +84,21 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
     """Run one background replacement. Raises BackdropError subclasses with one-line messages.
 
     When `record` is true the run is written to the history store first as "running", then
-    finished as succeeded / failed / cancelled, so nothing a person tried is lost.
+    finished as succeeded / failed / cancelled, so nothing a person tried is lost. If the history
+    cannot record it (full disk, database down), the run still completes and its outputs are
+    returned with `record_error` saying why it is not in history; a started row is then marked
+    failed with that cause where the database still allows it.
     """
     _check(request)
     report = progress or (lambda stage, fraction: None)
-    store = run_id = None
+    store = run_id = record_error = None
     if record:
         from core.history import open_store
-        store = open_store()
-        run_id = store.start_run(**_run_fields(request))
+        try:
+            store = open_store(sweep=True)
+            run_id = store.start_run(**_run_fields(request))
+        except HistoryError as e:
+            store, record_error = None, str(e)
     timings: dict[str, float] = {}
     try:
         t = time.perf_counter()
@@ -103,21 +111,31 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         outputs, seeds = _backgrounds(request, mask, report, cancel, timings)
         report("done", 1.0)
         result = JobResult(run_id, outputs, seeds, mask, timings)
-    except BackdropError as e:
+    except BaseException as e:  # recorded (unexpected ones too), then re-raised for the caller
         if store is not None:
             status = "cancelled" if isinstance(e, CancelledError) else "failed"
-            store.fail_run(run_id, str(e), status=status, timings=timings)
-        raise
-    except BaseException as e:  # unexpected: still recorded, then re-raised for the caller
-        if store is not None:
-            store.fail_run(run_id, f"{type(e).__name__}: {e}", status="failed", timings=timings)
+            text = str(e) if isinstance(e, BackdropError) else f"{type(e).__name__}: {e}"
+            try:
+                store.fail_run(run_id, text, status=status, timings=timings)
+            except HistoryError:
+                pass   # the job's own error is what the user needs to see
         raise
     if store is not None:
         t = time.perf_counter()
-        store.finish_run(run_id, mask=mask, outputs=list(zip(outputs, seeds)), timings=timings,
-                         device=_device())
+        try:
+            store.finish_run(run_id, mask=mask, outputs=list(zip(outputs, seeds)), timings=timings,
+                             device=_device())
+        except HistoryError as e:
+            record_error = str(e)
+            try:
+                store.fail_run(run_id, f"the outputs could not be saved in history: {e}",
+                               timings=timings, device=_device())
+                record_error += f" (history run {run_id} is marked failed)"
+            except HistoryError:
+                pass   # the row stays "running" until a later open marks its process stopped
+            run_id = None
         timings["record"] = time.perf_counter() - t
-    return result
+    return dataclasses.replace(result, run_id=run_id, record_error=record_error)
 
 
 def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,

@@ -310,13 +310,14 @@ def test_sweep_removes_old_orphans_only(store, coffee, data_dir):
     assert report.removed_files == 3 and report.missing_files == 0 and report.removed_bytes > 0
     assert files_under(data_dir) == kept | {"images/README.txt"}
     assert np.array_equal(read(store.get_run(rid).outputs[0].path), tint(coffee, 1))
-    # a file reused by a new row is touched, so the grace period protects it again
-    old = time.time() - 3600
-    path = data_dir / orphan.path
+    # an image reused by a new row has its claim refreshed, so the grace period protects it again
+    old = time.time() - 7200
+    blob = store.blobs.prepare(tint(coffee, 2), thumb=True)
+    claim = data_dir / "refs" / store.store_id / blob.digest[:2] / blob.digest
+    os.utime(claim, (old, old))
     store.blobs.prepare(tint(coffee, 2), thumb=True)
-    os.utime(path, (old, old))
-    store.blobs.prepare(tint(coffee, 2), thumb=True)
-    assert path.stat().st_mtime > old + 3000
+    assert claim.stat().st_mtime > old + 3600
+    assert store.sweep().removed_files == 0 and (data_dir / blob.path).exists()
     # a row whose file vanished is reported
     store.get_run(rid).outputs[0].thumb_path.unlink()
     assert store.sweep(grace_s=3600).missing_files == 1
@@ -328,7 +329,7 @@ def test_sweep_leaves_runs_of_live_processes_alone(store, coffee):
     assert store.get_run(rid).status == "running"
     assert store.sweep(grace_s=0, stale_after_s=-1).interrupted == 1   # too old: given up on
     r = store.get_run(rid)
-    assert r.status == "failed" and r.error.startswith("interrupted")
+    assert r.status == "failed" and r.error.startswith("process stopped")
 
 
 # --------------------------------------------------------------------------------- migrations --
@@ -337,7 +338,7 @@ def test_migration_from_empty_database_matches_models(tmp_path):
     from alembic.runtime.migration import MigrationContext
 
     s = open_store()
-    assert db.current_revision(s.engine) == db.head_revision() == "0002"
+    assert db.current_revision(s.engine) == db.head_revision() == "0003"
     with s.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diffs == []
@@ -363,7 +364,7 @@ def test_migration_from_previous_revision_keeps_data(tmp_path):
                      {"h": "b" * 64, "p": f"images/bb/{'b' * 64}.png",
                       "t": f"thumbs/bb/{'b' * 64}.webp"})
     s = open_store(sweep=False)
-    assert db.current_revision(s.engine) == "0002"
+    assert db.current_revision(s.engine) == "0003"
     r = s.get_run(7)
     assert (r.prompt, r.negative, r.seed, r.source_name, r.clicks) == (
         "Ünïcode SUNSET", "Blurry", 42, "old.jpg", ((1.0, 2.0, 1),))

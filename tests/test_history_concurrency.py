@@ -133,14 +133,13 @@ def test_kill_during_record_leaves_no_row_and_sweep_removes_orphans(tmp_path):
 
 def test_kill_during_finish_marks_run_interrupted_and_keeps_source(tmp_path):
     _kill_when_paused("finish", tmp_path)
-    store = open_store(sweep=False)
+    store = open_store(sweep=False)        # any open marks the dead process's run; deletes nothing
     (run,) = store.list_runs().runs
-    assert run.status == "running" and run.outputs == () and run.mask is None   # no half rows
+    assert run.status == "failed" and run.error.startswith("process stopped")
+    assert run.outputs == () and run.mask is None                               # no half rows
+    assert len(_files(tmp_path / "data")) == 5
     report = store.sweep(grace_s=0)
-    assert report.interrupted == 1 and report.removed_files == 3   # mask, output png + thumb
-    run = store.get_run(run.id)
-    assert run.status == "failed" and run.error.startswith("interrupted")
-    assert run.outputs == () and run.mask is None
+    assert report.interrupted == 0 and report.removed_files == 3   # mask, output png + thumb
     assert _files(tmp_path / "data") == {
         str(run.source.path.relative_to(tmp_path / "data")),
         str(run.source.thumb_path.relative_to(tmp_path / "data"))}
@@ -149,9 +148,9 @@ def test_kill_during_finish_marks_run_interrupted_and_keeps_source(tmp_path):
 
 def test_run_left_running_by_a_dead_process_is_failed_on_open(tmp_path):
     _kill_when_paused("start", tmp_path)
-    store = open_store()                   # the first open sweeps
+    store = open_store(sweep=False)        # even a read-only open recovers
     (run,) = store.list_runs().runs
-    assert run.status == "failed" and run.error.startswith("interrupted")
+    assert run.status == "failed" and run.error.startswith("process stopped")
     assert run.source.path.is_file()
     with store._read() as s:
         assert s.scalar(select(Run.owner).where(Run.id == run.id)) == ""

@@ -38,7 +38,7 @@ def inpainter(model: str):
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _store(url: str, data_dir: str):
     from core.history import open_store
-    return open_store()
+    return open_store(sweep=True)
 
 
 def store():

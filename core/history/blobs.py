@@ -1,21 +1,35 @@
-"""Content-addressed image files under the data dir.
+"""Content-addressed image files under the data dir, and which databases own them.
 
     images/ab/abcdef….png    full-size PNG (sources RGB, masks L, outputs RGB or RGBA)
     thumbs/ab/abcdef….webp   WebP thumbnail, long side THUMB_SIDE (sources and outputs)
+    refs/<store id>/ab/abcdef…   an empty "claim": the database with that store id uses the image
 
 The name is core.images.content_hash of the array (shape, dtype and bytes), so the same image is
-stored once however many rows use it. Files are written with core.files.atomic_write_bytes (temp
-file in the same folder, fsync, rename) BEFORE the row that points at them is committed. A file
-that already exists is "touched" (mtime = now) so the sweep's grace period protects it while the
-row that reuses it is being committed.
+stored once however many rows (and databases) use it. Files are written with
+core.files.atomic_write_bytes BEFORE the row that points at them is committed.
+
+Ownership: several databases may share one data dir (a copy, a test database, team servers). A
+database only ever deletes an image through `release`: it drops its own claim, and the files go
+only when no other database's claim is left. An image nobody claims (written by an older Backdrop,
+or by another tool) is never deleted. Claiming and releasing take one lock (`refs/.lock`, flock),
+so a writer that claims an image either sees it still there or rewrites it. A claim's mtime is
+its last use: the sweep leaves claims younger than its grace period alone (a run in flight in
+another process may be about to commit the row that uses it).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the in-process lock still serialises threads
+    fcntl = None
 
 import numpy as np
 
@@ -25,6 +39,8 @@ from core.images import content_hash, encode_png
 THUMB_SIDE = 256
 THUMB_QUALITY = 80
 AREAS = ("images", "thumbs")  # the only folders of the data dir the store writes and sweeps
+REFS = "refs"                 # refs/<store id>/ab/<digest>: claims
+_thread_lock = threading.Lock()
 
 
 def image_rel(digest: str) -> str:
@@ -88,49 +104,119 @@ class Blob:
 
 
 class BlobStore:
-    def __init__(self, root: Path):
+    """The image files under `root`, as seen by the database whose store id is `owner`."""
+
+    def __init__(self, root: Path, owner: str):
         self.root = Path(root)
+        self.owner = owner
 
     def abs(self, rel: str) -> Path:
         return self.root / rel
 
+    # -- claims ----------------------------------------------------------------------------------
+    def _claim_path(self, digest: str, owner: Optional[str] = None) -> Path:
+        return self.root / REFS / (owner or self.owner) / digest[:2] / digest
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Mutual exclusion for claim/check/unlink across threads and processes on this data dir."""
+        lock_path = self.root / REFS / ".lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_lock, open(lock_path, "a+b") as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            yield
+
+    def _claim(self, digest: str) -> None:
+        path = self._claim_path(digest)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+    def claim(self, digests: Iterable[str]) -> None:
+        """Record that this database uses these images (idempotent; refreshes the claim's age)."""
+        with self._locked():
+            for d in digests:
+                self._claim(d)
+
+    def claims(self) -> Iterator[tuple[str, float]]:
+        """(digest, mtime of the claim) for every image this database claims."""
+        base = self.root / REFS / self.owner
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if digest_of(name + ".png") is None:
+                    continue
+                try:
+                    yield name, os.stat(os.path.join(dirpath, name)).st_mtime
+                except FileNotFoundError:
+                    continue
+
+    def release(self, digests: Iterable[str], *, older_than: Optional[float] = None) -> tuple[int, int]:
+        """Drop this database's claim on each digest (only claims last used before `older_than`, a
+        time.time(), when given) and delete the image and thumbnail of those no other database
+        claims. The caller has checked that no row of its database uses them. Returns (files
+        deleted, bytes freed)."""
+        removed = freed = 0
+        with self._locked():
+            refs = self.root / REFS
+            others = [p for p in refs.iterdir() if p.is_dir() and p.name != self.owner] \
+                if refs.is_dir() else []
+            for digest in digests:
+                claim = self._claim_path(digest)
+                try:
+                    if older_than is not None and claim.stat().st_mtime >= older_than:
+                        continue                     # used again since the caller looked
+                    claim.unlink()
+                except FileNotFoundError:
+                    pass
+                if any((o / digest[:2] / digest).exists() for o in others):
+                    continue                         # another database still uses it
+                for rel in (image_rel(digest), thumb_rel(digest)):
+                    size = self.remove(rel)
+                    if size is not None:
+                        removed += 1
+                        freed += size
+        return removed, freed
+
+    # -- files -------------------------------------------------------------------------------------
     def prepare(self, arr: np.ndarray, *, thumb: bool, digest: Optional[str] = None) -> Blob:
-        """Hash `arr` (unless `digest` is given) and make sure its files exist on disk."""
+        """Hash `arr` (unless `digest` is given), claim it and make sure its files exist on disk."""
         blob = Blob(arr, digest or content_hash(arr), thumb)
         self.ensure(blob)
         return blob
 
     def ensure(self, blob: Blob) -> None:
-        """Write the blob's files that are missing; touch those that exist (sweep grace)."""
-        self._put(blob.path, lambda: encode_png(blob.arr), blob)
+        """Claim the blob, then write its files that are missing (a file that exists is kept: the
+        claim, taken under the lock, stops any other database from deleting it)."""
+        wanted = [(blob.path, lambda: encode_png(blob.arr))]
         if blob.thumb:
-            self._put(blob.thumb_path, lambda: encode_thumbnail(blob.arr), blob)
-
-    def _put(self, rel: str, produce, blob: Blob) -> None:
-        path = self.abs(rel)
-        try:
-            os.utime(path)
-            return
-        except FileNotFoundError:
-            pass
-        atomic_write_bytes(path, produce())
-        blob.written.append(rel)
+            wanted.append((blob.thumb_path, lambda: encode_thumbnail(blob.arr)))
+        with self._locked():
+            self._claim(blob.digest)
+            missing = [(rel, produce) for rel, produce in wanted if not self.abs(rel).is_file()]
+        for rel, produce in missing:
+            atomic_write_bytes(self.abs(rel), produce())
+            blob.written.append(rel)
 
     def exists(self, rel: str) -> bool:
         return self.abs(rel).is_file()
 
-    def remove(self, rel: str) -> int:
-        """Delete one file; returns the bytes freed (0 if it was already gone)."""
+    def remove(self, rel: str) -> Optional[int]:
+        """Delete one file; returns the bytes freed, or None if it was already gone."""
         path = self.abs(rel)
         try:
             size = path.stat().st_size
             path.unlink()
             return size
         except FileNotFoundError:
-            return 0
+            return None
 
     def walk(self):
-        """Yield (rel, stat) for every file in the store's folders, temp files included."""
+        """Yield (rel, stat) for every file in the store's image folders, temp files included."""
         for area in AREAS:
             base = self.root / area
             if not base.is_dir():

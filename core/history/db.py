@@ -32,7 +32,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def _sqlite_memory(url) -> bool:
+def sqlite_memory(url) -> bool:
     db = url.database or ""
     return db in ("", ":memory:") or url.query.get("mode") == "memory"
 
@@ -74,7 +74,7 @@ def _create_engine(url: str) -> Engine:
         if parsed.get_backend_name() != "sqlite":
             return create_engine(parsed, pool_pre_ping=True)
         kwargs: dict = {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000}}
-        if _sqlite_memory(parsed):
+        if sqlite_memory(parsed):
             kwargs["poolclass"] = StaticPool
             kwargs["connect_args"]["check_same_thread"] = False
         else:

@@ -109,3 +109,13 @@ class Output(Base):
     height: Mapped[int] = mapped_column(Integer)
 
     run: Mapped[Run] = relationship(back_populates="outputs")
+
+
+class StoreInfo(Base):
+    """Facts about this database as a whole (revision 0003): "store_id" (whose refs/ folder in the
+    data dir claims its image files) and "location" (where it was opened, to notice a copy)."""
+
+    __tablename__ = "store_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

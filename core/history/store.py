@@ -10,8 +10,11 @@ import dataclasses
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
+import urllib.parse
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,12 +29,13 @@ from sqlalchemy.orm import Session
 from core import config
 from core.errors import BackdropError, HistoryError, InvalidOptionError
 from core.history import db
-from core.history.blobs import Blob, BlobStore, digest_of, image_rel, thumb_rel, check_image
-from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
+from core.files import is_stale_temp, pid_alive
+from core.history.blobs import Blob, BlobStore, digest_of, check_image
+from core.history.models import RUN_STATUSES, Mask, Output, Run, Source, StoreInfo
 
-SWEEP_GRACE_S = 60.0             # files younger than this are never swept (an in-flight writer's)
-STALE_RUNNING_S = 24 * 3600.0    # a "running" run this old is interrupted even if its pid lives
-INTERRUPTED = "interrupted: the process recording this run stopped before it finished"
+SWEEP_GRACE_S = 3600.0           # claims/temp files used more recently are never swept
+STALE_RUNNING_S = 24 * 3600.0    # a "running" run this old is given up on even if its pid lives
+INTERRUPTED = "process stopped: the process recording this run ended before it finished"
 HOST = socket.gethostname()
 PARAM_KEYS = ("source", "segmenter", "clicks", "box", "mask_options", "background", "prompt",
               "negative", "seed", "steps", "guidance", "strength", "scheduler", "model", "variants",
@@ -286,25 +290,30 @@ def _float(v: Any) -> Optional[float]:
     return None if v is None else float(v)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:   # a killed child not yet reaped by its parent is a zombie: dead for our purposes
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _owner_gone(owner: str) -> bool:
     host, _, pid = owner.rpartition(":")
     if host != HOST or not pid.isdigit():
         return False          # another machine (or unknown): only the age limit applies
-    return not _pid_alive(int(pid))
+    return not pid_alive(int(pid))
+
+
+def _is_copy(old_location: str, store_id: str) -> bool:
+    """Whether the SQLite file at `old_location` still exists and holds `store_id` (so a database
+    with that id found elsewhere is a copy of it). Unreadable counts as yes: the safe side."""
+    if not old_location.startswith("sqlite:"):
+        return False
+    path = old_location[len("sqlite:"):]
+    if not os.path.isfile(path):
+        return False
+    try:
+        con = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM store_info WHERE key = 'store_id'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return True
+    return row is not None and row[0] == store_id
 
 
 def encode_cursor(created: datetime, run_id: int) -> str:
@@ -333,11 +342,56 @@ class HistoryStore:
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir()
         self.engine = db.get_engine(self.url)
         self._writer = db.write_engine(self.engine)
-        self.blobs = BlobStore(self.data_dir)
         db.ensure_schema(self.engine)
+        self.store_id = self._identify()
+        self.blobs = BlobStore(self.data_dir, self.store_id)
+        self._last_recover = 0.0
+        self.swept = False            # open_store: whether this process has swept files yet
 
     def __repr__(self) -> str:
         return f"HistoryStore({self.engine.url!r}, data_dir={str(self.data_dir)!r})"
+
+    # -- identity ------------------------------------------------------------------------------
+    def _location(self) -> str:
+        """Where this database lives: the real path of an SQLite file, otherwise the URL (password
+        hidden). An in-memory database has no lasting location."""
+        url = self.engine.url
+        if db.is_sqlite(self.engine):
+            if db.sqlite_memory(url):
+                return ""
+            return "sqlite:" + os.path.realpath(os.path.expanduser(url.database))
+        return url.render_as_string(hide_password=True)
+
+    def _identify(self) -> str:
+        """This database's store id, the owner of its claims in the data dir.
+
+        Created on first open (a database from before revision 0003 then claims every image its
+        rows use). A database found at another location than it was last opened at is a copy if
+        the SQLite file at the old location still holds the same id: the copy gets an id of its own
+        and claims its images again, so deleting runs in either never takes the other's images."""
+        loc = self._location()
+        with self._read() as session:
+            info = {r.key: r.value for r in session.scalars(select(StoreInfo))}
+        sid, old = info.get("store_id"), info.get("location")
+        if sid and old == loc:
+            return sid
+        with self._write() as session:
+            info = {r.key: r for r in session.scalars(select(StoreInfo))}
+            row, seen = info.get("store_id"), info.get("location")
+            if row is not None and (seen is None or seen.value == loc
+                                    or not _is_copy(seen.value, row.value)):
+                session.merge(StoreInfo(key="location", value=loc))   # moved: the same database
+                return row.value
+            sid = uuid.uuid4().hex
+            session.merge(StoreInfo(key="store_id", value=sid))
+            session.merge(StoreInfo(key="location", value=loc))
+            digests = set()
+            for model in (Source, Mask, Output):
+                digests.update(session.scalars(select(model.hash)))
+            if digests:
+                with self._errors():
+                    BlobStore(self.data_dir, sid).claim(sorted(digests))
+            return sid
 
     # -- sessions ------------------------------------------------------------------------------
     @contextmanager
@@ -612,13 +666,10 @@ class HistoryStore:
                 session.delete(source)
             session.flush()
             unused = digests - self._referenced(session, sorted(digests))
-            removed = 0
-            # Unlinked while we hold the write lock: a writer reusing one of these files re-checks
-            # it under the same lock (_ensure) and writes it again.
-            for d in sorted(unused):
-                for rel in (image_rel(d), thumb_rel(d)):
-                    if self.blobs.remove(rel):
-                        removed += 1
+            # Released while we hold the write lock: a writer of this database reusing one of these
+            # images claims it again under the same lock (_ensure) and rewrites it.
+            with self._errors():
+                removed, _ = self.blobs.release(sorted(unused))
             return removed
 
     @staticmethod
@@ -632,44 +683,37 @@ class HistoryStore:
     # -- sweeping ------------------------------------------------------------------------------
     def sweep(self, grace_s: Optional[float] = None,
               stale_after_s: float = STALE_RUNNING_S) -> SweepReport:
-        """Crash recovery. Runs left "running" by a process that no longer exists (same host), or
-        older than `stale_after_s`, become failed with error "interrupted: …". Files under
-        images/ and thumbs/ that no row points to, and stale temp files, are deleted if older than
-        `grace_s` (default SWEEP_GRACE_S; env BACKDROP_SWEEP_GRACE_S) so a writer's fresh files
-        are never taken from under it."""
+        """Crash recovery: recover_runs(), then delete the image files this database claims but no
+        row of it uses any more (a run whose process died between writing files and committing),
+        and our own temp files left by dead writers. Only claims not used for `grace_s` (default
+        SWEEP_GRACE_S; env BACKDROP_SWEEP_GRACE_S) are considered, so a run in flight in another
+        process keeps its files; an image another database claims, or nobody claims, is never
+        deleted (see core/history/blobs.py)."""
         if grace_s is None:
             grace_s = float(os.environ.get("BACKDROP_SWEEP_GRACE_S", SWEEP_GRACE_S))
-        interrupted = self._sweep_runs(stale_after_s)
+        interrupted = self.recover_runs(stale_after_s)
         cutoff = time.time() - grace_s
         removed = removed_bytes = 0
         present: set[str] = set()
-        candidates: dict[str, list[str]] = {}
         with self._errors():
             for rel, st in self.blobs.walk():
-                digest = digest_of(rel)
-                if digest is None:
-                    name = rel.rsplit("/", 1)[-1]
-                    if name.startswith(".") and name.endswith(".tmp") and st.st_mtime < cutoff:
-                        removed_bytes += self.blobs.remove(rel)
-                        removed += 1
+                if digest_of(rel) is not None:
+                    present.add(rel)
                     continue
-                present.add(rel)
-                if st.st_mtime < cutoff:
-                    candidates.setdefault(digest, []).append(rel)
+                name = rel.rsplit("/", 1)[-1]
+                legacy_temp = name.startswith(".") and name.endswith(".tmp") and st.st_mtime < cutoff
+                if legacy_temp or is_stale_temp(self.blobs.abs(rel), max_age_s=grace_s):
+                    size = self.blobs.remove(rel)
+                    if size is not None:
+                        removed, removed_bytes = removed + 1, removed_bytes + size
+            candidates = sorted(d for d, mtime in self.blobs.claims() if mtime < cutoff)
         with self._write() as session:
-            keep = self._referenced(session, sorted(candidates))
-            for digest, rels in candidates.items():
-                if digest in keep:
-                    continue
-                for rel in rels:
-                    try:
-                        if self.blobs.abs(rel).stat().st_mtime >= cutoff:
-                            continue            # touched since the walk: being reused
-                    except FileNotFoundError:
-                        continue
-                    removed_bytes += self.blobs.remove(rel)
-                    removed += 1
-                    present.discard(rel)
+            unused = set(candidates) - self._referenced(session, candidates)
+            with self._errors():
+                n, freed = self.blobs.release(sorted(unused), older_than=cutoff)
+            removed, removed_bytes = removed + n, removed_bytes + freed
+            present.difference_update(r for d in unused for r in (f"images/{d[:2]}/{d}.png",
+                                                                    f"thumbs/{d[:2]}/{d}.webp"))
             wanted: set[str] = set()
             for model in (Source, Output):
                 for p, t in session.execute(select(model.path, model.thumb_path)):
@@ -677,7 +721,15 @@ class HistoryStore:
             wanted.update(session.scalars(select(Mask.path)))
         return SweepReport(interrupted, removed, removed_bytes, len(wanted - present))
 
-    def _sweep_runs(self, stale_after_s: float) -> int:
+    def recover_runs(self, stale_after_s: float = STALE_RUNNING_S, *,
+                     min_interval_s: float = 0.0) -> int:
+        """Mark failed (error "process stopped: …") the runs left "running" by a process that no
+        longer exists (same host), or older than `stale_after_s`. Deletes nothing. With
+        `min_interval_s`, does nothing if it ran less than that long ago (for callers on every
+        page view). Returns how many runs it marked."""
+        if min_interval_s and time.monotonic() - self._last_recover < min_interval_s:
+            return 0
+        self._last_recover = time.monotonic()
         with self._read() as session:
             rows = session.execute(select(Run.id, Run.owner, Run.created)
                                    .where(Run.status == "running")).all()
@@ -819,10 +871,12 @@ _stores_lock = threading.Lock()
 
 
 def open_store(url: Optional[str] = None, data_dir: Optional[Path] = None, *,
-               sweep: bool = True) -> HistoryStore:
+               sweep: bool = False) -> HistoryStore:
     """The store for `url` (default config.database_url()) and `data_dir` (default
-    config.data_dir()), migrated to the newest schema. The first open in a process also runs
-    sweep() (unless sweep=False); later opens return the same object."""
+    config.data_dir()), migrated to the newest schema. The first open in a process marks runs of
+    dead processes failed (recover_runs); with sweep=True (what writers and the app server pass)
+    it also deletes this database's unused files (sweep()). Read-only callers never delete. Later
+    opens return the same object."""
     url = url or config.database_url()
     root = str(Path(data_dir) if data_dir is not None else config.data_dir())
     key = (os.getpid(), url, root)
@@ -830,7 +884,10 @@ def open_store(url: Optional[str] = None, data_dir: Optional[Path] = None, *,
         store = _stores.get(key)
         if store is None:
             store = HistoryStore(url, Path(root))
-            if sweep:
-                store.sweep()
+            store.sweep() if sweep else store.recover_runs()
+            store.swept = sweep
             _stores[key] = store
+        elif sweep and not store.swept:
+            store.sweep()
+            store.swept = True
         return store
