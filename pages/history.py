@@ -19,6 +19,9 @@ show_notice(state)
 store = guarded("opening the history", resources.store)
 if store is None:
     st.stop()
+# Runs left "running" by a process that has since died (a killed CLI run, a crashed server) are
+# marked failed now, not only when some process next opens the store.
+guarded("checking for runs whose process stopped", store.recover_runs)
 tz = getattr(st.context, "timezone", None)
 
 

@@ -434,8 +434,12 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
                            "timings": r.timings, "original": task.result["original"],
                            "previews": task.result["previews"], "name": Path(task.request.source_name or "photo").stem,
                            "background": str(task.request.background)}
-        state["job_notice"] = ("success", f"Done in {task.elapsed:.1f} s"
-                           + (f" — saved to History as run #{r.run_id}." if r.run_id else "."))
+        if r.record_error:   # the outputs are fine and downloadable; only the history failed
+            state["job_notice"] = ("warning", f"Done in {task.elapsed:.1f} s, but the run is not in "
+                                   f"History: {r.record_error}. Download the result below.")
+        else:
+            state["job_notice"] = ("success", f"Done in {task.elapsed:.1f} s"
+                                   + (f" — saved to History as run #{r.run_id}." if r.run_id else "."))
     elif task.cancelled:
         state["job_notice"] = ("warning", "Cancelled: " + (task.error or "the run was stopped."))
     else:

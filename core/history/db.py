@@ -151,6 +151,6 @@ def ensure_schema(engine: Engine) -> None:
     except HistoryError:
         raise
     except Exception as e:
-        raise HistoryError(
-            f"could not prepare the history database ({type(e).__name__}: {e})".splitlines()[0]) from e
+        cause = getattr(e, "orig", None) or e       # the driver's own words, not SQLAlchemy's wrapper
+        raise HistoryError(f"could not open the history database: {cause}".splitlines()[0]) from e
     _migrated.add(key)
