@@ -214,7 +214,7 @@ def _stress_worker(worker: int, runs: int, go, results) -> None:
     from core.history import open_store
 
     pics = photos()
-    store = open_store()
+    store = open_store(sweep=True)   # a writer, as core.jobs opens it
     src = crop(pics[worker % 4], worker)
     keys = [worker * 1000 + i for i in range(runs)]
     masks = [ellipse_mask(k) for k in keys]              # made before the clock starts: the timed
@@ -289,7 +289,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     from core.history import open_store
 
-    store = open_store()
+    store = open_store(sweep=True)
     open_s = time.perf_counter() - t
     print(f"filling {args.runs} runs into {tmp} ...", file=sys.stderr, flush=True)
     figures: dict = {"runs": args.runs, "open_s": open_s}

@@ -171,9 +171,9 @@ def atomic_writer(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[
     tmp = target.parent / f".{target.name}.backdrop-{HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     try:
-        if existing is not None:
-            os.fchmod(fd, stat.S_IMODE(existing.st_mode))
         with os.fdopen(fd, "wb") as f:
+            if existing is not None:   # replacing a file keeps its mode; a new one has the umask's
+                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
             yield f
             f.flush()
             os.fsync(f.fileno())

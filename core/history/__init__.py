@@ -9,12 +9,15 @@ Never imports torch (the History page must load fast). Storage:
     files      config.data_dir() (BACKDROP_DATA_DIR): images/ab/<hash>.png (sources, masks,
                outputs; hash = core.images.content_hash of the array, so each image is stored once)
                and thumbs/ab/<hash>.webp (long side 256). Files are written (temp + atomic rename)
-               BEFORE the row that points at them is committed; sweep() removes files no row uses.
+               BEFORE the row that points at them is committed. refs/<store id>/ab/<hash> records
+               which database uses which image: several databases may share one data dir, and
+               an image is deleted only when no database claims it (core/history/blobs.py).
 
 API (all records are frozen dataclasses; paths in records are absolute):
 
-    open_store(url=None, data_dir=None, *, sweep=True) -> HistoryStore
-        One store per (process, url, data dir); the first open migrates and sweeps.
+    open_store(url=None, data_dir=None, *, sweep=False) -> HistoryStore
+        One store per (process, url, data dir); the first open migrates and runs recover_runs();
+        sweep=True (writers: jobs, the app server) also sweeps files. Read-only use never deletes.
 
     HistoryStore
       start_run(*, source, source_name="", segmenter=None, clicks=(), box=None, mask_options=None,
@@ -37,9 +40,13 @@ API (all records are frozen dataclasses; paths in records are absolute):
       compare(ids) -> Comparison(ids, params: {key: (value per run)}, differing: (keys,))
       facets() -> {"model": [...], "background_kind": [...], "status": [...]}
       set_favorite(output_id, favorite=True) -> None
-      delete_run(run_id) -> int                 # files removed (only those no other row uses)
+      delete_run(run_id) -> int                 # files removed (only those no row of any
+                                                # database sharing the data dir still claims)
+      recover_runs(stale_after_s=86400, *, min_interval_s=0) -> int   # "running" rows of dead
+          processes -> failed, error "process stopped: …" (the History page calls it on each view)
       sweep(grace_s=None, stale_after_s=86400) -> SweepReport(interrupted, removed_files,
                                                               removed_bytes, missing_files)
+          grace_s default 3600 (BACKDROP_SWEEP_GRACE_S): claims used more recently are kept
 
     RunQuery(text="", favorites=False, model=None, background_kind=None, status=None,
              since=None, until=None, source_hash=None)
