@@ -367,3 +367,22 @@ def test_preview_edge_is_the_edge_the_result_gets():
     assert not alpha[hard == 0].any()                       # no halo outside the subject
     assert np.array_equal(alpha, alpha_matte(hard, 8))      # feather 16 px of the photo = 8 px here
     assert 0 < np.count_nonzero((alpha > 0) & (alpha < 255))
+
+
+def test_result_is_kept_and_downloadable_when_history_cannot_record(tiny_env, tmp_path):
+    """Issue 10: a history failure (here the images folder cannot be made) must not lose the run."""
+    at = new_app()
+    load_sample(at, "Coffee cup")
+    click(at, 300, 200, width=600, height=400, t=1)
+    at.run()
+    at.segmented_control(key="bg_kind").set_value(S.BG_COLOR).run()
+    at.color_picker(key="bg_color").pick("#00FF00").run()
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "images").write_bytes(b"")      # a file where the folder must be
+    _generate_and_wait(at)
+    res = at.session_state["result"]
+    assert res is not None and res["run_id"] is None and res["outputs"][0].shape[2] == 3
+    assert any("not in History" in w.value and "cannot write history files" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    labels = [b.label for b in at.get("download_button")]
+    assert any(label.startswith("Download PNG") for label in labels), labels
