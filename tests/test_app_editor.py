@@ -230,15 +230,21 @@ def test_generate_with_tiny_sd_records_exactly_one_history_row(tiny_env):
     assert run.clicks == ((256.0, 200.0, 1),)
 
 
-def test_generate_colour_background_keeps_subject(tiny_env):
-    from core.history import open_store
-
+def green_background_on_the_coffee_cup() -> AppTest:
+    """The editor with the coffee cup loaded, clicked on, and a green colour background chosen."""
     at = new_app()
     load_sample(at, "Coffee cup")
     click(at, 300, 200, width=600, height=400, t=1)
     at.run()
     at.segmented_control(key="bg_kind").set_value(S.BG_COLOR).run()
     at.color_picker(key="bg_color").pick("#00FF00").run()
+    return at
+
+
+def test_generate_colour_background_keeps_subject(tiny_env):
+    from core.history import open_store
+
+    at = green_background_on_the_coffee_cup()
     _generate_and_wait(at)
     res = at.session_state["result"]
     assert res is not None and res["background"].lower() == "color:#00ff00"
@@ -371,12 +377,7 @@ def test_preview_edge_is_the_edge_the_result_gets():
 
 def test_result_is_kept_and_downloadable_when_history_cannot_record(tiny_env, tmp_path):
     """Issue 10: a history failure (here the images folder cannot be made) must not lose the run."""
-    at = new_app()
-    load_sample(at, "Coffee cup")
-    click(at, 300, 200, width=600, height=400, t=1)
-    at.run()
-    at.segmented_control(key="bg_kind").set_value(S.BG_COLOR).run()
-    at.color_picker(key="bg_color").pick("#00FF00").run()
+    at = green_background_on_the_coffee_cup()
     (tmp_path / "data").mkdir(exist_ok=True)
     (tmp_path / "data" / "images").write_bytes(b"")      # a file where the folder must be
     _generate_and_wait(at)

@@ -42,7 +42,7 @@ API (all records are frozen dataclasses; paths in records are absolute):
       set_favorite(output_id, favorite=True) -> None
       delete_run(run_id) -> int                 # files removed (only those no row of any
                                                 # database sharing the data dir still claims)
-      recover_runs(stale_after_s=86400, *, min_interval_s=0) -> int   # "running" rows of dead
+      recover_runs(stale_after_s=86400) -> int  # "running" rows of dead
           processes -> failed, error "process stopped: …" (the History page calls it on each view)
       sweep(grace_s=None, stale_after_s=86400) -> SweepReport(interrupted, removed_files,
                                                               removed_bytes, missing_files)

@@ -30,7 +30,7 @@ from core import config
 from core.errors import BackdropError, HistoryError, InvalidOptionError
 from core.history import db
 from core.files import is_stale_temp, pid_alive
-from core.history.blobs import Blob, BlobStore, digest_of, check_image
+from core.history.blobs import Blob, BlobStore, check_image, digest_of, image_rel, thumb_rel
 from core.history.models import RUN_STATUSES, Mask, Output, Run, Source, StoreInfo
 
 SWEEP_GRACE_S = 3600.0           # claims/temp files used more recently are never swept
@@ -345,7 +345,6 @@ class HistoryStore:
         db.ensure_schema(self.engine)
         self.store_id = self._identify()
         self.blobs = BlobStore(self.data_dir, self.store_id)
-        self._last_recover = 0.0
         self.swept = False            # open_store: whether this process has swept files yet
 
     def __repr__(self) -> str:
@@ -712,8 +711,7 @@ class HistoryStore:
             with self._errors():
                 n, freed = self.blobs.release(sorted(unused), older_than=cutoff)
             removed, removed_bytes = removed + n, removed_bytes + freed
-            present.difference_update(r for d in unused for r in (f"images/{d[:2]}/{d}.png",
-                                                                    f"thumbs/{d[:2]}/{d}.webp"))
+            present.difference_update(r for d in unused for r in (image_rel(d), thumb_rel(d)))
             wanted: set[str] = set()
             for model in (Source, Output):
                 for p, t in session.execute(select(model.path, model.thumb_path)):
@@ -721,15 +719,10 @@ class HistoryStore:
             wanted.update(session.scalars(select(Mask.path)))
         return SweepReport(interrupted, removed, removed_bytes, len(wanted - present))
 
-    def recover_runs(self, stale_after_s: float = STALE_RUNNING_S, *,
-                     min_interval_s: float = 0.0) -> int:
+    def recover_runs(self, stale_after_s: float = STALE_RUNNING_S) -> int:
         """Mark failed (error "process stopped: …") the runs left "running" by a process that no
-        longer exists (same host), or older than `stale_after_s`. Deletes nothing. With
-        `min_interval_s`, does nothing if it ran less than that long ago (for callers on every
-        page view). Returns how many runs it marked."""
-        if min_interval_s and time.monotonic() - self._last_recover < min_interval_s:
-            return 0
-        self._last_recover = time.monotonic()
+        longer exists (same host), or older than `stale_after_s`. Deletes nothing. Returns how
+        many runs it marked."""
         with self._read() as session:
             rows = session.execute(select(Run.id, Run.owner, Run.created)
                                    .where(Run.status == "running")).all()
