@@ -12,30 +12,44 @@ Public API:
   local_path(spec) -> Path                     is_present(spec) -> bool
   resolve(name, task) -> Path                  MissingWeightsError (file, size, fix) when absent
   missing_message(spec) -> str
-  download(name, task, progress=None, *, url=None) -> Path     checksum-verified, atomic
-  download_file(url, dst, *, sha256=None, size=None, progress=None) -> Path
+  download(name, task, progress=None, *, url=None, cancel=None) -> Path
+                                               checksum-verified, atomic, resumable
+  download_file(url, dst, *, sha256=None, size=None, progress=None, cancel=None) -> Path
+  partial_path(dst) -> Path                    where an unfinished download is kept to resume
   list_models(task=None) -> list[ModelInfo]    what `python -m core models list` prints
 
 `progress(done_bytes, total_bytes)`; total_bytes is 0 when the server does not say.
+`cancel`: a threading.Event (or a callable returning bool) checked between chunks; when set, the
+download stops with CancelledError and keeps what it has for the next try.
 Nothing here imports torch/diffusers at module import time.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import re
 import shutil
+import stat
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional, Union
 
 from core import config
-from core.errors import DownloadError, InvalidOptionError, MissingWeightsError
-from core.files import atomic_writer
+from core.errors import CancelledError, DownloadError, InvalidOptionError, MissingWeightsError
+from core.files import resolve_target, short
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock against two downloads of one file
+    fcntl = None
 
 ProgressFn = Callable[[int, int], None]
+CancelFn = Union[threading.Event, Callable[[], bool]]
 
 
 @dataclass(frozen=True)
@@ -216,57 +230,200 @@ def _sam_url(spec: ModelSpec) -> str:
     return spec.url
 
 
+def _cancelled(cancel: Optional[CancelFn]) -> bool:
+    if cancel is None:
+        return False
+    is_set = getattr(cancel, "is_set", None)
+    return bool(is_set() if is_set is not None else cancel())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def partial_path(dst: str | os.PathLike) -> Path:
+    """Where download_file keeps the bytes of an unfinished download of `dst`: a hidden file beside
+    dst's target (symlinks followed), `.<name>.backdrop.part`. Only download_file writes it."""
+    target = resolve_target(dst)
+    return target.with_name(f".{target.name}.backdrop.part")
+
+
+def _open_partial(part: Path, what: str) -> BinaryIO:
+    """Our partial file, opened read/write (created empty if absent) and locked against a second
+    download of the same file. Refuses anything at that name that is not a regular file."""
+    refuse = DownloadError(f"cannot download {what}: {short(part)} exists and is not a regular file; "
+                           "move it away and try again")
+    try:
+        st = part.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise refuse
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(part, flags, 0o666)
+    except OSError as e:
+        raise DownloadError(f"cannot download {what}: cannot open {short(part)}: {e.strerror}") from None
+    f = os.fdopen(fd, "r+b")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise refuse
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DownloadError(f"{what} is already being downloaded (another session or "
+                                    "process); wait for it to finish") from None
+        if (os.stat(part).st_ino, os.stat(part).st_dev) != (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+            raise DownloadError(f"another download of {what} finished meanwhile; try again")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _content_range(value: Optional[str]) -> tuple[Optional[int], int]:
+    """(first byte, full length) of a `Content-Range: bytes a-b/n` header; length 0 if `*`."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
+    if m is None:
+        return None, 0
+    first = int(m.group(1)) if m.group(1) is not None else None
+    return first, int(m.group(2)) if m.group(2) != "*" else 0
+
+
+def _fetch(url: str, f: BinaryIO, h, have: int, *, progress, cancel, timeout: float, chunk: int,
+           name: str):
+    """Append the bytes after the first `have` of `url` to `f` (positioned at its end), updating
+    `h`. Returns (have, total, h): total is the full length (0 when unknown); h is new when the
+    server sent the whole file again."""
+    headers = {"User-Agent": "backdrop"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:          # nothing after byte `have`: the partial is complete
+            _, total = _content_range(e.headers.get("Content-Range"))
+            e.close()
+            return have, total, h
+        raise
+    with resp:
+        length = int(resp.headers.get("Content-Length") or 0)
+        if have and resp.status == 206:
+            first, total = _content_range(resp.headers.get("Content-Range"))
+            if first != have:
+                raise DownloadError(f"the server resumed {name} at byte {first}, not {have}")
+            total = total or (have + length if length else 0)
+        else:                               # 200: the whole file (no partial, or no range support)
+            if have:
+                f.seek(0)
+                f.truncate()
+                h, have = hashlib.sha256(), 0
+            total = length
+        if progress:
+            progress(have, total)
+        while True:
+            if _cancelled(cancel):
+                raise CancelledError(f"download of {name} cancelled; {_mb(have)} kept to resume"
+                                     if have else f"download of {name} cancelled")
+            buf = resp.read1(chunk)
+            if not buf:
+                break
+            f.write(buf)
+            h.update(buf)
+            have += len(buf)
+            if progress:
+                progress(have, total)
+    return have, total, h
+
+
 def download_file(url: str, dst: str | os.PathLike, *, sha256: Optional[str] = None,
                   size: Optional[int] = None, progress: Optional[ProgressFn] = None,
-                  timeout: float = 30.0, chunk: int = 1 << 20) -> Path:
-    """Stream `url` into `dst` atomically: a temp file in dst's folder, SHA-256 computed on the fly,
-    length checked against Content-Length (and `size` if given), checksum checked against `sha256`,
-    fsync, then os.replace. On any failure the temp file is removed, nothing appears at `dst`, and
-    DownloadError (one line) is raised."""
+                  cancel: Optional[CancelFn] = None, timeout: float = 30.0,
+                  chunk: int = 1 << 20) -> Path:
+    """Stream `url` into `dst`, resumably and atomically.
+
+    The bytes go to our partial file beside dst's target (`partial_path`). If one is there from an
+    earlier try, it is resumed with `Range: bytes=N-`: a 206 is appended, a 200 (no range support)
+    starts over, a 416 means nothing is missing. With every byte in, the whole file's length
+    (Content-Length/Content-Range, and `size`) and SHA-256 (`sha256`) are checked, then it is
+    fsynced and renamed over dst. An interrupted download keeps the partial for the next call; a
+    checksum or size mismatch deletes it. `cancel` (threading.Event or callable returning bool) is
+    checked between chunks and raises CancelledError; anything else raises DownloadError (one line).
+    Nothing appears at dst until the file is complete and verified."""
+    target = resolve_target(dst)       # a folder/device at dst: InvalidOptionError
     dst = Path(dst)
     what = f"{dst.name} ({_size_text(size or 0)}) from {url}"
-    h = hashlib.sha256()
-    done = 0
-    with atomic_writer(dst, suffix=".part") as f:  # a failed download leaves nothing behind
+    part = partial_path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _open_partial(part, what) as f:
+        keep = True
         try:
-            req = urllib.request.Request(url, headers={"User-Agent": "backdrop"})
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or 0)
-                if progress:
-                    progress(0, total)
-                while True:
-                    buf = resp.read(chunk)
-                    if not buf:
-                        break
-                    f.write(buf)
-                    h.update(buf)
-                    done += len(buf)
-                    if progress:
-                        progress(done, total)
-        except urllib.error.HTTPError as e:
-            raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise DownloadError(f"could not download {what}: {reason} "
-                                f"(offline? place the file at {dst} by hand)") from None
-        if total and done != total:
-            raise DownloadError(f"download of {what} was interrupted: got {done} of {total} bytes")
-        if size and done != size:
-            raise DownloadError(f"download of {what} has the wrong size: {done} bytes, expected {size}")
-        if sha256 and h.hexdigest() != sha256.lower():
-            raise DownloadError(f"checksum mismatch for {what}: got sha256 {h.hexdigest()[:12]}…, "
-                                f"expected {sha256[:12]}…; the file was discarded")
+            h = hashlib.sha256()
+            while True:                # the bytes already there are part of the checksum
+                if _cancelled(cancel):
+                    raise CancelledError(f"download of {dst.name} cancelled")
+                buf = f.read(chunk)
+                if not buf:
+                    break
+                h.update(buf)
+            have, total = f.tell(), 0
+            if not (size and have >= size):
+                try:
+                    have, total, h = _fetch(url, f, h, have, progress=progress, cancel=cancel,
+                                            timeout=timeout, chunk=chunk, name=dst.name)
+                except urllib.error.HTTPError as e:
+                    raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}"
+                                        + _kept(f.tell())) from None
+                except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                    reason = getattr(e, "reason", None) or e
+                    raise DownloadError(f"could not download {what}: {short(reason, 120)} (offline? "
+                                        f"place the file at {dst} by hand)" + _kept(f.tell())) from None
+            if size and total and total != size:
+                keep = False
+                raise DownloadError(f"the server's {dst.name} has {total} bytes, expected {size}: "
+                                    "not the file asked for; the partial download was deleted")
+            expected = size or total
+            if expected and have < expected:
+                raise DownloadError(f"download of {what} was interrupted: got {have} of {expected} "
+                                    f"bytes" + _kept(have))
+            if expected and have > expected:
+                keep = False
+                raise DownloadError(f"download of {what} has the wrong size: {have} bytes, expected "
+                                    f"{expected}; the partial download was deleted")
+            if sha256 and h.hexdigest() != sha256.lower():
+                keep = False
+                raise DownloadError(f"checksum mismatch for {what}: got sha256 {h.hexdigest()[:12]}…, "
+                                    f"expected {sha256[:12]}…; the partial download was deleted")
+            f.flush()
+            os.fsync(f.fileno())
+            existing = resolve_target(target)   # still not a folder/device that appeared meanwhile
+            if existing.exists():               # replacing a file keeps its mode
+                os.fchmod(f.fileno(), stat.S_IMODE(existing.stat().st_mode))
+            os.replace(part, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if not keep or os.fstat(f.fileno()).st_size == 0:
+                    part.unlink()
+            raise
     return dst
 
 
-def _hf_tqdm(progress: ProgressFn):
-    """A tqdm class for snapshot_download that forwards its byte counter to progress()."""
+def _kept(n: int) -> str:
+    return f"; {_mb(n)} kept, run again to resume" if n else ""
+
+
+def _hf_tqdm(progress: Optional[ProgressFn], cancel: Optional[CancelFn] = None):
+    """A tqdm class for snapshot_download that forwards its byte counter to progress() and stops
+    the download (CancelledError) at its next update once `cancel` is set."""
     from tqdm.auto import tqdm
 
     class _Forward(tqdm):
         def update(self, n=1):
             r = super().update(n)
-            if self.unit == "B":
+            if _cancelled(cancel):
+                raise CancelledError("download cancelled; the files fetched so far are kept to resume")
+            if progress and self.unit == "B":
                 try:
                     progress(int(self.n), int(self.total or 0))
                 except Exception:  # progress reporting never breaks a download
@@ -276,7 +433,8 @@ def _hf_tqdm(progress: ProgressFn):
     return _Forward
 
 
-def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn]) -> Path:
+def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
+                   cancel: Optional[CancelFn] = None) -> Path:
     """snapshot_download into weights/.<name>.partial (resumable), then rename into place."""
     final = local_path(spec)
     partial = final.with_name(f".{final.name}.partial")
@@ -286,9 +444,11 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn]) -> Path:
         kwargs = {}
         if spec.kind == "diffusers":
             kwargs = {"allow_patterns": DIFFUSERS_ALLOW, "ignore_patterns": DIFFUSERS_IGNORE}
-        if progress:
-            kwargs["tqdm_class"] = _hf_tqdm(progress)
+        if progress or cancel is not None:
+            kwargs["tqdm_class"] = _hf_tqdm(progress, cancel)
         snapshot_download(spec.repo_id, revision=spec.revision or "main", local_dir=partial, **kwargs)
+    except CancelledError:
+        raise
     except Exception as e:  # huggingface_hub raises many types: offline, 404, gated, network
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DownloadError(f"could not download {spec.repo_id} ({_size_text(spec.size_bytes)}) "
@@ -302,10 +462,12 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn]) -> Path:
 
 
 def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
-             url: Optional[str] = None) -> Path:
+             url: Optional[str] = None, cancel: Optional[CancelFn] = None) -> Path:
     """Fetch (or, for `tiny`, build) a model so `resolve(name, task)` succeeds; returns its path.
     Already-present models are returned as they are. `url` overrides a single-file model's URL
-    (mirrors, tests). Raises DownloadError (one line: what, size, why) when it cannot."""
+    (mirrors, tests). A failed or cancelled download keeps what it got and the next call resumes.
+    Raises DownloadError (one line: what, size, why) when it cannot, CancelledError when `cancel`
+    is set."""
     spec = spec_for(name, task)
     if spec.kind == "builtin":
         raise InvalidOptionError(f"model {spec.name!r} is built in and needs no download")
@@ -324,8 +486,8 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
         return build_tiny_sam(path)
     if spec.kind == "sam":
         return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
-                             size=None if url else spec.size_bytes, progress=progress)
+                             size=None if url else spec.size_bytes, progress=progress, cancel=cancel)
     if spec.kind in ("sam2", "diffusers"):
-        return _download_repo(spec, progress)
+        return _download_repo(spec, progress, cancel)
     raise InvalidOptionError(f"don't know how to download model {spec.name!r} (kind {spec.kind})")
 

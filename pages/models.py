@@ -47,7 +47,9 @@ def download_panel() -> None:
     _, name = task.model
     if task.done:
         state["download"] = None
-        if task.error:
+        if task.cancelled:
+            state["notice"] = ("info", f"Download of {name} stopped: {task.error}")
+        elif task.error:
             state["notice"] = ("error", f"Download of {name} failed: {task.error}")
         else:
             state["notice"] = ("success", f"{name} downloaded to {task.result}.")

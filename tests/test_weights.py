@@ -1,49 +1,95 @@
 """weights: local resolution, clear missing/offline errors, checksum-verified atomic downloads
-(against a local HTTP server: good checksum, bad checksum, interrupted, 404, refused)."""
+(against a local HTTP server: good checksum, bad checksum, interrupted, 404, refused), resumed with
+HTTP Range requests (206 appended, 200 restarts, 416 complete), and cancelled between chunks."""
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import http.server
+import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from core import weights
-from core.errors import DownloadError, InvalidOptionError, MissingWeightsError
+from core.errors import CancelledError, DownloadError, InvalidOptionError, MissingWeightsError
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"          # ~1 MB, several read chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+SENT: list[tuple[str, str | None, int, int]] = []   # (path, Range header, status, body bytes sent)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
+    """/ok/ whole file; /missing/ 404; /truncated/ always a third then close; /range/ honours
+    `Range: bytes=N-` (206, or 416 past the end); /cut/ like /range/ but a request from byte 0 is
+    cut off half-way; /norange/ ignores Range (200); /slow/ like /range/ in 64 KiB chunks 20 ms
+    apart."""
+
     def log_message(self, *args):  # keep pytest output clean
         pass
 
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (cancel): fine
+            pass
+
     def do_GET(self):
+        rng = self.headers.get("Range")
         if self.path.startswith("/missing/"):
             self.send_error(404, "Not Found")
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(PAYLOAD)))
+        start = 0
+        ranged = self.path.startswith(("/range/", "/cut/", "/slow/"))
+        if ranged and rng:
+            start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
+            if start >= len(PAYLOAD):
+                SENT.append((self.path, rng, 416, 0))
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        body = PAYLOAD[start:]
+        if start:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.path.startswith("/truncated/"):
-            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])   # fewer bytes than promised, then close
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(PAYLOAD)
+        if self.path.startswith("/truncated/") or (self.path.startswith("/cut/") and not start):
+            body = body[: len(PAYLOAD) // 2 if self.path.startswith("/cut/") else len(PAYLOAD) // 3]
+            self.close_connection = True           # fewer bytes than promised, then close
+        SENT.append((self.path, rng, 206 if start else 200, len(body)))
+        if self.path.startswith("/slow/"):
+            for i in range(0, len(body), 1 << 16):
+                self.wfile.write(body[i:i + (1 << 16)])
+                self.wfile.flush()
+                time.sleep(0.02)
+        else:
+            self.wfile.write(body)
 
 
 @pytest.fixture(scope="module")
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def sent():
+    SENT.clear()
+    return SENT
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -71,11 +117,13 @@ def test_download_bad_checksum_leaves_nothing(server, tmp_path):
     assert not dst.exists() and leftovers(tmp_path) == []
 
 
-def test_download_interrupted_leaves_nothing(server, tmp_path):
+def test_download_interrupted_keeps_only_our_partial(server, tmp_path):
     dst = tmp_path / "model.pth"
-    with pytest.raises(DownloadError, match="interrupted"):
+    with pytest.raises(DownloadError, match="interrupted") as e:
         weights.download_file(f"{server}/truncated/model.pth", dst)   # no checksum: length catches it
-    assert not dst.exists() and leftovers(tmp_path) == []
+    assert "\n" not in str(e.value) and "kept, run again to resume" in str(e.value)
+    assert not dst.exists() and leftovers(tmp_path) == [".model.pth.backdrop.part"]
+    assert weights.partial_path(dst).read_bytes() == PAYLOAD[: len(PAYLOAD) // 3]
 
 
 def test_failed_download_keeps_existing_file(server, tmp_path):
@@ -100,6 +148,128 @@ def test_download_http_error_and_offline(server, tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "b.pth" in msg and "375.0 MB" in msg
     assert list(tmp_path.iterdir()) == []
+
+
+# -- resuming and cancelling ----------------------------------------------------------------------
+
+def test_interrupted_download_resumes_with_range(server, sent, tmp_path):
+    dst, half = tmp_path / "model.pth", len(PAYLOAD) // 2
+    with pytest.raises(DownloadError, match="interrupted"):
+        weights.download_file(f"{server}/cut/model.pth", dst, sha256=SHA, size=len(PAYLOAD))
+    part = weights.partial_path(dst)
+    assert not dst.exists() and part.read_bytes() == PAYLOAD[:half]
+    seen = []
+    out = weights.download_file(f"{server}/cut/model.pth", dst, sha256=SHA, size=len(PAYLOAD),
+                                progress=lambda d, t: seen.append((d, t)))
+    assert out == dst and dst.read_bytes() == PAYLOAD and not part.exists()
+    assert sent[-1] == ("/cut/model.pth", f"bytes={half}-", 206, len(PAYLOAD) - half)
+    assert seen[0] == (half, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert leftovers(tmp_path) == []
+
+
+def test_server_without_range_support_restarts_from_zero(server, sent, tmp_path):
+    dst = tmp_path / "model.pth"
+    part = weights.partial_path(dst)
+    part.write_bytes(PAYLOAD[:1000])
+    weights.download_file(f"{server}/norange/model.pth", dst, sha256=SHA)
+    assert sent[-1] == ("/norange/model.pth", "bytes=1000-", 200, len(PAYLOAD))
+    assert dst.read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_corrupt_partial_is_deleted_on_checksum_mismatch(server, tmp_path):
+    dst = tmp_path / "model.pth"
+    part = weights.partial_path(dst)
+    part.write_bytes(b"\xff" * 5000)                     # not the file's first bytes
+    with pytest.raises(DownloadError, match="checksum mismatch") as e:
+        weights.download_file(f"{server}/range/model.pth", dst, sha256=SHA)
+    assert "\n" not in str(e.value) and "partial download was deleted" in str(e.value)
+    assert not part.exists() and not dst.exists()
+    weights.download_file(f"{server}/range/model.pth", dst, sha256=SHA)
+    assert dst.read_bytes() == PAYLOAD
+
+
+def test_complete_partial_is_verified_not_fetched_again(server, sent, tmp_path):
+    dst = tmp_path / "model.pth"
+    weights.partial_path(dst).write_bytes(PAYLOAD)
+    weights.download_file(f"{server}/range/model.pth", dst, sha256=SHA)   # size unknown: 416
+    assert sent[-1] == ("/range/model.pth", f"bytes={len(PAYLOAD)}-", 416, 0)
+    assert dst.read_bytes() == PAYLOAD
+    dst2 = tmp_path / "again.pth"
+    weights.partial_path(dst2).write_bytes(PAYLOAD)
+    n = len(sent)
+    weights.download_file(f"{server}/range/again.pth", dst2, sha256=SHA, size=len(PAYLOAD))
+    assert len(sent) == n and dst2.read_bytes() == PAYLOAD         # size known: no request at all
+    too_long = tmp_path / "long.pth"
+    weights.partial_path(too_long).write_bytes(PAYLOAD + b"x")
+    with pytest.raises(DownloadError, match="wrong size"):
+        weights.download_file(f"{server}/range/long.pth", too_long, size=len(PAYLOAD))
+    assert not weights.partial_path(too_long).exists() and not too_long.exists()
+
+
+def test_partial_name_that_is_not_a_regular_file_is_refused(server, tmp_path):
+    dst = tmp_path / "model.pth"
+    part = weights.partial_path(dst)
+    part.mkdir()
+    with pytest.raises(DownloadError, match="not a regular file") as e:
+        weights.download_file(f"{server}/range/model.pth", dst)
+    assert "\n" not in str(e.value) and part.is_dir() and not dst.exists()
+    part.rmdir()
+    users = tmp_path / "users-file.txt"
+    users.write_bytes(b"mine")
+    part.symlink_to(users)                               # a link must not make us write elsewhere
+    with pytest.raises(DownloadError, match="not a regular file"):
+        weights.download_file(f"{server}/range/model.pth", dst)
+    assert users.read_bytes() == b"mine" and part.is_symlink() and not dst.exists()
+
+
+def test_cancel_between_chunks_keeps_partial_then_resumes(server, sent, tmp_path):
+    dst = tmp_path / "model.pth"
+    stop = threading.Event()
+
+    def progress(done, total):
+        if done >= 200_000:
+            stop.set()
+
+    with pytest.raises(CancelledError) as e:
+        weights.download_file(f"{server}/range/model.pth", dst, sha256=SHA, progress=progress,
+                              cancel=stop, chunk=1 << 16)
+    msg = str(e.value)
+    assert "\n" not in msg and re.fullmatch(r"download of model\.pth cancelled; [\d.]+ MB kept to resume", msg)
+    kept = weights.partial_path(dst).stat().st_size
+    assert 200_000 <= kept < len(PAYLOAD) and not dst.exists()
+    weights.download_file(f"{server}/range/model.pth", dst, sha256=SHA, cancel=lambda: False)
+    assert sent[-1][1] == f"bytes={kept}-" and dst.read_bytes() == PAYLOAD
+
+
+def test_cancel_from_another_thread_stops_a_slow_download(server, tmp_path):
+    dst = tmp_path / "model.pth"
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()          # like the page's Cancel button
+    t0 = time.monotonic()
+    with pytest.raises(CancelledError, match="kept to resume"):
+        weights.download_file(f"{server}/slow/model.pth", dst, sha256=SHA, cancel=stop)
+    assert time.monotonic() - t0 < 5                # the whole file takes ~0.3 s per 1 MB
+    assert 0 < weights.partial_path(dst).stat().st_size < len(PAYLOAD) and not dst.exists()
+
+
+def test_second_download_of_the_same_file_is_refused_while_one_runs(server, tmp_path):
+    dst = tmp_path / "model.pth"
+    stop, errors = threading.Event(), []
+
+    def first():
+        try:
+            weights.download_file(f"{server}/slow/model.pth", dst, cancel=stop)
+        except CancelledError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.2)
+    with pytest.raises(DownloadError, match="already being downloaded"):
+        weights.download_file(f"{server}/range/model.pth", dst)
+    stop.set()
+    t.join(10)
+    assert errors and not dst.exists()
 
 
 # -- download() through the registry --------------------------------------------------------------

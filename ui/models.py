@@ -1,6 +1,7 @@
 """Models page helpers: the table of known models, the compute device, downloads in the background."""
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -9,6 +10,8 @@ import streamlit as st
 from core import config, weights
 from ui import resources, tasks
 from ui.widgets import size_text
+
+log = logging.getLogger(__name__)
 
 TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)"}
 
@@ -41,7 +44,8 @@ def inpaint_label(name: str) -> str:
     from ui.widgets import model_label
     try:
         spec = weights.spec_for(name, "inpaint")
-    except Exception:
+    except Exception:  # not a model name (or a path that cannot be looked at): show it as it is
+        log.warning("no model label for %r", name, exc_info=True)
         return name
     return model_label(spec, resources.is_present(spec))
 
@@ -51,6 +55,7 @@ def inpaint_missing_note(name: str):
     try:
         spec = weights.spec_for(name, "inpaint")
     except Exception as e:  # unknown name: the job will say so too
+        log.warning("inpainting model %r: %s", name, e, exc_info=True)
         return str(e)
     if resources.is_present(spec):
         return None
@@ -74,22 +79,15 @@ def device_info() -> dict[str, Any]:
 
 
 def start_download(name: str, task_kind: str) -> tasks.Task:
-    """Fetch a model in the background; the task's fraction follows the bytes received."""
+    """Fetch a model in the background; the task's fraction follows the bytes received, and the
+    task's cancel event stops the download between chunks (what it got is kept to resume)."""
 
     def work(progress, cancel):
-        def on_bytes(*args, **kwargs):
-            nums = [a for a in args if isinstance(a, (int, float))]
-            if len(nums) >= 2 and nums[1]:
-                progress("download", nums[0] / nums[1])
-            elif len(nums) == 1 and 0 <= nums[0] <= 1:
-                progress("download", nums[0])
+        def on_bytes(done: int, total: int) -> None:
+            if total:
+                progress("download", done / total)
 
-        download = getattr(weights, "download", None)
-        if download is None:
-            from core.errors import DownloadError
-            raise DownloadError("downloads are not available in this build; "
-                                f"run `python -m core models download {name}`")
-        return download(name, task_kind, progress=on_bytes)
+        return weights.download(name, task_kind, progress=on_bytes, cancel=cancel)
 
     task = tasks.start("download", work, label=f"downloading {name}")
     task.model = (task_kind, name)
