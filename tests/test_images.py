@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from core import images
 from core.errors import ImageError, InvalidOptionError
+from core.images import load as images_load
 from core.images import (MAX_PIXELS, LoadedImage, content_hash, encode_jpeg, encode_png,
                          load_image, make_preview, save_image)
 
@@ -107,7 +107,7 @@ def test_heic_loads_through_pillow_heif(coffee, monkeypatch):
     # As in a fresh process: Pillow knows no HEIF until load_image registers pillow-heif on first need.
     monkeypatch.delitem(Image.OPEN, "HEIF")
     monkeypatch.setattr(Image, "ID", [i for i in Image.ID if i != "HEIF"])
-    monkeypatch.setattr(images, "_heif_ready", None)
+    monkeypatch.setattr(images_load, "_heif_ready", None)
     img = load_image(data)
     assert img.format == "HEIF" and img.size == (128, 96)
     assert mean_diff(img.rgb, crop) < 6
@@ -116,7 +116,7 @@ def test_heic_loads_through_pillow_heif(coffee, monkeypatch):
 
 def test_heic_without_pillow_heif_gives_a_clear_error(monkeypatch):
     header = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
-    monkeypatch.setattr(images, "_heif_ready", None)
+    monkeypatch.setattr(images_load, "_heif_ready", None)
     monkeypatch.setitem(sys.modules, "pillow_heif", None)   # import fails
     msg = error_of(header, name="IMG_0001.HEIC")
     assert "IMG_0001.HEIC" in msg and "pillow-heif" in msg

@@ -1,4 +1,5 @@
-"""Image intake and output: load + validate user photos, preview scaling with exact click mapping, encoding.
+"""Loading a user's photo: `load_image` -> `LoadedImage` (RGB uint8 HxWx3 + optional HxW alpha), and
+`content_hash`, the key every cache and the history use.
 
 Conventions (see docs/CONTRACTS.md): images are RGB uint8 numpy arrays of shape HxWx3; alpha, where
 kept, is a separate HxW uint8 array (255 = opaque); points are (x, y) pixels of the ORIGINAL,
@@ -14,22 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
+import logging
 import numbers
 import os
 import re
 import stat
 import struct
 import threading
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import BinaryIO, Mapping
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageError, InvalidOptionError
+
+log = logging.getLogger(__name__)
 
 MAX_PIXELS = 60_000_000
 """Largest accepted image, in pixels (width * height), checked from the header before decoding."""
@@ -150,6 +151,7 @@ def load_image(source: str | os.PathLike | bytes | bytearray | memoryview | Bina
         try:
             data = source.read()
         except Exception as e:  # a closed or broken stream
+            log.debug("reading %s failed", label, exc_info=True)
             raise ImageError(f"could not read {label}: the file could not be read ({_one_line(e)})") from e
         if isinstance(data, str):
             raise ImageError(f"could not read {label}: the file was opened as text; open it in binary mode ('rb')")
@@ -211,6 +213,7 @@ def _load_stream(fp: BinaryIO, label: str, max_pixels: int) -> LoadedImage:
         raise ImageError(f"could not read {label}: the image is too large ({size}; the limit is "
                          f"{max_pixels / 1e6:g} MP)") from e
     except Exception as e:
+        log.debug("opening %s failed", label, exc_info=True)
         raise _decode_error(label, kind, e, head, tail, total) from e
 
     with im:
@@ -234,6 +237,7 @@ def _load_stream(fp: BinaryIO, label: str, max_pixels: int) -> LoadedImage:
         except MemoryError as e:
             raise ImageError(f"could not read {label}: not enough memory to decode it") from e
         except Exception as e:
+            log.debug("decoding %s failed", label, exc_info=True)
             raise _decode_error(label, kind or fmt, e, head, tail, total) from e
     return LoadedImage(rgb=rgb, alpha=alpha, format=fmt)
 
@@ -457,106 +461,6 @@ def _describe(arr: object) -> str:
     return type(arr).__name__
 
 
-# ----------------------------------------------------------------------------------------- preview
-
-@dataclass(frozen=True)
-class Preview:
-    """A downscaled copy of a photo for display, with exact coordinate mapping back to the original.
-
-    rgb: the preview array (h'xw'x3 uint8, or whatever make_preview was given, downscaled).
-    scale: preview pixels per original pixel along the long side (<= 1; 1.0 when not downscaled).
-    original_size: (W, H) of the original.
-
-    Pixel i covers [i, i+1) in its image, so its centre is i + 0.5; mapping goes centre to centre with
-    the per-axis factors scale_x = w'/W and scale_y = h'/H (they differ slightly from `scale` because
-    the preview size is rounded to whole pixels). Hence to_original(*to_preview(x, y)) == (x, y) for
-    every integer pixel (x, y) of the original.
-    """
-
-    rgb: np.ndarray
-    scale: float
-    original_size: tuple[int, int]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the preview."""
-        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
-
-    @property
-    def scale_x(self) -> float:
-        return self.rgb.shape[1] / self.original_size[0]
-
-    @property
-    def scale_y(self) -> float:
-        return self.rgb.shape[0] / self.original_size[1]
-
-    def to_preview(self, x: float, y: float) -> tuple[float, float]:
-        """Original pixel (x, y) -> the matching (float) point in preview pixels."""
-        x, y = _finite(x, "x"), _finite(y, "y")
-        return (x + 0.5) * self.scale_x - 0.5, (y + 0.5) * self.scale_y - 0.5
-
-    def to_original(self, x: float, y: float) -> tuple[int, int]:
-        """Preview point (x, y) -> the original pixel (int x, int y) under it, clamped inside the image."""
-        x, y = _finite(x, "x"), _finite(y, "y")
-        w, h = self.original_size
-        # (x + 0.5) / scale is the point in original pixel-edge units; the pixel containing it wins.
-        ox = math.floor((x + 0.5) / self.scale_x)
-        oy = math.floor((y + 0.5) / self.scale_y)
-        return min(max(ox, 0), w - 1), min(max(oy, 0), h - 1)
-
-    def from_display(self, x: float, y: float, display_width: float,
-                     display_height: float | None = None) -> tuple[int, int]:
-        """A click on the preview shown `display_width` (x `display_height`) pixels wide -> original pixel.
-
-        streamlit-image-coordinates reports x, y in displayed pixels together with the displayed
-        width/height; pass them here. When display_height is None the aspect ratio is assumed kept.
-        """
-        dw = _finite(display_width, "display_width")
-        if dw <= 0:
-            raise InvalidOptionError(f"display_width must be positive, got {display_width!r}")
-        rx = dw / self.rgb.shape[1]
-        if display_height is None:
-            ry = rx
-        else:
-            dh = _finite(display_height, "display_height")
-            if dh <= 0:
-                raise InvalidOptionError(f"display_height must be positive, got {display_height!r}")
-            ry = dh / self.rgb.shape[0]
-        x, y = _finite(x, "x"), _finite(y, "y")
-        return self.to_original((x + 0.5) / rx - 0.5, (y + 0.5) / ry - 0.5)
-
-
-def _finite(v: object, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
-        raise InvalidOptionError(f"{what} must be a finite number, got {v!r}")
-    return float(v)
-
-
-def make_preview(rgb: np.ndarray, max_side: int = 1024) -> Preview:
-    """Downscale `rgb` (HxWx3 uint8; HxW and HxWx4 also work) so its long side is at most `max_side`.
-
-    Never upscales: a small image is returned as is (scale 1.0, a read-only view of the same pixels).
-    The preview's long side is exactly `max_side` when it is downscaled; area-averaged resampling.
-    """
-    _check_array(rgb, "rgb", channels=(None, 3, 4))
-    if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1:
-        raise InvalidOptionError(f"max_side must be a positive integer, got {max_side!r}")
-    h, w = rgb.shape[:2]
-    long_side = max(w, h)
-    if long_side <= max_side:
-        return Preview(rgb=_readonly(rgb), scale=1.0, original_size=(w, h))
-    s = max_side / long_side
-    pw = max_side if w >= h else max(1, math.floor(w * s + 0.5))
-    ph = max_side if h > w else max(1, math.floor(h * s + 0.5))
-    import cv2
-    # Area averaging: each preview pixel is the mean of the original area it covers (the same geometry
-    # as the coordinate mapping), anti-aliased, and ~4x faster than Pillow's Lanczos on a 12 MP photo.
-    small = cv2.resize(np.ascontiguousarray(rgb), (pw, ph), interpolation=cv2.INTER_AREA)
-    return Preview(rgb=_readonly(small), scale=max(pw, ph) / long_side, original_size=(w, h))
-
-
-# ----------------------------------------------------------------------------------------- output
-
 def _check_array(arr: object, what: str, channels: tuple[int | None, ...]) -> None:
     """Raise InvalidOptionError unless arr is uint8 HxW (None in channels) or HxWxC with C in channels."""
     ok = isinstance(arr, np.ndarray) and arr.dtype == np.uint8 and arr.size > 0 and (
@@ -564,115 +468,3 @@ def _check_array(arr: object, what: str, channels: tuple[int | None, ...]) -> No
     if not ok:
         shapes = " or ".join("HxW" if c is None else f"HxWx{c}" for c in channels)
         raise InvalidOptionError(f"{what} must be a non-empty uint8 array of shape {shapes}, got {_describe(arr)}")
-
-
-def _to_pil(arr: np.ndarray) -> Image.Image:
-    if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
-        arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
-    _check_array(arr, "image", channels=(None, 3, 4))
-    return Image.fromarray(np.ascontiguousarray(arr))  # uint8 HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
-
-
-_PNG_COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
-
-
-def _png_chunk(tag: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
-
-
-def _png_text_chunk(key: str, value: str) -> bytes:
-    """tEXt when the text is Latin-1, else iTXt (UTF-8), as Pillow's PngInfo.add_text does."""
-    keyword = str(key).encode("latin-1")
-    if not 1 <= len(keyword) <= 79 or b"\0" in keyword:
-        raise InvalidOptionError(f"PNG text key must be 1-79 Latin-1 characters, got {key!r}")
-    value = str(value)
-    try:
-        return _png_chunk(b"tEXt", keyword + b"\0" + value.encode("latin-1"))
-    except UnicodeEncodeError:
-        return _png_chunk(b"iTXt", keyword + b"\0\0\0\0\0" + value.encode("utf-8"))
-
-
-def _deflate(raw: np.ndarray, level: int) -> bytes:
-    """zlib stream of `raw`. ISA-L (the `isal` package) is 4-7x faster than zlib at its fast levels
-    with a slightly smaller output; zlib is the fallback."""
-    try:
-        from isal import isal_zlib
-        return isal_zlib.compress(raw, min(3, max(0, round(level / 3))))  # zlib 0..9 -> ISA-L 0..3
-    except ImportError:  # pragma: no cover - isal is in requirements.txt
-        return zlib.compress(raw, level)
-
-
-def encode_png(arr: np.ndarray, *, text: Mapping[str, str] | None = None, compress_level: int = 3) -> bytes:
-    """PNG bytes of HxW uint8 (mode L, e.g. a mask; bool masks become 0/255), HxWx3 RGB or HxWx4 RGBA.
-
-    Lossless, 8 bits per channel. `text` adds tEXt/iTXt chunks (e.g. {"parameters": "..."}), as read
-    back by Pillow's `im.text`. Written by hand rather than through Pillow because a 12 MP photo took
-    1 s with Pillow/OpenCV at their fastest setting on a 2-core machine: every row uses the PNG "Up"
-    filter (one vectorised subtraction) and the stream is deflated with ISA-L (about 0.15 s).
-    `compress_level` is zlib's 0-9 scale.
-    """
-    if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
-        arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
-    _check_array(arr, "image", channels=(None, 3, 4))
-    if not isinstance(compress_level, numbers.Integral) or not 0 <= compress_level <= 9:
-        raise InvalidOptionError(f"compress_level must be an integer from 0 to 9, got {compress_level!r}")
-    h, w = arr.shape[:2]
-    channels = 1 if arr.ndim == 2 else arr.shape[2]
-    rows = np.ascontiguousarray(arr).reshape(h, w * channels)
-    raw = np.empty((h, w * channels + 1), np.uint8)
-    raw[:, 0] = 2  # filter type "Up": each byte minus the byte above it (mod 256)
-    raw[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOR_TYPE[channels], 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", ihdr)]
-    parts += [_png_text_chunk(k, v) for k, v in (text or {}).items()]
-    parts += [_png_chunk(b"IDAT", _deflate(raw, compress_level)), _png_chunk(b"IEND", b"")]
-    return b"".join(parts)
-
-
-def _check_quality(quality: object) -> int:
-    if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= 100:
-        raise InvalidOptionError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    return int(quality)
-
-
-def encode_jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
-    """JPEG bytes of HxWx3 uint8 RGB (or HxW greyscale). JPEG has no alpha: RGBA raises InvalidOptionError."""
-    if isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 4:
-        raise InvalidOptionError("JPEG cannot store transparency: save RGBA images as PNG")
-    quality = _check_quality(quality)
-    im = _to_pil(rgb)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def encode_webp(arr: np.ndarray, quality: int = 90) -> bytes:
-    """WebP bytes of HxWx3 RGB or HxWx4 RGBA uint8 (lossy at `quality`, alpha kept)."""
-    quality = _check_quality(quality)
-    im = _to_pil(arr)
-    if im.mode == "L":
-        im = im.convert("RGB")
-    buf = io.BytesIO()
-    im.save(buf, "WEBP", quality=quality)
-    return buf.getvalue()
-
-
-def save_image(arr: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write `arr` atomically (temp file + rename) to `path`; the format follows the suffix.
-
-    .png: HxW (L), HxWx3 or HxWx4 (RGBA) · .jpg/.jpeg: HxWx3 or HxW, quality 95 · .webp: HxWx3/HxWx4,
-    quality 90. Other suffixes, and RGBA to JPEG, raise InvalidOptionError. Returns the path.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        data = encode_png(arr)
-    elif suffix in (".jpg", ".jpeg"):
-        data = encode_jpeg(arr, quality=95)
-    elif suffix == ".webp":
-        data = encode_webp(arr)
-    else:
-        raise InvalidOptionError(f"cannot save an image as '{suffix or path.name}': use .png, .jpg or .webp")
-    from core.files import atomic_write_bytes
-    return atomic_write_bytes(path, data)
