@@ -19,17 +19,16 @@ import io
 import json
 import os
 import re
-import struct
 import unicodedata
 import zipfile
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from core.errors import HistoryError
+from core import images
+from core.errors import HistoryError, ImageError
 from core.files import atomic_writer
 
 SLUG_MAX = 40
@@ -37,7 +36,6 @@ MANIFEST_COLUMNS = ("run_id", "output_id", "file", "mask_file", "prompt", "negat
                     "guidance", "strength", "scheduler", "model", "background", "favorite",
                     "created", "width", "height", "source_hash", "status")
 _SAFE_NAME = re.compile(r"^(outputs|masks)/[a-z0-9-]{1,120}\.png$")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -78,17 +76,12 @@ def parameters_text(run, output) -> str:
 
 
 def png_with_text(png: bytes, key: str, text: str) -> bytes:
-    """`png` with a text chunk inserted after IHDR (pixels untouched): tEXt when the text is
-    Latin-1, else iTXt (UTF-8) — what Pillow's PngInfo.add_text does and A1111 readers accept."""
-    if not png.startswith(_PNG_SIGNATURE) or png[12:16] != b"IHDR":
-        raise HistoryError("a stored output is not a PNG file; run a history sweep and try again")
+    """`png` with a `key` text chunk after IHDR (pixels untouched), written by
+    core.images.png_with_text: tEXt when the text is Latin-1, else iTXt (UTF-8)."""
     try:
-        ctype, data = b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1")
-    except UnicodeEncodeError:
-        ctype, data = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
-    chunk = struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
-    ihdr_end = 8 + 8 + 13 + 4   # signature, IHDR length+type, IHDR data, CRC
-    return png[:ihdr_end] + chunk + png[ihdr_end:]
+        return images.png_with_text(png, {key: text})
+    except ImageError as e:
+        raise HistoryError("a stored output is not a PNG file; run a history sweep and try again") from e
 
 
 def _csv_cell(v: Any) -> Any:
