@@ -76,6 +76,8 @@ def png_parallel(rgb: np.ndarray, level: int = 1, chunks: int = 8) -> bytes:
     import struct
     import zlib
     from concurrent.futures import ThreadPoolExecutor
+
+    from core.images import png_chunk
     h, w, c = rgb.shape
     rows = np.empty((h, 1 + w * c), np.uint8)
     flat = rgb.reshape(h, w * c)
@@ -93,11 +95,8 @@ def png_parallel(rgb: np.ndarray, level: int = 1, chunks: int = 8) -> bytes:
     with ThreadPoolExecutor(max(1, min(len(parts), os.cpu_count() or 1))) as pool:
         body = b"".join(pool.map(deflate, range(len(parts))))
     idat = b"\x78\x01" + body + struct.pack(">I", zlib.adler32(raw))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b""))
 
 
 def _median(xs):
