@@ -316,22 +316,20 @@ def cover_fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_background_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (EXIF orientation applied); ImageError (one line) if unreadable."""
-    from PIL import Image, ImageOps
+    """An image file as HxWx3 uint8 RGB, read by core.images.load_image like a photo (format
+    allow-list, pixel cap, EXIF orientation, 16-bit/CMYK/palette/profile conversion); transparent
+    pixels are flattened on white. ImageError (one line) if missing or unreadable."""
+    from core.images import load_image
     p = Path(path).expanduser()
     if not p.is_file():
         raise ImageError(f"background image not found: {p}")
-    try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                flat = Image.new("RGB", im.size, (255, 255, 255))
-                flat.paste(im, mask=im.getchannel("A"))
-                im = flat
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot read background image {p}: {e}") from None
+    loaded = load_image(p, name=f"background image {p.name}")
+    if loaded.alpha is None:
+        return loaded.rgb.copy()
+    # rgb * a + white * (255 - a), divided by 255 and rounded: what Pillow's paste with a mask gives.
+    a = loaded.alpha[:, :, None].astype(np.uint32)
+    flat = (loaded.rgb.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
+    return flat.astype(np.uint8)
 
 
 def background_for(original: np.ndarray, subject_mask: np.ndarray, spec: BackgroundSpec,

@@ -1,6 +1,8 @@
 """compose: paste-back keeps the subject bit-identical; non-generative backgrounds by pixel values."""
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 import pytest
@@ -263,3 +265,67 @@ def test_inputs_are_not_modified(astronaut):
     compose(astronaut, mask, "blur:5", feather=3)
     compose(astronaut, mask, "transparent", feather=3)
     assert np.array_equal(astronaut, before) and np.array_equal(mask, m_before)
+
+
+# ----------------------------------------------------------------------------------------- image: backgrounds
+# A background photo goes through core.images.load_image like the subject photo (it was opened with raw
+# Pillow, skipping the format allow-list, the pixel cap and the 16-bit/palette/profile conversions).
+
+def background_layer(path, size=(40, 30)) -> np.ndarray:
+    """The image: background layer of a compose whose mask has no subject at all."""
+    w, h = size
+    return compose(np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8), f"image:{path}")
+
+
+def background_error(path) -> str:
+    with pytest.raises(ImageError) as info:
+        background_layer(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"could not read background image {path.name}: "), msg
+    return msg
+
+
+def test_image_background_outside_the_allow_list_or_over_the_pixel_cap_is_refused(tmp_path):
+    from core.images import encode_png, png_chunk
+    ppm = tmp_path / "bg.ppm"                      # Pillow reads it; Backdrop's allow-list does not
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(ppm)
+    assert "not an image in a supported format" in background_error(ppm)
+    png = encode_png(np.zeros((1, 1), np.uint8))   # a 1x1 PNG whose header claims 8000x8000 (64 MP)
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png[:8] + png_chunk(b"IHDR", struct.pack(">II", 8000, 8000) + png[24:29]) + png[33:])
+    msg = background_error(huge)
+    assert "too large" in msg and "8000x8000" in msg
+
+
+def test_image_background_16_bit_and_palette_become_rgb_uint8(tmp_path):
+    grey16 = tmp_path / "grey16.png"               # 16-bit greyscale: 257 * v is v in 8 bits
+    levels = (np.arange(30 * 40).reshape(30, 40) % 256).astype(np.uint16)
+    Image.fromarray(levels * 257).save(grey16)
+    assert Image.open(grey16).mode.startswith("I;16")
+    out = background_layer(grey16)
+    assert out.dtype == np.uint8 and out.shape == (30, 40, 3)
+    assert np.array_equal(out, np.repeat(levels.astype(np.uint8)[:, :, None], 3, axis=2))
+
+    cmyk = tmp_path / "cmyk.tif"                   # pure cyan ink
+    Image.new("CMYK", (40, 30), (255, 0, 0, 0)).save(cmyk)
+    assert (background_layer(cmyk) == (0, 255, 255)).all()
+
+    pal = tmp_path / "pal.png"                     # palette with a transparent entry: flattened on white
+    im = Image.new("P", (40, 30), 1)
+    im.putpalette([0, 0, 0, 200, 10, 20] + [0] * 762)
+    im.paste(0, (0, 0, 20, 30))
+    im.save(pal, transparency=0)
+    out = background_layer(pal)
+    assert (out[:, :20] == 255).all() and (out[:, 20:] == (200, 10, 20)).all()
+
+
+def test_image_background_with_alpha_is_flattened_on_white_as_before(tmp_path):
+    v, a = np.meshgrid(np.arange(0, 256, 5), np.arange(0, 256, 5))
+    rgba = np.stack([v, 255 - v, v // 2, a], -1).astype(np.uint8)
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    im = Image.fromarray(rgba, "RGBA")             # the old result: Pillow's paste on white
+    flat = Image.new("RGB", im.size, (255, 255, 255))
+    flat.paste(im, mask=im.getchannel("A"))
+    h, w = rgba.shape[:2]
+    assert np.array_equal(background_layer(path, (w, h)), np.asarray(flat))
