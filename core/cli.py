@@ -16,12 +16,11 @@ from pathlib import Path
 from core import config
 from core.errors import BackdropError, InvalidOptionError
 from core.files import check_output, short, terminal_safe
-from core.inpaint import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MAX_VARIANTS
+from core.spec import Generation, MaskOptions, RunSpec, Subject
 
-SEGMENTERS = ["sam-vit-b", "sam-vit-l", "sam-vit-h", "sam2-tiny", "sam2-small", "grabcut", "tiny"]
 MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
 MAX_ERROR_CHARS = 300       # an error line never grows past this, whatever the user typed
-MAX_EDGE_PX = 10_000        # --grow / --feather: far beyond any photo's needs, far below overflow
+CLI_DEFAULTS = {"feather": 2}   # where the command line's default differs from the spec's
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
@@ -40,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 # ---------------------------------------------------------------- argument value parsers
 def _point(text: str):
-    from core.segment import Click
+    from core.spec import Click
     parts = text.split(",")
     try:
         if len(parts) not in (2, 3):
@@ -84,17 +83,53 @@ def _whole(lo: int, hi: int):
     return parse
 
 
-def _number(lo: float, hi: float):
-    """An argparse type: a finite number from lo to hi."""
-    def parse(text: str) -> float:
-        try:
-            v = float(text) if len(text) <= 40 else float("nan")
-        except ValueError:
-            v = float("nan")
-        if not lo <= v <= hi:       # also false for nan
-            raise argparse.ArgumentTypeError(f"{short(text, 24)!r} is not a number from {lo:g} to {hi:g}")
-        return v
-    return parse
+def _integer(text: str) -> int:
+    """An argparse type: a whole number (its range is the spec's to check)."""
+    t = text.strip()
+    digits = t[1:] if t[:1] in "+-" else t
+    if not digits.isdigit() or len(digits) > 40:
+        raise argparse.ArgumentTypeError(f"{short(text, 24)!r} is not a whole number")
+    return int(t)
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (its range is the spec's to check)."""
+    try:
+        v = float(text) if len(text) <= 40 else float("nan")
+    except ValueError:
+        v = float("nan")
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{short(text, 24)!r} is not a finite number")
+    return v
+
+
+def _spec_options(parser, model, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per field of a spec model, its help from the field's description. Flags default
+    to None, so the spec's own default applies (or CLI_DEFAULTS)."""
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = CLI_DEFAULTS.get(name, field.get_default(call_default_factory=True))
+        help_text = f"{field.description} (default: {default})"
+        kind = field.annotation
+        text = str(kind)
+        if kind is bool or "bool" in text:
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=field.description)
+        elif "int" in text:
+            parser.add_argument(flag, dest=name, type=_integer, metavar="N", help=help_text)
+        elif "float" in text:
+            parser.add_argument(flag, dest=name, type=_finite, metavar="X", help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, metavar="TEXT", help=help_text)
+
+
+def _spec_values(args, model) -> dict:
+    """The spec fields the user set on the command line (plus CLI_DEFAULTS)."""
+    values = {k: v for k, v in CLI_DEFAULTS.items() if k in model.model_fields}
+    values.update({k: getattr(args, k) for k in model.model_fields
+                   if getattr(args, k, None) is not None})
+    return values
 
 
 def _protected() -> list[Path]:
@@ -126,18 +161,23 @@ def _check_outputs(paths, args, *inputs) -> None:
 def cmd_segment(args) -> int:
     from core.images import load_image, save_image
     from core.jobs import JobRequest, subject_mask
-    from core.compose import BackgroundSpec
 
     _require_prompt(args)
+    spec = RunSpec(subject=_subject(args), background="transparent")
     _check_outputs([args.out], args, args.image)
     image = load_image(args.image)
-    request = JobRequest(image=image, background=BackgroundSpec.parse("transparent"),
-                         clicks=tuple(args.point or ()), box=args.box, segmenter=args.segmenter)
+    request = JobRequest(image=image, spec=spec)
     mask = subject_mask(request)
     save_image(mask, args.out)
     print(f"wrote {terminal_safe(args.out)} ({image.width}x{image.height}, "
           f"{int((mask > 0).mean() * 100)}% subject)")
     return 0
+
+
+def _subject(args) -> Subject:
+    given_mask = getattr(args, "mask", None) is not None
+    return Subject(clicks=tuple(args.point or ()), box=args.box, candidate=args.candidate,
+                   segmenter=None if given_mask else args.segmenter)
 
 
 def _require_prompt(args) -> None:
@@ -159,33 +199,20 @@ def _load_mask(path: str, image) -> "object":
 def cmd_replace(args) -> int:
     from tqdm import tqdm
 
-    from core.compose import BackgroundSpec
     from core.images import load_image, save_image
-    from core.inpaint import InpaintRequest
     from core.jobs import JobRequest, run_job
-    from core.masks import MaskOptions
 
     _require_prompt(args)
-    spec = BackgroundSpec.parse(args.background)
+    spec = replace_spec(args)
     out = Path(args.out)
-    if spec.kind == "transparent" and out.suffix.lower() not in (".png", ".webp"):
+    if spec.background.kind == "transparent" and out.suffix.lower() not in (".png", ".webp"):
         raise InvalidOptionError(f"a transparent background needs a .png or .webp output, not {out.suffix or 'no suffix'}")
-    inpaint = None
-    if spec.kind == "sd":
-        if not args.prompt:
-            raise InvalidOptionError("--background sd needs --prompt TEXT describing the new background")
-        inpaint = InpaintRequest(prompt=args.prompt, negative=args.negative or "", steps=args.steps,
-                                 guidance=args.guidance, strength=args.strength, seed=args.seed,
-                                 variants=args.variants, scheduler=args.scheduler)
-    n_out = inpaint.variants if inpaint is not None else 1
+    n_out = spec.generation.variants if spec.generation is not None else 1
     _check_outputs(_output_paths(out, n_out), args, args.image, args.mask,
-                   spec.path if spec.kind == "image" else None)
+                   spec.background.path if spec.background.kind == "image" else None)
     image = load_image(args.image)
-    request = JobRequest(
-        image=image, background=spec, clicks=tuple(args.point or ()), box=args.box,
-        mask=_load_mask(args.mask, image) if args.mask else None, segmenter=args.segmenter,
-        mask_options=MaskOptions(grow=args.grow, feather=args.feather),
-        inpaint=inpaint, model=args.model, source_name=Path(args.image).name)
+    request = JobRequest(image=image, spec=spec, source_name=Path(args.image).name,
+                         mask=_load_mask(args.mask, image) if args.mask else None)
 
     # The bar only draws on a terminal, so piped stderr keeps the one-line `error:` contract.
     bar = tqdm(total=100, unit="%", desc="starting", file=sys.stderr, leave=False,
@@ -211,6 +238,20 @@ def cmd_replace(args) -> int:
         _error(f"the output was written, but the run is not in history: {result.record_error}")
         return 2
     return 0
+
+
+def replace_spec(args) -> RunSpec:
+    """The run spec of `replace`'s arguments (the spec checks every value)."""
+    from core.spec import Background
+
+    background = Background.parse(args.background)
+    generation = None
+    if background.kind == "sd":
+        if not args.prompt:
+            raise InvalidOptionError("--background sd needs --prompt TEXT describing the new background")
+        generation = Generation(**_spec_values(args, Generation))
+    return RunSpec(subject=_subject(args), mask=MaskOptions(**_spec_values(args, MaskOptions)),
+                   background=background, generation=generation)
 
 
 def _output_paths(out: Path, n: int) -> list[Path]:
@@ -279,6 +320,8 @@ def cmd_models_download(args) -> int:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from core import weights
+
     p = _Parser(prog="python -m core", description="Backdrop: replace a photo's background from the command line.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -286,8 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--point", action="append", type=_point, metavar="X,Y[,LABEL]",
                         help="a click in original pixels; LABEL 1 = subject (default), 0 = not subject")
         sp.add_argument("--box", type=_box, metavar="X1,Y1,X2,Y2", help="a box around the subject")
-        sp.add_argument("--segmenter", choices=SEGMENTERS, default=config.default_segmenter(),
+        sp.add_argument("--segmenter", choices=[m.name for m in weights.specs("segment")],
+                        default=config.default_segmenter(),
                         help="segmentation model (default: %(default)s; grabcut needs no weights)")
+        sp.add_argument("--candidate", type=_integer, metavar="N",
+                        help=Subject.model_fields["candidate"].description)
 
     s = sub.add_parser("segment", help="write the subject mask for clicks/box")
     s.add_argument("image")
@@ -306,20 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     subject_args(r)
     r.add_argument("--background", default="sd", metavar="SPEC",
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
-    r.add_argument("--prompt", help="what the new background shows (for sd)")
-    r.add_argument("--negative", help="what to avoid (for sd)")
-    r.add_argument("--seed", type=_whole(0, MAX_SEED))
-    r.add_argument("--steps", type=_whole(1, MAX_STEPS), default=30)
-    r.add_argument("--guidance", type=_number(0, MAX_GUIDANCE), default=7.5)
-    r.add_argument("--strength", type=_number(0, 1), default=1.0)
-    r.add_argument("--variants", type=_whole(1, MAX_VARIANTS), default=1)
-    r.add_argument("--scheduler", default=None)
-    r.add_argument("--model", default=config.default_inpaint_model(),
-                   help="inpainting model: registry name, HF repo id, local diffusers folder, or tiny")
-    r.add_argument("--grow", type=_whole(-MAX_EDGE_PX, MAX_EDGE_PX), default=0,
-                   help="grow (+) or shrink (-) the subject mask by PX")
-    r.add_argument("--feather", type=_whole(0, MAX_EDGE_PX), default=2,
-                   help="soft edge width in PX (default: %(default)s)")
+    _spec_options(r.add_argument_group("generation (background sd)"), Generation)
+    _spec_options(r.add_argument_group("mask"), MaskOptions)
     r.add_argument("--no-history", action="store_true", help="do not record this run")
     r.set_defaults(func=cmd_replace)
 

@@ -30,10 +30,11 @@ from typing import Any, Callable, Optional, Sequence
 from core import images
 from core.errors import HistoryError, ImageError
 from core.files import atomic_writer
+from core.spec import a1111_parameters, flat_keys
 
 SLUG_MAX = 40
-MANIFEST_COLUMNS = ("run_id", "output_id", "file", "mask_file", "prompt", "negative", "seed", "steps",
-                    "guidance", "strength", "scheduler", "model", "background", "favorite",
+# One row per output; the run's parameters are the run spec's flat() keys ("generation.prompt", ...).
+MANIFEST_COLUMNS = ("run_id", "output_id", "file", "mask_file", "seed", *flat_keys(), "favorite",
                     "created", "width", "height", "source_hash", "status")
 _SAFE_NAME = re.compile(r"^(outputs|masks)/[a-z0-9-]{1,120}\.png$")
 
@@ -54,25 +55,8 @@ def slug(text: Optional[str], max_len: int = SLUG_MAX) -> str:
 
 
 def parameters_text(run, output) -> str:
-    """The A1111 "parameters" text: prompt, "Negative prompt: …", then "Key: value, …"."""
-    def clean(s: Optional[str]) -> str:   # no control characters except newlines inside prompts
-        return "".join(ch if ch in "\n\t" or ch >= " " else " " for ch in (s or ""))
-
-    def value(v: Any) -> str:
-        v = clean(str(v)).replace("\n", " ")
-        return json.dumps(v, ensure_ascii=False) if any(c in v for c in ',:"') else v
-
-    lines = [clean(run.prompt)]
-    if run.negative:
-        lines.append(f"Negative prompt: {clean(run.negative)}")
-    seed = output.seed if output.seed is not None else run.seed
-    pairs = [("Steps", run.steps), ("Sampler", run.scheduler or ("default" if run.steps else None)),
-             ("CFG scale", run.guidance), ("Seed", seed),
-             ("Size", f"{output.width}x{output.height}"), ("Model", run.model),
-             ("Denoising strength", run.strength),
-             ("Background", run.background if run.background_kind != "sd" else None)]
-    lines.append(", ".join(f"{k}: {value(v)}" for k, v in pairs if v not in (None, "")))
-    return "\n".join(lines)
+    """The A1111 "parameters" text of one output (core.spec.a1111_parameters)."""
+    return a1111_parameters(run.spec, output.seed, (output.width, output.height))
 
 
 def png_with_text(png: bytes, key: str, text: str) -> bytes:
@@ -85,7 +69,10 @@ def png_with_text(png: bytes, key: str, text: str) -> bytes:
 
 
 def _csv_cell(v: Any) -> Any:
-    """Defuse spreadsheet formulas in text cells (OWASP CSV injection); manifest.json is verbatim."""
+    """Defuse spreadsheet formulas in text cells (OWASP CSV injection); manifest.json is verbatim.
+    Lists (clicks, box) are written as JSON."""
+    if isinstance(v, (list, dict)):
+        v = json.dumps(v, ensure_ascii=False)
     if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + v
     return v
@@ -124,17 +111,14 @@ def export_runs(out: str | os.PathLike, run_ids: Optional[Sequence[int]] = None,
             mask_name = f"masks/run-{run.id:06d}-mask.png"
             entries.append((mask_name, partial(_read, run.mask.path), run.created))
             masks += 1
-        words = slug(run.prompt) or slug(run.background_kind) or "image"
+        words = slug(run.prompt) or slug(run.spec.background.kind) or "image"
         for o in outputs:
             name = f"outputs/run-{run.id:06d}-out-{o.id:06d}-{words}.png"
             entries.append((name, partial(_tagged_png, o.path, parameters_text(run, o)),
                             run.created))
             rows.append({
                 "run_id": run.id, "output_id": o.id, "file": name, "mask_file": mask_name,
-                "prompt": run.prompt or "", "negative": run.negative or "",
-                "seed": o.seed if o.seed is not None else run.seed, "steps": run.steps,
-                "guidance": run.guidance, "strength": run.strength, "scheduler": run.scheduler,
-                "model": run.model, "background": run.background, "favorite": o.favorite,
+                "seed": o.seed, **run.spec.flat(), "favorite": o.favorite,
                 "created": run.created.isoformat(), "width": o.width, "height": o.height,
                 "source_hash": run.source.hash, "status": run.status})
     if not rows:
@@ -152,7 +136,7 @@ def export_runs(out: str | os.PathLike, run_ids: Optional[Sequence[int]] = None,
     writer = csv.DictWriter(csv_buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        writer.writerow({k: _csv_cell(row.get(k)) for k in MANIFEST_COLUMNS})
 
     try:
         _write_zip(out, entries, manifest, csv_buf.getvalue())

@@ -10,36 +10,31 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
-from core import config
-from core.compose import BackgroundSpec, compose
+from core import devices
+from core.compose import compose
 from core.errors import BackdropError, CancelledError, HistoryError, InvalidOptionError
 from core.images import LoadedImage
-from core.inpaint import InpaintRequest
-from core.masks import MaskOptions, refine
-from core.segment import Click, SegmentRequest
+from core.masks import refine
+from core.segment import SegmentRequest
+from core.spec import RunSpec
 
 Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """Everything one run needs. Coordinates are in pixels of the original image (x, y)."""
+    """One run: the photo, its RunSpec (core/spec.py: subject, mask options, background,
+    generation), and a ready-made subject mask when there is one (then spec.subject.segmenter is
+    None and nothing is segmented)."""
 
     image: LoadedImage
-    background: BackgroundSpec
-    clicks: tuple[Click, ...] = ()
-    box: Optional[tuple[float, float, float, float]] = None
+    spec: RunSpec
     mask: Optional[np.ndarray] = None      # full-size HxW uint8, 255 = subject; skips segmentation
-    candidate: Optional[int] = None        # multimask candidate chosen in the UI (None = best score)
-    segmenter: str = field(default_factory=config.default_segmenter)
-    mask_options: MaskOptions = MaskOptions()
-    inpaint: Optional[InpaintRequest] = None  # required when background.kind == "sd"
-    model: str = field(default_factory=config.default_inpaint_model)
     source_name: str = ""                  # display only, never used as a path
 
 
@@ -54,14 +49,15 @@ class JobResult:
 
 
 def _check(request: JobRequest) -> None:
-    if request.mask is None and not request.clicks and request.box is None:
+    subject = request.spec.subject
+    if request.mask is None and not subject.clicks and subject.box is None:
         raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
+    if request.mask is None and not subject.segmenter:
+        raise InvalidOptionError("no segmenter chosen for the clicks")
     if request.mask is not None and request.mask.shape != (request.image.height, request.image.width):
         raise InvalidOptionError(
             f"mask is {request.mask.shape[1]}x{request.mask.shape[0]} but the photo is "
             f"{request.image.width}x{request.image.height}; they must be the same size")
-    if request.background.kind == "sd" and request.inpaint is None:
-        raise InvalidOptionError("a Stable Diffusion background needs a prompt")
 
 
 def subject_mask(request: JobRequest) -> np.ndarray:
@@ -70,10 +66,10 @@ def subject_mask(request: JobRequest) -> np.ndarray:
         return np.where(request.mask > 127, 255, 0).astype(np.uint8)
     from core.segment import get_segmenter
 
-    segmenter = get_segmenter(request.segmenter)
-    result = segmenter.segment(request.image.rgb,
-                               SegmentRequest(clicks=tuple(request.clicks), box=request.box))
-    index = result.best if request.candidate is None else request.candidate
+    subject = request.spec.subject
+    segmenter = get_segmenter(subject.segmenter)
+    result = segmenter.segment(request.image.rgb, SegmentRequest(clicks=subject.clicks, box=subject.box))
+    index = result.best if subject.candidate is None else subject.candidate
     if not 0 <= index < len(result.masks):
         raise InvalidOptionError(f"mask candidate {index} does not exist (there are {len(result.masks)})")
     return np.where(result.masks[index], 255, 0).astype(np.uint8)
@@ -96,14 +92,15 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         from core.history import open_store
         try:
             store = open_store(sweep=True)
-            run_id = store.start_run(**_run_fields(request))
+            run_id = store.start_run(source=request.image, spec=request.spec,
+                                     source_name=request.source_name)
         except HistoryError as e:
             store, record_error = None, str(e)
     timings: dict[str, float] = {}
     try:
         t = time.perf_counter()
         report("mask", 0.0)
-        mask = refine(subject_mask(request), request.mask_options)
+        mask = refine(subject_mask(request), request.spec.mask)
         timings["mask"] = time.perf_counter() - t
         if cancel is not None and cancel.is_set():
             raise CancelledError("cancelled before the background was made")
@@ -124,12 +121,12 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         t = time.perf_counter()
         try:
             store.finish_run(run_id, mask=mask, outputs=list(zip(outputs, seeds)), timings=timings,
-                             device=_device())
+                             device=devices.pick())
         except HistoryError as e:
             record_error = str(e)
             try:
                 store.fail_run(run_id, f"the outputs could not be saved in history: {e}",
-                               timings=timings, device=_device())
+                               timings=timings, device=devices.pick())
                 record_error += f" (history run {run_id} is marked failed)"
             except HistoryError:
                 pass   # the row stays "running" until a later open marks its process stopped
@@ -140,12 +137,13 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
 
 def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
                  cancel: Optional[threading.Event], timings: dict[str, float]):
-    feather = request.mask_options.feather
+    spec = request.spec
+    feather = spec.mask.feather
     rgb = request.image.rgb
-    if request.background.kind != "sd":
+    if spec.generation is None:
         t = time.perf_counter()
         report("compose", 0.5)
-        out = compose(rgb, mask, request.background, feather=feather)
+        out = compose(rgb, mask, spec.background, feather=feather)
         timings["compose"] = time.perf_counter() - t
         return [out], [None]
 
@@ -153,7 +151,7 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
 
     t = time.perf_counter()
     report("load model", 0.0)
-    inpainter = get_inpainter(request.model)
+    inpainter = get_inpainter(spec.generation.model)
     timings["load"] = time.perf_counter() - t
 
     def step(i: int, total: int) -> None:
@@ -161,43 +159,11 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
 
     region = 255 - mask  # repaint everything that is not the subject
     # adds "resize", "diffusion" and "upscale" to timings
-    variants = inpainter.inpaint(rgb, region, request.inpaint, progress=step, cancel=cancel,
+    variants = inpainter.inpaint(rgb, region, spec.generation, progress=step, cancel=cancel,
                                  timings=timings)
     t = time.perf_counter()
     report("compose", 0.95)
-    outputs = [compose(rgb, mask, request.background, feather=feather, generated=v.image)
+    outputs = [compose(rgb, mask, spec.background, feather=feather, generated=v.image)
                for v in variants]
     timings["compose"] = time.perf_counter() - t
     return outputs, [v.seed for v in variants]
-
-
-def _device() -> str:
-    try:
-        import torch
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a requirement
-        return "cpu"
-
-
-def _run_fields(request: JobRequest) -> dict:
-    """What the history store records about the request (before any result exists)."""
-    inp = request.inpaint
-    sd = request.background.kind == "sd"
-    return dict(
-        source=request.image,
-        source_name=request.source_name,
-        segmenter=None if request.mask is not None else request.segmenter,
-        clicks=[(c.x, c.y, c.label) for c in request.clicks],
-        box=list(request.box) if request.box else None,
-        mask_options=vars(request.mask_options).copy() | {"candidate": request.candidate},
-        background=str(request.background),
-        prompt=inp.prompt if sd and inp else None,
-        negative=inp.negative if sd and inp else None,
-        seed=inp.seed if sd and inp else None,
-        steps=inp.steps if sd and inp else None,
-        guidance=inp.guidance if sd and inp else None,
-        strength=inp.strength if sd and inp else None,
-        scheduler=inp.scheduler if sd and inp else None,
-        variants=inp.variants if sd and inp else 1,
-        model=request.model if sd else None,
-    )

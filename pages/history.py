@@ -2,6 +2,8 @@
 and "edit from here" back into the Editor."""
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 from core.errors import BackdropError
@@ -9,6 +11,7 @@ from ui import history as uh
 from ui import resources
 from ui.widgets import escape_md, guarded, one_line, show_notice
 
+log = logging.getLogger(__name__)
 state = st.session_state
 
 st.title("History")
@@ -30,8 +33,10 @@ def _action(what: str, fn, *args) -> bool:
         fn(*args)
         return True
     except BackdropError as e:
+        log.info("%s: %s", what, e)
         st.error(escape_md(one_line(e, what)))
     except Exception as e:
+        log.exception("unexpected error while %s", what)
         st.error(escape_md(one_line(e, what)))
     return False
 
@@ -42,6 +47,7 @@ def _set_favourite(output_ids: list[int], key: str) -> None:
         for oid in output_ids:
             store.set_favorite(oid, bool(state[key]))
     except Exception as e:
+        log.warning("saving the favourite failed", exc_info=not isinstance(e, BackdropError))
         state["notice"] = ("error", one_line(e, "saving the favourite"))
 
 
@@ -84,14 +90,14 @@ def run_details(run_id: int) -> None:
         st.markdown("**What made it**")
         st.text(f"Source file: {run.source_name or '—'} ({run.source.width}×{run.source.height})")
         st.text(f"Background: {uh.run_title(run)}")
-        params = {uh.PARAM_LABELS.get(k, k): uh._cell(v) for k, v in run.params().items()}
-        params["Timings (s)"] = uh._cell({k: round(v, 2) for k, v in (run.timings or {}).items()})
+        params = uh.params_table(run)
         p_col, c_col = st.columns([3, 1])
         # st.dataframe, not st.table: st.table renders Markdown in cells, and prompts are user text
         p_col.dataframe(uh.params_frame(params), width="stretch", height=len(params) * 35 + 40)
-        if run.clicks:
-            c_col.dataframe(uh.clicks_frame(run.clicks), width="stretch",
-                            height=min(len(run.clicks) * 35 + 40, len(params) * 35 + 40))
+        clicks = run.spec.subject.clicks
+        if clicks:
+            c_col.dataframe(uh.clicks_frame(clicks), width="stretch",
+                            height=min(len(clicks) * 35 + 40, len(params) * 35 + 40))
         a1, a2, a3 = st.columns(3)
         if a1.button("Edit from here", icon=":material/edit:", key="detail-edit", type="primary", width="stretch",
                      help="Open this photo with these clicks and settings in the Editor."):
@@ -201,7 +207,7 @@ for start in range(0, len(runs), PER_ROW):
             if path is not None:
                 st.image(str(path), width="stretch")
             st.text(uh.run_title(run)[:120])
-            meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.model or run.segmenter or ''}"
+            meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
             if run.status != "succeeded":
                 meta += f" · {run.status}"
             st.caption(escape_md(meta))

@@ -4,25 +4,45 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 from collections.abc import MutableMapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from core.errors import HistoryError
+from core.errors import BackdropError, HistoryError
 from ui import state as S
+
+log = logging.getLogger(__name__)
 
 ALL = "All"
 KIND_LABELS = {"sd": "AI scene", "color": "Colour", "blur": "Blur", "image": "Image",
                "transparent": "Transparent"}
+# Row labels of the parameter tables; a spec key not listed here ("mask.min_area") is labelled
+# from its name ("Mask · min area"), so a new spec field shows up without an edit here.
 PARAM_LABELS = {
-    "source": "Source photo (hash)", "segmenter": "Segmentation model", "clicks": "Clicks (x, y, label)",
-    "box": "Box", "mask_options": "Mask options", "background": "Background", "prompt": "Prompt",
-    "negative": "Negative prompt", "seed": "Seed", "steps": "Steps", "guidance": "Guidance",
-    "strength": "Strength", "scheduler": "Scheduler", "model": "Inpainting model",
-    "variants": "Variants", "device": "Device", "status": "Status", "output_seeds": "Output seeds",
+    "source": "Source photo (hash)", "subject.segmenter": "Segmentation model",
+    "subject.clicks": "Clicks", "subject.box": "Box", "subject.candidate": "Mask candidate",
+    "background": "Background", "generation.prompt": "Prompt",
+    "generation.negative": "Negative prompt", "generation.model": "Inpainting model",
+    "device": "Device", "status": "Status", "output_seeds": "Output seeds",
 }
+
+
+def param_label(key: str) -> str:
+    if key in PARAM_LABELS:
+        return PARAM_LABELS[key]
+    part, _, name = key.rpartition(".")
+    name = name.replace("_", " ")
+    return f"{part.capitalize()} · {name}" if part == "mask" else name.capitalize()
+
+
+def params_table(run) -> dict[str, str]:
+    """{label: text} of everything that made the run, for the detail view."""
+    params = {param_label(k): _cell(v) for k, v in run.params().items()}
+    params["Timings (s)"] = _cell({k: round(v, 2) for k, v in (run.timings or {}).items()})
+    return params
 
 
 def query(state: MutableMapping):
@@ -64,18 +84,19 @@ def local_time(dt: Optional[datetime], tz_name: Optional[str] = None) -> str:
         try:
             from zoneinfo import ZoneInfo
             return dt.astimezone(ZoneInfo(tz_name)).strftime("%Y-%m-%d %H:%M")
-        except Exception:
-            pass
+        except (KeyError, ValueError) as e:    # unknown zone name from the browser
+            log.debug("time zone %r not usable: %s", tz_name, e)
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run_title(run) -> str:
     """One line describing what the run made (plain text: callers show it with st.text/caption)."""
-    if run.background_kind == "sd":
+    bg = run.spec.background
+    if bg.kind == "sd":
         return run.prompt or "(no prompt)"
-    kind = KIND_LABELS.get(run.background_kind, run.background_kind)
-    detail = run.background.partition(":")[2]
-    if run.background_kind == "image":
+    kind = KIND_LABELS.get(bg.kind, bg.kind)
+    detail = str(bg).partition(":")[2]
+    if bg.kind == "image":
         detail = Path(detail).name
     return f"{kind} {detail}".strip()
 
@@ -108,9 +129,10 @@ def params_frame(params: dict[str, str]):
 
 
 def clicks_frame(clicks):
+    """A table of a spec's clicks (x, y rounded; add/remove)."""
     import pandas as pd
-    return pd.DataFrame([{"x": round(x), "y": round(y), "click": "add" if label == 1 else "remove"}
-                         for x, y, label in clicks], index=pd.RangeIndex(1, len(clicks) + 1, name="#"))
+    return pd.DataFrame([{"x": round(c.x), "y": round(c.y), "click": "add" if c.label == 1 else "remove"}
+                         for c in clicks], index=pd.RangeIndex(1, len(clicks) + 1, name="#"))
 
 
 def mask_preview(path: Path, side: int = 512) -> bytes:
@@ -128,9 +150,9 @@ def comparison_table(store, ids: Sequence[int]):
     import pandas as pd
 
     cmp = store.compare(list(ids))
-    rows = {PARAM_LABELS.get(k, k): [_cell(v) for v in vals] for k, vals in cmp.params.items()}
+    rows = {param_label(k): [_cell(v) for v in vals] for k, vals in cmp.params.items()}
     df = pd.DataFrame.from_dict(rows, orient="index", columns=[f"Run #{i}" for i in cmp.ids])
-    differing = [PARAM_LABELS.get(k, k) for k in cmp.differing]
+    differing = [param_label(k) for k in cmp.differing]
     return df, differing
 
 
@@ -147,15 +169,11 @@ def styled_comparison(df, differing: Sequence[str]):
 
 def export_bytes(store, run_ids: Optional[Sequence[int]] = None, *, favorites: bool = False) -> bytes:
     """A zip (outputs as PNG with parameters, masks, manifest.json/.csv) of the chosen runs."""
-    import core.export as export
+    from core.export import export_runs
 
     with tempfile.TemporaryDirectory(prefix="backdrop-export-") as tmp:
         out = Path(tmp) / "backdrop-export.zip"
-        ids = list(run_ids) if run_ids else None
-        if hasattr(export, "export_runs"):
-            export.export_runs(out, ids, favorites=favorites, store=store)
-        else:
-            export.export_zip(store, out, run_ids=ids, favorites=favorites)
+        export_runs(out, list(run_ids) if run_ids else None, favorites=favorites, store=store)
         return out.read_bytes()
 
 
@@ -169,45 +187,16 @@ def load_into_editor(state: MutableMapping, run) -> None:
     image = load_image(run.source.path)
     ed.load_photo(state, image, run.source_name or f"run-{run.id}.png")
     state["upload_id"] = state.get("upload_id")   # keep: the uploader's file stays "seen"
-    prompts = [{"kind": "point", "x": float(x), "y": float(y), "label": int(label)}
-               for x, y, label in run.clicks]
-    if run.box:
-        prompts.append({"kind": "box", "box": tuple(float(v) for v in run.box)})
-    state["prompts"] = prompts
-    opts = run.mask_options or {}
-    state["candidate"] = opts.get("candidate")
-    state["grow"] = int(opts.get("grow") or 0)
-    state["feather"] = int(opts.get("feather") or 0)
-    state["invert"] = bool(opts.get("invert") or False)
-    if run.segmenter:
-        state["segmenter"] = run.segmenter
-    kind, _, detail = run.background.partition(":")
-    if kind == "sd":
-        state["bg_kind"] = S.BG_SD
-        state["prompt"] = run.prompt or ""
-        state["negative"] = run.negative or ""
-        state["seed"] = int(run.seed) if run.seed is not None else -1
-        if run.steps:
-            state["steps"] = int(run.steps)
-        if run.guidance:
-            state["guidance"] = float(run.guidance)
-        state["variants"] = max(1, min(4, int(run.variants or 1)))
-        if run.model:
-            state["inpaint_model"] = run.model
-    elif kind == "color":
-        state["bg_kind"] = S.BG_COLOR
-        state["bg_color"] = detail if detail.startswith("#") else f"#{detail}"
-    elif kind == "blur":
-        state["bg_kind"] = S.BG_BLUR
-        state["blur_radius"] = int(float(detail or 25))
-    elif kind == "image":
-        state["bg_kind"] = S.BG_IMAGE
-        if detail and Path(detail).exists():
-            from core.images import load_image as _load
-            from ui.widgets import display_image
-            state["bg_image_path"] = detail
-            state["bg_image"] = display_image(_load(detail).rgb, 320)
-    else:
-        state["bg_kind"] = S.BG_TRANSPARENT
+    S.spec_to_state(state, run.spec)
+    bg = run.spec.background
+    if bg.kind == "image" and bg.path and Path(bg.path).is_file():
+        from ui.widgets import display_image
+        try:
+            state["bg_image"] = display_image(load_image(bg.path).rgb, 320)
+        except BackdropError as e:   # the run loads; the page asks for a new background photo
+            log.info("background photo of run %s not usable: %s", run.id, e)
+            state["bg_image_path"] = None
+    elif bg.kind == "image":
+        state["bg_image_path"] = None
     state["notice"] = ("success", f"Loaded run #{run.id}: the photo, its clicks and settings are back. "
                        "Change anything, then Generate.")

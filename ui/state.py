@@ -8,9 +8,10 @@ truth. Widgets whose value must survive a visit to another page are created with
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Optional
 
 from core import config
+from core.spec import Background, Generation, MaskOptions, RunSpec, Subject
 
 ADD = "Add (include)"
 REMOVE = "Remove (exclude)"
@@ -23,20 +24,116 @@ BG_IMAGE = "Image"
 BG_TRANSPARENT = "Transparent"
 BG_KINDS = (BG_SD, BG_COLOR, BG_BLUR, BG_IMAGE, BG_TRANSPARENT)
 
+# ---------------------------------------------------------------- session state <-> run spec
+# The widget of a mask or generation parameter has the field's own name as its key ("steps",
+# "grow"), so a new field of core.spec.MaskOptions / Generation needs only its widget: its state
+# default comes from the spec (or UI_DEFAULTS), spec_from_state and spec_to_state find it by name.
+SPEC_PARTS = {"mask": MaskOptions, "generation": Generation}
+STATE_KEYS = {"generation.model": "inpaint_model"}    # where the widget key is not the field name
+UI_DEFAULTS: dict[str, Any] = {                       # where the editor starts elsewhere than the spec
+    "prompt": "", "negative": "blurry, low quality, distorted", "steps": 25, "seed": -1,
+}
+UI_LIMITS = {"variants": (1, 4)}                      # the editor's widget range, when narrower
+BG_KIND_LABELS = {"sd": BG_SD, "color": BG_COLOR, "blur": BG_BLUR, "image": BG_IMAGE,
+                  "transparent": BG_TRANSPARENT}
+
+
+def _key(part: str, name: str) -> str:
+    return STATE_KEYS.get(f"{part}.{name}", name)
+
+
+def _to_state(name: str, value: Any) -> Any:
+    if name == "seed":                       # the seed widget shows -1 for "random"
+        return -1 if value is None else int(value)
+    if name in UI_LIMITS:
+        lo, hi = UI_LIMITS[name]
+        return max(lo, min(hi, value))
+    return value
+
+
+def _from_state(name: str, value: Any) -> Any:
+    if name == "seed":
+        return None if value is None or int(value) < 0 else int(value)
+    if isinstance(value, str) and name in ("prompt", "negative"):
+        return value.strip()
+    return value
+
+
+def spec_defaults() -> dict[str, Any]:
+    """State keys and starting values of the spec-backed widgets (model names come from config)."""
+    out: dict[str, Any] = {}
+    for part, model in SPEC_PARTS.items():
+        for name, field in model.model_fields.items():
+            default = UI_DEFAULTS.get(name) if name in UI_DEFAULTS else \
+                field.get_default(call_default_factory=True)
+            out[_key(part, name)] = _to_state(name, default)
+    return out
+
+
+def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> RunSpec:
+    """The RunSpec of the editor's widgets and clicks (InvalidOptionError, one line, if a value is
+    bad or something is missing). `segmenter`: the model that will segment (the app may fall back
+    to GrabCut), default the chosen one."""
+    from core.errors import InvalidOptionError
+
+    prompts = state.get("prompts") or []
+    boxes = [p["box"] for p in prompts if p["kind"] == "box"]
+    subject = Subject(clicks=tuple((p["x"], p["y"], p["label"]) for p in prompts if p["kind"] == "point"),
+                      box=tuple(boxes[-1]) if boxes else None, candidate=state.get("candidate"),
+                      segmenter=segmenter or state.get("segmenter"))
+    values = {part: {name: _from_state(name, state[_key(part, name)])
+                     for name in model.model_fields if _key(part, name) in state}
+              for part, model in SPEC_PARTS.items()}
+    kind = {label: k for k, label in BG_KIND_LABELS.items()}.get(state.get("bg_kind"), "sd")
+    if kind == "image" and not state.get("bg_image_path"):
+        raise InvalidOptionError("upload a background photo first (Background → Image)")
+    background = Background.parse({"sd": "sd", "transparent": "transparent",
+                                   "color": f"color:{state.get('bg_color', '#FFFFFF')}",
+                                   "blur": f"blur:{state.get('blur_radius', 25)}",
+                                   "image": f"image:{state.get('bg_image_path')}"}[kind])
+    generation = None
+    if kind == "sd":
+        if not values["generation"].get("prompt"):
+            raise InvalidOptionError("describe the new background in the prompt (e.g. 'a sunny beach')")
+        generation = Generation(**values["generation"])
+    return RunSpec(subject=subject, mask=MaskOptions(**values["mask"]), background=background,
+                   generation=generation)
+
+
+def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
+    """Set the editor's clicks and widgets from a spec ("edit from here", re-run). Generation
+    widgets keep their values when the spec has no generation (a colour run)."""
+    sub = spec.subject
+    prompts: list[dict[str, Any]] = [{"kind": "point", "x": c.x, "y": c.y, "label": c.label}
+                                     for c in sub.clicks]
+    if sub.box is not None:
+        prompts.append({"kind": "box", "box": tuple(sub.box)})
+    state["prompts"] = prompts
+    state["candidate"] = sub.candidate
+    if sub.segmenter:
+        state["segmenter"] = sub.segmenter
+    for part, model in SPEC_PARTS.items():
+        values = getattr(spec, part)
+        if values is None:
+            continue
+        for name in model.model_fields:
+            state[_key(part, name)] = _to_state(name, getattr(values, name))
+    bg = spec.background
+    state["bg_kind"] = BG_KIND_LABELS[bg.kind]
+    if bg.kind == "color":
+        state["bg_color"] = "#%02X%02X%02X" % tuple(bg.color)
+    elif bg.kind == "blur":
+        state["blur_radius"] = int(round(bg.radius))
+    elif bg.kind == "image":
+        state["bg_image_path"] = bg.path
+
+
 # Widget-backed keys whose value must survive page switches (not buttons / uploaders).
 WIDGET_DEFAULTS: dict[str, Any] = {
     "click_mode": ADD,
     "box_mode": False,
-    "grow": 0,
-    "feather": 0,
-    "invert": False,
+    **{k: v for k, v in spec_defaults().items() if k != "inpaint_model"},
     "bg_kind": BG_SD,
-    "prompt": "",
-    "negative": "blurry, low quality, distorted",
-    "seed": -1,
-    "steps": 25,
-    "guidance": 7.5,
-    "variants": 1,
     "bg_color": "#FFFFFF",
     "blur_radius": 25,
     "hist_search": "",

@@ -20,18 +20,16 @@ API (all records are frozen dataclasses; paths in records are absolute):
         sweep=True (writers: jobs, the app server) also sweeps files. Read-only use never deletes.
 
     HistoryStore
-      start_run(*, source, source_name="", segmenter=None, clicks=(), box=None, mask_options=None,
-                background="", prompt=None, negative=None, seed=None, steps=None, guidance=None,
-                strength=None, scheduler=None, model=None, variants=1, device=None,
-                created=None) -> int                                   # status "running"
+      start_run(*, source, spec, source_name="", device=None, created=None) -> int  # "running"
           source: HxWx3 uint8 array | object with .rgb/.hash (LoadedImage) | hash of a stored source
-          clicks: (x, y, label) tuples or Click objects; mask_options: dict or MaskOptions
+          spec: core.spec.RunSpec (or its JSON): every parameter, stored as JSON with its version;
+                background_kind, model and search_text are indexed columns derived from it
       finish_run(run_id, *, mask=None, outputs=(), timings=None, device=None, duration=None,
                  status="succeeded") -> None
           mask: HxW uint8 (255 = subject); outputs: arrays (HxWx3 or HxWx4 uint8) or (array, seed)
       fail_run(run_id, error, *, status="failed"|"cancelled", timings=None, device=None, mask=None)
       record_run(*, source, mask=None, outputs=(), timings=None, status="succeeded", error=None,
-                 duration=None, created=None, **same params as start_run) -> int   # one transaction
+                 duration=None, created=None, spec, source_name="", device=None) -> int  # one tx
       get_run(run_id) -> RunRecord              get_runs(ids) -> list[RunRecord]
       list_runs(query: RunQuery | None = None, *, limit=48, cursor=None, offset=0) -> Page
           newest first; Page.runs (also iterable), Page.next_cursor (opaque str, None at the end)
@@ -51,12 +49,15 @@ API (all records are frozen dataclasses; paths in records are absolute):
     RunQuery(text="", favorites=False, model=None, background_kind=None, status=None,
              since=None, until=None, source_hash=None)
     RunRecord: id, created (aware UTC), finished, status, source: SourceRecord, source_name,
-        segmenter, clicks, box, mask_options, background, background_kind, prompt, negative, seed,
-        steps, guidance, strength, scheduler, model, variants, timings, device, error, duration,
-        mask: MaskRecord | None, outputs: tuple[OutputRecord, ...]
-        .favorite (any output is), .params() (what compare uses), .summary() (short JSON row for
+        spec: RunSpec, timings, device, error, duration, mask: MaskRecord | None,
+        outputs: tuple[OutputRecord, ...]
+        .favorite (any output is), .prompt (None unless painted), .params() (spec.flat() + source,
+        device, status, output seeds: what compare uses), .summary() (short JSON row for
         `history list --json`), .to_dict() (everything, JSON-ready)
     OutputRecord: id, run_id, index, seed, favorite, hash, width, height, path, thumb_path
+
+Files: store.py (opening, identity, sessions), writes.py, queries.py, sweep.py, records.py (the
+records below), models.py (ORM), blobs.py (image files and claims), db.py (engines, migrations).
 
 Export: core.export.export_runs(out_zip, run_ids=None, *, favorites=False, store=None)
     -> ExportResult(path, runs, outputs, masks); export_zip(store, out, *, run_ids=None,
@@ -66,9 +67,10 @@ Example (what core.jobs does)::
 
     from core.history import open_store
     store = open_store()
-    run_id = store.start_run(source=loaded_image, clicks=[(120, 80, 1)], background="sd",
-                             prompt="a beach at sunset", seed=123, steps=30, guidance=7.5,
-                             model="sd15-inpainting", mask_options={"grow": 4})
+    spec = RunSpec(subject=Subject(clicks=[Click(120, 80)], segmenter="sam-vit-b"),
+                   mask=MaskOptions(grow=4), background="sd",
+                   generation=Generation(prompt="a beach at sunset", seed=123, model="sd15-inpainting"))
+    run_id = store.start_run(source=loaded_image, spec=spec)
     try:
         ...  # segment, inpaint, compose
         store.finish_run(run_id, mask=mask, outputs=[(out, 123)], timings={"diffusion": 9.1},
@@ -82,8 +84,9 @@ core.errors.InvalidOptionError. Text is stored as given except NUL characters, w
 """
 from __future__ import annotations
 
-from core.history.store import (Comparison, HistoryStore, MaskRecord, OutputRecord, Page, RunQuery,
-                                RunRecord, SourceRecord, SweepReport, open_store)
+from core.history.records import (Comparison, MaskRecord, OutputRecord, Page, RunQuery, RunRecord,
+                                  SourceRecord, SweepReport)
+from core.history.store import HistoryStore, open_store
 
 __all__ = ["open_store", "HistoryStore", "RunQuery", "RunRecord", "OutputRecord", "SourceRecord",
            "MaskRecord", "Page", "Comparison", "SweepReport"]

@@ -48,7 +48,7 @@ class Mask(Base):
 
 
 class Run(Base):
-    """One background replacement with every parameter that produced it."""
+    """One background replacement: its run spec, status, timings, mask and outputs."""
 
     __tablename__ = "runs"
 
@@ -59,21 +59,11 @@ class Run(Base):
     owner: Mapped[str] = mapped_column(String(160), default="")       # "host:pid" while running
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id", ondelete="RESTRICT"), index=True)
     source_name: Mapped[str] = mapped_column(Text, default="")        # display only
-    segmenter: Mapped[Optional[str]] = mapped_column(String(64))
-    clicks: Mapped[list[Any]]                                         # [[x, y, label], ...]
-    box: Mapped[Optional[list[Any]]]                                  # [x1, y1, x2, y2]
-    mask_options: Mapped[dict[str, Any]]
-    background: Mapped[str] = mapped_column(Text)                     # str(BackgroundSpec)
+    # revision 0004: every parameter of the run, as core.spec.RunSpec.to_json() (with "version")
+    spec: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    # indexed columns derived from the spec (RunSpec.index_columns) for search and filters
     background_kind: Mapped[str] = mapped_column(String(16), index=True)
-    prompt: Mapped[Optional[str]] = mapped_column(Text)
-    negative: Mapped[Optional[str]] = mapped_column(Text)
-    seed: Mapped[Optional[int]] = mapped_column(BigInteger)
-    steps: Mapped[Optional[int]] = mapped_column(Integer)
-    guidance: Mapped[Optional[float]] = mapped_column(Float)
-    strength: Mapped[Optional[float]] = mapped_column(Float)
-    scheduler: Mapped[Optional[str]] = mapped_column(String(64))
     model: Mapped[Optional[str]] = mapped_column(Text, index=True)
-    variants: Mapped[int] = mapped_column(Integer, default=1)
     timings: Mapped[dict[str, Any]]                                   # stage -> seconds
     device: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)

@@ -1,0 +1,90 @@
+"""Crash recovery: runs left "running" by a dead process, files no row uses any more.
+
+A mixin of HistoryStore (core/history/store.py). Deletes only images this database claims and no
+other database claims (core/history/blobs.py), and only claims older than the grace period."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from typing import Optional
+
+from sqlalchemy import select, update
+
+from core.files import HOST, is_stale_temp, pid_alive
+from core.history.blobs import digest_of, image_rel, thumb_rel
+from core.history.models import Mask, Output, Run, Source
+from core.history.records import SweepReport, now_utc
+from core.history.writes import referenced
+
+SWEEP_GRACE_S = 3600.0           # claims/temp files used more recently are never swept
+STALE_RUNNING_S = 24 * 3600.0    # a "running" run this old is given up on even if its pid lives
+INTERRUPTED = "process stopped: the process recording this run ended before it finished"
+
+
+def _owner_gone(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False          # another machine (or unknown): only the age limit applies
+    return not pid_alive(int(pid))
+
+
+
+class Sweep:
+    # -- sweeping ------------------------------------------------------------------------------
+    def sweep(self, grace_s: Optional[float] = None,
+              stale_after_s: float = STALE_RUNNING_S) -> SweepReport:
+        """Crash recovery: recover_runs(), then delete the image files this database claims but no
+        row of it uses any more (a run whose process died between writing files and committing),
+        and our own temp files left by dead writers. Only claims not used for `grace_s` (default
+        SWEEP_GRACE_S; env BACKDROP_SWEEP_GRACE_S) are considered, so a run in flight in another
+        process keeps its files; an image another database claims, or nobody claims, is never
+        deleted (see core/history/blobs.py)."""
+        if grace_s is None:
+            grace_s = float(os.environ.get("BACKDROP_SWEEP_GRACE_S", SWEEP_GRACE_S))
+        interrupted = self.recover_runs(stale_after_s)
+        cutoff = time.time() - grace_s
+        removed = removed_bytes = 0
+        present: set[str] = set()
+        with self._errors():
+            for rel, st in self.blobs.walk():
+                if digest_of(rel) is not None:
+                    present.add(rel)
+                    continue
+                name = rel.rsplit("/", 1)[-1]
+                legacy_temp = name.startswith(".") and name.endswith(".tmp") and st.st_mtime < cutoff
+                if legacy_temp or is_stale_temp(self.blobs.abs(rel), max_age_s=grace_s):
+                    size = self.blobs.remove(rel)
+                    if size is not None:
+                        removed, removed_bytes = removed + 1, removed_bytes + size
+            candidates = sorted(d for d, mtime in self.blobs.claims() if mtime < cutoff)
+        with self._write() as session:
+            unused = set(candidates) - referenced(session, candidates)
+            with self._errors():
+                n, freed = self.blobs.release(sorted(unused), older_than=cutoff)
+            removed, removed_bytes = removed + n, removed_bytes + freed
+            present.difference_update(r for d in unused for r in (image_rel(d), thumb_rel(d)))
+            wanted: set[str] = set()
+            for model in (Source, Output):
+                for p, t in session.execute(select(model.path, model.thumb_path)):
+                    wanted.update((p, t))
+            wanted.update(session.scalars(select(Mask.path)))
+        return SweepReport(interrupted, removed, removed_bytes, len(wanted - present))
+
+    def recover_runs(self, stale_after_s: float = STALE_RUNNING_S) -> int:
+        """Mark failed (error "process stopped: …") the runs left "running" by a process that no
+        longer exists (same host), or older than `stale_after_s`. Deletes nothing. Returns how
+        many runs it marked."""
+        with self._read() as session:
+            rows = session.execute(select(Run.id, Run.owner, Run.created)
+                                   .where(Run.status == "running")).all()
+        limit = now_utc() - timedelta(seconds=stale_after_s)
+        dead = [r.id for r in rows if r.created < limit or _owner_gone(r.owner)]
+        if not dead:
+            return 0
+        with self._write() as session:
+            result = session.execute(
+                update(Run).where(Run.id.in_(dead), Run.status == "running")
+                .values(status="failed", error=INTERRUPTED, finished=now_utc(), owner=""))
+            return result.rowcount
+

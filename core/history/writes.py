@@ -1,0 +1,297 @@
+"""Writing runs: files first (content-addressed, atomic), then one transaction per change.
+
+A mixin of HistoryStore (core/history/store.py), which provides the sessions (_read, _write),
+error mapping (_errors), the image files (blobs) and the crash-test hook (_hook)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.errors import HistoryError, InvalidOptionError
+from core.files import HOST
+from core.history.blobs import Blob, check_image
+from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
+from core.history.records import naive_utc, now_utc
+from core.spec import RunSpec
+
+ImageLike = Any   # np.ndarray HxWx3 uint8, or an object with .rgb (and .hash) like LoadedImage
+
+
+def _text(value: Optional[str]) -> Optional[str]:
+    """Text as stored: NUL removed (PostgreSQL cannot hold it and it ends C strings)."""
+    if value is None:
+        return None
+    return str(value).replace("\x00", "")
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {k: _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nul(v) for v in value]
+    return value
+
+
+def _timings(timings: Optional[Mapping[str, float]]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in (timings or {}).items()}
+
+
+def _int(v: Any) -> Optional[int]:
+    return None if v is None else int(v)
+
+
+def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def referenced(session: Session, digests: Sequence[str]) -> set[str]:
+    """Which of `digests` a row of this database still uses."""
+    found: set[str] = set()
+    for chunk in _chunks(list(digests)):
+        for model in (Source, Mask, Output):
+            found.update(session.scalars(select(model.hash).where(model.hash.in_(chunk))))
+    return found
+
+
+class Writes:
+    # -- writing -------------------------------------------------------------------------------
+    def _source_blob(self, source: Union[ImageLike, str]) -> tuple[Optional[Blob], str]:
+        if isinstance(source, str):
+            return None, source
+        rgb = getattr(source, "rgb", source)
+        rgb = check_image(rgb, "the source image")
+        digest = getattr(source, "hash", None)
+        with self._errors():
+            return self.blobs.prepare(rgb, thumb=True, digest=digest), (digest or "")
+
+    def _output_blobs(self, outputs: Iterable[Any]) -> list[tuple[Blob, Optional[int]]]:
+        prepared = []
+        for i, item in enumerate(outputs or ()):
+            arr, seed = (item if isinstance(item, tuple) else (item, None))
+            arr = check_image(arr, f"output {i}")
+            with self._errors():
+                prepared.append((self.blobs.prepare(arr, thumb=True), _int(seed)))
+        return prepared
+
+    def _mask_blob(self, mask: Optional[np.ndarray]) -> Optional[Blob]:
+        if mask is None:
+            return None
+        arr = check_image(mask, "the mask", mask=True)
+        with self._errors():
+            return self.blobs.prepare(arr, thumb=False)
+
+    def _ensure(self, *blobs: Optional[Blob]) -> None:
+        """Re-check, under the write lock, that our files are still there (a concurrent delete or
+        sweep may have removed a file we reused); rewrite any that vanished."""
+        for blob in blobs:
+            if blob is not None:
+                self.blobs.ensure(blob)
+
+    def _get_source(self, session: Session, blob: Optional[Blob], digest: str) -> Source:
+        key = blob.digest if blob is not None else digest
+        src = session.scalar(select(Source).where(Source.hash == key))
+        if src is None:
+            if blob is None:
+                raise HistoryError(f"no source image with hash {key[:12]}… in the history; "
+                                   "pass the image itself")
+            src = Source(hash=blob.digest, width=blob.width, height=blob.height, path=blob.path,
+                         thumb_path=blob.thumb_path, created=now_utc())
+            session.add(src)
+            session.flush()
+        return src
+
+    @staticmethod
+    def _get_mask(session: Session, blob: Optional[Blob]) -> Optional[Mask]:
+        if blob is None:
+            return None
+        mask = session.scalar(select(Mask).where(Mask.hash == blob.digest))
+        if mask is None:
+            mask = Mask(hash=blob.digest, width=blob.width, height=blob.height, path=blob.path,
+                        created=now_utc())
+            session.add(mask)
+            session.flush()
+        return mask
+
+    @staticmethod
+    def _add_outputs(run: Run, outputs: list[tuple[Blob, Optional[int]]]) -> None:
+        start = len(run.outputs)
+        for i, (blob, seed) in enumerate(outputs):
+            run.outputs.append(Output(index=start + i, seed=seed, favorite=False, hash=blob.digest,
+                                      path=blob.path, thumb_path=blob.thumb_path,
+                                      width=blob.width, height=blob.height))
+
+    @staticmethod
+    def _columns(spec: RunSpec, source_name: str = "", device: Optional[str] = None) -> dict[str, Any]:
+        """Row values for a run: the spec as JSON (NUL characters removed from its text, which
+        PostgreSQL cannot hold) and the indexed columns derived from it."""
+        if not isinstance(spec, RunSpec):
+            spec = RunSpec.load(spec)
+        return dict(spec=_no_nul(spec.to_json()),
+                    **{k: _text(v) for k, v in spec.index_columns().items()},
+                    source_name=_text(source_name) or "", device=_text(device))
+
+    def _retry(self, fn: Callable[[], Any]) -> Any:
+        """Run a write transaction; retry once on a unique-key race (servers other than SQLite,
+        where BEGIN IMMEDIATE does not serialise writers)."""
+        for attempt in range(3):
+            try:
+                return fn()
+            except HistoryError as e:
+                if isinstance(e.__cause__, IntegrityError) and attempt < 2:
+                    continue
+                raise
+
+    def start_run(self, *, source: Union[ImageLike, str], spec: RunSpec, source_name: str = "",
+                  device: Optional[str] = None, created: Optional[datetime] = None) -> int:
+        """Record a run as "running" before any work is done; returns its id.
+
+        `source`: HxWx3 uint8 array, an object with `.rgb` (and `.hash`) such as LoadedImage, or
+        the content hash of a source already in the history. `spec`: the RunSpec (or its JSON)."""
+        cols = self._columns(spec, source_name, device)
+        blob, digest = self._source_blob(source)
+
+        def tx() -> int:
+            with self._write() as session:
+                self._ensure(blob)
+                src = self._get_source(session, blob, digest)
+                run = Run(created=naive_utc(created) or now_utc(), status="running",
+                          owner=f"{HOST}:{os.getpid()}", source=src, timings={}, **cols)
+                session.add(run)
+                session.flush()
+                return run.id
+        return self._retry(tx)
+
+    def finish_run(self, run_id: int, *, mask: Optional[np.ndarray] = None,
+                   outputs: Iterable[Any] = (), timings: Optional[Mapping[str, float]] = None,
+                   device: Optional[str] = None, duration: Optional[float] = None,
+                   status: str = "succeeded") -> None:
+        """Attach the mask (HxW uint8) and outputs (arrays, or (array, seed) pairs) to a started run
+        and mark it succeeded. Files are written first, then ONE transaction commits the rows."""
+        if status not in RUN_STATUSES or status == "running":
+            raise InvalidOptionError(f"unknown final status {status!r}")
+        mask_blob = self._mask_blob(mask)
+        out_blobs = self._output_blobs(outputs)
+
+        def tx() -> None:
+            with self._write() as session:
+                run = session.get(Run, run_id)
+                if run is None:
+                    raise HistoryError(f"run {run_id} is not in the history (deleted?)")
+                self._ensure(mask_blob, *(b for b, _ in out_blobs))
+                m = self._get_mask(session, mask_blob)
+                if m is not None:
+                    run.mask = m
+                self._add_outputs(run, out_blobs)
+                self._finish(run, status, None, timings, device, duration)
+                session.flush()
+                self._hook("finish_run")
+        self._retry(tx)
+
+    def fail_run(self, run_id: int, error: str, *, status: str = "failed",
+                 timings: Optional[Mapping[str, float]] = None, device: Optional[str] = None,
+                 mask: Optional[np.ndarray] = None) -> None:
+        """Mark a started run failed or cancelled, keeping the error text (and the mask if any)."""
+        if status not in ("failed", "cancelled"):
+            raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
+        mask_blob = self._mask_blob(mask)
+
+        def tx() -> None:
+            with self._write() as session:
+                run = session.get(Run, run_id)
+                if run is None:
+                    raise HistoryError(f"run {run_id} is not in the history (deleted?)")
+                self._ensure(mask_blob)
+                m = self._get_mask(session, mask_blob)
+                if m is not None:
+                    run.mask = m
+                self._finish(run, status, error, timings, device, None)
+                self._hook("fail_run")
+        self._retry(tx)
+
+    @staticmethod
+    def _finish(run: Run, status: str, error: Optional[str], timings, device, duration) -> None:
+        now = now_utc()
+        run.status = status
+        run.error = _text(error)
+        run.finished = now
+        run.owner = ""
+        if timings is not None:
+            run.timings = _timings(timings)
+        if device is not None:
+            run.device = _text(device)
+        run.duration = (float(duration) if duration is not None
+                        else max(0.0, (now - run.created).total_seconds()))
+
+    def record_run(self, *, source: Union[ImageLike, str], mask: Optional[np.ndarray] = None,
+                   outputs: Iterable[Any] = (), timings: Optional[Mapping[str, float]] = None,
+                   status: str = "succeeded", error: Optional[str] = None,
+                   duration: Optional[float] = None, created: Optional[datetime] = None,
+                   spec: RunSpec, source_name: str = "", device: Optional[str] = None) -> int:
+        """Record a finished run in one go (files first, then one transaction); returns its id."""
+        if status not in RUN_STATUSES or status == "running":
+            raise InvalidOptionError(f"unknown final status {status!r}")
+        cols = self._columns(spec, source_name, device)
+        blob, digest = self._source_blob(source)
+        mask_blob = self._mask_blob(mask)
+        out_blobs = self._output_blobs(outputs)
+        tm = _timings(timings)
+
+        def tx() -> int:
+            with self._write() as session:
+                self._ensure(blob, mask_blob, *(b for b, _ in out_blobs))
+                src = self._get_source(session, blob, digest)
+                now = now_utc()
+                run = Run(created=naive_utc(created) or now, finished=now, status=status,
+                          owner="", source=src, mask=self._get_mask(session, mask_blob),
+                          timings=tm, error=_text(error),
+                          duration=(float(duration) if duration is not None
+                                    else sum(tm.values()) if tm else None),
+                          **cols)
+                session.add(run)
+                self._add_outputs(run, out_blobs)
+                session.flush()
+                self._hook("record_run")
+                return run.id
+        return self._retry(tx)
+
+    def set_favorite(self, output_id: int, favorite: bool = True) -> None:
+        with self._write() as session:
+            out = session.get(Output, output_id)
+            if out is None:
+                raise HistoryError(f"output {output_id} is not in the history")
+            out.favorite = bool(favorite)
+
+    def delete_run(self, run_id: int) -> int:
+        """Delete a run, its outputs, and its mask/source rows when no other run uses them; remove
+        the files no remaining row uses. Returns the number of files removed."""
+        with self._write() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise HistoryError(f"run {run_id} is not in the history")
+            digests = {o.hash for o in run.outputs}
+            mask, source = run.mask, run.source
+            session.delete(run)
+            session.flush()
+            if mask is not None and not session.scalar(
+                    select(exists().where(Run.mask_id == mask.id))):
+                digests.add(mask.hash)
+                session.delete(mask)
+            if not session.scalar(select(exists().where(Run.source_id == source.id))):
+                digests.add(source.hash)
+                session.delete(source)
+            session.flush()
+            unused = digests - referenced(session, sorted(digests))
+            # Released while we hold the write lock: a writer of this database reusing one of these
+            # images claims it again under the same lock (_ensure) and rewrites it.
+            with self._errors():
+                removed, _ = self.blobs.release(sorted(unused))
+            return removed
