@@ -5,8 +5,10 @@ Pages live in pages/ and stay thin; the Streamlit glue is in ui/, the engine in 
 """
 import streamlit as st
 
+from core import log
 from ui import state as ui_state
 
+log.configure()   # once per process (idempotent): our loggers to the server's stderr, escaped
 st.set_page_config(page_title="Backdrop — replace a photo's background", page_icon="🖼️",
                    layout="wide")
 

@@ -1,0 +1,71 @@
+"""core.log: configured once (one handler however often it is called), the level from
+BACKDROP_LOG_LEVEL, and no raw control character from a logged message reaches the terminal."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core import log
+
+
+@pytest.fixture
+def fresh_logging():
+    """Remove our handler and restore levels afterwards, so tests do not leak configuration."""
+    root = logging.getLogger()
+    saved = root.level, {n: logging.getLogger(n).level for n in log.APP_LOGGERS}
+    yield
+    for h in [h for h in root.handlers if getattr(h, "_backdrop", False)]:
+        root.removeHandler(h)
+    root.setLevel(saved[0])
+    for name, level in saved[1].items():
+        logging.getLogger(name).setLevel(level)
+
+
+def ours() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if getattr(h, "_backdrop", False)]
+
+
+def test_configure_is_idempotent(fresh_logging, monkeypatch):
+    monkeypatch.delenv(log.ENV, raising=False)
+    assert log.configure() == logging.INFO
+    assert log.configure() == logging.INFO
+    assert len(ours()) == 1
+    assert logging.getLogger("core.weights").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("urllib3").getEffectiveLevel() == logging.WARNING   # not ours: quieter
+    assert log.configure(default="WARNING") == logging.WARNING                    # what the CLI uses
+    assert len(ours()) == 1
+
+
+def test_level_from_env_and_argument(fresh_logging, monkeypatch, capsys):
+    monkeypatch.setenv(log.ENV, "debug")
+    assert log.configure() == logging.DEBUG
+    logging.getLogger("ui.models").debug("visible at debug")
+    monkeypatch.setenv(log.ENV, "ERROR")
+    assert log.configure() == logging.ERROR
+    logging.getLogger("ui.models").warning("hidden at error")
+    assert log.configure("INFO") == logging.INFO                                  # argument wins
+    monkeypatch.setenv(log.ENV, "loud")
+    assert log.configure() == logging.INFO
+    err = capsys.readouterr().err
+    assert "DEBUG ui.models: visible at debug" in err and "hidden at error" not in err
+    assert "BACKDROP_LOG_LEVEL='loud' is not a log level; using INFO" in err
+
+
+def test_escapes_control_characters(fresh_logging, monkeypatch, capsys):
+    monkeypatch.delenv(log.ENV, raising=False)
+    log.configure()
+    name = "evil\x1b[2J\x1b]0;title\x07\nFAKE core: forged line.png"
+    logging.getLogger("core.images").warning("cannot read %s", name)
+    try:
+        raise ValueError(f"bad file {name}")
+    except ValueError:
+        logging.getLogger("ui.models").warning("caught", exc_info=True)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "cannot read evil\\x1b[2J\\x1b]0;title\\x07\\nFAKE core: forged line.png" in err
+    lines = err.splitlines()
+    assert not any(line.startswith("FAKE") for line in lines)          # no forged log line
+    assert any(line.startswith("Traceback") for line in lines)         # a traceback keeps its lines
+    assert "ValueError: bad file evil\\x1b[2J\\x1b]0;title\\x07\\nFAKE core: forged line.png" in lines
+    assert " WARNING core.images: " in lines[0]
