@@ -1,0 +1,149 @@
+"""The built-in `tiny` test models: random-initialised, built in code, never downloaded.
+
+    build_tiny_sam(path)        the tiny SAM's state_dict, saved like an official .pth checkpoint
+    build_tiny_inpaint(path)    the tiny SD inpainting pipeline, saved with save_pretrained
+
+`core.weights.download("tiny", task)` calls these; the models are then loaded back through the same
+code as the real ones (`core.segment.load_sam`, `core.inpaint.Inpainter.load`). Both are
+deterministic (seeded inside `torch.random.fork_rng`, so the caller's global RNG state is left
+alone) and need no network: the tokenizer is built from a small local vocabulary too.
+
+Only the standard library and core.errors / core.files are imported at module level, so
+core.weights can import this module without an import cycle; torch, segment_anything, diffusers
+and transformers are imported inside the functions.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from core.errors import InvalidOptionError
+from core.files import atomic_write_bytes
+
+__all__ = ["build_tiny_sam_model", "build_tiny_sam", "build_tiny_pipeline", "build_tiny_inpaint"]
+
+
+# ----------------------------------------------------------------------------- SAM
+def _build_tiny_sam_model(checkpoint=None):
+    """A small random-initialised SAM: ViT encoder with embed_dim 32, depth 2, 2 heads, but the
+    official 1024 input / 16 px patches, so the embedding is 256x64x64 and the prompt encoder and
+    mask decoder see exactly the shapes of the real models. Same signature as the builders in
+    `segment_anything.sam_model_registry`; weights are loaded by `core.segment.load_sam`, so
+    `checkpoint` must be None."""
+    if checkpoint is not None:
+        raise InvalidOptionError("the tiny SAM builder loads no checkpoint itself; use load_sam")
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    prompt_dim, image_size, patch = 256, 1024, 16
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=2, embed_dim=32, img_size=image_size, mlp_ratio=2,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=patch,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=(), window_size=8,
+            out_chans=prompt_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim, image_embedding_size=(image_size // patch, image_size // patch),
+            input_image_size=(image_size, image_size), mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2),
+            transformer_dim=prompt_dim, iou_head_depth=2, iou_head_hidden_dim=32,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def build_tiny_sam_model(seed: int = 0):
+    """The tiny SAM with deterministic random weights (`seed`), without touching global RNG state."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _build_tiny_sam_model()
+        # Real checkpoints have non-zero positional embeddings; give the tiny one some too.
+        torch.nn.init.normal_(model.image_encoder.pos_embed, std=0.02)
+    return model
+
+
+def build_tiny_sam(path, seed: int = 0) -> Path:
+    """Save the tiny SAM's state_dict (torch.save, like the official .pth files) to `path`.
+
+    `get_segmenter("tiny")` then loads it back through `load_sam`, the code path of the official
+    checkpoints. Deterministic: the same seed gives the same bytes' worth of weights.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(build_tiny_sam_model(seed).state_dict(), buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- SD inpainting
+def _tiny_tokenizer(folder: Path):
+    import string
+
+    from transformers import CLIPTokenizer
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ".,!?-'":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+
+
+def build_tiny_pipeline():
+    """A random-initialised (seed 0) tiny SD inpainting pipeline, built in code with no network."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    with tempfile.TemporaryDirectory() as tok_dir, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # inside fork_rng: the caller's global RNG state is restored after
+        tokenizer = _tiny_tokenizer(Path(tok_dir))
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9,
+            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+            num_attention_heads=4, num_hidden_layers=2, layer_norm_eps=1e-5,
+            vocab_size=len(tokenizer.get_vocab())))
+        return StableDiffusionInpaintPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+def build_tiny_inpaint(path: str | os.PathLike) -> Path:
+    """Build the tiny pipeline and save_pretrained it to `path` (atomically: a temp folder beside it,
+    then renamed). Returns `path`; an already-built folder is kept as is."""
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        build_tiny_pipeline().save_pretrained(str(tmp))
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path / "model_index.json").is_file():  # someone else finished first otherwise
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
