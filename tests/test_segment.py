@@ -164,7 +164,7 @@ def test_prompts_and_embedding_match_sam_predictor(tiny, coffee):
     (((300, 200, 1), (20, 20, 0)), (150.0, 10.0, 450.0, 390.0), False),
 ])
 def test_click_path_decoder_equals_sams_own(tiny, coffee, clicks, box, multimask):
-    """The click path's decoder (image-only half precomputed once per image, core.sam_decoder)
+    """The click path's decoder (image-only half precomputed once per image, core.segment.decoder)
     gives the logits and scores of segment_anything's MaskDecoder on the same weights."""
     import torch
 
@@ -195,7 +195,7 @@ def test_click_path_decoder_with_sams_real_decoder_shape():
     import torch
     from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-    from core import sam_decoder
+    from core.segment import decoder as fast_decoder
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -207,7 +207,7 @@ def test_click_path_decoder_with_sams_real_decoder_shape():
                                                                    num_heads=8)).eval())
         features = torch.randn(1, 256, 64, 64)
         coords, labels = torch.rand(1, 4, 2) * 1000, torch.tensor([[1, 0, 1, 1]])
-    fast = sam_decoder.for_sam(model)
+    fast = fast_decoder.for_sam(model)
     assert fast is not None and len(fast.layers) == 2
     assert not model.mask_decoder.output_upscaling[0].weight.is_inference()   # the model is left usable
     state = fast.prepare(features)
@@ -562,7 +562,7 @@ def test_sam2_tiny_through_the_registry(tiny_sam2_dir, monkeypatch, chelsea):
 ])
 def test_sam2_click_path_decoder_equals_transformers(tiny_sam2_dir, monkeypatch, chelsea, points, box, multimask,
                                                      stable):
-    """SAM 2.1's click path (image-only half of the decoder precomputed, core.sam_decoder) gives the
+    """SAM 2.1's click path (image-only half of the decoder precomputed, core.segment.decoder) gives the
     logits and scores of Sam2Model's own forward on the same embedding, including the single-mask
     choice by stability both ways (the random model's single mask is unstable; a zero threshold
     makes it count as stable)."""
@@ -604,3 +604,59 @@ def test_sam2_loads_quietly(tiny_sam2_dir, capfd):
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert hf_logging.is_progress_bar_enabled()         # the global setting is restored
+
+
+@pytest.mark.parametrize("owner, attribute, multimask", [
+    ("modeling_sam2", "Sam2TwoWayTransformer", True),       # a private class renamed: the load failed
+    ("modeling_sam2", "Sam2TwoWayTransformer", False),
+    ("Sam2MaskDecoder", "_dynamic_multimask_via_stability", True),   # a private method: the click failed
+])
+def test_sam2_falls_back_to_its_own_decoder_when_transformers_changes(tiny_sam2_dir, monkeypatch, caplog, chelsea,
+                                                                      owner, attribute, multimask):
+    """The fast click path reads transformers' private names; if one is gone, setting up SAM 2.1
+    still works: a warning is logged and the model's own decoder gives the masks (the same ones)."""
+    from transformers.models.sam2 import modeling_sam2
+
+    from core import weights
+
+    spec, path = weights.spec_for("sam2-tiny", "segment"), tiny_sam2_dir / "sam2-tiny"
+    request = SegmentRequest((Click(220, 150), Click(20, 280, 0)), multimask=multimask)
+    fast = seg.load_sam2(spec, path)
+    assert fast.decoder is not None
+    expected = fast.segment(chelsea, request, out_size=(113, 75))
+
+    # As if transformers had renamed it: the model is built (by the library's own new code), then
+    # the segmenter sets up its click path.
+    monkeypatch.delattr(modeling_sam2 if owner == "modeling_sam2" else getattr(modeling_sam2, owner), attribute)
+    with caplog.at_level("WARNING", logger="core.segment.decoder"):
+        s2 = seg.Sam2Segmenter("sam2-tiny", fast.model, fast.processor)
+    assert s2.decoder is None
+    assert any("model's own mask decoder" in r.getMessage() and r.exc_info for r in caplog.records)
+    got = s2.segment(chelsea, request, out_size=(113, 75))
+    assert got.masks.shape == expected.masks.shape == (3 if multimask else 1, 75, 113)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-4, atol=1e-5)
+    assert _agreement(got.masks, expected.masks) > 0.999
+
+
+# ----------------------------------------------------------------------------- registry of loaded models
+def test_segmenter_names_come_from_the_weights_registry():
+    from core import weights
+
+    assert seg.SEGMENTERS == tuple(s.name for s in weights.specs("segment"))
+
+
+def test_loaded_segmenters_are_bounded_and_can_be_cleared(tiny_sam, monkeypatch):
+    monkeypatch.setattr(seg, "MAX_LOADED", 2)
+    seg.clear_segmenters()
+    grabcut = get_segmenter("grabcut")
+    tiny = get_segmenter("tiny")
+    assert seg.loaded_segmenters() == ["grabcut", "tiny"]
+    assert get_segmenter("grabcut") is grabcut                  # a hit makes it the most recent
+    assert seg.loaded_segmenters() == ["tiny", "grabcut"]
+    monkeypatch.setattr(seg, "MAX_LOADED", 1)
+    assert get_segmenter("tiny") is tiny                        # a hit never evicts
+    seg.clear_segmenters()
+    assert seg.loaded_segmenters() == []
+    assert get_segmenter("tiny") is not tiny                    # loaded anew after clear
+    new_grabcut = get_segmenter("grabcut")                      # evicts tiny: only one fits
+    assert new_grabcut is not grabcut and seg.loaded_segmenters() == ["grabcut"]

@@ -1,28 +1,31 @@
 """Models and the history store, created once per process and shared by every session.
 
-Each loader is keyed by what makes it different (model name + weights dir, database URL) so that
-changing BACKDROP_* between tests never hands back a stale object. Segmenters are safe to share:
-the embedding cache inside core.segment is keyed by image hash and lock-protected; a session's
-clicks and masks live in its own session state.
+Segmenters come straight from core.segment's registry, which keeps at most
+`core.segment.MAX_LOADED` loaded models (keyed by name and resolved path, so changing
+BACKDROP_WEIGHTS_DIR between tests never hands back a stale one): it is the only place that holds
+them, so dropping one there frees it. They are safe to share: the embedding cache inside each is
+keyed by image hash and lock-protected; a session's clicks and masks live in its own session state.
+The other loaders are `st.cache_resource`s keyed by what makes them different (model name + weights
+dir, database URL).
 """
 from __future__ import annotations
+
+import logging
 
 import streamlit as st
 
 from core import config, weights
+from core.errors import InvalidOptionError
+
+log = logging.getLogger(__name__)
 
 GRABCUT = "grabcut"
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _segmenter(name: str, weights_dir: str):
-    from core.segment import get_segmenter
-    return get_segmenter(name)
-
-
 def segmenter(name: str):
     """The shared Segmenter for `name` (raises MissingWeightsError when its weights are absent)."""
-    return _segmenter(name, str(config.weights_dir()))
+    from core.segment import get_segmenter
+    return get_segmenter(name)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -48,19 +51,15 @@ def store():
 
 def is_present(spec) -> bool:
     """Whether a model can be used without a download (builtin models always can)."""
-    if spec.kind == "builtin":
-        return True
-    check = getattr(weights, "is_present", None)
-    if check is not None:
-        return bool(check(spec))
-    return weights.local_path(spec).exists()
+    return weights.is_present(spec)
 
 
 def choose_segmenter(name: str) -> tuple[str, str | None]:
     """(name to use, one-line note or None): a model whose weights are missing falls back to GrabCut."""
     try:
         spec = weights.get_spec(name, "segment")
-    except Exception as e:  # unknown name from the environment
+    except InvalidOptionError as e:  # unknown name from the environment
+        log.warning("segmenter %r is not a known model; using GrabCut", name, exc_info=True)
         return GRABCUT, f"{e} — using GrabCut (quick fallback)."
     if is_present(spec):
         return name, None

@@ -1,4 +1,5 @@
-"""SAM's mask decoder with its image-only half done once per image (the click path of core.segment).
+"""SAM's mask decoder with its image-only half done once per image (the click path of core.segment,
+for SAM and SAM 2.1 alike).
 
 The mask decoders of `segment_anything` (SAM) and transformers' `Sam2Model` (SAM 2.1) redo, on
 every click, work that depends only on the image: adding the constant no-mask embedding to 4096
@@ -13,15 +14,25 @@ Both decoders are the same two-way transformer under different attribute names; 
 object-score token, skip connections from two high-resolution feature maps into the upscaling,
 and picks a single mask by stability. Only prompts without a mask input are handled (Backdrop never
 passes one); `for_sam` / `for_sam2` return None for a decoder this does not mirror, and core.segment
-then uses the model's own.
+then uses the model's own. That includes a decoder whose parts this module cannot find: it reads
+attributes the libraries do not promise to keep (transformers' private module classes and
+methods), so a missing or renamed one while setting up (AttributeError, TypeError, KeyError) logs a
+warning and falls back to the model's own decoder instead of failing the model's load. Everything
+`decode` needs is looked up in `FastMaskDecoder.__init__`, so a click never hits a missing name.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+#: What a library change makes setting up the fast decoder raise (missing/renamed parts).
+_SETUP_ERRORS = (AttributeError, TypeError, KeyError)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +107,11 @@ class FastMaskDecoder:
     def __init__(self, decoder, dense_pe, no_mask, output_tokens, iou_index: int, upscaling,
                  stability_select: bool = False):
         self.dec = decoder
+        self.num_mask_tokens = int(decoder.num_mask_tokens)
+        self.hypernetworks = list(decoder.output_hypernetworks_mlps)
+        self.iou_head = decoder.iou_prediction_head
+        # SAM 2.1: an unstable single mask -> best candidate (a private method of transformers)
+        self.stability = decoder._dynamic_multimask_via_stability if stability_select else None
         tr = decoder.transformer
         self.layers = [_Layer(layer) for layer in tr.layers]
         self.final = _Attention(tr.final_attn_token_to_image)
@@ -106,10 +122,10 @@ class FastMaskDecoder:
             self.output_tokens = output_tokens[None].clone()                # (1, K, C)
         self.iou_index = iou_index                  # mask tokens follow the IoU token
         self.conv1, self.up_norm, self.act1, self.conv2, self.act2 = upscaling
+        self.up_norm_args = (self.up_norm.weight, self.up_norm.bias, self.up_norm.eps)
         with torch.inference_mode(False):       # the model's weights stay ordinary tensors
             self.conv1.to(memory_format=torch.channels_last)
             self.conv2.to(memory_format=torch.channels_last)
-        self.stability_select = stability_select
 
     def prepare(self, features: torch.Tensor, skips: tuple = ()) -> ImageState:
         """The image-only work for (1, C, h, w) encoder features: 10 MB per image (float32)."""
@@ -135,8 +151,8 @@ class FastMaskDecoder:
             masks, iou = self._predict(state, sparse)
             if multimask:
                 return masks[:, 1:], iou[:, 1:]
-            if self.stability_select:       # SAM 2.1: an unstable single mask -> best candidate
-                masks, iou = self.dec._dynamic_multimask_via_stability(masks[:, None], iou[:, None])
+            if self.stability is not None:      # SAM 2.1: an unstable single mask -> best candidate
+                masks, iou = self.stability(masks[:, None], iou[:, None])
                 return masks[:, 0], iou[:, 0]
             return masks[:, :1], iou[:, :1]
 
@@ -169,15 +185,15 @@ class FastMaskDecoder:
         queries = self.final_norm(queries + attn)
 
         m0 = self.iou_index + 1
-        mask_tokens_out = queries[:, m0:m0 + self.dec.num_mask_tokens, :]
+        mask_tokens_out = queries[:, m0:m0 + self.num_mask_tokens, :]
         h, w = state.hw
         b, _, c = keys.shape
         up = self._upscale(keys.transpose(1, 2).view(b, c, h, w), state.skips)  # channels-last view
-        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
-                                for i, mlp in enumerate(self.dec.output_hypernetworks_mlps)], dim=1)
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.hypernetworks)],
+                               dim=1)
         b, c, uh, uw = up.shape
         masks = (hyper_in @ up.reshape(b, c, uh * uw)).view(b, -1, uh, uw)
-        return masks, self.dec.iou_prediction_head(queries[:, self.iou_index, :])
+        return masks, self.iou_head(queries[:, self.iou_index, :])
 
     def _upscale(self, x: torch.Tensor, skips: tuple) -> torch.Tensor:
         """ConvT (+ skip), layer norm over channels, act, ConvT (+ skip), act; NHWC throughout."""
@@ -185,50 +201,72 @@ class FastMaskDecoder:
         x = self.conv1(x)
         if s1 is not None:
             x = x + s1
-        norm = self.up_norm
-        x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
+        weight, bias, eps = self.up_norm_args
+        x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, eps)
         x = self.conv2(self.act1(x.permute(0, 3, 1, 2)))
         if s0 is not None:
             x = x + s0
         return self.act2(x)
 
 
+def _guarded(kind: str, build, model: Any) -> Optional[FastMaskDecoder]:
+    """build(model), or None with a warning when the library no longer has a part it reads."""
+    try:
+        return build(model)
+    except _SETUP_ERRORS as e:
+        log.warning("%s: the fast click path is off (%s: %s); using the model's own mask decoder, "
+                    "correct but slower per click", kind, type(e).__name__, e, exc_info=True)
+        return None
+
+
 def for_sam(model: Any) -> Optional[FastMaskDecoder]:
-    """The fast decoder for a segment_anything `Sam`, or None if its decoder is not the standard one."""
+    """The fast decoder for a segment_anything `Sam`, or None if its decoder is not the standard one
+    (or has parts this module cannot find: see the module docstring)."""
     try:
         from segment_anything.modeling.common import LayerNorm2d
         from segment_anything.modeling.mask_decoder import MaskDecoder
         from segment_anything.modeling.transformer import TwoWayTransformer
     except ImportError:     # pragma: no cover - segment_anything is a requirement
         return None
-    dec = getattr(model, "mask_decoder", None)
-    if type(dec) is not MaskDecoder or type(dec.transformer) is not TwoWayTransformer:
-        return None
-    up = dec.output_upscaling
-    if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe
-            and len(up) == 5 and isinstance(up[1], LayerNorm2d)):
-        return None
-    pe = model.prompt_encoder
-    with torch.inference_mode():
-        dense_pe, tokens = pe.get_dense_pe(), torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
-    return FastMaskDecoder(dec, dense_pe, pe.no_mask_embed.weight, tokens, iou_index=0, upscaling=tuple(up))
+
+    def build(model):
+        dec = getattr(model, "mask_decoder", None)
+        if type(dec) is not MaskDecoder or type(dec.transformer) is not TwoWayTransformer:
+            return None
+        up = dec.output_upscaling
+        if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe
+                and len(up) == 5 and isinstance(up[1], LayerNorm2d)):
+            return None
+        pe = model.prompt_encoder
+        with torch.inference_mode():
+            dense_pe, tokens = pe.get_dense_pe(), torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])
+        return FastMaskDecoder(dec, dense_pe, pe.no_mask_embed.weight, tokens, iou_index=0,
+                               upscaling=tuple(up))
+
+    return _guarded("SAM", build, model)
 
 
 def for_sam2(model: Any) -> Optional[FastMaskDecoder]:
-    """The fast decoder for a transformers `Sam2Model`, or None if its decoder is not the standard one."""
+    """The fast decoder for a transformers `Sam2Model`, or None if its decoder is not the standard one
+    (or has parts this module cannot find: see the module docstring)."""
     try:
         from transformers.models.sam2 import modeling_sam2 as m
     except ImportError:     # pragma: no cover - transformers is a requirement
         return None
-    dec = getattr(model, "mask_decoder", None)
-    if type(dec) is not m.Sam2MaskDecoder or type(dec.transformer) is not m.Sam2TwoWayTransformer:
-        return None
-    if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe):
-        return None
-    with torch.inference_mode():
-        dense_pe = model.get_image_wide_positional_embeddings()
-        tokens = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight])
-    return FastMaskDecoder(
-        dec, dense_pe, model.prompt_encoder.no_mask_embed.weight, tokens, iou_index=1,
-        upscaling=(dec.upscale_conv1, dec.upscale_layer_norm, dec.activation, dec.upscale_conv2, dec.activation),
-        stability_select=bool(dec.dynamic_multimask_via_stability))
+
+    def build(model):
+        dec = getattr(model, "mask_decoder", None)
+        if type(dec) is not m.Sam2MaskDecoder or type(dec.transformer) is not m.Sam2TwoWayTransformer:
+            return None
+        if not (dec.transformer.layers and dec.transformer.layers[0].skip_first_layer_pe):
+            return None
+        with torch.inference_mode():
+            dense_pe = model.get_image_wide_positional_embeddings()
+            tokens = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight])
+        return FastMaskDecoder(
+            dec, dense_pe, model.prompt_encoder.no_mask_embed.weight, tokens, iou_index=1,
+            upscaling=(dec.upscale_conv1, dec.upscale_layer_norm, dec.activation, dec.upscale_conv2,
+                       dec.activation),
+            stability_select=bool(dec.dynamic_multimask_via_stability))
+
+    return _guarded("SAM 2.1", build, model)
