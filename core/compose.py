@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from core import arrays
 from core.errors import ImageError, InvalidOptionError
 
 KINDS = ("sd", "color", "blur", "image", "transparent")
@@ -127,13 +128,10 @@ class BackgroundSpec:
 
 
 def _check(original, mask) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(original, np.ndarray) or original.dtype != np.uint8 or original.ndim != 3 \
-            or original.shape[2] != 3:
-        raise InvalidOptionError("image must be an RGB uint8 array of shape HxWx3")
-    if not isinstance(mask, np.ndarray) or mask.shape != original.shape[:2] \
-            or mask.dtype not in (np.uint8, np.bool_):
-        raise InvalidOptionError(f"subject mask must be HxW uint8 (255 = subject) or bool, matching the "
-                                 f"image {original.shape[1]}x{original.shape[0]}")
+    """The image (HxWx3 uint8) and its subject mask (HxW uint8 255 = subject, or bool), checked by
+    core.arrays; returns the contiguous image and the hard (bool) mask."""
+    arrays.rgb(original, "image")
+    mask = arrays.mask(mask, "subject mask", shape=original.shape, keep_bool=True)
     return np.ascontiguousarray(original), _hard(mask)
 
 
@@ -345,10 +343,10 @@ def background_for(original: np.ndarray, subject_mask: np.ndarray, spec: Backgro
     if spec.kind == "sd":
         if generated is None:
             raise InvalidOptionError("background 'sd' needs a generated image (run inpainting first)")
-        if (not isinstance(generated, np.ndarray) or generated.dtype != np.uint8
-                or generated.shape != original.shape):
-            raise InvalidOptionError(f"generated background must be uint8 {w}x{h}x3 like the image, got "
-                                     f"{getattr(generated, 'shape', type(generated).__name__)}")
+        arrays.rgb(generated, "generated background")
+        if generated.shape != original.shape:
+            raise InvalidOptionError(f"generated background must be {w}x{h} like the image, got "
+                                     f"{generated.shape[1]}x{generated.shape[0]}")
         return generated
     raise InvalidOptionError(f"background {spec.kind!r} has no background layer")
 

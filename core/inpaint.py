@@ -37,9 +37,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -49,9 +47,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from core import config, weights
+from core import arrays, config, devices, weights
 from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
                          OutOfMemoryError)
+from core.tiny import _tiny_tokenizer, build_tiny_inpaint, build_tiny_pipeline  # noqa: F401 - re-exported
 
 ProgressFn = Callable[[int, int], None]
 
@@ -154,22 +153,11 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _check_inputs(rgb, mask) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InvalidOptionError("image must be an RGB uint8 array of shape HxWx3")
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2 or mask.shape != rgb.shape[:2]:
-        raise InvalidOptionError(f"region mask must be HxW matching the image {rgb.shape[1]}x{rgb.shape[0]}")
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8) * 255
-    elif mask.dtype != np.uint8:
-        raise InvalidOptionError("region mask must be uint8 (255 = repaint) or bool")
+    """The image (HxWx3 uint8) and the region mask (HxW uint8 255 = repaint, or bool), checked by
+    core.arrays; the mask comes back as uint8 0/255 for a bool one."""
+    arrays.rgb(rgb, "image")
+    mask = arrays.mask(mask, "region mask", shape=rgb.shape)
     return np.ascontiguousarray(rgb), mask
-
-
-def _pick_device(device: Optional[str]) -> str:
-    if device:
-        return device
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _free_device_memory(device: str) -> None:
@@ -218,7 +206,7 @@ class Inpainter:
         """Load a diffusers inpainting folder from disk (never the network): fp16 on CUDA, fp32 else."""
         import torch
         from diffusers import AutoPipelineForInpainting
-        device = _pick_device(device)
+        device = devices.pick(device)
         path = Path(path)
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         kwargs = dict(dtype=dtype, local_files_only=True)
@@ -426,7 +414,7 @@ class ModelManager:
         Raises MissingWeightsError (with the download command) when the files are absent."""
         spec = weights.spec_for(model, "inpaint")
         path = weights.resolve(model, "inpaint")
-        device = _pick_device(device)
+        device = devices.pick(device)
         key = (str(Path(path).resolve()), device)
         with self._lock:
             inp = self._loaded.get(key)
@@ -478,66 +466,3 @@ def get_inpainter(model: str, *, device: Optional[str] = None, **options) -> Inp
     "tiny"), a local diffusers folder, or a Hugging Face repo id already downloaded with
     `python -m core models download OWNER/NAME`. Loaded once per process (see ModelManager)."""
     return MANAGER.get(model, device=device, **options)
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny test model
-
-
-def _tiny_tokenizer(folder: Path):
-    import string
-    from transformers import CLIPTokenizer
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + string.digits + ".,!?-'":
-        vocab[c] = len(vocab)
-        vocab[c + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-
-
-def build_tiny_pipeline():
-    """A random-initialised (seed 0) tiny SD inpainting pipeline, built in code with no network."""
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-    with tempfile.TemporaryDirectory() as tok_dir, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # inside fork_rng: the caller's global RNG state is restored after
-        tokenizer = _tiny_tokenizer(Path(tok_dir))
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9,
-            out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
-        vae = AutoencoderKL(
-            block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-            num_attention_heads=4, num_hidden_layers=2, layer_norm_eps=1e-5,
-            vocab_size=len(tokenizer.get_vocab())))
-        return StableDiffusionInpaintPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-            scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
-def build_tiny_inpaint(path: str | os.PathLike) -> Path:
-    """Build the tiny pipeline and save_pretrained it to `path` (atomically: a temp folder beside it,
-    then renamed). Returns `path`; an already-built folder is kept as is."""
-    path = Path(path)
-    if (path / "model_index.json").is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        build_tiny_pipeline().save_pretrained(str(tmp))
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if not (path / "model_index.json").is_file():  # someone else finished first otherwise
-                raise
-    finally:
-        if tmp.exists():
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path

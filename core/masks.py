@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from core import arrays
 from core.errors import InvalidOptionError
 
 THRESHOLD = 128
@@ -65,24 +66,9 @@ def _bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _as_mask(mask: Any, name: str = "mask") -> np.ndarray:
-    """Validate an HxW uint8/bool mask; return it as uint8 (bool -> 0/255)."""
-    if not isinstance(mask, np.ndarray):
-        raise InvalidOptionError(f"{name} must be a numpy array (HxW uint8), got {type(mask).__name__}")
-    if mask.ndim != 2:
-        raise InvalidOptionError(f"{name} must be 2-D (HxW), got shape {mask.shape}")
-    if mask.size == 0:
-        raise InvalidOptionError(f"{name} is empty (shape {mask.shape})")
-    if mask.dtype == np.bool_:
-        return mask.astype(np.uint8) * np.uint8(255)
-    if mask.dtype != np.uint8:
-        raise InvalidOptionError(f"{name} must be uint8 (0..255) or bool, got {mask.dtype}")
-    return mask
-
-
 def _subject(mask: Any) -> np.ndarray:
     """HxW bool: True where the mask is subject (>= THRESHOLD)."""
-    m = _as_mask(mask)
+    m = arrays.mask(mask)
     return m >= THRESHOLD
 
 
@@ -112,7 +98,7 @@ def _within(dist: np.ndarray, radius: int) -> np.ndarray:
 
 def invert(mask: np.ndarray) -> np.ndarray:
     """255 - mask (works for soft masks too). HxW uint8 in, HxW uint8 out (a new array)."""
-    return np.uint8(255) - _as_mask(mask)
+    return np.uint8(255) - arrays.mask(mask)
 
 
 def grow(mask: np.ndarray, px: int) -> np.ndarray:
@@ -193,7 +179,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     a soft mask uses area averaging when shrinking and bilinear interpolation otherwise.
     """
     import cv2
-    m = _as_mask(mask)
+    m = arrays.mask(mask)
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise InvalidOptionError(f"size must be (width, height), got {size!r}")
     w, h = (_int(v, "size", minimum=1) for v in size)
@@ -249,19 +235,14 @@ def overlay(rgb: np.ndarray, mask: np.ndarray | None, color: tuple[int, int, int
             0 = negative (red dot); a missing label means positive.
     """
     import cv2
-    if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
-            and rgb.size > 0):
-        got = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
-        raise InvalidOptionError(f"rgb must be an HxWx3 uint8 array, got {got}")
+    arrays.rgb(rgb, "rgb")
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) <= 1.0:
         raise InvalidOptionError(f"alpha must be a number from 0 to 1, got {alpha!r}")
     tint = _color(color, "color")
     h, w = rgb.shape[:2]
     out = rgb.copy()
     if mask is not None:
-        m = _as_mask(mask)
-        if m.shape != (h, w):
-            raise InvalidOptionError(f"mask shape {m.shape} does not match the image ({h}, {w})")
+        m = arrays.mask(mask, shape=(h, w))
         a = m.astype(np.float32) * np.float32(float(alpha) / 255.0)
         solid = np.empty_like(rgb)
         solid[:] = tint

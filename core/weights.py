@@ -4,7 +4,7 @@ Local layout under `config.weights_dir()` (BACKDROP_WEIGHTS_DIR, default ./weigh
   single-file checkpoints (SAM)        -> weights/<filename>
   repositories (diffusers, SAM 2.1)    -> weights/<name>/   (a snapshot folder)
   any other Hugging Face repo id       -> weights/<owner>--<name>/   (inpainting only)
-  `tiny` test models                   -> built in code, random-initialised, never downloaded
+  `tiny` test models                   -> built in code (core.tiny), random-initialised, never downloaded
 
 Public API:
   specs(task=None) -> list[ModelSpec]          get_spec(name, task) -> ModelSpec
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional, Union
 
-from core import config
+from core import config, tiny
 from core.errors import CancelledError, DownloadError, InvalidOptionError, MissingWeightsError
 from core.files import resolve_target, short
 
@@ -479,11 +479,9 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
     if is_present(spec) and url is None:
         return path
     if spec.kind == "tiny-diffusers":
-        from core.inpaint import build_tiny_inpaint
-        return build_tiny_inpaint(path)
+        return tiny.build_tiny_inpaint(path)
     if spec.kind == "tiny-sam":
-        from core.segment import build_tiny_sam
-        return build_tiny_sam(path)
+        return tiny.build_tiny_sam(path)
     if spec.kind == "sam":
         return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
                              size=None if url else spec.size_bytes, progress=progress, cancel=cancel)
