@@ -1,5 +1,11 @@
 """Shared fixtures: every test runs offline, with its own data dir, and a session-wide weights dir
-where the tiny random-initialised models are built on demand (never downloaded)."""
+where the tiny random-initialised models are built on demand (never downloaded).
+
+Markers (registered in pyproject.toml), set here by `pytest_collection_modifyitems`:
+  browser  every test in tests/test_browser.py (a real Chromium through Playwright)
+  slow     every test that uses the tiny Stable Diffusion pipeline (fixture `tiny_inpaint`, directly
+           or through another fixture), i.e. runs diffusion
+so `pytest -m "not slow and not browser"` is the quick inner loop."""
 from __future__ import annotations
 
 import os
@@ -9,6 +15,17 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+SLOW_FIXTURES = {"tiny_inpaint"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
