@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
+from runs import record
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -54,9 +55,9 @@ def store(astronaut):
         out = small.copy()
         out[mask == 0] = (i * 10) % 256
         sd = i % 2 == 0
-        s.record_run(source=small, source_name=f"photo {i}.png", mask=mask,
+        record(s, source=small, source_name=f"photo {i}.png", mask=mask,
                      outputs=[(out, 100 + i)], segmenter="tiny", clicks=[(32, 32, 1), (5, 5, 0)],
-                     mask_options={"grow": i % 3, "feather": 0, "invert": False, "candidate": None},
+                     mask_options={"grow": i % 3, "feather": 0, "invert": False},
                      background="sd" if sd else "color:#00ff00",
                      prompt=f"run {i} beach" if sd else None, negative="blurry" if sd else None,
                      seed=100 + i if sd else None, steps=2 if sd else None,
@@ -128,7 +129,7 @@ def test_open_run_shows_source_mask_clicks_and_parameters(store):
     params = next(f for f in frames if "Value" in f.columns)
     values = dict(zip(params.index, params["Value"]))
     assert values["Segmentation model"] == "tiny"
-    assert values["Background"] == newest.background
+    assert values["Background"] == str(newest.spec.background)
     clicks = next(f for f in frames if "click" in f.columns)
     assert list(clicks["click"]) == ["add", "remove"]
     button(at, "Close").click().run()
@@ -229,7 +230,7 @@ def test_edit_from_here_loads_the_run_into_the_editor(store, monkeypatch, tiny_s
 
 def test_user_text_is_shown_as_text_not_markup(store, astronaut):
     nasty = "**bold** [link](http://evil.example) <script>alert(1)</script>"
-    store.record_run(source=astronaut[::8, ::8].copy(), source_name="x.png", background="sd",
+    record(store, source=astronaut[::8, ::8].copy(), source_name="x.png", background="sd",
                      prompt=nasty, model="tiny", outputs=[(astronaut[::8, ::8].copy(), 1)])
     at = history_app()
     assert nasty in texts(at)                                # st.text: never markdown or HTML
@@ -257,5 +258,5 @@ def test_rerun_from_history_generates_again(store, monkeypatch, tiny_sam, tiny_i
     assert at.session_state["result"] is not None, at.session_state["job_notice"]
     assert store.count_runs() == 15
     newest = store.list_runs(limit=1).runs[0]
-    assert newest.prompt == sd_run.prompt and newest.seed == sd_run.seed == 112
-    assert newest.clicks == sd_run.clicks and newest.status == "succeeded"
+    assert newest.spec == sd_run.spec and newest.spec.generation.seed == 112
+    assert newest.status == "succeeded"

@@ -17,7 +17,9 @@ from core.errors import HistoryError, InvalidOptionError
 from core.history import RunQuery, open_store
 from core.history import db
 from core.history.models import Base, Mask, Output, Run, Source
+from core.spec import Click, Generation, MaskOptions, RunSpec, Subject
 from core.images import content_hash
+from runs import record, start
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +72,7 @@ def test_database_url_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BACKDROP_DATABASE_URL", url)
     s = open_store()
     assert s.url == url and (tmp_path / "elsewhere" / "h.sqlite").is_file()
-    s.record_run(source=np.zeros((4, 5, 3), np.uint8), background="transparent")
+    record(s, source=np.zeros((4, 5, 3), np.uint8), background="transparent")
     assert s.count_runs() == 1
 
 
@@ -85,29 +87,23 @@ def test_round_trip_every_field(store, chelsea):
     mask = np.zeros(chelsea.shape[:2], np.uint8)
     mask[50:200, 100:300] = 255
     created = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
-    rid = store.start_run(
-        source=Loaded(chelsea), source_name="cat.jpg", segmenter="sam-vit-b",
-        clicks=[(10.5, 20.25, 1), (30, 40, 0)], box=(1, 2, 300, 250),
-        mask_options={"grow": 3, "feather": 2, "fill_holes": True, "min_area": 10,
-                      "invert": False, "candidate": 1},
-        background="sd", prompt="a beach at sunset", negative="blurry, lowres", seed=1234,
-        steps=30, guidance=7.5, strength=0.9, scheduler="DPMSolverMultistep",
-        model="sd15-inpainting", variants=2, created=created)
+    spec = RunSpec(
+        subject=Subject(clicks=[Click(10.5, 20.25), Click(30, 40, 0)], box=(1, 2, 300, 250),
+                        candidate=1, segmenter="sam-vit-b"),
+        mask=MaskOptions(grow=3, feather=2, fill_holes=True, min_area=10),
+        background="sd",
+        generation=Generation(prompt="a beach at sunset", negative="blurry, lowres", seed=1234,
+                              steps=30, guidance=7.5, strength=0.9, scheduler="dpm++",
+                              model="sd15-inpainting", variants=2))
+    rid = store.start_run(source=Loaded(chelsea), source_name="cat.jpg", spec=spec, created=created)
     assert store.get_run(rid).status == "running"
     store.finish_run(rid, mask=mask, outputs=[(tint(chelsea, 1), 1234), (rgba, 1235)],
                      timings={"mask": 0.25, "diffusion": 9.5}, device="cuda")
     r = store.get_run(rid)
     assert (r.id, r.status, r.created) == (rid, "succeeded", created)
     assert r.finished is not None and r.finished.tzinfo is not None and r.duration >= 0
-    assert r.source_name == "cat.jpg" and r.segmenter == "sam-vit-b"
-    assert r.clicks == ((10.5, 20.25, 1), (30.0, 40.0, 0)) and r.box == (1.0, 2.0, 300.0, 250.0)
-    assert r.mask_options == {"grow": 3, "feather": 2, "fill_holes": True, "min_area": 10,
-                              "invert": False, "candidate": 1}
-    assert (r.background, r.background_kind) == ("sd", "sd")
-    assert (r.prompt, r.negative, r.seed, r.steps, r.guidance, r.strength) == (
-        "a beach at sunset", "blurry, lowres", 1234, 30, 7.5, 0.9)
-    assert (r.scheduler, r.model, r.variants, r.device, r.error) == (
-        "DPMSolverMultistep", "sd15-inpainting", 2, "cuda", None)
+    assert r.source_name == "cat.jpg" and r.spec == spec
+    assert (r.device, r.error, r.prompt) == ("cuda", None, "a beach at sunset")
     assert r.timings == {"mask": 0.25, "diffusion": 9.5}
     # images come back bit-identical; thumbnails are small WebP
     assert (r.source.width, r.source.height, r.source.hash) == (451, 300, content_hash(chelsea))
@@ -124,18 +120,19 @@ def test_round_trip_every_field(store, chelsea):
         assert th.mode == "RGBA"
     d = r.to_dict()
     assert d["created"] == created.isoformat() and d["outputs"][1]["seed"] == 1235
+    assert RunSpec.from_json(d["spec"]) == spec
     assert isinstance(d["source"]["path"], str)
 
 
 def test_record_run_and_failures(store, coffee):
-    rid = store.record_run(source=coffee, background="color:#00ff00", outputs=[coffee],
+    rid = record(store, source=coffee, background="color:#00ff00", outputs=[coffee],
                            timings={"compose": 0.5})
     r = store.get_run(rid)
-    assert (r.status, r.background_kind, r.duration, r.mask, r.prompt) == (
+    assert (r.status, r.spec.background.kind, r.duration, r.mask, r.prompt) == (
         "succeeded", "color", 0.5, None, None)
-    rid2 = store.start_run(source=coffee, background="sd", prompt="x")
+    rid2 = start(store, source=coffee, background="sd", prompt="x")
     store.fail_run(rid2, "CUDA out of memory", timings={"load": 1.0})
-    rid3 = store.start_run(source=coffee, background="sd", prompt="x")
+    rid3 = start(store, source=coffee, background="sd", prompt="x")
     store.fail_run(rid3, "cancelled by the user", status="cancelled")
     assert store.get_run(rid2).status == "failed" and store.get_run(rid2).error == "CUDA out of memory"
     assert store.get_run(rid3).status == "cancelled"
@@ -144,17 +141,17 @@ def test_record_run_and_failures(store, coffee):
     with pytest.raises(HistoryError):
         store.finish_run(999, outputs=[coffee])
     with pytest.raises(InvalidOptionError):
-        store.record_run(source=coffee.astype(np.float32), background="blur:5")
+        record(store, source=coffee.astype(np.float32), background="blur:5")
     with pytest.raises(InvalidOptionError):
         store.fail_run(rid2, "x", status="succeeded")
     with pytest.raises(HistoryError, match="no source image"):
-        store.start_run(source="0" * 64, background="blur:5")
+        start(store, source="0" * 64, background="blur:5")
 
 
 def test_source_stored_once_however_often_used(store, astronaut, data_dir):
-    a = store.record_run(source=astronaut, background="blur:9")
-    b = store.start_run(source=Loaded(astronaut), background="transparent")   # hash supplied
-    c = store.record_run(source=content_hash(astronaut), background="color:#000000")  # hash only
+    a = record(store, source=astronaut, background="blur:9")
+    b = start(store, source=Loaded(astronaut), background="transparent")   # hash supplied
+    c = record(store, source=content_hash(astronaut), background="color:#000000")  # hash only
     runs = store.get_runs([a, b, c])
     assert len({r.source.id for r in runs}) == 1
     with store._read() as s:
@@ -171,17 +168,20 @@ def test_source_stored_once_however_often_used(store, astronaut, data_dir):
 
 
 # ------------------------------------------------------------------------------------ queries --
+COLOUR_RUNS = (7, 15)     # the rest of _fill's runs are painted (prompt, model, seed)
+
+
 def _fill(store, n=23):
     base = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
     src = np.zeros((8, 8, 3), np.uint8)
     ids = []
     for i in range(n):
         created = base + timedelta(minutes=i // 3)   # groups of 3 share a timestamp: id breaks ties
-        ids.append(store.record_run(
-            source=src, background="sd" if i % 2 else f"color:#0000{i:02x}",
-            prompt=f"prompt {i} {'sunset' if i % 4 == 0 else 'forest'}", negative="ugly",
-            model="sdxl" if i % 3 == 0 else "sd15", seed=i, steps=20,
-            outputs=[np.full((8, 8, 3), i, np.uint8)], created=created))
+        ids.append(record(store, 
+            source=src, created=created, outputs=[np.full((8, 8, 3), i, np.uint8)],
+            **(dict(background=f"color:#0000{i:02x}") if i in COLOUR_RUNS else dict(
+                background="sd", prompt=f"prompt {i} {'sunset' if i % 4 == 0 else 'forest'}",
+                negative="ugly", model="sdxl" if i % 3 == 0 else "sd15", seed=i, steps=20))))
     return ids
 
 
@@ -199,7 +199,7 @@ def test_keyset_and_offset_pagination_have_no_gaps_or_duplicates(store):
             break
         cursor = page.next_cursor
         if len(seen) == 10:   # a run recorded while paging must not shift the pages
-            store.record_run(source=np.zeros((8, 8, 3), np.uint8), background="blur:1")
+            record(store, source=np.zeros((8, 8, 3), np.uint8), background="blur:1")
     assert seen == expected
     by_offset = [r.id for k in range(0, 25, 5) for r in store.list_runs(limit=5, offset=k).runs]
     assert by_offset[1:] == expected and len(by_offset) == 24
@@ -213,11 +213,12 @@ def test_search_filters_and_count(store):
     sunset = store.list_runs(RunQuery(text="SUNSET"), limit=100).runs
     assert {r.id for r in sunset} == {ids[i] for i in range(23) if i % 4 == 0}
     assert store.count_runs(RunQuery(text="sunset")) == len(sunset)
-    assert store.count_runs(RunQuery(text="ugly")) == 23            # negative prompt is searched
-    words_and = {ids[i] for i in range(23) if "1" in str(i) and i % 4}   # every word must match
+    assert store.count_runs(RunQuery(text="ugly")) == 21            # negative prompt is searched
+    words_and = {ids[i] for i in range(23)          # every word must match
+                 if "1" in str(i) and i % 4 and i not in COLOUR_RUNS}
     assert {r.id for r in store.list_runs(RunQuery(text="prompt 1 forest"), limit=100).runs} == words_and
-    assert store.count_runs(RunQuery(model="sdxl")) == 8
-    assert store.count_runs(RunQuery(background_kind="color")) == 12
+    assert store.count_runs(RunQuery(model="sdxl")) == 7
+    assert store.count_runs(RunQuery(background_kind="color")) == 2
     assert store.count_runs(RunQuery(status="succeeded")) == 23
     assert store.count_runs(RunQuery(status=["failed", "cancelled"])) == 0
     since = datetime(2026, 3, 1, 12, 2, tzinfo=timezone.utc)
@@ -235,7 +236,7 @@ def test_search_filters_and_count(store):
     with pytest.raises(HistoryError):
         store.set_favorite(10_000)
     combined = RunQuery(text="forest", model="sd15", background_kind="sd")
-    assert all(r.model == "sd15" and r.background_kind == "sd" and "forest" in r.prompt
+    assert all(r.spec.generation.model == "sd15" and "forest" in r.prompt
                for r in store.list_runs(combined, limit=100).runs)
     assert store.facets() == {"model": ["sd15", "sdxl"], "background_kind": ["color", "sd"],
                               "status": ["succeeded"]}
@@ -243,9 +244,9 @@ def test_search_filters_and_count(store):
 
 def test_search_treats_wildcards_literally_and_folds_unicode(store):
     src = np.zeros((4, 4, 3), np.uint8)
-    a = store.record_run(source=src, background="sd", prompt="100% cotton_field")
-    b = store.record_run(source=src, background="sd", prompt="1000 cottonXfield")
-    c = store.record_run(source=src, background="sd", prompt="Straße in ÜBERLINGEN",
+    a = record(store, source=src, background="sd", prompt="100% cotton_field")
+    b = record(store, source=src, background="sd", prompt="1000 cottonXfield")
+    c = record(store, source=src, background="sd", prompt="Straße in ÜBERLINGEN",
                          negative=r"back\slash")
     q = lambda t: {r.id for r in store.list_runs(RunQuery(text=t)).runs}   # noqa: E731
     assert q("100%") == {a} and q("cotton_field") == {a} and q("%") == {a} and q("_") == {a}
@@ -256,12 +257,13 @@ def test_search_treats_wildcards_literally_and_folds_unicode(store):
 def test_compare_lists_params_side_by_side_with_differences(store, coffee):
     common = dict(background="sd", prompt="a red barn", negative="", steps=30, guidance=7.5,
                   model="sd15", clicks=[(5, 5, 1)])
-    a = store.record_run(source=coffee, seed=1, outputs=[(coffee, 1)], **common)
-    b = store.record_run(source=coffee, seed=2, outputs=[(coffee, 2)], **common | {"steps": 50})
+    a = record(store, source=coffee, seed=1, outputs=[(coffee, 1)], **common)
+    b = record(store, source=coffee, seed=2, outputs=[(coffee, 2)], **common | {"steps": 50})
     cmp = store.compare([a, b])
     assert cmp.ids == (a, b)
-    assert set(cmp.differing) == {"seed", "steps", "output_seeds"}
-    assert cmp.params["steps"] == (30, 50) and cmp.params["prompt"] == ("a red barn",) * 2
+    assert set(cmp.differing) == {"generation.seed", "generation.steps", "output_seeds"}
+    assert cmp.params["generation.steps"] == (30, 50)
+    assert cmp.params["generation.prompt"] == ("a red barn",) * 2
     assert store.compare([a, a]).differing == ()
     with pytest.raises(HistoryError):
         store.compare([a, 424242])
@@ -273,9 +275,9 @@ def test_delete_removes_unshared_files_and_keeps_shared(store, astronaut, data_d
     mask_a = np.zeros(astronaut.shape[:2], np.uint8)
     mask_b = mask_a.copy()
     mask_b[:10] = 255
-    a = store.record_run(source=astronaut, mask=mask_a, outputs=[shared_out, tint(astronaut, 4)],
+    a = record(store, source=astronaut, mask=mask_a, outputs=[shared_out, tint(astronaut, 4)],
                          background="blur:3")
-    b = store.record_run(source=astronaut, mask=mask_b, outputs=[shared_out], background="blur:3")
+    b = record(store, source=astronaut, mask=mask_b, outputs=[shared_out], background="blur:3")
     ra, rb = store.get_runs([a, b])
     assert store.delete_run(a) == 3          # a's own mask png, unshared output png + thumb
     assert not ra.mask.path.exists() and not ra.outputs[1].path.exists()
@@ -296,7 +298,7 @@ def test_delete_removes_unshared_files_and_keeps_shared(store, astronaut, data_d
 
 # -------------------------------------------------------------------------------------- sweep --
 def test_sweep_removes_old_orphans_only(store, coffee, data_dir):
-    rid = store.record_run(source=coffee, outputs=[tint(coffee, 1)], background="blur:2")
+    rid = record(store, source=coffee, outputs=[tint(coffee, 1)], background="blur:2")
     kept = files_under(data_dir)
     orphan = store.blobs.prepare(tint(coffee, 2), thumb=True)           # as if a writer died
     tmp = data_dir / "images" / "ab" / ".abc.png.x1y2.tmp"              # a half-written temp file
@@ -324,7 +326,7 @@ def test_sweep_removes_old_orphans_only(store, coffee, data_dir):
 
 
 def test_sweep_leaves_runs_of_live_processes_alone(store, coffee):
-    rid = store.start_run(source=coffee, background="sd", prompt="still going")
+    rid = start(store, source=coffee, background="sd", prompt="still going")
     assert store.sweep(grace_s=0).interrupted == 0
     assert store.get_run(rid).status == "running"
     assert store.sweep(grace_s=0, stale_after_s=-1).interrupted == 1   # too old: given up on
@@ -338,7 +340,7 @@ def test_migration_from_empty_database_matches_models(tmp_path):
     from alembic.runtime.migration import MigrationContext
 
     s = open_store()
-    assert db.current_revision(s.engine) == db.head_revision() == "0003"
+    assert db.current_revision(s.engine) == db.head_revision() == "0004"
     with s.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diffs == []
@@ -364,11 +366,12 @@ def test_migration_from_previous_revision_keeps_data(tmp_path):
                      {"h": "b" * 64, "p": f"images/bb/{'b' * 64}.png",
                       "t": f"thumbs/bb/{'b' * 64}.webp"})
     s = open_store(sweep=False)
-    assert db.current_revision(s.engine) == "0003"
+    assert db.current_revision(s.engine) == "0004"
     r = s.get_run(7)
-    assert (r.prompt, r.negative, r.seed, r.source_name, r.clicks) == (
-        "Ünïcode SUNSET", "Blurry", 42, "old.jpg", ((1.0, 2.0, 1),))
-    assert r.mask_options == {"grow": 2} and r.timings == {"diffusion": 3.0}
+    gen = r.spec.generation
+    assert (gen.prompt, gen.negative, gen.seed, r.source_name, r.spec.subject.clicks) == (
+        "Ünïcode SUNSET", "Blurry", 42, "old.jpg", (Click(1.0, 2.0, 1),))
+    assert r.spec.mask.grow == 2 and r.timings == {"diffusion": 3.0}
     assert r.outputs[0].favorite and r.outputs[0].id == 3
     assert [x.id for x in s.list_runs(RunQuery(text="ünïcode sunset", favorites=True)).runs] == [7]
     assert s.count_runs(RunQuery(text="blurry")) == 1
@@ -378,7 +381,7 @@ def test_downgrade_and_upgrade_again(tmp_path):
     from alembic import command
 
     s = open_store()
-    s.record_run(source=np.zeros((4, 4, 3), np.uint8), background="sd", prompt="kept")
+    record(s, source=np.zeros((4, 4, 3), np.uint8), background="sd", prompt="kept")
     cfg = db.alembic_config()
     with db.write_engine(s.engine).connect() as conn, conn.begin():
         cfg.attributes["connection"] = conn

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from core.history import RunQuery, open_store
 from core.history.models import Output, Run, Source
+from runs import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,12 +24,14 @@ WRITER = r"""
 import sys
 import numpy as np
 from core.history import open_store
+sys.path.insert(0, "tests")
+from runs import record, start  # noqa: E402
 worker, n = int(sys.argv[1]), int(sys.argv[2])
 store = open_store()
 shared = np.full((24, 32, 3), 77, np.uint8)
 for i in range(n):
     rng = np.random.default_rng(worker * 1000 + i)
-    rid = store.start_run(source=shared, background="sd", prompt=f"worker{worker}x run {i}",
+    rid = start(store, source=shared, background="sd", prompt=f"worker{worker}x run {i}",
                           seed=i, steps=2, clicks=[(i, worker, 1)])
     out = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     mask = (rng.random((24, 32)) > 0.5).astype(np.uint8) * 255
@@ -40,6 +43,8 @@ CRASHER = r"""
 import sys, time
 import numpy as np
 from core.history import open_store, store as store_mod
+sys.path.insert(0, "tests")
+from runs import record, start  # noqa: E402
 mode, marker = sys.argv[1], sys.argv[2]
 s = open_store()
 src = np.full((16, 16, 3), 200, np.uint8)
@@ -53,13 +58,13 @@ def pause(op):
 
 if mode == "record":
     store_mod._before_commit_hook = pause
-    s.record_run(source=src, mask=mask, outputs=[(out, 1)], background="sd", prompt="never saved")
+    record(s, source=src, mask=mask, outputs=[(out, 1)], background="sd", prompt="never saved")
 elif mode == "finish":
-    rid = s.start_run(source=src, background="sd", prompt="half done")
+    rid = start(s, source=src, background="sd", prompt="half done")
     store_mod._before_commit_hook = pause
     s.finish_run(rid, mask=mask, outputs=[(out, 1)])
 elif mode == "start":
-    s.start_run(source=src, background="sd", prompt="left running")
+    start(s, source=src, background="sd", prompt="left running")
     open(marker, "w").write("started")
     time.sleep(120)
 """
@@ -127,7 +132,7 @@ def test_kill_during_record_leaves_no_row_and_sweep_removes_orphans(tmp_path):
     report = store.sweep(grace_s=0)
     assert report.removed_files == 5 and _files(data) == set()
     assert _integrity(store) == "ok"
-    store.record_run(source=np.zeros((4, 4, 3), np.uint8), background="blur:1")  # still writable
+    record(store, source=np.zeros((4, 4, 3), np.uint8), background="blur:1")  # still writable
     assert store.count_runs() == 1
 
 
