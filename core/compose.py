@@ -16,8 +16,6 @@ floating point, so the cost at 12 MP is a few copies.
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,101 +24,10 @@ import numpy as np
 
 from core import arrays
 from core.errors import ImageError, InvalidOptionError
+from core.spec import MAX_FEATHER, Background
 
-KINDS = ("sd", "color", "blur", "image", "transparent")
-DEFAULT_BLUR = 20.0
-MAX_BLUR = 500.0
-MAX_FEATHER = 256
-_USAGE = "use sd, color:#RRGGBB, blur:RADIUS, image:PATH or transparent"
-_HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB', '#RGB' (the '#' optional) or a CSS colour name -> (r, g, b); InvalidOptionError."""
-    t = text.strip()
-    m = _HEX.match(t)
-    if m:
-        h = m.group(1)
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    if re.fullmatch(r"[A-Za-z]{3,30}", t):
-        from PIL import ImageColor
-        try:
-            return tuple(ImageColor.getrgb(t)[:3])  # type: ignore[return-value]
-        except ValueError:
-            pass
-    raise InvalidOptionError(f"bad colour {text!r}: use #RRGGBB, #RGB or a colour name like white")
-
-
-@dataclass(frozen=True)
-class BackgroundSpec:
-    """What goes behind the subject. kind: "sd" (generated, needs `generated=` in compose),
-    "color" (color=(r, g, b)), "blur" (radius = Gaussian sigma in px of the original),
-    "image" (path, cover-fitted), "transparent" (RGBA cut-out). str(spec) round-trips via parse."""
-    kind: str
-    color: Optional[tuple[int, int, int]] = None
-    radius: Optional[float] = None
-    path: Optional[str] = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise InvalidOptionError(f"unknown background {self.kind!r}; {_USAGE}")
-        if self.kind == "color":
-            c = self.color
-            if (not isinstance(c, tuple) or len(c) != 3
-                    or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in c)):
-                raise InvalidOptionError(f"bad colour {c!r}: need three values 0-255")
-        if self.kind == "blur":
-            r = self.radius
-            if (not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r)
-                    or not 0 < r <= MAX_BLUR):
-                raise InvalidOptionError(f"blur radius must be a number above 0 and at most {MAX_BLUR:g}, got {r!r}")
-        if self.kind == "image" and (not isinstance(self.path, str) or not self.path.strip()):
-            raise InvalidOptionError("image background needs a path: image:PATH")
-
-    @classmethod
-    def parse(cls, text: "str | BackgroundSpec") -> "BackgroundSpec":
-        """Parse sd | color:#RRGGBB (#RGB, names) | blur[:RADIUS] | image:PATH | transparent."""
-        if isinstance(text, BackgroundSpec):
-            return text
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidOptionError(f"empty background; {_USAGE}")
-        kind, sep, arg = text.strip().partition(":")
-        kind = kind.strip().lower()
-        if kind in ("sd", "transparent"):
-            if arg.strip():
-                raise InvalidOptionError(f"background {kind!r} takes no value, got {text!r}")
-            return cls(kind)
-        if kind in ("color", "colour"):
-            if not arg.strip():
-                raise InvalidOptionError("color background needs a value: color:#RRGGBB")
-            return cls("color", color=parse_color(arg))
-        if kind == "blur":
-            if not arg.strip():
-                return cls("blur", radius=DEFAULT_BLUR)
-            try:
-                radius = float(arg)
-            except ValueError:
-                raise InvalidOptionError(f"blur radius must be a number, got {arg.strip()!r}") from None
-            return cls("blur", radius=radius)
-        if kind == "image":
-            return cls("image", path=arg.strip())
-        raise InvalidOptionError(f"unknown background {text.strip()!r}; {_USAGE}")
-
-    def __str__(self) -> str:
-        if self.kind == "color":
-            return "color:#%02x%02x%02x" % tuple(int(v) for v in self.color)
-        if self.kind == "blur":
-            return f"blur:{self.radius:g}"
-        if self.kind == "image":
-            return f"image:{self.path}"
-        return self.kind
-
-    @property
-    def generative(self) -> bool:
-        """True when the background must be painted by a model first (kind "sd")."""
-        return self.kind == "sd"
+# The background of a run is part of the run spec (core/spec.py); compose takes spec.Background.
+BackgroundSpec = Background
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -48,80 +47,15 @@ from typing import Callable, Optional
 import numpy as np
 
 from core import arrays, config, devices, weights
+from core.spec import SCHEDULERS, Generation
 from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
                          OutOfMemoryError)
 from core.tiny import _tiny_tokenizer, build_tiny_inpaint, build_tiny_pipeline  # noqa: F401 - re-exported
 
 ProgressFn = Callable[[int, int], None]
 
-MAX_STEPS = 150
-MAX_VARIANTS = 8
-MAX_GUIDANCE = 30.0
-MAX_SEED = 2**63 - 1 - MAX_VARIANTS
-MAX_PROMPT_CHARS = 2000
-
-# Scheduler names a user may pick -> diffusers class name. None keeps the model's own scheduler.
-SCHEDULERS: dict[str, str] = {
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
-        and bool(np.isfinite(x))
-
-
-@dataclass(frozen=True)
-class InpaintRequest:
-    """What to paint. Validated on construction (InvalidOptionError, one line).
-
-    prompt/negative: text; steps 1..150; guidance 0..30 (<= 1 disables classifier-free guidance);
-    strength in (0, 1] (1 = ignore the old background entirely); seed 0..2**63-9 or None (random);
-    variants 1..8; scheduler one of SCHEDULERS or None (the model's default)."""
-    prompt: str
-    negative: str = ""
-    steps: int = 30
-    guidance: float = 7.5
-    strength: float = 1.0
-    seed: Optional[int] = None
-    variants: int = 1
-    scheduler: Optional[str] = None
-
-    def __post_init__(self):
-        if not isinstance(self.prompt, str) or not isinstance(self.negative, str):
-            raise InvalidOptionError("prompt and negative prompt must be text")
-        if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative) > MAX_PROMPT_CHARS:
-            raise InvalidOptionError(f"prompt too long: at most {MAX_PROMPT_CHARS} characters")
-        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
-            raise InvalidOptionError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {self.steps!r}")
-        if not _is_num(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
-            raise InvalidOptionError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
-        if not _is_num(self.strength) or not 0 < self.strength <= 1:
-            raise InvalidOptionError(f"strength must be more than 0 and at most 1, got {self.strength!r}")
-        if int(self.steps * self.strength) < 1:
-            raise InvalidOptionError(f"steps x strength must be at least 1 "
-                                     f"({self.steps} x {self.strength:g} leaves no denoising step)")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
-            raise InvalidOptionError(f"seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}")
-        if not _is_int(self.variants) or not 1 <= self.variants <= MAX_VARIANTS:
-            raise InvalidOptionError(f"variants must be from 1 to {MAX_VARIANTS}, got {self.variants!r}")
-        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            raise InvalidOptionError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(SCHEDULERS)}")
-
-    def seeds(self) -> list[int]:
-        """One seed per variant: seed + i, or a random base drawn from the OS (global RNGs untouched)."""
-        base = self.seed if self.seed is not None else secrets.randbelow(2**32)
-        return [int(base) + i for i in range(self.variants)]
+# What to paint is the run spec's generation part (core/spec.py validates it, one line per error).
+InpaintRequest = Generation
 
 
 @dataclass(frozen=True)

@@ -13,44 +13,21 @@ cv2 is imported lazily inside the functions that need it.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
 from core import arrays
 from core.errors import InvalidOptionError
+from core.spec import MaskOptions
 
 THRESHOLD = 128
 """Mask values >= THRESHOLD count as subject wherever a hard (0/255) mask is needed."""
 
 
-@dataclass(frozen=True)
-class MaskOptions:
-    """How to clean up a segmentation mask before compositing (applied by `refine`, in this order).
+# How a mask is cleaned up is part of the run spec (core/spec.py): grow, feather, fill_holes,
+# min_area, invert.
 
-    fill_holes: fill background regions fully enclosed by the subject.
-    min_area:   drop subject specks smaller than this many pixels (0 = keep all).
-    grow:       grow the subject by this many pixels (negative shrinks it).
-    invert:     swap subject and background (last).
-    feather:    soft edge radius in pixels, >= 0; NOT applied by refine (compose does it).
-    """
-
-    grow: int = 0
-    feather: int = 0
-    fill_holes: bool = False
-    min_area: int = 0
-    invert: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "grow", _int(self.grow, "grow"))
-        object.__setattr__(self, "feather", _int(self.feather, "feather", minimum=0))
-        object.__setattr__(self, "min_area", _int(self.min_area, "min_area", minimum=0))
-        object.__setattr__(self, "fill_holes", _bool(self.fill_holes, "fill_holes"))
-        object.__setattr__(self, "invert", _bool(self.invert, "invert"))
-
-
-# ----------------------------------------------------------------------------------------- checks
 
 def _int(value: Any, name: str, minimum: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

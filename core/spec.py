@@ -208,6 +208,16 @@ class Click(Spec):
     y: Num = Field(description="vertical pixel position from the top edge of the original")
     label: Literal[0, 1] = Field(1, description="1 = subject (keep), 0 = not subject")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_tuple(cls, v):
+        """(x, y) or (x, y, label) is a click too (how the CLI, the editor and JSON write one)."""
+        if isinstance(v, (tuple, list)):
+            if len(v) not in (2, 3):
+                raise ValueError(f"a click is (x, y) or (x, y, label), got {len(v)} values")
+            return dict(zip(("x", "y", "label"), v))
+        return v
+
     @field_validator("label", mode="before")
     @classmethod
     def _label(cls, v):
@@ -335,6 +345,7 @@ class Background(Spec):
 class Generation(Spec):
     """What the inpainting model paints behind the subject (background "sd")."""
 
+    _positional: ClassVar[tuple[str, ...]] = ("prompt",)
     prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="the new background, in words")
     negative: str = Field("", max_length=MAX_PROMPT_CHARS, description="what not to paint")
     steps: Int = Field(30, ge=1, le=MAX_STEPS, description="denoising steps")

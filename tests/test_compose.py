@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.compose import (BackgroundSpec, alpha_matte, blurred, compose, cover_fit, feather_matte,
-                          parse_color)
+from core.compose import BackgroundSpec, alpha_matte, blurred, compose, cover_fit, feather_matte
 from core.errors import ImageError, InvalidOptionError
+from core.spec import parse_color
 
 
 def ellipse_mask(h, w, frac=0.3) -> np.ndarray:

@@ -6,14 +6,11 @@ import threading
 import numpy as np
 import pytest
 
-from core.compose import BackgroundSpec
 from core.errors import CancelledError, MissingWeightsError
 from core.history import open_store
 from core.images import LoadedImage
-from core.inpaint import InpaintRequest
 from core.jobs import JobRequest, run_job
-from core.masks import MaskOptions
-from core.segment import Click
+from core.spec import Click, Generation, MaskOptions, RunSpec, Subject
 
 
 @pytest.fixture
@@ -28,10 +25,10 @@ def ellipse_mask(h: int, w: int) -> np.ndarray:
 
 def test_sd_run_records_every_parameter_and_output(cat, tiny_inpaint):
     steps = []
-    req = JobRequest(image=cat, background=BackgroundSpec.parse("sd"), mask=ellipse_mask(*cat.rgb.shape[:2]),
-                     mask_options=MaskOptions(feather=3),
-                     inpaint=InpaintRequest(prompt="a red barn", negative="blurry", steps=3, seed=11, variants=2),
-                     model="tiny", source_name="cat.png")
+    spec = RunSpec(mask=MaskOptions(feather=3), background="sd",
+                   generation=Generation(prompt="a red barn", negative="blurry", steps=3, seed=11,
+                                         variants=2, model="tiny"))
+    req = JobRequest(image=cat, spec=spec, mask=ellipse_mask(*cat.rgb.shape[:2]), source_name="cat.png")
     result = run_job(req, progress=lambda stage, f: steps.append((stage, f)))
     assert [o.shape for o in result.outputs] == [cat.rgb.shape] * 2
     assert result.seeds == [11, 12]
@@ -45,7 +42,7 @@ def test_sd_run_records_every_parameter_and_output(cat, tiny_inpaint):
 
     run = open_store().get_run(result.run_id)
     assert run.status == "succeeded"
-    assert (run.prompt, run.negative, run.steps, run.model, run.source_name) == ("a red barn", "blurry", 3, "tiny", "cat.png")
+    assert run.spec == spec and run.source_name == "cat.png"
     assert [o.seed for o in run.outputs] == [11, 12]
     assert {"mask", "diffusion"} <= set(run.timings)
 
@@ -57,8 +54,9 @@ def test_cancelled_run_is_recorded_as_cancelled(cat, tiny_inpaint):
         if stage == "diffusion" and fraction > 0:
             cancel.set()  # the person pressed Cancel after the first step
 
-    req = JobRequest(image=cat, background=BackgroundSpec.parse("sd"), mask=ellipse_mask(*cat.rgb.shape[:2]),
-                     inpaint=InpaintRequest(prompt="snow", steps=6, seed=1), model="tiny")
+    req = JobRequest(image=cat, mask=ellipse_mask(*cat.rgb.shape[:2]),
+                     spec=RunSpec(background="sd",
+                                  generation=Generation(prompt="snow", steps=6, seed=1, model="tiny")))
     with pytest.raises(CancelledError):
         run_job(req, progress=progress, cancel=cancel)
     runs = list(open_store().list_runs())
@@ -67,18 +65,18 @@ def test_cancelled_run_is_recorded_as_cancelled(cat, tiny_inpaint):
 
 
 def test_missing_weights_run_is_recorded_as_failed_with_the_message(cat):
-    req = JobRequest(image=cat, background=BackgroundSpec.parse("blur:8"), clicks=(Click(200, 150),),
-                     segmenter="sam-vit-b")
+    req = JobRequest(image=cat, spec=RunSpec(
+        subject=Subject(clicks=[Click(200, 150)], segmenter="sam-vit-b"), background="blur:8"))
     with pytest.raises(MissingWeightsError) as err:
         run_job(req)
     run = list(open_store().list_runs())[0]
     assert run.status == "failed" and run.error == str(err.value)
-    assert run.clicks and tuple(run.clicks[0][:2]) == (200, 150)
+    assert run.spec.subject.clicks == (Click(200, 150),)
 
 
 def test_grabcut_clicks_to_colour_background(cat):
-    req = JobRequest(image=cat, background=BackgroundSpec.parse("color:#0000ff"),
-                     clicks=(Click(220, 150, 1),), segmenter="grabcut")
+    req = JobRequest(image=cat, spec=RunSpec(
+        subject=Subject(clicks=[Click(220, 150, 1)], segmenter="grabcut"), background="color:#0000ff"))
     result = run_job(req, record=False)
     assert result.run_id is None and list(open_store().list_runs()) == []
     out, mask = result.outputs[0], result.mask

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.compose import BackgroundSpec
 from core.history import open_store
 from core.images import content_hash, load_image
 from core.jobs import JobRequest, run_job
+from core.spec import RunSpec
+from runs import record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def mask_png(tmp_path, photo) -> Path:
 def record_some(store, small: np.ndarray, n: int = 2) -> list[int]:
     mask = np.zeros(small.shape[:2], np.uint8)
     mask[10:40, 10:60] = 255
-    return [store.record_run(source=small, mask=mask, outputs=[(tint(small, i + 1), i)],
+    return [record(store, source=small, mask=mask, outputs=[(tint(small, i + 1), i)],
                              background="sd", prompt=f"run {i}") for i in range(n)]
 
 
@@ -107,7 +108,7 @@ def test_opening_another_database_on_the_data_folder_deletes_nothing(tmp_path, s
     assert image_files(data) == before
     # a writer on the other database sweeps: it still only ever deletes what it claimed itself
     other_store = open_store(url=url)
-    other_store.record_run(source=tint(small, 9), background="blur:3")
+    record(other_store, source=tint(small, 9), background="blur:3")
     other_store.sweep(grace_s=0)
     assert {k: v for k, v in image_files(data).items() if k in before} == before
     assert store.sweep(grace_s=0).missing_files == 0
@@ -205,7 +206,7 @@ def test_outputs_are_returned_and_the_run_marked_failed_when_history_cannot_stor
     m[20:60, 30:90] = 255
     data = tmp_path / "data"
     for colour in ("#00ff00", "#ff00ff", "#123456", "#abcdef"):
-        request = JobRequest(image=image, background=BackgroundSpec.parse(f"color:{colour}"), mask=m)
+        request = JobRequest(image=image, spec=RunSpec(background=f"color:{colour}"), mask=m)
         expected = run_job(request, record=False).outputs[0]
         shard = content_hash(expected)[:2]
         if shard not in (image.hash[:2], content_hash(m)[:2]):
@@ -321,7 +322,7 @@ def test_non_regular_files_at_an_output_path_are_refused(tmp_path, photo, mask_p
         for target in (fifo, folder, link_to_fifo):
             one_line_error(cli("replace", photo, "--mask", mask_png, "--out", target,
                                "--background", "blur:2", "--no-history"), "not a regular file")
-        open_store().record_run(source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
+        record(open_store(), source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
                                 outputs=[np.zeros((4, 4, 3), np.uint8)])
         for target in (fifo, sock_path, folder):
             one_line_error(cli("history", "export", target, "--ids", "1"), "not a regular file")
@@ -333,7 +334,7 @@ def test_non_regular_files_at_an_output_path_are_refused(tmp_path, photo, mask_p
 
 def test_history_storage_is_never_an_output(tmp_path):
     store = open_store()
-    store.record_run(source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
+    record(store, source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
                      outputs=[np.ones((4, 4, 3), np.uint8)])
     db = tmp_path / "data" / "history.db"
     before = db.read_bytes()
@@ -372,7 +373,7 @@ def test_output_modes_follow_the_umask_and_an_existing_file_keeps_its_mode(tmp_p
     cli("replace", photo, "--mask", mask_png, "--out", keep, "--background", "blur:3", "--no-history")
     assert stat.S_IMODE(keep.stat().st_mode) == 0o604
     zip_out = tmp_path / "e.zip"
-    open_store().record_run(source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
+    record(open_store(), source=np.zeros((4, 4, 3), np.uint8), background="blur:1",
                             outputs=[np.zeros((4, 4, 3), np.uint8)])
     proc = subprocess.run([sys.executable, "-c", script.replace("0o027", "0o022"), "history", "export",
                            str(zip_out), "--ids", "1"], cwd=ROOT, capture_output=True, text=True,
@@ -406,8 +407,9 @@ def test_history_page_marks_a_dead_processes_run_failed(tmp_path, small):
     at.run()
     at.switch_page("pages/history.py").run()        # the server's store is open (and recovered)
     code = ("import numpy as np; from core.history import open_store; "
-            "open_store().start_run(source=np.zeros((8, 8, 3), np.uint8), background='sd', "
-            "prompt='killed mid-run')")
+            "from core.spec import RunSpec, Generation; "
+            "open_store().start_run(source=np.zeros((8, 8, 3), np.uint8), spec=RunSpec("
+            "background='sd', generation=Generation(prompt='killed mid-run')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr        # that process has ended: its run never will
@@ -434,7 +436,7 @@ def test_history_page_marks_a_dead_processes_run_failed(tmp_path, small):
     ["replace", "p.png", "--out", "o.png", "--point", "1,1", "--background", "blur:" + "9" * 5000],
 ])
 def test_numbers_out_of_range_are_one_short_line(tmp_path, args):
-    open_store().record_run(source=np.zeros((4, 4, 3), np.uint8), background="blur:1")
+    record(open_store(), source=np.zeros((4, 4, 3), np.uint8), background="blur:1")
     args = [str(tmp_path / a) if a.endswith((".zip", ".png")) else a for a in args]
     proc = cli(*args)
     line = one_line_error(proc, limit=320)
@@ -444,7 +446,7 @@ def test_numbers_out_of_range_are_one_short_line(tmp_path, args):
 # ------------------------------------------------------------ 7. terminal output is escaped
 def test_history_list_escapes_control_characters():
     store = open_store()
-    store.record_run(source=np.zeros((4, 4, 3), np.uint8), background="sd",
+    record(store, source=np.zeros((4, 4, 3), np.uint8), background="sd",
                      prompt="\x1b[31mred\x1b[0m\rgone\x07 \u202eevil \x9b2J", model="m\x1b[2J")
     proc = cli("history", "list")
     assert proc.returncode == 0, proc.stderr

@@ -15,26 +15,14 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 
 from core import arrays
+from core.spec import Click
 from core.errors import InvalidOptionError
 
 __all__ = ["Click", "SegmentRequest", "SegmentResult", "Segmenter"]
 
 
 # ----------------------------------------------------------------------------- requests / results
-@dataclass(frozen=True)
-class Click:
-    """One click in original-image pixels: (x, y), label 1 = subject (positive), 0 = not subject."""
-
-    x: float
-    y: float
-    label: int = 1
-
-    def __post_init__(self):
-        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-                   for v in (self.x, self.y)) or not (math.isfinite(self.x) and math.isfinite(self.y)):
-            raise InvalidOptionError(f"click coordinates must be finite numbers, got ({self.x!r}, {self.y!r})")
-        if self.label not in (0, 1) or isinstance(self.label, bool):
-            raise InvalidOptionError(f"click label must be 1 (subject) or 0 (not subject), got {self.label!r}")
+# A click is part of the run spec: core.spec.Click(x, y, label), original pixels.
 
 
 @dataclass(frozen=True)
