@@ -44,6 +44,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from core.spec import Generation, MaskOptions, RunSpec, Subject  # noqa: E402
+
 W, H = 384, 288
 WORDS = ("beach sunset forest mountain lake city night neon street desert snow meadow autumn "
          "spring studio marble velvet golden hour misty harbor lighthouse castle garden library "
@@ -52,7 +54,7 @@ WORDS = ("beach sunset forest mountain lake city night neon street desert snow m
          "watercolor oil painting photorealistic 8k detailed vintage film grain pastel").split()
 NEGATIVES = ("blurry, lowres", "watermark, text, jpeg artifacts", "deformed, ugly", "")
 MODELS = ("sd15-inpainting", "sdxl-inpainting", "tiny")
-SCHEDULERS = ("DPMSolverMultistep", "EulerAncestral", "PNDM", None)
+SCHEDULERS = ("dpm++", "euler_a", "pndm", None)
 
 
 def photos() -> list[np.ndarray]:
@@ -139,23 +141,22 @@ def fill(store, n_runs: int, distinct: int, seed: int = 0) -> dict:
                 arr = np.dstack([arr, pool_mask[i % len(pool_mask)]])
             outs.append((arr, rng.randrange(2**32)))
         prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 15))) if kind == "sd" else None
-        store.record_run(
-            source=sources[i % len(sources)], source_name=f"photo_{i % len(sources)}.jpg",
-            segmenter=rng.choice(("sam2-tiny", "sam-vit-b", "grabcut")),
-            clicks=[(rng.uniform(0, W), rng.uniform(0, H), rng.choice((0, 1)))
-                    for _ in range(rng.randint(1, 4))],
-            mask_options={"grow": rng.choice((0, 2, 4)), "feather": rng.choice((0, 3)),
-                          "fill_holes": False, "min_area": 0, "invert": False},
+        generation = Generation(
+            prompt=prompt, negative=rng.choice(NEGATIVES), seed=outs[0][1] if outs else None,
+            steps=rng.choice((20, 30, 50)), guidance=rng.choice((5.0, 7.5, 9.0)), strength=1.0,
+            scheduler=rng.choice(SCHEDULERS), model=rng.choice(MODELS), variants=max(n_out, 1),
+        ) if kind == "sd" else None
+        spec = RunSpec(
+            subject=Subject(clicks=[(rng.uniform(0, W - 1), rng.uniform(0, H - 1), rng.choice((0, 1)))
+                                    for _ in range(rng.randint(1, 4))],
+                            segmenter=rng.choice(("sam2-tiny", "sam-vit-b", "grabcut"))),
+            mask=MaskOptions(grow=rng.choice((0, 2, 4)), feather=rng.choice((0, 3))),
             background={"sd": "sd", "color": "color:#1e90ff", "blur": "blur:15",
                         "transparent": "transparent"}[kind],
-            prompt=prompt, negative=rng.choice(NEGATIVES) if prompt else None,
-            seed=outs[0][1] if outs and kind == "sd" else None,
-            steps=rng.choice((20, 30, 50)) if kind == "sd" else None,
-            guidance=rng.choice((5.0, 7.5, 9.0)) if kind == "sd" else None,
-            strength=1.0 if kind == "sd" else None,
-            scheduler=rng.choice(SCHEDULERS) if kind == "sd" else None,
-            model=rng.choice(MODELS) if kind == "sd" else None, variants=max(n_out, 1),
-            device="cpu", mask=pool_mask[i % len(pool_mask)] if status != "failed" else None,
+            generation=generation)
+        store.record_run(
+            source=sources[i % len(sources)], source_name=f"photo_{i % len(sources)}.jpg",
+            spec=spec, device="cpu", mask=pool_mask[i % len(pool_mask)] if status != "failed" else None,
             outputs=outs, status=status,
             error="CUDA out of memory" if status == "failed" else
             ("cancelled" if status == "cancelled" else None),
@@ -186,7 +187,7 @@ def page_with_thumbs(store, **kw) -> int:
 
 def measure(store, n_runs: int) -> dict:
     from core.history import RunQuery
-    from core.history.store import encode_cursor
+    from core.history.records import encode_cursor
 
     out: dict = {}
     first, med, nbytes = timed(lambda: page_with_thumbs(store))
@@ -224,8 +225,10 @@ def _stress_worker(worker: int, runs: int, go, results) -> None:
     t = time.perf_counter()
     for i in range(runs):
         try:
-            rid = store.start_run(source=src, background="sd", prompt=f"stress w{worker} r{i}",
-                                  seed=i, steps=20, model="tiny", clicks=[(10, 10, 1)])
+            spec = RunSpec(subject=Subject(clicks=[(10, 10, 1)], segmenter="tiny"), background="sd",
+                           generation=Generation(prompt=f"stress w{worker} r{i}", seed=i, steps=20,
+                                                 model="tiny"))
+            rid = store.start_run(source=src, spec=spec)
             store.finish_run(rid, mask=masks[i], outputs=[(outs[i], i)],
                              timings={"diffusion": 0.01}, device="cpu")
             done += 1

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import InvalidOptionError
 
-__all__ = ["describe", "rgb", "mask"]
+__all__ = ["describe", "rgb", "image", "mask"]
 
 
 def describe(a: Any) -> str:
@@ -32,6 +32,17 @@ def rgb(a: Any, name: str = "image") -> np.ndarray:
     h, w = a.shape[:2]
     if h == 0 or w == 0:
         raise InvalidOptionError(f"{name} is empty ({w}x{h})")
+    return a
+
+
+def image(a: Any, name: str = "image", channels: tuple[Optional[int], ...] = (3,)) -> np.ndarray:
+    """`a` itself if it is a non-empty uint8 array of shape HxW (None in `channels`) or HxWxC with
+    C in `channels` (e.g. (None, 3, 4) for anything PNG can hold), else InvalidOptionError."""
+    ok = isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.size > 0 and (
+        (a.ndim == 2 and None in channels) or (a.ndim == 3 and a.shape[2] in channels))
+    if not ok:
+        shapes = " or ".join("HxW" if c is None else f"HxWx{c}" for c in channels)
+        raise InvalidOptionError(f"{name} must be a non-empty uint8 array of shape {shapes}, got {describe(a)}")
     return a
 
 

@@ -230,18 +230,20 @@ class Click(Spec):
 Box = tuple[Num, Num, Num, Num]
 
 
-class Subject(Spec):
-    """How the subject is found: clicks and/or a box given to `segmenter`, the multimask
-    `candidate` picked in the editor (None = the model's best), or a mask given as is
-    (`segmenter` None)."""
+class Prompts(Spec):
+    """Clicks and/or a box on the subject, original-image pixels (what a segmenter is given)."""
 
     clicks: tuple[Click, ...] = Field((), max_length=MAX_CLICKS,
                                       description="clicks in original pixels, in the order made")
     box: Optional[Box] = Field(None, description="(x1, y1, x2, y2) around the subject, original pixels")
-    candidate: Optional[Int] = Field(None, ge=0, le=2,
-                                     description="multimask candidate chosen (None = best score)")
-    segmenter: Optional[str] = Field(None, max_length=200,
-                                     description="segmentation model name; None = a mask was given")
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _four(cls, box):
+        if box is not None and (isinstance(box, (str, bytes)) or not hasattr(box, "__len__")
+                                or len(box) != 4):
+            raise ValueError(f"box must be four numbers (x1, y1, x2, y2), got {box!r}")
+        return box
 
     @field_validator("box")
     @classmethod
@@ -249,6 +251,17 @@ class Subject(Spec):
         if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
             raise ValueError(f"box {tuple(box)} is empty: x2 must be > x1 and y2 > y1")
         return box
+
+
+class Subject(Prompts):
+    """How the subject is found: clicks and/or a box given to `segmenter`, the multimask
+    `candidate` picked in the editor (None = the model's best), or a mask given as is
+    (`segmenter` None)."""
+
+    candidate: Optional[Int] = Field(None, ge=0, le=2,
+                                     description="multimask candidate chosen (None = best score)")
+    segmenter: Optional[str] = Field(None, max_length=200,
+                                     description="segmentation model name; None = a mask was given")
 
 
 class MaskOptions(Spec):

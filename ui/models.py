@@ -65,17 +65,23 @@ def inpaint_missing_note(name: str):
 
 @st.cache_resource(show_spinner=False)
 def device_info() -> dict[str, Any]:
-    """What the models run on: GPU (with fp16) when CUDA is available, else CPU (fp32)."""
+    """What the models run on (core.devices.pick: CUDA, Apple MPS or CPU, or BACKDROP_DEVICE)."""
+    from core import devices
+    from core.errors import BackdropError
+
     try:
+        device = devices.pick()
+    except BackdropError as e:         # a BACKDROP_DEVICE this machine does not have
+        log.warning("device choice: %s", e)
+        return {"device": "CPU", "detail": str(e), "fp16": False}
+    if device.startswith("cuda"):
         import torch
-    except ImportError:  # pragma: no cover - torch is a requirement
-        return {"device": "CPU", "detail": "PyTorch is not installed", "fp16": False}
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        mem = torch.cuda.get_device_properties(0).total_memory
-        return {"device": "GPU", "detail": f"{name}, {mem / 2**30:.0f} GiB", "fp16": True}
-    return {"device": "CPU", "detail": f"{torch.get_num_threads()} threads; no CUDA GPU found",
-            "fp16": False}
+        mem = torch.cuda.get_device_properties(device).total_memory
+        return {"device": "GPU", "detail": f"{devices.name(device)}, {mem / 2**30:.0f} GiB", "fp16": True}
+    if device == "mps":
+        return {"device": "GPU", "detail": "Apple silicon (MPS); models run in fp32", "fp16": False}
+    import torch
+    return {"device": "CPU", "detail": f"{torch.get_num_threads()} threads; no GPU found", "fp16": False}
 
 
 def start_download(name: str, task_kind: str) -> tasks.Task:

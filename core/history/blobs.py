@@ -65,15 +65,10 @@ def encode_thumbnail(arr: np.ndarray, side: int = THUMB_SIDE) -> bytes:
 
 
 def check_image(arr: np.ndarray, what: str, *, mask: bool = False) -> np.ndarray:
-    from core.errors import InvalidOptionError
+    """An image to store (HxWx3 or HxWx4 uint8) or a mask (HxW uint8 or bool -> 0/255), contiguous."""
+    from core import arrays
 
-    arr = np.asarray(arr)
-    if arr.dtype == bool:
-        arr = np.where(arr, 255, 0).astype(np.uint8)
-    ok_shape = arr.ndim == 2 if mask else (arr.ndim == 3 and arr.shape[2] in (3, 4))
-    if arr.dtype != np.uint8 or not ok_shape or arr.size == 0:
-        want = "HxW uint8" if mask else "HxWx3 (or HxWx4) uint8"
-        raise InvalidOptionError(f"{what} must be a {want} array, got {arr.dtype} {arr.shape}")
+    arr = arrays.mask(arr, what) if mask else arrays.image(arr, what, channels=(3, 4))
     return np.ascontiguousarray(arr)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ImageError, InvalidOptionError
-from core.images.load import _check_array
+from core import arrays
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +24,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _to_pil(arr: np.ndarray) -> Image.Image:
     if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
         arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
-    _check_array(arr, "image", channels=(None, 3, 4))
+    arrays.image(arr, "image", channels=(None, 3, 4))
     return Image.fromarray(np.ascontiguousarray(arr))  # uint8 HxW -> L, HxWx3 -> RGB, HxWx4 -> RGBA
 
 
@@ -81,7 +81,7 @@ def encode_png(arr: np.ndarray, *, text: Mapping[str, str] | None = None, compre
     """
     if isinstance(arr, np.ndarray) and arr.dtype == bool and arr.ndim == 2:
         arr = arr.astype(np.uint8) * 255  # a boolean mask: True -> 255
-    _check_array(arr, "image", channels=(None, 3, 4))
+    arrays.image(arr, "image", channels=(None, 3, 4))
     if not isinstance(compress_level, numbers.Integral) or not 0 <= compress_level <= 9:
         raise InvalidOptionError(f"compress_level must be an integer from 0 to 9, got {compress_level!r}")
     h, w = arr.shape[:2]

@@ -28,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core import arrays
 from core.errors import ImageError, InvalidOptionError
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,10 @@ class LoadedImage:
     hash: str = field(default="")
 
     def __post_init__(self) -> None:
-        rgb = self.rgb
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise InvalidOptionError(f"LoadedImage.rgb must be an HxWx3 uint8 array, got {_describe(rgb)}")
+        rgb = arrays.rgb(self.rgb, "LoadedImage.rgb")
         if self.alpha is not None:
-            a = self.alpha
-            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != rgb.shape[:2]:
-                raise InvalidOptionError(
-                    f"LoadedImage.alpha must be an HxW uint8 array matching rgb {rgb.shape[:2]}, got {_describe(a)}")
+            a = arrays.image(self.alpha, "LoadedImage.alpha", channels=(None,))
+            arrays.mask(a, "LoadedImage.alpha", shape=rgb.shape)
             object.__setattr__(self, "alpha", _readonly(a))
         object.__setattr__(self, "rgb", _readonly(rgb))
         actual = content_hash(rgb)
@@ -453,18 +450,3 @@ def _display_name(name: object) -> str:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _describe(arr: object) -> str:
-    if isinstance(arr, np.ndarray):
-        return f"{arr.dtype} array of shape {arr.shape}"
-    return type(arr).__name__
-
-
-def _check_array(arr: object, what: str, channels: tuple[int | None, ...]) -> None:
-    """Raise InvalidOptionError unless arr is uint8 HxW (None in channels) or HxWxC with C in channels."""
-    ok = isinstance(arr, np.ndarray) and arr.dtype == np.uint8 and arr.size > 0 and (
-        (arr.ndim == 2 and None in channels) or (arr.ndim == 3 and arr.shape[2] in channels))
-    if not ok:
-        shapes = " or ".join("HxW" if c is None else f"HxWx{c}" for c in channels)
-        raise InvalidOptionError(f"{what} must be a non-empty uint8 array of shape {shapes}, got {_describe(arr)}")

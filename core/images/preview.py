@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import InvalidOptionError
-from core.images.load import _check_array, _readonly
+from core import arrays
+from core.images.load import _readonly
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def make_preview(rgb: np.ndarray, max_side: int = 1024) -> Preview:
     Never upscales: a small image is returned as is (scale 1.0, a read-only view of the same pixels).
     The preview's long side is exactly `max_side` when it is downscaled; area-averaged resampling.
     """
-    _check_array(rgb, "rgb", channels=(None, 3, 4))
+    arrays.image(rgb, "rgb", channels=(None, 3, 4))
     if isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1:
         raise InvalidOptionError(f"max_side must be a positive integer, got {max_side!r}")
     h, w = rgb.shape[:2]

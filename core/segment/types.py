@@ -8,14 +8,13 @@ quality score per candidate, and `SegmentResult.mask` is the best one as HxW uin
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, ClassVar, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
 from core import arrays
-from core.spec import Click
+from core.spec import Click, Flag, Prompts
 from core.errors import InvalidOptionError
 
 __all__ = ["Click", "SegmentRequest", "SegmentResult", "Segmenter"]
@@ -25,35 +24,16 @@ __all__ = ["Click", "SegmentRequest", "SegmentResult", "Segmenter"]
 # A click is part of the run spec: core.spec.Click(x, y, label), original pixels.
 
 
-@dataclass(frozen=True)
-class SegmentRequest:
-    """What the user asked for: clicks and/or a box (original pixels), and whether to return the
-    three multimask candidates (True) or a single mask (False).
+class SegmentRequest(Prompts):
+    """What the user asked for: clicks and/or a box (original pixels; validated by the run
+    spec's Prompts), and whether to return the three multimask candidates (True) or one mask.
 
     A request needs at least one positive click or a box; `validate(width, height)` checks that and
     that every click and the box lie inside the image.
     """
 
-    clicks: tuple[Click, ...] = ()
-    box: Optional[tuple[float, float, float, float]] = None
-    multimask: bool = True
-
-    def __post_init__(self):
-        clicks = tuple(self.clicks)
-        for c in clicks:
-            if not isinstance(c, Click):
-                raise InvalidOptionError(f"clicks must be Click objects, got {type(c).__name__}")
-        object.__setattr__(self, "clicks", clicks)
-        if self.box is not None:
-            try:
-                box = tuple(float(v) for v in self.box)
-            except (TypeError, ValueError):
-                raise InvalidOptionError(f"box must be four numbers (x1, y1, x2, y2), got {self.box!r}") from None
-            if len(box) != 4 or not all(math.isfinite(v) for v in box):
-                raise InvalidOptionError(f"box must be four finite numbers (x1, y1, x2, y2), got {self.box!r}")
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise InvalidOptionError(f"box {box} is empty: x2 must be > x1 and y2 > y1")
-            object.__setattr__(self, "box", box)
+    _positional: ClassVar[tuple[str, ...]] = ("clicks", "box", "multimask")
+    multimask: Flag = True
 
     @property
     def positives(self) -> tuple[Click, ...]:
