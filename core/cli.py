@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core import log
+    log.configure(default="WARNING")      # stderr stays the one `error:` line unless asked
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -398,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: still one line; BACKDROP_DEBUG=1 shows the traceback
         if os.environ.get("BACKDROP_DEBUG"):
             raise
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
         _error(f"internal error ({type(e).__name__}: {short(e, 120)}); rerun with BACKDROP_DEBUG=1 "
                "for details")
         return 1

@@ -89,6 +89,37 @@ def test_replace_color_keeps_subject_and_records_history(tmp_path, cat_png, chel
     assert "color:#00ff00" in json.dumps(listed[0])
 
 
+def test_replace_flags_become_the_recorded_run_spec(tmp_path, cat_png):
+    from core.spec import Click, MaskOptions, RunSpec, Subject
+
+    out = tmp_path / "out.png"
+    cli("replace", cat_png, "--out", out, "--point", "220,150", "--point", "20,20,0",
+        "--box", "100,50,400,280", "--candidate", "0", "--segmenter", "grabcut",
+        "--background", "blur:7.5", "--grow", "3", "--fill-holes", "--min-area", "40")
+    [row] = json.loads(cli("history", "list", "--json").stdout)
+    assert RunSpec.from_json(row["spec"]) == RunSpec(
+        subject=Subject(clicks=[Click(220, 150), Click(20, 20, 0)], box=(100, 50, 400, 280),
+                        candidate=0, segmenter="grabcut"),
+        mask=MaskOptions(grow=3, feather=2, fill_holes=True, min_area=40),   # feather: CLI default
+        background="blur:7.5")
+    help_text = cli("replace", "--help").stdout
+    assert "--min-area N" in help_text and "denoising steps" in help_text   # help from the spec
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--steps", "0"], "steps must be from 1 to 150, got 0"),
+    (["--guidance", "31"], "guidance must be from 0 to 30"),
+    (["--scheduler", "warp"], "unknown scheduler 'warp'"),
+    (["--steps", "2", "--strength", "0.2"], "steps x strength must be at least 1"),
+])
+def test_replace_values_are_checked_by_the_spec_before_any_work(tmp_path, cat_png, flags, words):
+    out = tmp_path / "o.png"
+    proc = cli("replace", cat_png, "--out", out, "--point", "10,10", "--segmenter", "grabcut",
+               "--background", "sd", "--prompt", "x", "--model", "tiny", *flags, check=False)
+    assert_one_line_error(proc, words)
+    assert not out.exists()
+
+
 def test_replace_no_history_records_nothing(tmp_path, cat_png):
     out = tmp_path / "out.png"
     cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
@@ -118,7 +149,7 @@ def test_replace_sd_tiny_model_then_export(tmp_path, cat_png, chelsea, tiny_inpa
     assert result.shape == chelsea.shape
     assert not np.array_equal(result, chelsea)
     runs = json.loads(cli("history", "list", "--json").stdout)
-    assert runs[0]["prompt"] == "a sunny beach"
+    assert runs[0]["prompt"] == runs[0]["spec"]["generation"]["prompt"] == "a sunny beach"
     zip_path = tmp_path / "export.zip"
     cli("history", "export", zip_path, "--ids", str(runs[0]["id"]))
     with zipfile.ZipFile(zip_path) as z:
