@@ -1,7 +1,7 @@
 """Editor page through Streamlit's AppTest: photo intake, clicks -> mask, undo/clear, generation
 (tiny SAM + tiny SD inpainting), cancel, and one-line errors. The custom image component cannot be
 clicked in AppTest, so clicks go through the same handler the component's callback uses
-(ui.editor.apply_canvas_value) with the value dict the component sends."""
+(ui.canvas.apply_canvas_value) with the value dict the component sends."""
 from __future__ import annotations
 
 import io
@@ -15,7 +15,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from ui import editor as ed  # noqa: E402
+from ui import canvas, job, photo, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -57,7 +57,7 @@ def png_bytes(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
 
 def click(at: AppTest, x: float, y: float, *, width: float, height: float, t: int) -> bool:
     """What the image component sends for a click at displayed (x, y) on a width x height display."""
-    return ed.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": width, "height": height,
+    return canvas.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": width, "height": height,
                                                     "unix_time": t})
 
 
@@ -82,7 +82,7 @@ def test_editor_starts_with_upload_and_samples(tiny_env):
     at = new_app()
     no_exception(at)
     assert at.title[0].value == "Replace a photo's background"
-    assert [b.label for b in at.button][:3] == list(ed.SAMPLES)
+    assert [b.label for b in at.button][:3] == list(photo.SAMPLES)
     assert at.file_uploader(key="upload").label.startswith("1 · Upload a photo")
     assert any("Upload a photo or pick a sample" in i.value for i in at.info)
     assert at.sidebar.selectbox(key="seg_pick").value == "tiny"
@@ -126,7 +126,7 @@ def test_click_maps_displayed_pixels_to_original_and_draws_mask(tiny_env, coffee
     at.file_uploader(key="upload").set_value(("big.jpg", png_bytes(big, "JPEG"), "image/jpeg")).run()
     no_exception(at)
     preview = at.session_state["preview"]
-    assert max(preview.rgb.shape[:2]) == ed.PREVIEW_SIDE        # downscaled preview for the browser
+    assert max(preview.rgb.shape[:2]) == photo.PREVIEW_SIDE        # downscaled preview for the browser
     # The component shows the preview at 512x341 px; a click at its centre is the photo's centre.
     assert click(at, 256, 170.5, width=512, height=341, t=1)
     (p,) = at.session_state["prompts"]
@@ -151,10 +151,10 @@ def test_remove_mode_box_undo_and_clear(tiny_env):
     at.segmented_control(key="click_mode").set_value(S.REMOVE).run()
     click(at, 50, 60, width=512, height=512, t=2)
     at.toggle(key="box_mode").set_value(True).run()
-    ed.apply_canvas_value(at.session_state, {"x1": 100, "y1": 90, "x2": 400, "y2": 500,
+    canvas.apply_canvas_value(at.session_state, {"x1": 100, "y1": 90, "x2": 400, "y2": 500,
                                              "width": 512, "height": 512, "unix_time": 3})
     # a "drag" of a few pixels is a click
-    ed.apply_canvas_value(at.session_state, {"x1": 300, "y1": 300, "x2": 302, "y2": 301,
+    canvas.apply_canvas_value(at.session_state, {"x1": 300, "y1": 300, "x2": 302, "y2": 301,
                                              "width": 512, "height": 512, "unix_time": 4})
     at.run()
     no_exception(at)
@@ -179,7 +179,7 @@ def test_candidate_choice_and_edge_controls(tiny_env):
     at.run()
     result = next(iter(at.session_state["seg_cache"].values()))
     assert len(result.masks) == 3
-    radio = at.radio(key=ed.candidate_key(at.session_state, "tiny"))
+    radio = at.radio(key=prompts.candidate_key(at.session_state, "tiny"))
     assert radio.value == int(result.best)
     other = (int(result.best) + 1) % 3
     radio.set_value(other).run()
@@ -192,9 +192,9 @@ def test_candidate_choice_and_edge_controls(tiny_env):
     no_exception(at)
     assert at.session_state["canvas_cache"][1] != before            # overlay follows the controls
     at.text_area(key="prompt").input("a meadow").run()
-    request = ed.job_request(at.session_state, "tiny")
-    assert request.candidate == other
-    assert request.mask_options.invert and request.mask_options.grow == 10
+    request = job.job_request(at.session_state, "tiny")
+    assert request.spec.subject.candidate == other
+    assert request.spec.mask.invert and request.spec.mask.grow == 10
 
 
 def _generate_and_wait(at: AppTest) -> None:
@@ -226,8 +226,9 @@ def test_generate_with_tiny_sd_records_exactly_one_history_row(tiny_env):
     assert store.count_runs() == 1
     run = store.get_run(res["run_id"])
     assert run.status == "succeeded" and run.prompt == "a quiet beach, **bold** <b>not html</b>"
-    assert run.model == "tiny" and run.segmenter == "tiny" and run.seed == 7
-    assert run.clicks == ((256.0, 200.0, 1),)
+    spec = run.spec
+    assert spec.generation.model == "tiny" and spec.subject.segmenter == "tiny" and spec.generation.seed == 7
+    assert [(c.x, c.y, c.label) for c in spec.subject.clicks] == [(256.0, 200.0, 1)]
 
 
 def green_background_on_the_coffee_cup() -> AppTest:
@@ -368,7 +369,7 @@ def test_preview_edge_is_the_edge_the_result_gets():
     cv2.circle(hard, (150, 100), 60, 255, -1)
     result = SegmentResult(masks=(hard > 0)[None], scores=np.ones(1, np.float32), best=0)
     state = {"preview": SimpleNamespace(scale=0.5), "feather": 16, "grow": 0, "invert": False}
-    alpha = ed.preview_mask(state, result)
+    alpha = canvas.preview_mask(state, result)
     assert alpha.shape == hard.shape and alpha.dtype == np.uint8
     assert not alpha[hard == 0].any()                       # no halo outside the subject
     assert np.array_equal(alpha, alpha_matte(hard, 8))      # feather 16 px of the photo = 8 px here
@@ -387,3 +388,132 @@ def test_result_is_kept_and_downloadable_when_history_cannot_record(tiny_env, tm
                for w in at.warning), [w.value for w in at.warning]
     labels = [b.label for b in at.get("download_button")]
     assert any(label.startswith("Download PNG") for label in labels), labels
+
+
+# ------------------------------------------------------------------- background photo upload
+def _background_upload(at: AppTest, name: str, data: bytes, mime: str = "image/jpeg") -> None:
+    at.segmented_control(key="bg_kind").set_value(S.BG_IMAGE).run()
+    at.file_uploader(key="bg_upload").set_value((name, data, mime)).run()
+    no_exception(at)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (RGB) and that holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name, data", [
+    ("scene.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"),   # EPS, not allowed
+    ("scene.png", _png_header_only(8_000, 8_000)),                                      # 64 MP: over the cap
+    ("scene.jpg", b"this is not an image"),
+])
+def test_refused_background_photo_is_one_line_and_stores_nothing(tiny_env, name, data):
+    from core import config
+
+    at = new_app()
+    load_sample(at)
+    _background_upload(at, name, data)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0] and "Traceback" not in errors[0], errors
+    assert "scene" in errors[0]                                   # names the file it refused
+    assert at.session_state["bg_image_path"] is None and at.session_state["bg_image"] is None
+    folder = config.data_dir() / "backgrounds"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_cmyk_background_photo_is_stored_as_rgb_png(tiny_env):
+    from core import config
+    from core.images import load_image
+
+    buf = io.BytesIO()
+    Image.new("CMYK", (64, 48), (0, 255, 255, 0)).save(buf, format="JPEG", quality=95)   # red in CMYK
+    data = buf.getvalue()
+    at = new_app()
+    load_sample(at)
+    _background_upload(at, "red cmyk.jpg", data)
+    assert not at.error, [e.value for e in at.error]
+    path = Path(at.session_state["bg_image_path"])
+    assert path.parent == config.data_dir() / "backgrounds" and path.suffix == ".png"
+    stored = Image.open(path)
+    assert stored.format == "PNG" and stored.mode == "RGB" and stored.size == (64, 48)
+    expected = load_image(data)                                     # decoded and converted once
+    assert np.array_equal(np.asarray(stored), expected.rgb)
+    assert path.stem == expected.hash[:32]                          # content-addressed
+    assert (np.asarray(stored)[..., 0] > 200).all()                 # red, not inverted CMYK
+    # the same photo again: one file
+    at.file_uploader(key="bg_upload").set_value(("again.jpg", data, "image/jpeg")).run()
+    no_exception(at)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+# ------------------------------------------------------------------- errors reach the server log
+def test_unexpected_upload_failure_is_logged_with_traceback(tiny_env, monkeypatch, caplog, coffee):
+    import logging
+
+    import core.images
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(core.images, "load_image", broken)
+    at = new_app()
+    with caplog.at_level(logging.INFO, logger="ui"):
+        at.file_uploader(key="upload").set_value(("cup.png", png_bytes(coffee), "image/png")).run()
+    no_exception(at)
+    (error,) = [e.value for e in at.error]
+    assert "RuntimeError" in error and "see the server log" in error
+    (record,) = [r for r in caplog.records if r.name == "ui.photo"]
+    assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError
+
+
+def test_task_future_progress_errors_and_logging(caplog):
+    import logging
+    import threading
+
+    from core.errors import CancelledError, ImageError
+    from ui import tasks
+
+    gate = threading.Event()
+
+    def slow(progress, cancel):
+        progress("diffusion", 1.5)
+        gate.wait(10)
+        return 42
+
+    with caplog.at_level(logging.INFO, logger="ui.tasks"):
+        ok = tasks.start("generate", slow)
+        while ok.stage != "diffusion":
+            time.sleep(0.01)
+        assert tasks.running(ok) and ok.fraction == 1.0 and ok.result is None and ok.error is None
+        gate.set()
+        assert ok.wait(10) and ok.result == 42 and not ok.cancelled and ok.finished is not None
+
+        def boom(progress, cancel):
+            raise ValueError("internal")
+
+        bad = tasks.start("generate", boom, label="generating the background")
+        assert bad.wait(10) and bad.result is None
+        assert bad.error == ("Something went wrong while generating the background (ValueError); "
+                             "see the server log.")
+        exc, frames = bad.future.exception(), []
+        tb = exc.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame.f_code.co_name)
+            tb = tb.tb_next
+        assert "boom" not in frames and exc.__context__ is None     # no frames of the work pinned
+
+        expected = tasks.start("prepare", lambda p, c: (_ for _ in ()).throw(ImageError("bad photo")))
+        stopped = tasks.start("generate", lambda p, c: (_ for _ in ()).throw(CancelledError("stopped")))
+        assert expected.wait(10) and expected.error == "bad photo" and not expected.cancelled
+        assert stopped.wait(10) and stopped.cancelled and stopped.error == "stopped"
+    by_level = {(r.levelno, r.exc_info is not None and r.exc_info[0] is not None) for r in caplog.records}
+    assert (logging.ERROR, True) in by_level                     # the unexpected one, with traceback
+    assert all(r.exc_info is None or r.exc_info[0] is None
+               for r in caplog.records if r.levelno < logging.WARNING)   # expected ones: no traceback

@@ -3,9 +3,14 @@
 Pages (pages/*.py) hold widgets and session state only; everything they do goes through here:
   state.py      session-state defaults, initialised once by the router (streamlit_app.py)
   resources.py  st.cache_resource loaders: segmenters, inpainters, the history store
-  editor.py     click handling (component value -> clicks in original pixels), undo/clear, the
-                preview-size segmentation and overlay, the job request built from the widgets
-  tasks.py      background threads for slow work (embedding, generation) with progress + cancel
+  photo.py      the photo being edited: upload (read once per file), samples, preview, embedding
+  prompts.py    clicks and box (original pixels), undo/clear, the segmenter (GrabCut fallback),
+                preview-size masks, the mask candidate chosen
+  canvas.py     the clickable image: component value -> clicks, overlay, candidate thumbnails
+  job.py        background photo, the JobRequest built from the widgets (`job_request`), start
+                (Generate / re-run), progress, results panel with downloads
+  editor.py     old names re-exported for callers not yet moved (ui/history.py, bench/)
+  tasks.py      bounded thread pools (concurrent.futures) for slow work: progress + cancel
   history.py    history-page helpers: compare table, parameter differences, export
   widgets.py    shared widgets: one-line errors, photo previews, model labels
 `core/` never imports streamlit; this package is the only place that wraps it.

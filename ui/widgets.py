@@ -12,7 +12,7 @@ import streamlit as st
 
 from core.errors import BackdropError
 
-log = logging.getLogger("backdrop.ui")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$])")
@@ -41,7 +41,8 @@ def guarded(what: str, fn: Callable[..., T], *args, **kwargs) -> Optional[T]:
     """Call fn; on failure show ONE line with st.error (never a traceback) and return None."""
     try:
         return fn(*args, **kwargs)
-    except BackdropError as e:
+    except BackdropError as e:     # expected (bad input, missing weights): no traceback
+        log.info("while %s: %s", what, e)
         st.error(escape_md(one_line(e, what)))
     except Exception as e:  # the app keeps working; the log keeps the details
         log.exception("while %s", what)

@@ -1,0 +1,173 @@
+"""The clickable photo: what the browser shows (the preview JPEG with the mask overlay, click dots
+and box drawn on it, and the candidate thumbnails) and what its clicks mean.
+
+A click travels: pages/editor.py (streamlit_image_coordinates) -> `apply_canvas_value` here (maps
+DISPLAYED pixels to ORIGINAL pixels and records the click with ui.prompts) ->
+ui.prompts.segment_preview (masks at the PREVIEW size). The browser only ever receives the
+downscaled preview JPEG with the overlay drawn on it. Arrays are HxWx3 uint8 RGB, masks HxW uint8.
+
+Every function takes the session-state mapping explicitly, so tests can drive it with
+AppTest.session_state or a plain dict.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any, Optional
+
+import numpy as np
+
+from ui import prompts
+from ui import state as S
+from ui.photo import preview_size
+
+CANVAS_JPEG_QUALITY = 80
+MIN_BOX_PX = 6               # a "drag" shorter than this (displayed px) is a click
+
+
+# ----------------------------------------------------------------------------- clicks
+def _to_original(state: MutableMapping, value: dict, x: float, y: float) -> tuple[int, int]:
+    """Displayed pixels (the component's x, y at its displayed width/height) -> original pixels."""
+    pw, ph = preview_size(state)
+    dw = float(value.get("width") or pw)
+    dh = float(value.get("height") or ph)
+    return state["preview"].to_original(x * pw / dw, y * ph / dh)
+
+
+def apply_canvas_value(state: MutableMapping, value: Optional[dict]) -> bool:
+    """Record the click or box the image component reported; True when something new was added.
+
+    `value` is what streamlit_image_coordinates returns: {"x", "y", "width", "height", "unix_time"}
+    for a click, {"x1", "y1", "x2", "y2", "width", "height", "unix_time"} for a drag. The same value
+    comes back on every rerun, so events are de-duplicated by unix_time.
+    """
+    if not value or state.get("photo") is None or state.get("preview") is None:
+        return False
+    event = value.get("unix_time")
+    if event is not None and event == state.get("canvas_event"):
+        return False
+    state["canvas_event"] = event
+    label = 0 if state.get("click_mode") == S.REMOVE else 1
+    if "x1" in value:
+        x1, y1, x2, y2 = (float(value[k]) for k in ("x1", "y1", "x2", "y2"))
+        if abs(x2 - x1) >= MIN_BOX_PX and abs(y2 - y1) >= MIN_BOX_PX:
+            ox1, oy1 = _to_original(state, value, min(x1, x2), min(y1, y2))
+            ox2, oy2 = _to_original(state, value, max(x1, x2), max(y1, y2))
+            if ox2 > ox1 and oy2 > oy1:
+                prompts.add_box(state, (ox1, oy1, ox2, oy2))
+                return True
+            return False
+        x, y = x1, y1   # no real drag: treat it as a click
+    else:
+        x, y = float(value["x"]), float(value["y"])
+    ox, oy = _to_original(state, value, x, y)
+    prompts.push(state, {"kind": "point", "x": ox, "y": oy, "label": label})
+    return True
+
+
+# ----------------------------------------------------------------------------- overlay
+def _scaled(px: int, scale: float) -> int:
+    if px == 0:
+        return 0
+    v = int(round(px * scale))
+    return v if v != 0 else (1 if px > 0 else -1)
+
+
+def preview_mask(state: MutableMapping, result) -> np.ndarray:
+    """The chosen candidate at preview size with grow/invert/feather applied (scaled to preview).
+    The soft edge is compose's own matte, so the preview shows the edge the saved result gets."""
+    from core.compose import MAX_FEATHER, alpha_matte
+    from core.masks import MaskOptions, refine
+
+    scale = state["preview"].scale
+    mask = np.where(result.masks[prompts.chosen(state, result)], 255, 0).astype(np.uint8)
+    grow_px, inv = _scaled(int(state.get("grow", 0)), scale), bool(state.get("invert", False))
+    if grow_px or inv:
+        mask = refine(mask, MaskOptions(grow=grow_px, invert=inv))
+    f = min(_scaled(int(state.get("feather", 0)), scale), MAX_FEATHER)
+    return alpha_matte(mask, f) if f > 0 else mask
+
+
+def _preview_clicks(state: MutableMapping):
+    from core.segment import Click
+    s = state["preview"].scale
+    return tuple(Click(c.x * s, c.y * s, c.label) for c in prompts.clicks(state))
+
+
+def _draw_box(rgb: np.ndarray, b, scale: float, color=(255, 200, 0), width: int = 2) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = (int(round(v * scale)) for v in b)
+    x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
+    y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
+    out = rgb.copy()
+    out[y1:y1 + width, x1:x2 + 1] = color
+    out[max(y2 - width + 1, 0):y2 + 1, x1:x2 + 1] = color
+    out[y1:y2 + 1, x1:x1 + width] = color
+    out[y1:y2 + 1, max(x2 - width + 1, 0):x2 + 1] = color
+    return out
+
+
+def canvas_rgb(state: MutableMapping, mask: Optional[np.ndarray]) -> np.ndarray:
+    """The preview with the mask overlay, click dots and box drawn (preview-size RGB)."""
+    from core.masks import overlay
+
+    rgb = state["preview"].rgb
+    if mask is not None:
+        rgb = overlay(rgb, mask, clicks=_preview_clicks(state))
+    b = prompts.box(state)
+    if b is not None:
+        rgb = _draw_box(rgb, b, state["preview"].scale)
+    return rgb
+
+
+class EncodedImage:
+    """Already-encoded JPEG bytes that streamlit_image_coordinates can 'save' (no re-encode)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def save(self, fp, format: str = "JPEG", **_: Any) -> None:  # noqa: A002 - PIL's signature
+        fp.write(self.data)
+
+
+def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedImage:
+    """What the browser receives for the clickable photo: the preview JPEG with overlay (cached)."""
+    from core.images import encode_jpeg
+
+    key = (prompts.seg_key(state, segmenter_name) if result is not None else state["photo"].hash,
+           None if result is None else prompts.chosen(state, result),
+           state.get("grow"), state.get("feather"), state.get("invert"))
+    cached = state.get("canvas_cache")
+    if cached is None or cached[0] != key:
+        mask = None if result is None else preview_mask(state, result)
+        data = encode_jpeg(canvas_rgb(state, mask), quality=CANVAS_JPEG_QUALITY)
+        cached = (key, data)
+        state["canvas_cache"] = cached
+    return EncodedImage(cached[1])
+
+
+def candidate_thumbnails(state: MutableMapping, result, segmenter_name: str, side: int = 240) -> list[bytes]:
+    """One small JPEG per candidate mask (to choose among SAM's guesses); cached per segmentation.
+
+    A plain tint (no outline): at 240 px that is all the eye needs, and it costs ~1 ms a thumbnail.
+    """
+    import cv2
+
+    key = prompts.seg_key(state, segmenter_name)
+    cached = state.get("thumb_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    prev = state["preview"].rgb
+    s = side / max(prev.shape[:2])
+    size = (max(1, round(prev.shape[1] * s)), max(1, round(prev.shape[0] * s)))
+    small = cv2.resize(prev, size, interpolation=cv2.INTER_AREA)
+    tint = np.empty_like(small)
+    tint[:] = (30, 144, 255)
+    tinted = cv2.addWeighted(small, 0.5, tint, 0.5, 0.0)
+    out = []
+    for m in result.masks:
+        sm = cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        thumb = np.where(sm[:, :, None], tinted, small)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(thumb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        out.append(buf.tobytes())
+    state["thumb_cache"] = (key, out)
+    return out

@@ -1,0 +1,197 @@
+"""The run: the background photo upload, the job request built from the editor's state, starting
+it in the background (Generate, or "Re-run" from History), its progress, collecting its outputs,
+and the results panel with downloads.
+
+`job_request` is the one place that turns session state into a core.jobs.JobRequest.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, Optional
+
+import streamlit as st
+
+from core import config
+from core.errors import BackdropError
+from ui import prompts, tasks
+from ui import state as S
+from ui.widgets import display_image, escape_md, one_line
+
+log = logging.getLogger(__name__)
+
+BG_PREVIEW_SIDE = 320        # the background photo's thumbnail kept in session state
+STAGE_TEXT = {"starting": "Starting", "mask": "Cutting out the subject", "load model": "Loading the model",
+              "diffusion": "Painting the background", "compose": "Putting the subject back",
+              "done": "Saving"}
+
+
+# ----------------------------------------------------------------------------- background photo
+def store_background_image(state: MutableMapping, data: bytes, name: Optional[str] = None) -> None:
+    """Read an uploaded background photo through core.images.load_image (format allow-list, pixel
+    cap, colour conversion to RGB) and keep the decoded RGB as a PNG under the data dir, named by
+    its content hash, for the job. Raises ImageError (one line) and stores nothing when refused."""
+    from core.images import load_image, save_image
+
+    image = load_image(data, name=name)
+    folder = config.data_dir() / "backgrounds"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{image.hash[:32]}.png"
+    if not path.exists():
+        save_image(image.rgb, path)
+    state["bg_image"] = display_image(image.rgb, BG_PREVIEW_SIDE)    # only the small preview is kept
+    state["bg_image_path"] = str(path)
+
+
+def take_background_upload(state: MutableMapping, uploaded: Any) -> Optional[str]:
+    """Store what sits in the background uploader (a Streamlit UploadedFile or None), once per
+    file. Returns the one-line error to show when the file just read could not be used."""
+    if uploaded is None or uploaded.file_id == state.get("bg_upload_id"):
+        return None
+    state["bg_upload_id"] = uploaded.file_id
+    try:
+        store_background_image(state, uploaded.getvalue(), uploaded.name)
+    except BackdropError as e:
+        log.info("background photo %r not used: %s", uploaded.name, e)
+        return one_line(e, "reading the background photo")
+    except Exception as e:
+        log.exception("reading the background photo %r failed", uploaded.name)
+        return one_line(e, "reading the background photo")
+    return None
+
+
+# ----------------------------------------------------------------------------- request
+def job_request(state: MutableMapping, segmenter_name: str):
+    """The core.jobs.JobRequest for the current photo, prompts, mask options and background and
+    generation widgets; `segmenter_name` is the segmenter in use (the app may have fallen back to
+    GrabCut). Raises InvalidOptionError (one line) when something is missing or out of range."""
+    from core.errors import InvalidOptionError
+    from core.jobs import JobRequest
+
+    if state.get("photo") is None:
+        raise InvalidOptionError("load a photo first (upload one or pick a sample)")
+    if not prompts.has_subject(state):
+        raise InvalidOptionError("click on the subject first so Backdrop knows what to keep")
+    return JobRequest(image=state["photo"], spec=S.spec_from_state(state, segmenter_name),
+                      source_name=state.get("photo_name", ""))
+
+
+# ----------------------------------------------------------------------------- start, collect
+def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
+    """Validate the widgets, then run the job in the background (raises BackdropError on bad input).
+
+    The worker also makes the browser-sized previews of the outputs, so later reruns only send
+    cached bytes.
+    """
+    from core.jobs import run_job
+
+    request = job_request(state, segmenter_name)
+
+    def work(progress, cancel):
+        job = run_job(request, progress=progress, cancel=cancel)
+        return {"job": job, "original": display_image(request.image.rgb),
+                "previews": [display_image(o) for o in job.outputs]}
+
+    task = tasks.start("generate", work, label="generating the background")
+    task.request = request
+    state["job"] = task
+    return task
+
+
+def start_if_asked(state: MutableMapping, clicked: bool, segmenter_name: str) -> Optional[str]:
+    """Start a generation when Generate was clicked or History asked for a re-run (state
+    "autorun", honoured once, unless a job is already running). Returns the one-line error to
+    show when it could not start."""
+    if state.get("autorun"):
+        state["autorun"] = False
+        clicked = not tasks.running(state.get("job"))
+    if not clicked:
+        return None
+    state["job_notice"] = None
+    try:
+        start_generation(state, segmenter_name)
+    except BackdropError as e:
+        log.info("run not started: %s", e)
+        return one_line(e, "starting the run")
+    except Exception as e:
+        log.exception("starting the run failed")
+        return one_line(e, "starting the run")
+    return None
+
+
+def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
+    """When the job has finished: move its outputs into state["result"]; return the finished task."""
+    task = state.get("job")
+    if task is None or not task.done:
+        return None
+    state["job"] = None
+    if task.result is not None:
+        r = task.result["job"]
+        state["result"] = {"run_id": r.run_id, "outputs": r.outputs, "seeds": r.seeds,
+                           "timings": r.timings, "original": task.result["original"],
+                           "previews": task.result["previews"],
+                           "name": Path(task.request.source_name or "photo").stem,
+                           "background": str(task.request.spec.background)}
+        if r.record_error:   # the outputs are fine and downloadable; only the history failed
+            state["job_notice"] = ("warning", f"Done in {task.elapsed:.1f} s, but the run is not in "
+                                   f"History: {r.record_error}. Download the result below.")
+        else:
+            state["job_notice"] = ("success", f"Done in {task.elapsed:.1f} s"
+                                   + (f" — saved to History as run #{r.run_id}." if r.run_id else "."))
+    elif task.cancelled:
+        state["job_notice"] = ("warning", "Cancelled: " + (task.error or "the run was stopped."))
+    else:
+        state["job_notice"] = ("error", task.error or "The run failed.")
+    return task
+
+
+def progress_text(task: tasks.Task) -> str:
+    stage = STAGE_TEXT.get(task.stage, task.stage.capitalize())
+    return f"{stage}… {int(task.fraction * 100)}% · {task.elapsed:.0f} s"
+
+
+# ----------------------------------------------------------------------------- panels
+def job_panel(state: MutableMapping) -> None:
+    """While a job runs: its progress bar and Cancel, redrawn every second; when it ends, its
+    one-line outcome (kept until the next run)."""
+
+    @st.fragment(run_every=1.0 if tasks.running(state["job"]) else None)
+    def progress() -> None:
+        task = state.get("job")
+        if task is None:
+            return
+        if task.done:
+            collect_result(state)
+            st.rerun()
+        st.progress(task.fraction, text=progress_text(task))
+        st.button("Cancel", key="cancel", on_click=task.cancel.set, disabled=task.cancel.is_set(),
+                  help="Stops after the current step.")
+
+    progress()
+    if state.get("job_notice") and not tasks.running(state["job"]):
+        level, text = state["job_notice"]
+        {"error": st.error, "warning": st.warning}.get(level, st.success)(escape_md(text))
+
+
+def results_panel(state: MutableMapping) -> None:
+    """The last run's outputs next to the original, each with its PNG download (full size)."""
+    from core.images import encode_png
+
+    res = state.get("result")
+    if res is None:
+        return
+    st.divider()
+    st.subheader("Result")
+    outputs = res["outputs"]
+    cols = st.columns(1 + len(outputs))
+    cols[0].image(res["original"], caption="Original")
+    for i, (col, out) in enumerate(zip(cols[1:], outputs)):
+        seed = res["seeds"][i]
+        col.image(res["previews"][i],
+                  caption=f"Variant {i + 1}" + (f" · seed {seed}" if seed is not None else ""))
+        col.download_button(f"Download PNG ({out.shape[1]}×{out.shape[0]})",
+                            data=lambda out=out: encode_png(out),
+                            file_name=f"{res['name']}-backdrop-{res['run_id'] or 'x'}-{i + 1}.png",
+                            mime="image/png", key=f"dl-{res['run_id']}-{i}", on_click="ignore",
+                            width="stretch")
