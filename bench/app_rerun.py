@@ -5,9 +5,9 @@
 
 The photo is skimage's coffee upscaled to 4000x3000 (12 MP) and loaded through core.images like an
 upload. For each segmenter it measures the click path the page runs, function by function
-(pages/editor.py -> ui/editor.py -> core/segment.py):
+(pages/editor.py -> ui/canvas.py, ui/prompts.py -> core/segment/):
 
-    handler    ui.editor.apply_canvas_value: the component's {x, y, width, height} -> original pixels
+    handler    ui.canvas.apply_canvas_value: the component's {x, y, width, height} -> original pixels
     segment    segmenter.segment(rgb, clicks, out_size=preview)  (the embedding is cached by prepare)
     overlay    chosen candidate + grow/feather/invert at preview scale + core.masks.overlay
     jpeg       encoding the preview with its overlay (what the browser gets)
@@ -93,20 +93,20 @@ def _ms(t0: float, t1: float) -> float:
 def bench_path(name: str, data: bytes, n_clicks: int) -> dict:
     """The click path, stage by stage, with a plain dict as session state."""
     from core.images import encode_jpeg
-    from ui import editor as ed
+    from ui import canvas, photo, prompts
     from ui import state as S
 
     state: dict = {}
     S.init_session(state)
     t = time.perf_counter()
-    ed.load_upload(state, data, "coffee-12mp.jpg")
+    photo.load_upload(state, data, "coffee-12mp.jpg")
     load_s = time.perf_counter() - t
     seg = _segmenter(name)
     t = time.perf_counter()
     seg.prepare(state["photo"].rgb)
     prepare_s = time.perf_counter() - t
 
-    pw, ph = ed.preview_size(state)
+    pw, ph = photo.preview_size(state)
     dw, dh = 760, round(760 * ph / pw)          # the component shown ~760 px wide in the page
     rows = []
     jpeg_sizes, b64_sizes, thumb_sizes = [], [], []
@@ -116,15 +116,15 @@ def bench_path(name: str, data: bytes, n_clicks: int) -> dict:
         else:
             state["click_mode"] = S.ADD
         t0 = time.perf_counter()
-        ed.apply_canvas_value(state, {"x": x, "y": y, "width": dw, "height": dh, "unix_time": i + 1})
+        canvas.apply_canvas_value(state, {"x": x, "y": y, "width": dw, "height": dh, "unix_time": i + 1})
         t1 = time.perf_counter()
-        result = ed.segment_preview(state, seg, name)
+        result = prompts.segment_preview(state, seg, name)
         t2 = time.perf_counter()
-        rgb = ed.canvas_rgb(state, ed.preview_mask(state, result))   # what ed.canvas_image does,
+        rgb = canvas.canvas_rgb(state, canvas.preview_mask(state, result))   # what canvas.canvas_image does,
         t3a = time.perf_counter()                                   # split in two for the table
-        jpeg = encode_jpeg(rgb, quality=ed.CANVAS_JPEG_QUALITY)
+        jpeg = encode_jpeg(rgb, quality=canvas.CANVAS_JPEG_QUALITY)
         t3 = time.perf_counter()
-        thumbs = ed.candidate_thumbnails(state, result, name) if len(result.masks) > 1 else []
+        thumbs = canvas.candidate_thumbnails(state, result, name) if len(result.masks) > 1 else []
         t4 = time.perf_counter()
         b64 = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
         t5 = time.perf_counter()
@@ -152,7 +152,7 @@ def bench_apptest(name: str, data: bytes, n_clicks: int) -> dict:
     os.environ["BACKDROP_SEGMENTER"] = name
     from streamlit.testing.v1 import AppTest
 
-    from ui import editor as ed
+    from ui import canvas, photo
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=600)
     at.run()
     at.file_uploader(key="upload").set_value(("coffee-12mp.jpg", data, "image/jpeg"))
@@ -170,11 +170,11 @@ def bench_apptest(name: str, data: bytes, n_clicks: int) -> dict:
         t = time.perf_counter()
         at.run()
         idle.append(_ms(t, time.perf_counter()))
-    pw, ph = ed.preview_size(at.session_state)
+    pw, ph = photo.preview_size(at.session_state)
     dw, dh = 760, round(760 * ph / pw)
     times = []
     for i, (x, y) in enumerate(_clicks(n_clicks, dw, dh, seed=1)):
-        ed.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": dw, "height": dh,
+        canvas.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": dw, "height": dh,
                                                  "unix_time": 1000 + i})
         t = time.perf_counter()
         at.run()

@@ -180,12 +180,12 @@ def export_bytes(store, run_ids: Optional[Sequence[int]] = None, *, favorites: b
 def load_into_editor(state: MutableMapping, run) -> None:
     """Put a past run back in the Editor: its photo, clicks, mask options and background settings."""
     from core.images import load_image
-    from ui import editor as ed
+    from ui import photo
 
     if not run.source.path.exists():
         raise HistoryError(f"the source photo of run #{run.id} is missing from the history files")
     image = load_image(run.source.path)
-    ed.load_photo(state, image, run.source_name or f"run-{run.id}.png")
+    photo.load_photo(state, image, run.source_name or f"run-{run.id}.png")
     state["upload_id"] = state.get("upload_id")   # keep: the uploader's file stays "seen"
     S.spec_to_state(state, run.spec)
     bg = run.spec.background
