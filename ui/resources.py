@@ -5,8 +5,9 @@ Segmenters come straight from core.segment's registry, which keeps at most
 BACKDROP_WEIGHTS_DIR between tests never hands back a stale one): it is the only place that holds
 them, so dropping one there frees it. They are safe to share: the embedding cache inside each is
 keyed by image hash and lock-protected; a session's clicks and masks live in its own session state.
-The other loaders are `st.cache_resource`s keyed by what makes them different (model name + weights
-dir, database URL).
+Inpainting models are held by core.inpaint's ModelManager alone (one loaded at a time; switching
+frees the old one), which core.jobs asks directly. The history store is an `st.cache_resource`
+keyed by database URL and data dir.
 """
 from __future__ import annotations
 
@@ -26,16 +27,6 @@ def segmenter(name: str):
     """The shared Segmenter for `name` (raises MissingWeightsError when its weights are absent)."""
     from core.segment import get_segmenter
     return get_segmenter(name)
-
-
-@st.cache_resource(show_spinner=False, max_entries=2)
-def _inpainter(model: str, weights_dir: str):
-    from core.inpaint import get_inpainter
-    return get_inpainter(model)
-
-
-def inpainter(model: str):
-    return _inpainter(model, str(config.weights_dir()))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
