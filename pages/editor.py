@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
-from core import weights
+from core import spec, weights
 from ui import canvas, job, photo, prompts, resources, tasks
 from ui import state as S
 from ui import models as um
@@ -139,11 +139,14 @@ with ctl_col:
             state_selectbox(st, "Model", [s.name for s in um.visible_specs("inpaint", state)], state,
                             "inpaint_model", "inpaint_pick", format_func=um.inpaint_label)
             c1, c2 = st.columns(2)
-            c1.number_input("Seed (−1 = random)", min_value=-1, max_value=2**31 - 1, step=1, key="seed", persist_state="session")
-            c2.number_input("Variants", min_value=1, max_value=4, step=1, key="variants", persist_state="session")
-            c1.slider("Steps", 1, 100, key="steps", persist_state="session", help="More steps: finer detail, slower.")
-            c2.slider("Guidance", 1.0, 20.0, step=0.5, key="guidance", persist_state="session",
-                      help="How closely to follow the prompt.")
+            c1.number_input("Seed (−1 = random)", min_value=-1, max_value=S.UI_LIMITS["seed"][1], step=1,
+                            key="seed", persist_state="session")
+            c2.number_input("Variants", min_value=1, max_value=S.UI_LIMITS["variants"][1], step=1,
+                            key="variants", persist_state="session")
+            c1.slider("Steps", 1, spec.MAX_STEPS, key="steps", persist_state="session",
+                      help="More steps: finer detail, slower.")
+            c2.slider("Guidance", 0.0, spec.MAX_GUIDANCE, step=0.5, key="guidance", persist_state="session",
+                      help="How closely to follow the prompt (1 or less: no classifier-free guidance).")
         missing = um.inpaint_missing_note(state["inpaint_model"])
         if missing:
             st.warning(missing)

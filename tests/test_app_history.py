@@ -228,6 +228,22 @@ def test_edit_from_here_loads_the_run_into_the_editor(store, monkeypatch, tiny_s
     assert at.session_state["bg_color"].lower() == "#00ff00"
 
 
+def test_a_cli_run_beyond_the_editors_widgets_loads_without_error(store, astronaut, monkeypatch, tiny_sam):
+    """The CLI accepts what the spec allows (150 steps, guidance 0.5, 8 variants, a 40-bit seed);
+    loading such a run into the Editor must not trip a widget's range."""
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    rid = record(store, source=astronaut[::8, ::8].copy(), background="sd", prompt="wide range",
+                 steps=150, guidance=0.5, variants=8, seed=2**40, scheduler="ddim",
+                 clicks=[(10, 10, 1)], outputs=[(astronaut[::8, ::8].copy(), 2**40)])
+    at = history_app()
+    at.button(key=f"open-{rid}").click().run()
+    button(at, "Edit from here").click().run()
+    no_exception(at)
+    ss = at.session_state
+    assert (ss["steps"], ss["guidance"], ss["seed"], ss["scheduler"]) == (150, 0.5, 2**40, "ddim")
+    assert ss["variants"] == 4                        # the editor paints at most 4 at a time
+
+
 def test_user_text_is_shown_as_text_not_markup(store, astronaut):
     nasty = "**bold** [link](http://evil.example) <script>alert(1)</script>"
     record(store, source=astronaut[::8, ::8].copy(), source_name="x.png", background="sd",

@@ -33,7 +33,9 @@ STATE_KEYS = {"generation.model": "inpaint_model"}    # where the widget key is 
 UI_DEFAULTS: dict[str, Any] = {                       # where the editor starts elsewhere than the spec
     "prompt": "", "negative": "blurry, low quality, distorted", "steps": 25, "seed": -1,
 }
-UI_LIMITS = {"variants": (1, 4)}                      # the editor's widget range, when narrower
+# The editor's widget range where it is narrower than the spec's: a run loaded back gets the
+# nearest value the widget can show (the seed widget stays within what a browser number holds).
+UI_LIMITS = {"variants": (1, 4), "seed": (-1, 2**53 - 1)}
 BG_KIND_LABELS = {"sd": BG_SD, "color": BG_COLOR, "blur": BG_BLUR, "image": BG_IMAGE,
                   "transparent": BG_TRANSPARENT}
 
@@ -44,7 +46,7 @@ def _key(part: str, name: str) -> str:
 
 def _to_state(name: str, value: Any) -> Any:
     if name == "seed":                       # the seed widget shows -1 for "random"
-        return -1 if value is None else int(value)
+        value = -1 if value is None else int(value)
     if name in UI_LIMITS:
         lo, hi = UI_LIMITS[name]
         return max(lo, min(hi, value))

@@ -16,6 +16,7 @@ it starts a new one only when `running()` is false.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import logging
 import threading
@@ -150,4 +151,7 @@ def _cancel_all() -> None:
 
 # threading's exit hooks run in reverse order of registration, so this runs before the one
 # concurrent.futures.thread registered when ThreadPoolExecutor was imported (it joins the workers).
-threading._register_atexit(_cancel_all)
+# The hook is private CPython API (3.9+); without it, `atexit` runs too late to shorten the wait,
+# but a task still ends at its next cancel check once the interpreter's teardown reaches it.
+_register_early = getattr(threading, "_register_atexit", None) or atexit.register
+_register_early(_cancel_all)
