@@ -159,7 +159,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "result": None,           # dict with the last run's outputs (full size) for this session
     "notice": None,           # (level, one-line text) to show once on the next run
     "job_notice": None,       # (level, one line) how the last generation ended, shown by Generate
-    "bg_image": None,         # LoadedImage of the uploaded background photo
+    "bg_image": None,         # small preview (JPEG bytes) of the uploaded background photo
     "bg_image_path": None,    # where that background photo is stored for the job
     "upload_id": None,        # file_id of the last upload loaded, so a rerun does not reload it
     "upload_error": None,     # (file_id, one line) while a bad file sits in the uploader
