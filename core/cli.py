@@ -17,7 +17,7 @@ from pathlib import Path
 from core import config
 from core.errors import BackdropError, InvalidOptionError
 from core.files import check_output, short, terminal_safe
-from core.spec import Generation, MaskOptions, RunSpec, Subject
+from core.spec import MODE_DEFAULTS, Generation, MaskOptions, RunSpec, Subject
 
 MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
 MAX_ERROR_CHARS = 300       # an error line never grows past this, whatever the user typed
@@ -112,7 +112,14 @@ def _spec_options(parser, model, skip: tuple[str, ...] = ()) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         default = CLI_DEFAULTS.get(name, field.get_default(call_default_factory=True))
-        help_text = f"{field.description} (default: {default})"
+        by_mode = {m: d[name] for m, d in MODE_DEFAULTS.items() if name in d}
+        if field.is_required():
+            default = "required"
+        elif name == "mode":
+            default = "fast without a CUDA GPU, else quality; BACKDROP_MODE"
+        elif by_mode:
+            default = ", ".join(f"{m} {v}" for m, v in by_mode.items())
+        help_text = f"{field.description} (default: {'none' if default is None else default})"
         kind = field.annotation
         text = str(kind)
         if kind is bool or "bool" in text:
@@ -250,7 +257,8 @@ def replace_spec(args) -> RunSpec:
     if background.kind == "sd":
         if not args.prompt:
             raise InvalidOptionError("--background sd needs --prompt TEXT describing the new background")
-        generation = Generation(**_spec_values(args, Generation))
+        values = _spec_values(args, Generation)
+        generation = Generation.for_mode(values.pop("mode", None) or config.default_mode(), **values)
     return RunSpec(subject=_subject(args), mask=MaskOptions(**_spec_values(args, MaskOptions)),
                    background=background, generation=generation)
 

@@ -28,3 +28,19 @@ def default_segmenter() -> str:
 def default_inpaint_model() -> str:
     """`BACKDROP_INPAINT_MODEL`, default SD 1.5 inpainting."""
     return os.environ.get("BACKDROP_INPAINT_MODEL", "sd15-inpainting")
+
+
+MODES = ("fast", "quality")
+
+
+def default_mode() -> str:
+    """`BACKDROP_MODE` (fast | quality), else fast without a CUDA GPU (CPU, Apple silicon: a
+    few-step distilled LoRA) and quality with one (30 full steps)."""
+    mode = os.environ.get("BACKDROP_MODE", "").strip().lower()
+    if mode in MODES:
+        return mode
+    from core import devices
+    try:
+        return "quality" if devices.pick().startswith("cuda") else "fast"
+    except Exception:   # an unusable BACKDROP_DEVICE is reported where the model loads
+        return "fast"

@@ -54,6 +54,16 @@ SCHEDULERS: dict[str, str] = {
     "pndm": "PNDMScheduler",
     "lms": "LMSDiscreteScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "lcm": "LCMScheduler",          # fast mode: what LCM-LoRA was distilled for
+    "tcd": "TCDScheduler",          # fast mode: what TCD-LoRA was distilled for
+}
+FAST_SCHEDULERS = ("lcm", "tcd")
+# What a mode starts from when a value is not given (the CLI and the editor fill these in;
+# anything given explicitly wins). Fast: 4 steps of a few-step LoRA without classifier-free guidance
+# (one UNet pass per step); quality: the full model.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fast": {"steps": 4, "guidance": 1.0, "scheduler": "lcm"},
+    "quality": {"steps": 30, "guidance": 7.5, "scheduler": None},
 }
 KINDS = ("sd", "color", "blur", "image", "transparent")
 _USAGE = "use sd, color:#RRGGBB, blur:RADIUS, image:PATH or transparent"
@@ -368,9 +378,16 @@ class Generation(Spec):
     seed: Optional[Int] = Field(None, ge=0, le=MAX_SEED,
                                 description="seed of the first variant (variant i uses seed + i); None = random")
     variants: Int = Field(1, ge=1, le=MAX_VARIANTS, description="how many pictures to paint")
-    scheduler: Optional[str] = Field(None, description="one of SCHEDULERS; None = the model's own")
+    scheduler: Optional[str] = Field(None, description=f"sampler: {', '.join(SCHEDULERS)}; "
+                                                       "none = the model's own")
     model: str = Field(default_factory=config.default_inpaint_model, max_length=MAX_NAME_CHARS,
                        description="inpainting model: registry name, local folder or HF repo id")
+    mode: Literal["fast", "quality"] = Field(
+        "quality", description="fast: a few-step LoRA (LCM/TCD) and the tiny autoencoder; quality: "
+                               "the full model and VAE")
+    lora: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
+                                description="few-step LoRA (weights registry name) for fast mode; "
+                                            "none = the one for the model's family")
 
     @field_validator("scheduler")
     @classmethod
@@ -378,6 +395,26 @@ class Generation(Spec):
         if v is not None and v not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {v!r}; known: {', '.join(SCHEDULERS)}")
         return v
+
+    @classmethod
+    def for_mode(cls, mode: Optional[str] = None, **given: Any) -> "Generation":
+        """A Generation whose unset steps/guidance/scheduler follow `mode` (MODE_DEFAULTS)."""
+        mode = mode or config.default_mode()
+        if mode not in MODE_DEFAULTS:
+            raise InvalidOptionError(f"mode must be fast or quality, got {mode!r}")
+        values = {k: v for k, v in given.items() if v is not None}
+        return cls(mode=mode, **(MODE_DEFAULTS[mode] | values))
+
+    @model_validator(mode="after")
+    def _fits_mode(self):
+        if self.mode == "fast" and self.scheduler not in FAST_SCHEDULERS:
+            raise ValueError(f"fast mode samples with {' or '.join(FAST_SCHEDULERS)}, not "
+                             f"{self.scheduler or 'the model default'}")
+        if self.mode == "quality" and self.scheduler in FAST_SCHEDULERS:
+            raise ValueError(f"the {self.scheduler} scheduler needs its LoRA: use mode fast")
+        if self.mode == "quality" and self.lora is not None:
+            raise ValueError("a few-step LoRA is only used in fast mode")
+        return self
 
     @model_validator(mode="after")
     def _denoises(self):

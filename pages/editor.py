@@ -134,6 +134,10 @@ with ctl_col:
     if kind == S.BG_SD:
         st.text_area("Prompt: describe the new scene", key="prompt", persist_state="session", height=80,
                      placeholder="a sunny beach at golden hour, soft light")
+        st.segmented_control("Mode", S.MODES, key="mode", persist_state="session", required=True,
+                             format_func=S.MODE_LABELS.get, on_change=S.apply_mode, args=(state,),
+                             help="Fast: 4 steps with a distilled LoRA and the tiny autoencoder "
+                                  "(seconds on a CPU). Quality: the full model, 30 steps.")
         with st.expander("Stable Diffusion settings"):
             st.text_input("Negative prompt (what to avoid)", key="negative", persist_state="session")
             state_selectbox(st, "Model", [s.name for s in um.visible_specs("inpaint", state)], state,

@@ -40,6 +40,8 @@ def isolated_env(monkeypatch, tmp_path, weights_dir):
     monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
     monkeypatch.delenv("BACKDROP_DATABASE_URL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The app and CLI start in fast mode without a CUDA GPU; tests that want fast mode say so.
+    monkeypatch.setenv("BACKDROP_MODE", "quality")
 
 
 @pytest.fixture(scope="session")

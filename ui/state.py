@@ -11,7 +11,7 @@ from collections.abc import MutableMapping
 from typing import Any, Optional
 
 from core import config
-from core.spec import Background, Generation, MaskOptions, RunSpec, Subject
+from core.spec import MODE_DEFAULTS, Background, Generation, MaskOptions, RunSpec, Subject
 
 ADD = "Add (include)"
 REMOVE = "Remove (exclude)"
@@ -24,6 +24,9 @@ BG_IMAGE = "Image"
 BG_TRANSPARENT = "Transparent"
 BG_KINDS = (BG_SD, BG_COLOR, BG_BLUR, BG_IMAGE, BG_TRANSPARENT)
 
+MODES = config.MODES
+MODE_LABELS = {"fast": "Fast", "quality": "Quality"}
+
 # ---------------------------------------------------------------- session state <-> run spec
 # The widget of a mask or generation parameter has the field's own name as its key ("steps",
 # "grow"), so a new field of core.spec.MaskOptions / Generation needs only its widget: its state
@@ -31,7 +34,7 @@ BG_KINDS = (BG_SD, BG_COLOR, BG_BLUR, BG_IMAGE, BG_TRANSPARENT)
 SPEC_PARTS = {"mask": MaskOptions, "generation": Generation}
 STATE_KEYS = {"generation.model": "inpaint_model"}    # where the widget key is not the field name
 UI_DEFAULTS: dict[str, Any] = {                       # where the editor starts elsewhere than the spec
-    "prompt": "", "negative": "blurry, low quality, distorted", "steps": 25, "seed": -1,
+    "prompt": "", "negative": "blurry, low quality, distorted", "seed": -1,
 }
 # The editor's widget range where it is narrower than the spec's: a run loaded back gets the
 # nearest value the widget can show (the seed widget stays within what a browser number holds).
@@ -134,7 +137,7 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
 WIDGET_DEFAULTS: dict[str, Any] = {
     "click_mode": ADD,
     "box_mode": False,
-    **{k: v for k, v in spec_defaults().items() if k != "inpaint_model"},
+    **{k: v for k, v in spec_defaults().items() if k not in ("inpaint_model", "mode")},
     "bg_kind": BG_SD,
     "bg_color": "#FFFFFF",
     "blur_radius": 25,
@@ -177,12 +180,25 @@ STATE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def apply_mode(state: MutableMapping, mode: Optional[str] = None) -> None:
+    """Set the generation widgets that follow the mode (steps, guidance, sampler) to its defaults:
+    what choosing Fast or Quality does; the advanced settings can still be changed after."""
+    mode = mode or state.get("mode") or config.default_mode()
+    state["mode"] = mode
+    for name, value in MODE_DEFAULTS[mode].items():
+        state[name] = _to_state(name, value)
+    if mode == "quality":
+        state["lora"] = None
+
+
 def init_session(state: MutableMapping) -> None:
     """Fill in every key that is missing (idempotent; the router calls it on every run)."""
     if "segmenter" not in state:
         state["segmenter"] = config.default_segmenter()
     if "inpaint_model" not in state:
         state["inpaint_model"] = config.default_inpaint_model()
+    if "mode" not in state:               # fast without a CUDA GPU (decided here, not at import)
+        apply_mode(state, config.default_mode())
     for key, value in {**WIDGET_DEFAULTS, **STATE_DEFAULTS}.items():
         if key not in state:
             state[key] = value.copy() if isinstance(value, (list, dict)) else value
