@@ -3,11 +3,18 @@
     pick()          -> "cuda" | "mps" | "cpu"   the best available, or BACKDROP_DEVICE
     pick("cpu")     -> "cpu"                    an explicit request, checked the same way
     name("cuda")    -> "NVIDIA H200"            what to show a user
+    dtype("cuda")   -> torch.float16            what the diffusion models run in there
 
 Order: an explicit `requested` device, else `BACKDROP_DEVICE`, else CUDA when a GPU is usable,
 else Apple's MPS when available, else the CPU. A named device that is unknown or not available
-here raises InvalidOptionError (one line). Only the device is chosen here: each model decides its
-own dtype (inpainting uses fp16 on CUDA only, see core.inpaint). torch is imported lazily.
+here raises InvalidOptionError (one line). torch is imported lazily.
+
+Precision (`dtype`): fp16 on CUDA (with PyTorch's SDPA attention, diffusers' default processor);
+fp32 on Apple MPS (fp16 SD 1.5 inpainting on MPS is known to give NaN/black images on some macOS
+versions, so the safe choice; BACKDROP_DTYPE=float16 opts in) and on the CPU (bf16 autocast and
+channels-last measured no faster there: see bench/generate.py). `BACKDROP_DTYPE` (float16,
+bfloat16, float32) overrides the choice for every device; fp16 on the CPU is refused (most CPU
+kernels lack it).
 """
 from __future__ import annotations
 
@@ -17,9 +24,12 @@ from typing import Optional
 
 from core.errors import InvalidOptionError
 
-__all__ = ["ENV", "pick", "name"]
+__all__ = ["ENV", "DTYPE_ENV", "pick", "name", "dtype"]
 
 ENV = "BACKDROP_DEVICE"
+DTYPE_ENV = "BACKDROP_DTYPE"
+_DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16",
+           "bf16": "bfloat16", "float32": "float32", "fp32": "float32"}
 _FORM = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
@@ -72,3 +82,19 @@ def name(device: Optional[str] = None) -> str:
         import torch
         return torch.cuda.get_device_name(device)
     return "Apple MPS" if device == "mps" else "CPU"
+
+
+def dtype(device: Optional[str] = None):
+    """The torch dtype the diffusion models run in on `device` (default `pick()`): float16 on CUDA,
+    float32 on MPS and the CPU, or `BACKDROP_DTYPE` (see the module docstring)."""
+    import torch
+    device = pick(device)
+    env = os.environ.get(DTYPE_ENV, "").strip().lower()
+    if env:
+        if env not in _DTYPES:
+            raise InvalidOptionError(f"unknown dtype {env!r} ({DTYPE_ENV}); use float16, bfloat16 or float32")
+        if _DTYPES[env] == "float16" and device == "cpu":
+            raise InvalidOptionError(f"float16 ({DTYPE_ENV}) is not supported on the CPU; use bfloat16 "
+                                     "or float32")
+        return getattr(torch, _DTYPES[env])
+    return torch.float16 if device.startswith("cuda") else torch.float32

@@ -2,9 +2,12 @@
 
     build_tiny_sam(path)        the tiny SAM's state_dict, saved like an official .pth checkpoint
     build_tiny_inpaint(path)    the tiny SD inpainting pipeline, saved with save_pretrained
+    build_tiny_lora(folder)     a random LoRA (peft) for the tiny UNet, saved with save_lora_weights
+    build_tiny_taesd(folder)    a tiny AutoencoderTiny (TAESD's class, 2x scale), save_pretrained
 
 `core.weights.download("tiny", task)` calls these; the models are then loaded back through the same
-code as the real ones (`core.segment.load_sam`, `core.inpaint.Inpainter.load`). Both are
+code as the real ones (`core.segment.load_sam`, `core.inpaint.Inpainter.load`, which loads the
+fast-mode LoRA and tiny autoencoder of the registry the same way for real and tiny ones). Both are
 deterministic (seeded inside `torch.random.fork_rng`, so the caller's global RNG state is left
 alone) and need no network: the tokenizer is built from a small local vocabulary too.
 
@@ -24,7 +27,8 @@ from pathlib import Path
 from core.errors import InvalidOptionError
 from core.files import atomic_write_bytes
 
-__all__ = ["build_tiny_sam_model", "build_tiny_sam", "build_tiny_pipeline", "build_tiny_inpaint"]
+__all__ = ["build_tiny_sam_model", "build_tiny_sam", "build_tiny_pipeline", "build_tiny_inpaint",
+           "tiny_lora_layers", "build_tiny_lora", "build_tiny_taesd"]
 
 
 # ----------------------------------------------------------------------------- SAM
@@ -128,22 +132,83 @@ def build_tiny_pipeline():
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def build_tiny_inpaint(path: str | os.PathLike) -> Path:
-    """Build the tiny pipeline and save_pretrained it to `path` (atomically: a temp folder beside it,
-    then renamed). Returns `path`; an already-built folder is kept as is."""
+def _save_folder(path: Path, marker: str, write) -> Path:
+    """write(tmp) into a temp folder beside `path`, then rename it into place (atomic). A folder
+    already holding `marker` is kept as is."""
     path = Path(path)
-    if (path / "model_index.json").is_file():
+    if (path / marker).is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        build_tiny_pipeline().save_pretrained(str(tmp))
+        write(tmp)
         try:
             os.replace(tmp, path)
         except OSError:
-            if not (path / "model_index.json").is_file():  # someone else finished first otherwise
+            if not (path / marker).is_file():  # someone else finished first otherwise
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def build_tiny_inpaint(path: str | os.PathLike) -> Path:
+    """Build the tiny pipeline and save_pretrained it to `path` (atomically: a temp folder beside it,
+    then renamed). Returns `path`; an already-built folder is kept as is."""
+    return _save_folder(Path(path), "model_index.json",
+                        lambda tmp: build_tiny_pipeline().save_pretrained(str(tmp)))
+
+
+# ----------------------------------------------------------------------------- fast-mode add-ons
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]    # the attention projections, as LCM-LoRA
+
+
+def tiny_lora_layers(unet, rank: int = 4, seed: int = 0) -> dict:
+    """A random-initialised LoRA (peft, rank `rank`, on the attention projections) for `unet`, as
+    the diffusers-format state dict `save_lora_weights(unet_lora_layers=...)` takes. The LoRA
+    layers are added to `unet` to build the dict and removed again, leaving it as it was. B is not
+    zero (init_lora_weights=False), so the LoRA really changes the UNet's output."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
+                                    init_lora_weights=False), adapter_name="tiny")
+    try:
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="tiny"))
+        return {k: v.detach().clone().contiguous() for k, v in layers.items()}
+    finally:
+        unet.delete_adapters("tiny")
+
+
+def build_tiny_lora(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a random LoRA for the tiny test UNet with `save_lora_weights` into `folder`
+    (pytorch_lora_weights.safetensors, the file name of LCM-LoRA's repo). Returns `folder`."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    def write(tmp: Path) -> None:
+        layers = tiny_lora_layers(build_tiny_pipeline().unet, seed=seed)
+        StableDiffusionInpaintPipeline.save_lora_weights(str(tmp), unet_lora_layers=layers)
+
+    return _save_folder(Path(folder), "pytorch_lora_weights.safetensors", write)
+
+
+def build_tiny_taesd_model(seed: int = 0):
+    """An AutoencoderTiny (TAESD's class) small enough for the tiny pipeline: 4 latent channels,
+    two blocks each way, so 2x down/up-scaling like the tiny pipeline's AutoencoderKL."""
+    import torch
+    from diffusers import AutoencoderTiny
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+                               num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4)
+
+
+def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """save_pretrained the tiny AutoencoderTiny into `folder` (config.json + safetensors, the
+    layout of madebyollin/taesd). Returns `folder`."""
+    return _save_folder(Path(folder), "diffusion_pytorch_model.safetensors",
+                        lambda tmp: build_tiny_taesd_model(seed).save_pretrained(str(tmp)))

@@ -4,7 +4,13 @@ Local layout under `config.weights_dir()` (BACKDROP_WEIGHTS_DIR, default ./weigh
   single-file checkpoints (SAM)        -> weights/<filename>
   repositories (diffusers, SAM 2.1)    -> weights/<name>/   (a snapshot folder)
   any other Hugging Face repo id       -> weights/<owner>--<name>/   (inpainting only)
+  fast-mode add-ons (task "fast")      -> weights/<name>/   (a LoRA file or a tiny-autoencoder folder)
   `tiny` test models                   -> built in code (core.tiny), random-initialised, never downloaded
+
+Tasks: "segment" (finds the subject), "inpaint" (paints the background) and "fast": the few-step
+LoRAs (LCM, TCD) and tiny autoencoders (TAESD) that fast mode puts on an inpainting model of the same
+`family` ("sd15", "sdxl"; "tiny" for the test models). They are never offered as inpainting models;
+`fast_lora(family, scheduler)` and `tiny_autoencoder(family)` name the ones a family uses.
 
 Public API:
   specs(task=None) -> list[ModelSpec]          get_spec(name, task) -> ModelSpec
@@ -17,6 +23,8 @@ Public API:
   download_file(url, dst, *, sha256=None, size=None, progress=None, cancel=None) -> Path
   partial_path(dst) -> Path                    where an unfinished download is kept to resume
   list_models(task=None) -> list[ModelInfo]    what `python -m core models list` prints
+  fast_lora(family, scheduler) / tiny_autoencoder(family) -> registry name or None
+  model_family(model) -> "sd15" | "sdxl" | "sd2" | "tiny" | None   (reads configs, loads nothing)
 
 `progress(done_bytes, total_bytes)`; total_bytes is 0 when the server does not say.
 `cancel`: a threading.Event (or a callable returning bool) checked between chunks; when set, the
@@ -57,16 +65,18 @@ class ModelSpec:
     name: str                       # registry key used on the command line and in the app
     kind: str                       # "sam" | "sam2" | "diffusers" | "tiny-sam" | "tiny-diffusers"
     #                                 | "builtin" | "local" (a diffusers folder given by path)
-    task: str                       # "segment" | "inpaint"
+    #                                 | "lora" | "taesd" | "tiny-lora" | "tiny-taesd" (task "fast")
+    task: str                       # "segment" | "inpaint" | "fast"
     description: str
     size_bytes: int = 0             # approximate download size
-    filename: Optional[str] = None  # single-file checkpoint name (kind "sam")
+    filename: Optional[str] = None  # single-file checkpoint name (kind "sam"; a LoRA's file in its repo)
     url: Optional[str] = None       # direct download URL (kind "sam")
     sha256: Optional[str] = None    # of the single file
     repo_id: Optional[str] = None   # Hugging Face repo (kinds "sam2", "diffusers")
     revision: Optional[str] = None  # pinned revision for repos ("main" if unknown)
     sam_type: Optional[str] = None  # key in segment_anything.sam_model_registry
     path: Optional[str] = None      # kind "local": the folder itself
+    family: Optional[str] = None    # inpainting models and fast add-ons: "sd15" | "sdxl" | "tiny"
 
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -92,14 +102,52 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
         ModelSpec("tiny", "tiny-sam", "segment", "Random-initialised small SAM for tests (built in code)"),
         ModelSpec("sd15-inpainting", "diffusers", "inpaint", "Stable Diffusion 1.5 inpainting",
                   4_270_000_000, repo_id="stable-diffusion-v1-5/stable-diffusion-inpainting",
-                  revision="main"),
+                  revision="main", family="sd15"),
         ModelSpec("sdxl-inpainting", "diffusers", "inpaint", "Stable Diffusion XL 1.0 inpainting",
                   13_900_000_000, repo_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-                  revision="main"),
+                  revision="main", family="sdxl"),
         ModelSpec("tiny", "tiny-diffusers", "inpaint",
-                  "Random-initialised tiny SD inpainting for tests (built in code)"),
+                  "Random-initialised tiny SD inpainting for tests (built in code)", family="tiny"),
+        # fast mode: few-step distillation LoRAs (fused into the UNet) and tiny autoencoders.
+        # Repos are fetched with snapshot_download (the hub checks each file's sha256; only the
+        # weights file / config + safetensors are fetched); sizes are approximate.
+        ModelSpec("lcm-sd15", "lora", "fast", "LCM-LoRA for SD 1.5 (4 steps, LCM sampler)",
+                  135_000_000, "pytorch_lora_weights.safetensors",
+                  repo_id="latent-consistency/lcm-lora-sdv1-5", revision="main", family="sd15"),
+        ModelSpec("lcm-sdxl", "lora", "fast", "LCM-LoRA for SDXL (4 steps, LCM sampler)",
+                  394_000_000, "pytorch_lora_weights.safetensors",
+                  repo_id="latent-consistency/lcm-lora-sdxl", revision="main", family="sdxl"),
+        ModelSpec("tcd-sd15", "lora", "fast", "TCD-LoRA for SD 1.5 (4-8 steps, TCD sampler)",
+                  67_500_000, "TCD-SD15-LoRA.safetensors",
+                  repo_id="h1t/TCD-SD15-LoRA", revision="main", family="sd15"),
+        ModelSpec("tcd-sdxl", "lora", "fast", "TCD-LoRA for SDXL (4-8 steps, TCD sampler)",
+                  394_000_000, "TCD-SDXL-LoRA.safetensors",
+                  repo_id="h1t/TCD-SDXL-LoRA", revision="main", family="sdxl"),
+        ModelSpec("taesd", "taesd", "fast", "Tiny autoencoder (TAESD) for SD 1.x: fast encode/decode",
+                  9_800_000, repo_id="madebyollin/taesd", revision="main", family="sd15"),
+        ModelSpec("taesdxl", "taesd", "fast", "Tiny autoencoder (TAESDXL) for SDXL: fast encode/decode",
+                  9_800_000, repo_id="madebyollin/taesdxl", revision="main", family="sdxl"),
+        ModelSpec("tiny-lcm", "tiny-lora", "fast",
+                  "Random-initialised LoRA for the tiny test model (built in code)",
+                  filename="pytorch_lora_weights.safetensors", family="tiny"),
+        ModelSpec("tiny-taesd", "tiny-taesd", "fast",
+                  "Random-initialised tiny autoencoder for the tiny test model (built in code)",
+                  family="tiny"),
     ]
 }
+
+TASKS = ("segment", "inpaint", "fast")
+
+# Which add-on a family uses in fast mode: (family, scheduler) -> LoRA, family -> tiny autoencoder.
+FAST_LORAS: dict[tuple[str, str], str] = {
+    ("sd15", "lcm"): "lcm-sd15", ("sd15", "tcd"): "tcd-sd15",
+    ("sdxl", "lcm"): "lcm-sdxl", ("sdxl", "tcd"): "tcd-sdxl",
+    ("tiny", "lcm"): "tiny-lcm", ("tiny", "tcd"): "tiny-lcm",
+}
+TINY_AUTOENCODERS: dict[str, str] = {"sd15": "taesd", "sdxl": "taesdxl", "tiny": "tiny-taesd"}
+FAMILY_NAMES = {"sd15": "Stable Diffusion 1.x", "sdxl": "Stable Diffusion XL",
+                "sd2": "Stable Diffusion 2.x", "tiny": "the tiny test model"}
+TAESD_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 
 # What a diffusers snapshot needs: fp32 safetensors + configs/tokenizers. Skips the original .ckpt,
 # .bin duplicates, fp16/non-EMA variants, ONNX/Flax exports and the 1.2 GB safety checker
@@ -111,12 +159,43 @@ DIFFUSERS_IGNORE = ["*.ckpt", "*.bin", "*.fp16.*", "*non_ema*", "*.onnx", "*.msg
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def fast_lora(family: Optional[str], scheduler: Optional[str] = "lcm") -> Optional[str]:
+    """Registry name of the few-step LoRA for a model family and fast sampler, None if there is none."""
+    return FAST_LORAS.get((family or "", scheduler or "lcm"))
+
+
+def tiny_autoencoder(family: Optional[str]) -> Optional[str]:
+    """Registry name of the tiny autoencoder (TAESD) for a model family, None if there is none."""
+    return TINY_AUTOENCODERS.get(family or "")
+
+
+def model_family(model: str) -> Optional[str]:
+    """"sd15", "sdxl", "sd2" or "tiny" for an inpainting model (registry name, folder or repo id):
+    from the registry, else from the downloaded folder's configs (pipeline class, UNet
+    cross_attention_dim: 768 SD 1.x, 1024 SD 2.x, 2048 SDXL, 32 the tiny test UNet). None when it
+    cannot be told (not downloaded, or another architecture). Loads no weights."""
+    import json
+    spec = spec_for(model, "inpaint")
+    if spec.family:
+        return spec.family
+    path = local_path(spec)
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+        unet = json.loads((path / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if "XL" in str(index.get("_class_name", "")):
+        return "sdxl"
+    dim = unet.get("cross_attention_dim")
+    return {768: "sd15", 1024: "sd2", 2048: "sdxl", 32: "tiny"}.get(dim if isinstance(dim, int) else 0)
+
+
 def specs(task: Optional[str] = None) -> list[ModelSpec]:
     return [s for (t, _), s in REGISTRY.items() if task in (None, t)]
 
 
 def get_spec(name: str, task: str) -> ModelSpec:
-    """The spec of `name` for `task` ("segment" or "inpaint"); InvalidOptionError if unknown."""
+    """The spec of `name` for `task` ("segment", "inpaint", "fast"); InvalidOptionError if unknown."""
     try:
         return REGISTRY[(task, name)]
     except KeyError:
@@ -148,6 +227,8 @@ def local_path(spec: ModelSpec) -> Path:
         return config.weights_dir() / "sam_tiny.pth"
     if spec.kind == "tiny-diffusers":
         return config.weights_dir() / "tiny-inpainting"
+    if spec.kind == "tiny-lora":
+        return config.weights_dir() / "tiny-lcm-lora"
     if spec.kind == "local":
         return Path(spec.path)
     if "/" in spec.name:  # an ad-hoc Hugging Face repo id
@@ -166,7 +247,16 @@ def is_present(spec: ModelSpec) -> bool:
         return (path / "model_index.json").is_file()
     if spec.kind == "sam2":
         return (path / "config.json").is_file()
+    if spec.kind in ("lora", "tiny-lora"):
+        return lora_file(spec).is_file() and lora_file(spec).stat().st_size > 0
+    if spec.kind in ("taesd", "tiny-taesd"):
+        return all((path / f).is_file() for f in TAESD_FILES)
     return path.exists()
+
+
+def lora_file(spec: ModelSpec) -> Path:
+    """The .safetensors file of a LoRA entry (kind "lora" / "tiny-lora")."""
+    return local_path(spec) / (spec.filename or "pytorch_lora_weights.safetensors")
 
 
 def _size_text(n: int) -> str:
@@ -444,6 +534,10 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
         kwargs = {}
         if spec.kind == "diffusers":
             kwargs = {"allow_patterns": DIFFUSERS_ALLOW, "ignore_patterns": DIFFUSERS_IGNORE}
+        elif spec.kind == "lora":
+            kwargs = {"allow_patterns": [spec.filename]}
+        elif spec.kind == "taesd":
+            kwargs = {"allow_patterns": TAESD_FILES}
         if progress or cancel is not None:
             kwargs["tqdm_class"] = _hf_tqdm(progress, cancel)
         snapshot_download(spec.repo_id, revision=spec.revision or "main", local_dir=partial, **kwargs)
@@ -482,10 +576,14 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
         return tiny.build_tiny_inpaint(path)
     if spec.kind == "tiny-sam":
         return tiny.build_tiny_sam(path)
+    if spec.kind == "tiny-lora":
+        return tiny.build_tiny_lora(path)
+    if spec.kind == "tiny-taesd":
+        return tiny.build_tiny_taesd(path)
     if spec.kind == "sam":
         return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
                              size=None if url else spec.size_bytes, progress=progress, cancel=cancel)
-    if spec.kind in ("sam2", "diffusers"):
+    if spec.kind in ("sam2", "diffusers", "lora", "taesd"):
         return _download_repo(spec, progress, cancel)
     raise InvalidOptionError(f"don't know how to download model {spec.name!r} (kind {spec.kind})")
 
