@@ -24,6 +24,7 @@ from core.segment import SegmentRequest
 from core.spec import RunSpec
 
 Progress = Callable[[str, float], None]
+Preview = Callable[[np.ndarray], None]      # a small HxWx3 uint8 picture of the painting so far
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,23 @@ def subject_mask(request: JobRequest) -> np.ndarray:
     return np.where(result.masks[index], 255, 0).astype(np.uint8)
 
 
+def resolved(spec: RunSpec) -> RunSpec:
+    """The spec as it will run: in fast mode the few-step LoRA actually used is filled in (so
+    history records it and a re-run reproduces it). Raises MissingWeightsError / InvalidOptionError
+    when fast mode cannot run (its LoRA or tiny autoencoder missing, a model family without one)."""
+    gen = spec.generation
+    if gen is None or gen.mode != "fast":
+        return spec
+    from core.inpaint import resolve_generation
+    return spec.replace(generation=resolve_generation(gen).model_dump())
+
+
 def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Progress] = None,
-            cancel: Optional[threading.Event] = None) -> JobResult:
+            cancel: Optional[threading.Event] = None, preview: Optional[Preview] = None) -> JobResult:
     """Run one background replacement. Raises BackdropError subclasses with one-line messages.
+
+    `preview(rgb)`, if given, gets small pictures of the background while it is painted (a few per
+    second at most; core.inpaint decides how often); the outputs are the same with or without it.
 
     When `record` is true the run is written to the history store first as "running", then
     finished as succeeded / failed / cancelled, so nothing a person tried is lost. If the history
@@ -87,6 +102,10 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
     """
     _check(request)
     report = progress or (lambda stage, fraction: None)
+    try:
+        request, not_runnable = dataclasses.replace(request, spec=resolved(request.spec)), None
+    except BackdropError as e:        # recorded as a failed run below, like any other failure
+        not_runnable = e
     store = run_id = record_error = None
     if record:
         from core.history import open_store
@@ -98,6 +117,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
             store, record_error = None, str(e)
     timings: dict[str, float] = {}
     try:
+        if not_runnable is not None:
+            raise not_runnable
         t = time.perf_counter()
         report("mask", 0.0)
         mask = refine(subject_mask(request), request.spec.mask)
@@ -105,7 +126,7 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         if cancel is not None and cancel.is_set():
             raise CancelledError("cancelled before the background was made")
 
-        outputs, seeds = _backgrounds(request, mask, report, cancel, timings)
+        outputs, seeds = _backgrounds(request, mask, report, cancel, timings, preview)
         report("done", 1.0)
         result = JobResult(run_id, outputs, seeds, mask, timings)
     except BaseException as e:  # recorded (unexpected ones too), then re-raised for the caller
@@ -136,7 +157,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
 
 
 def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
-                 cancel: Optional[threading.Event], timings: dict[str, float]):
+                 cancel: Optional[threading.Event], timings: dict[str, float],
+                 preview: Optional[Preview] = None):
     spec = request.spec
     feather = spec.mask.feather
     rgb = request.image.rgb
@@ -151,7 +173,8 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
 
     t = time.perf_counter()
     report("load model", 0.0)
-    inpainter = get_inpainter(spec.generation.model)
+    gen = spec.generation
+    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
     timings["load"] = time.perf_counter() - t
 
     def step(i: int, total: int) -> None:
@@ -159,7 +182,8 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
 
     region = 255 - mask  # repaint everything that is not the subject
     # adds "resize", "diffusion" and "upscale" to timings
-    variants = inpainter.inpaint(rgb, region, spec.generation, progress=step, cancel=cancel,
+    extra = {"preview": preview} if preview is not None else {}
+    variants = inpainter.inpaint(rgb, region, spec.generation, progress=step, cancel=cancel, **extra,
                                  timings=timings)
     t = time.perf_counter()
     report("compose", 0.95)

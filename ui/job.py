@@ -22,6 +22,8 @@ from ui.widgets import display_image, escape_md, one_line
 log = logging.getLogger(__name__)
 
 BG_PREVIEW_SIDE = 320        # the background photo's thumbnail kept in session state
+LIVE_REFRESH_S = 0.5         # how often the progress bar and the live picture are redrawn
+LIVE_WIDTH = 320
 STAGE_TEXT = {"starting": "Starting", "mask": "Cutting out the subject", "load model": "Loading the model",
               "diffusion": "Painting the background", "compose": "Putting the subject back",
               "done": "Saving"}
@@ -86,15 +88,22 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     """
     from core.jobs import run_job
 
+    from core.images import encode_jpeg
+
     request = job_request(state, segmenter_name)
+    live: dict[str, bytes] = {}          # the latest picture of the painting, for the page
+
+    def show(rgb) -> None:               # worker thread: keep JPEG bytes only, never call Streamlit
+        live["jpeg"] = encode_jpeg(rgb, quality=80)
 
     def work(progress, cancel):
-        job = run_job(request, progress=progress, cancel=cancel)
+        job = run_job(request, progress=progress, cancel=cancel, preview=show)
         return {"job": job, "original": display_image(request.image.rgb),
                 "previews": [display_image(o) for o in job.outputs]}
 
     task = tasks.start("generate", work, label="generating the background")
     task.request = request
+    task.live = live
     state["job"] = task
     return task
 
@@ -153,10 +162,10 @@ def progress_text(task: tasks.Task) -> str:
 
 # ----------------------------------------------------------------------------- panels
 def job_panel(state: MutableMapping) -> None:
-    """While a job runs: its progress bar and Cancel, redrawn every second; when it ends, its
-    one-line outcome (kept until the next run)."""
+    """While a job runs: its progress bar, the picture forming and Cancel, redrawn twice a second;
+    when it ends, its one-line outcome (kept until the next run)."""
 
-    @st.fragment(run_every=1.0 if tasks.running(state["job"]) else None)
+    @st.fragment(run_every=LIVE_REFRESH_S if tasks.running(state["job"]) else None)
     def progress() -> None:
         task = state.get("job")
         if task is None:
@@ -165,6 +174,9 @@ def job_panel(state: MutableMapping) -> None:
             collect_result(state)
             st.rerun()
         st.progress(task.fraction, text=progress_text(task))
+        picture = getattr(task, "live", {}).get("jpeg")
+        if picture is not None:     # the background forming, as the model paints it
+            st.image(picture, caption="Painting…", width=LIVE_WIDTH)
         st.button("Cancel", key="cancel", on_click=task.cancel.set, disabled=task.cancel.is_set(),
                   help="Stops after the current step.")
 
