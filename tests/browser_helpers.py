@@ -35,20 +35,23 @@ def free_port() -> int:
 
 
 class Server:
-    """`streamlit run streamlit_app.py` as a subprocess; always stop() it (a fixture does)."""
+    """`streamlit run <script>` (default the app, streamlit_app.py) as a subprocess on a free port;
+    always stop() it (a fixture does). `script` may be any path (bench/browser_click.py runs a bare
+    page of only the click component this way); it runs in `cwd`, default this repository."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, script: str | Path = "streamlit_app.py",
+                 cwd: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+            [sys.executable, "-m", "streamlit", "run", str(script),
              "--server.port", str(self.port), "--server.address", "127.0.0.1",
              "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=cwd, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
         end = time.monotonic() + timeout
