@@ -1,6 +1,8 @@
 """Generation benchmark: every stage of one background replacement at 12 MP, and what diffusion costs.
 
     python bench/generate.py [--quick] [--steps 30] [--sd-steps 2] [--no-sd]
+    python bench/generate.py --modes-only [--extrapolate-quality] [--threads 2]   # (d) only
+    python bench/generate.py --gpu                                               # (e) only
 
 (a) The whole run with the `tiny` inpainting model (random weights, built in code) on a 12 MP photo
     (skimage's coffee upscaled to 4000x3000, encoded as a JPEG first): load (decode the JPEG through
@@ -18,6 +20,22 @@
     (measured in full mode for 512x384 per-step).
 (c) GPU: 30 steps fp16 at 512x384 on an H100, target <= 0.8 s: measured only when CUDA is present,
     otherwise printed as "not measured (no GPU)".
+(d) Fast vs Quality, measured in the SAME run through core.inpaint's real code (get_inpainter,
+    Inpainter.inpaint) on the real-size SD 1.5 inpainting architecture with random weights, saved
+    as the registry's `sd15-inpainting` in a temp weights dir beside a random real-size LCM-style
+    LoRA (rank 64 on the UNet attention projections, saved with save_lora_weights, loaded and fused
+    by the fast path) as `lcm-sd15` and a random real-size AutoencoderTiny (TAESD's architecture)
+    as `taesd`. 512x384 photo, CPU, --threads (default 2). Fast = 4 LCM steps, guidance 1 (text
+    encoding + TAESD encode + 4 UNet passes + TAESD decode, end to end); Quality = 30 steps,
+    guidance 7.5, full VAE: measured in full unless --extrapolate-quality (then 3 steps measured
+    and the rest extrapolated from the per-step time, and said so). Targets: fast <= 30 s,
+    quality / fast >= 12. Also a fast run with the live preview (core.inpaint.PREVIEW_INTERVAL):
+    its decode time as a % of the fast run (target <= 5 %), and one UNet pass in fp32, fp32
+    channels-last and bf16 autocast (what the CPU path keeps).
+(e) --gpu: on CUDA, Quality (30 steps fp16) and Fast (4 steps) end to end through core.inpaint at
+    512x384 and 1024x768 (SD 1.5 architecture with the processing size raised to 1024 for the
+    latter), eager and torch.compile'd (compile warm-up reported separately). Without CUDA it
+    prints "no GPU" and exits 0.
 
 Times depend on the machine's load; the load average is printed. The VERY LAST line is one JSON
 object holding the same figures.
@@ -280,6 +298,268 @@ def bench_gpu() -> dict:
             "meets_target": _median(runs) <= GPU_TARGET}
 
 
+# -- (d) fast vs quality through core.inpaint, real-size SD 1.5, random weights -----------------------
+
+FAST_TARGET_S = 30.0
+RATIO_TARGET = 12.0
+PREVIEW_TARGET_PCT = 5.0
+
+
+def build_sd15_weights(wdir: Path, dtype=None) -> dict:
+    """Save the random real-size SD 1.5 inpainting pipeline, a random rank-64 LCM-style LoRA and a
+    random real-size AutoencoderTiny where the registry expects sd15-inpainting, lcm-sd15, taesd."""
+    import torch
+    from diffusers import AutoencoderTiny, StableDiffusionInpaintPipeline
+    from core import weights
+    from core.tiny import tiny_lora_layers
+    t = time.perf_counter()
+    pipe = build_sd15_random("cpu")
+    layers = tiny_lora_layers(pipe.unet, rank=64, seed=1)
+    lora_params = sum(v.numel() for v in layers.values())
+    (wdir / "lcm-sd15").mkdir(parents=True, exist_ok=True)
+    StableDiffusionInpaintPipeline.save_lora_weights(str(wdir / "lcm-sd15"), unet_lora_layers=layers)
+    pipe.to(dtype=torch.float16).save_pretrained(str(wdir / "sd15-inpainting"))  # half the disk
+    del pipe, layers
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        tae = AutoencoderTiny()                          # the defaults are TAESD's architecture
+    tae_params = sum(p.numel() for p in tae.parameters())
+    tae.save_pretrained(str(wdir / "taesd"))
+    for name in ("lcm-sd15", "taesd"):
+        assert weights.is_present(weights.get_spec(name, "fast")), name
+    return {"build_and_save_s": round(time.perf_counter() - t, 1), "lora_rank": 64,
+            "lora_params": lora_params, "taesd_params": tae_params}
+
+
+def _photo_512x384():
+    from skimage import data
+    import cv2
+    rgb = cv2.resize(data.coffee(), (512, 384), interpolation=cv2.INTER_AREA)
+    subject, region = np.zeros((384, 512), np.uint8), None
+    cv2.ellipse(subject, (256, 210), (110, 150), 0, 0, 360, 255, -1)
+    region = 255 - subject
+    return rgb, region
+
+
+def _timed_inpaint(inp, rgb, region, gen, preview=None):
+    marks = []
+    timings: dict = {}
+    t = time.perf_counter()
+    inp.inpaint(rgb, region, gen, progress=lambda i, n: marks.append((time.perf_counter(), n)),
+                timings=timings, preview=preview)
+    total = time.perf_counter() - t
+    steps = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
+    return total, timings, steps, (marks[-1][1] if marks else 0)
+
+
+def cpu_variants(inp) -> dict:
+    """One UNet pass (batch 1, 64x48 latents) in fp32, fp32 channels-last and bf16 autocast."""
+    import torch
+    unet = inp._pipe.unet
+    x = torch.randn(1, 9, 48, 64)
+    ctx = torch.randn(1, 77, 768)
+    t = torch.tensor([500])
+
+    def once():
+        s = time.perf_counter()
+        with torch.no_grad():
+            unet(x, t, encoder_hidden_states=ctx)
+        return time.perf_counter() - s
+
+    once()                                               # warm-up
+    res = {"fp32_s": round(once(), 2)}
+    unet.to(memory_format=torch.channels_last)
+    try:
+        res["fp32_channels_last_s"] = round(once(), 2)
+    finally:
+        unet.to(memory_format=torch.contiguous_format)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            once()
+            res["bf16_autocast_s"] = round(once(), 2)
+    except Exception as e:  # a CPU/torch without bf16 kernels
+        res["bf16_autocast_s"] = f"failed: {type(e).__name__}"
+    return res
+
+
+def bench_modes(extrapolate: bool, variants: bool = True) -> dict:
+    import torch
+    from diffusers import PNDMScheduler
+    from core import inpaint
+    from core.spec import Generation
+    wdir = Path(tempfile.mkdtemp(prefix="backdrop-bench-sd15-"))
+    os.environ["BACKDROP_WEIGHTS_DIR"] = str(wdir)
+    res = {"size": "512x384", "device": "cpu", "torch_threads": torch.get_num_threads(),
+           "weights": "random (real-size architectures)", **build_sd15_weights(wdir)}
+    rgb, region = _photo_512x384()
+    prompt = "a sunny beach, golden hour"
+    fast_gen = inpaint.resolve_generation(Generation.for_mode("fast", prompt=prompt, seed=0,
+                                                              model="sd15-inpainting"))
+    try:
+        # -- fast
+        t = time.perf_counter()
+        fast = inpaint.get_inpainter("sd15-inpainting", mode="fast")
+        res["fast_load_s"] = round(time.perf_counter() - t, 1)
+        res["fast_pipeline"] = {"vae": type(fast._pipe.vae).__name__, "lora": fast.lora,
+                                "scheduler": fast.default_scheduler, "steps": fast_gen.steps,
+                                "guidance": fast_gen.guidance}
+        calls = []
+        hook = fast._pipe.unet.register_forward_hook(lambda m, a, o: calls.append(int(a[0].shape[0])))
+        _timed_inpaint(fast, rgb[::4, ::4].copy(), region[::4, ::4].copy(), fast_gen)   # warm-up
+        calls.clear()
+        total, timings, steps, n = _timed_inpaint(fast, rgb, region, fast_gen)
+        hook.remove()
+        res["fast_s"] = round(total, 2)
+        res["fast_detail"] = {"unet_calls": len(calls), "unet_batch": sorted(set(calls)),
+                              "s_per_step": round(_median(steps), 2) if steps else None,
+                              "timings_s": {k: round(v, 3) for k, v in timings.items()}}
+        shown = []
+        ptotal, ptimings, _, _ = _timed_inpaint(fast, rgb, region, fast_gen,
+                                                preview=lambda img: shown.append(img.shape))
+        res["fast_with_preview_s"] = round(ptotal, 2)
+        res["preview"] = {"count": len(shown), "shape": list(shown[0]) if shown else None,
+                          "decode_s": round(ptimings.get("preview", 0.0), 3),
+                          "interval_s": inpaint.PREVIEW_INTERVAL}
+        res["preview_pct_of_fast"] = round(100 * ptimings.get("preview", 0.0) / ptotal, 2)
+        if variants:
+            res["cpu_unet_pass"] = cpu_variants(fast)
+        inpaint.MANAGER.unload()
+        del fast
+        # -- quality (same run)
+        t = time.perf_counter()
+        quality = inpaint.get_inpainter("sd15-inpainting")
+        res["quality_load_s"] = round(time.perf_counter() - t, 1)
+        qgen = Generation.for_mode("quality", prompt=prompt, seed=0, model="sd15-inpainting")
+        _timed_inpaint(quality, rgb[::4, ::4].copy(), region[::4, ::4].copy(),
+                       qgen.model_copy(update={"steps": 1}))                        # warm-up
+        if extrapolate:
+            few = 3
+            qtotal, qtimings, qsteps, evals = _timed_inpaint(
+                quality, rgb, region, qgen.model_copy(update={"steps": few}))
+            sched = PNDMScheduler.from_config(quality._pipe.scheduler.config)
+            sched.set_timesteps(qgen.steps)
+            step = _median(qsteps)
+            res["quality_s"] = round(qtotal + (len(sched.timesteps) - evals) * step, 1)
+            res["quality_extrapolated"] = True
+            res["quality_how"] = (f"{few} steps measured ({qtotal:.1f} s, {evals} UNet evals), + "
+                                  f"{len(sched.timesteps) - evals} evals x {step:.2f} s per step")
+        else:
+            qtotal, qtimings, qsteps, evals = _timed_inpaint(quality, rgb, region, qgen)
+            res["quality_s"] = round(qtotal, 1)
+            res["quality_extrapolated"] = False
+        res["quality_detail"] = {"steps": qgen.steps, "guidance": qgen.guidance, "unet_evals": evals,
+                                 "s_per_step": round(_median(qsteps), 2) if qsteps else None,
+                                 "timings_s": {k: round(v, 3) for k, v in qtimings.items()}}
+        res["fast_vs_quality_ratio"] = round(res["quality_s"] / res["fast_s"], 1)
+        res["meets"] = {"fast_le_30s": res["fast_s"] <= FAST_TARGET_S,
+                        "ratio_ge_12": res["fast_vs_quality_ratio"] >= RATIO_TARGET,
+                        "preview_le_5pct": res["preview_pct_of_fast"] <= PREVIEW_TARGET_PCT}
+    finally:
+        inpaint.MANAGER.unload()
+        import shutil
+        shutil.rmtree(wdir, ignore_errors=True)
+    return res
+
+
+def bench_gpu_modes() -> dict:
+    """(e): Quality 30 steps fp16 and Fast 4 steps through core.inpaint at 512x384 and 1024x768,
+    eager and compiled."""
+    import torch
+    if not torch.cuda.is_available():
+        return {"measured": False, "why": "no GPU"}
+    from core import inpaint
+    from core.spec import Generation
+    wdir = Path(tempfile.mkdtemp(prefix="backdrop-bench-gpu-"))
+    os.environ["BACKDROP_WEIGHTS_DIR"] = str(wdir)
+    res = {"measured": True, "device": torch.cuda.get_device_name(0), "dtype": "float16",
+           **build_sd15_weights(wdir)}
+    rng = np.random.default_rng(0)
+    try:
+        for compiled in (False, True):
+            for mode in ("quality", "fast"):
+                manager = inpaint.ModelManager()
+                t = time.perf_counter()
+                inp = manager.get("sd15-inpainting", device="cuda", mode=mode, compile=compiled)
+                load = time.perf_counter() - t
+                gen = Generation.for_mode(mode, prompt="a sunny beach", seed=0, model="sd15-inpainting")
+                if mode == "fast":
+                    gen = inpaint.resolve_generation(gen)
+                for w, h in ((512, 384), (1024, 768)):
+                    inp.long_side = max(w, h)           # SD 1.5 architecture at this processing size
+                    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                    region = np.zeros((h, w), np.uint8)
+                    region[:, : w // 2] = 255
+                    warm: dict = {}
+                    t = time.perf_counter()
+                    inp.inpaint(rgb, region, gen, timings=warm)             # warm-up / compile
+                    torch.cuda.synchronize()
+                    first = time.perf_counter() - t
+                    runs = []
+                    for _ in range(3):
+                        t = time.perf_counter()
+                        inp.inpaint(rgb, region, gen)
+                        torch.cuda.synchronize()
+                        runs.append(time.perf_counter() - t)
+                    key = f"{mode}_{w}x{h}_{'compiled' if compiled else 'eager'}"
+                    res[key + "_s"] = round(_median(runs), 3)
+                    res[key + "_first_s"] = round(first, 2)
+                    if compiled:
+                        res[key + "_compile_s"] = round(warm.get("compile", 0.0), 2)
+                res[f"{mode}_{'compiled' if compiled else 'eager'}_load_s"] = round(load, 1)
+                manager.unload()
+        for size in ("512x384", "1024x768"):
+            for how in ("eager", "compiled"):
+                res[f"fast_vs_quality_ratio_{size}_{how}"] = round(
+                    res[f"quality_{size}_{how}_s"] / res[f"fast_{size}_{how}_s"], 1)
+        res["meets"] = {"quality_512x384_le_0.8s": min(res["quality_512x384_eager_s"],
+                                                       res["quality_512x384_compiled_s"]) <= GPU_TARGET,
+                        "fast_512x384_le_0.15s": min(res["fast_512x384_eager_s"],
+                                                     res["fast_512x384_compiled_s"]) <= 0.15}
+    finally:
+        import shutil
+        shutil.rmtree(wdir, ignore_errors=True)
+    return res
+
+
+def main_modes(args) -> int:
+    import torch
+    torch.set_num_threads(args.threads or 2)
+    load = os.getloadavg()
+    print(f"# bench/generate.py --modes-only  cpu cores={os.cpu_count()}  load average={load[0]:.1f}  "
+          f"threads={torch.get_num_threads()}")
+    d = bench_modes(args.extrapolate_quality, variants=not args.no_cpu_variants)
+    _print_modes(d)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS {peak:.0f} MB")
+    print(json.dumps({"bench": "generate-modes", "load_average": round(load[0], 2),
+                      "fast_s": d["fast_s"], "quality_s": d["quality_s"],
+                      "quality_extrapolated": d["quality_extrapolated"],
+                      "fast_vs_quality_ratio": d["fast_vs_quality_ratio"],
+                      "preview_pct_of_fast": d["preview_pct_of_fast"], "modes": d,
+                      "peak_rss_mb": round(peak)}))
+    return 0
+
+
+def _print_modes(d: dict) -> None:
+    print(f"\n(d) Fast vs Quality through core.inpaint, SD 1.5 architecture (random weights), "
+          f"{d['size']}, CPU {d['torch_threads']} threads")
+    f = d["fast_detail"]
+    print(f"    Fast ({d['fast_pipeline']}): {d['fast_s']} s end to end "
+          f"(target <= {FAST_TARGET_S:g} s); {f['unet_calls']} UNet calls, batch {f['unet_batch']}, "
+          f"{f['s_per_step']} s/step; stages {f['timings_s']}")
+    q = d["quality_detail"]
+    how = f" (EXTRAPOLATED: {d['quality_how']})" if d["quality_extrapolated"] else " (measured)"
+    print(f"    Quality ({q['steps']} steps, guidance {q['guidance']}, full VAE): {d['quality_s']} s"
+          f"{how}; {q['s_per_step']} s/step")
+    print(f"    ratio quality / fast = {d['fast_vs_quality_ratio']} (target >= {RATIO_TARGET:g})")
+    p = d["preview"]
+    print(f"    live preview: {p['count']} previews {p['shape']}, decode {p['decode_s']} s = "
+          f"{d['preview_pct_of_fast']} % of the fast run (target <= {PREVIEW_TARGET_PCT:g} %); "
+          f"fast run with preview {d['fast_with_preview_s']} s")
+    if "cpu_unet_pass" in d:
+        print(f"    one UNet pass (batch 1, 64x48 latents): {d['cpu_unet_pass']}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer reps and steps; SD 512x384 extrapolated")
@@ -287,9 +567,26 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="runs per stage (default 5, quick 2)")
     ap.add_argument("--sd-steps", type=int, default=2, help="steps for the real-size SD 1.5 run")
     ap.add_argument("--no-sd", action="store_true", help="skip the real-size SD 1.5 CPU run")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's; "
+                                                               "2 for --modes-only)")
+    ap.add_argument("--modes-only", action="store_true", help="only (d): Fast vs Quality on the CPU")
+    ap.add_argument("--no-modes", action="store_true", help="skip (d) in a full run")
+    ap.add_argument("--extrapolate-quality", action="store_true",
+                    help="(d): measure 3 quality steps and extrapolate 30 (quick; says so)")
+    ap.add_argument("--no-cpu-variants", action="store_true", help="(d): skip the fp32/channels-last/bf16 pass")
+    ap.add_argument("--gpu", action="store_true", help="only (e): the GPU check (prints 'no GPU' without CUDA)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.gpu:
+        e = bench_gpu_modes()
+        if not e["measured"]:
+            print("no GPU: CUDA is not available here; nothing measured")
+        else:
+            print(f"(e) GPU {e['device']}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k.endswith("_s")))
+        print(json.dumps({"bench": "generate-gpu", **e}))
+        return 0
+    if args.modes_only:
+        return main_modes(args)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -333,6 +630,10 @@ def main(argv=None) -> int:
               f"(extrapolated)")
         print(f"    our recipe (512x384 for 4:3, 30 steps): {b['ours_512x384_30_steps_s']['value']} s "
               f"(extrapolated: {b['ours_512x384_30_steps_s']['how']})")
+    d = None
+    if not args.no_modes:
+        d = bench_modes(args.extrapolate_quality or args.quick, variants=not args.no_cpu_variants)
+        _print_modes(d)
     c = bench_gpu()
     print(f"\n(c) GPU, 30 steps fp16 512x384 (target <= {GPU_TARGET} s): "
           + (f"{c['median_s']} s on {c['device']}" if c["measured"] else c["why"]))
@@ -340,7 +641,11 @@ def main(argv=None) -> int:
     print(f"\npeak RSS {peak:.0f} MB")
     print(json.dumps({"bench": "generate", "mode": "quick" if args.quick else "full",
                       "load_average": round(load[0], 2), "cpu_count": os.cpu_count(),
-                      "pipeline_tiny": a, "sd15_cpu": b, "gpu": c, "peak_rss_mb": round(peak)}))
+                      "pipeline_tiny": a, "sd15_cpu": b, "gpu": c, "peak_rss_mb": round(peak),
+                      **({"fast_s": d["fast_s"], "quality_s": d["quality_s"],
+                          "quality_extrapolated": d["quality_extrapolated"],
+                          "fast_vs_quality_ratio": d["fast_vs_quality_ratio"],
+                          "preview_pct_of_fast": d["preview_pct_of_fast"], "modes": d} if d else {})}))
     return 0
 
 

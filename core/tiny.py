@@ -181,7 +181,7 @@ def tiny_lora_layers(unet, rank: int = 4, seed: int = 0) -> dict:
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="tiny"))
         return {k: v.detach().clone().contiguous() for k, v in layers.items()}
     finally:
-        unet.delete_adapters("tiny")
+        unet.unload_lora()          # the peft wrappers go too: the UNet's own keys are unchanged
 
 
 def build_tiny_lora(folder: str | os.PathLike, seed: int = 0) -> Path:
