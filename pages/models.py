@@ -60,11 +60,11 @@ def download_panel() -> None:
 
 download_panel()
 
-for task_kind in ("segment", "inpaint"):
+for task_kind in um.TASKS:
     st.subheader(um.TASK_TITLES[task_kind])
     st.dataframe(um.model_rows(task_kind, state), hide_index=True, width="stretch")
     missing = [s for s in um.visible_specs(task_kind, state)
-               if s.kind not in ("builtin", "tiny-sam", "tiny-diffusers") and not resources.is_present(s)]
+               if um.downloadable(s) and not resources.is_present(s)]
     if missing:
         cols = st.columns(min(len(missing), 4))
         for i, spec in enumerate(missing):

@@ -84,3 +84,41 @@ def test_segmentation_and_inpainting_follow_the_environment(monkeypatch, tiny_sa
     with pytest.raises(InvalidOptionError, match="unknown device 'gpu'"):
         segment.load_sam(weights.get_spec("tiny", "segment"), tiny_sam)
     assert segment.default_device is devices.pick
+
+
+def _probes(monkeypatch, cuda: bool, mps: bool) -> None:
+    """Patch torch's own availability probes (what core.devices asks)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if cuda else 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize("cuda, mps, device, dtype", [
+    (True, True, "cuda", "float16"), (False, True, "mps", "float32"), (False, False, "cpu", "float32"),
+])
+def test_device_and_dtype_follow_the_probes(monkeypatch, cuda, mps, device, dtype):
+    import torch
+    monkeypatch.delenv(devices.ENV, raising=False)
+    monkeypatch.delenv(devices.DTYPE_ENV, raising=False)
+    _probes(monkeypatch, cuda, mps)
+    assert devices.pick() == device
+    assert devices.dtype() == getattr(torch, dtype) == devices.dtype(device)
+
+
+def test_override_device_and_dtype(monkeypatch):
+    import torch
+    _probes(monkeypatch, True, True)
+    monkeypatch.setenv(devices.ENV, "cpu")
+    assert devices.pick() == "cpu" and devices.dtype() == torch.float32
+    monkeypatch.setenv(devices.ENV, "mps")
+    assert devices.pick() == "mps"
+    monkeypatch.setenv(devices.DTYPE_ENV, "fp16")
+    assert devices.dtype() == torch.float16 and devices.dtype("cuda") == torch.float16
+    monkeypatch.setenv(devices.DTYPE_ENV, "bfloat16")
+    assert devices.dtype("cpu") == torch.bfloat16
+    for bad, words in (("float16", "not supported on the CPU"), ("int8", "unknown dtype 'int8'")):
+        monkeypatch.setenv(devices.DTYPE_ENV, bad)
+        with pytest.raises(InvalidOptionError, match=words) as e:
+            devices.dtype("cpu")
+        assert "\n" not in str(e.value)

@@ -400,3 +400,54 @@ def test_list_models():
     sam = next(r for r in rows if r.name == "sam-vit-b")
     assert sam.size_text == "375.0 MB" and sam.path.name == "sam_vit_b_01ec64.pth"
     assert {r.task for r in weights.list_models("inpaint")} == {"inpaint"}
+
+
+# -- fast-mode add-ons (task "fast") --------------------------------------------------------------
+
+def test_fast_addons_are_listed_with_sizes_and_families():
+    rows = {(r.task, r.name): r for r in weights.list_models("fast")}
+    assert {n for _, n in rows} >= {"lcm-sd15", "lcm-sdxl", "tcd-sd15", "tcd-sdxl", "taesd", "taesdxl",
+                                    "tiny-lcm", "tiny-taesd"}
+    assert rows[("fast", "lcm-sd15")].size_text == "135.0 MB"
+    assert rows[("fast", "tiny-lcm")].size_text == "built in code"
+    for spec in weights.specs("fast"):
+        assert spec.family in ("sd15", "sdxl", "tiny") and spec.task == "fast"
+        assert spec.kind.startswith("tiny") or (spec.repo_id and spec.size_bytes)
+    assert {s.task for s in weights.specs()} == set(weights.TASKS)
+
+
+def test_missing_lora_and_taesd_messages(weights_dir):
+    for name, size in (("lcm-sdxl", "394.0 MB"), ("taesd", "9.8 MB")):
+        with pytest.raises(MissingWeightsError) as e:
+            weights.resolve(name, "fast")
+        msg = str(e.value)
+        assert "\n" not in msg and size in msg and f"python -m core models download {name}" in msg
+
+
+def test_fast_addon_download_offline_is_one_line_and_leaves_nothing(weights_dir):
+    with pytest.raises(DownloadError) as e:
+        weights.download("lcm-sd15", "fast")
+    assert "\n" not in str(e.value) and "latent-consistency/lcm-lora-sdv1-5" in str(e.value)
+    assert not (weights_dir / "lcm-sd15").exists()
+
+
+def test_tiny_fast_addons_build_in_code(weights_dir):
+    lora = weights.download("tiny-lcm", "fast")
+    assert weights.lora_file(weights.get_spec("tiny-lcm", "fast")).is_file()
+    assert weights.resolve("tiny-lcm", "fast") == lora
+    tae = weights.download("tiny-taesd", "fast")
+    assert (tae / "config.json").is_file() and weights.resolve("tiny-taesd", "fast") == tae
+
+
+def test_model_family_from_the_registry_or_the_folder(tmp_path, tiny_inpaint):
+    import json
+    import shutil
+    assert weights.model_family("sdxl-inpainting") == "sdxl"
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_inpaint, folder)
+    assert weights.model_family(str(folder)) == "tiny"
+    cfg = folder / "unet" / "config.json"
+    for dim, family in ((768, "sd15"), (2048, "sdxl"), (1024, "sd2"), (77, None)):
+        cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "cross_attention_dim": dim}))
+        assert weights.model_family(str(folder)) == family
+    assert weights.model_family("someone/not-downloaded") is None

@@ -13,14 +13,23 @@ from ui.widgets import size_text
 
 log = logging.getLogger(__name__)
 
-TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)"}
+TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)",
+               "fast": "Fast mode add-ons (few-step LoRAs and tiny autoencoders for the inpainting models)"}
+TASKS = tuple(TASK_TITLES)
 
 
 def visible_specs(task: str, state: MutableMapping) -> list:
-    """Registry models for a task; the `tiny` test models only when they are the current choice."""
+    """Registry models for a task; the `tiny` test models (and the tiny fast add-ons) only when the
+    tiny model is the current choice."""
     current = state.get("segmenter" if task == "segment" else "inpaint_model")
     env = config.default_segmenter() if task == "segment" else config.default_inpaint_model()
-    return [s for s in weights.specs(task) if s.name != "tiny" or "tiny" in (current, env)]
+    tiny = "tiny" in (current, env)
+    return [s for s in weights.specs(task) if not s.kind.startswith("tiny") or tiny]
+
+
+def downloadable(spec) -> bool:
+    """Whether the Models page offers a Download button (not built in, not built in code)."""
+    return spec.kind != "builtin" and not spec.kind.startswith("tiny")
 
 
 def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
