@@ -150,8 +150,9 @@ def _settle(page, caption: str | None = None) -> None:
     page.wait_for_timeout(150)
 
 
-def measure_app(browser, server: Server, photo: Path, n_clicks: int) -> dict:
-    """Upload `photo`, first click (waits for the embedding), then n_clicks timed clicks."""
+def measure_app(browser, server: Server, photo: Path, n_clicks: int, screenshot: Path | None = None) -> dict:
+    """Upload `photo`, first click (waits for the embedding), then n_clicks timed clicks; a
+    screenshot of the page after the last one when `screenshot` is given."""
     import re
 
     from playwright.sync_api import expect
@@ -178,6 +179,9 @@ def measure_app(browser, server: Server, photo: Path, n_clicks: int) -> dict:
             sizes.append(size)
             _settle(page, f"({i} add, 0 remove")
         shown = img.bounding_box()
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
         return {"first_click_ms": round(first_ms, 1), "first_click_wall_s": round(first_wall, 2),
                 "ms": [round(v, 1) for v in times], "median_ms": round(statistics.median(times), 1),
                 "src_chars": int(statistics.median(sizes)), "shown_width": round(shown["width"])}
@@ -211,8 +215,10 @@ def measure_bare(browser, server: Server, n_clicks: int) -> dict:
 
 
 def run(n_clicks: int = 10, size: tuple[int, int] = (4000, 3000), bare: bool = True,
-        headed: bool = False, workdir: Path | None = None, app_root: Path = ROOT) -> dict:
-    """The whole benchmark (also what tests/test_browser_click.py runs, smaller); returns the JSON."""
+        headed: bool = False, workdir: Path | None = None, app_root: Path = ROOT,
+        screenshot: Path | None = None) -> dict:
+    """The whole benchmark (also what tests/test_browser_click.py runs, smaller); returns the JSON.
+    Server logs go to `workdir` (default a temporary folder, removed after)."""
     from playwright.sync_api import sync_playwright
 
     from core.segment import build_tiny_sam
@@ -244,7 +250,7 @@ def run(n_clicks: int = 10, size: tuple[int, int] = (4000, 3000), bare: bool = T
                                  cwd=Path(app_root) if name == "app" else ROOT)
                     try:
                         srv.wait_healthy()
-                        out[name] = (measure_app(browser, srv, photo, n_clicks) if name == "app"
+                        out[name] = (measure_app(browser, srv, photo, n_clicks, screenshot) if name == "app"
                                      else measure_bare(browser, srv, n_clicks))
                     except Exception:
                         print(srv.log_tail(), file=sys.stderr)

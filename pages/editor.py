@@ -69,35 +69,32 @@ with ctl_col:
               width="stretch")
     b2.button("Clear", icon=":material/close:", on_click=prompts.clear, args=(state,), disabled=not prompts.has_subject(state),
               width="stretch")
-
-# Segment at preview size (cheap; the embedding is cached). Wait for a running preparation first.
-result = None
-if segmenter is not None and prompts.has_subject(state):
-    if tasks.running(prep):
-        with st.spinner("Preparing the photo for clicks…"):
-            prep.wait()
-    result = guarded("finding the subject", prompts.segment_preview, state, segmenter, seg_name)
-
-with ctl_col:
-    if result is not None and len(result.masks) > 1:
-        thumbs = canvas.candidate_thumbnails(state, result, seg_name)
-        picks = list(range(len(result.masks)))
-        cols = st.columns(len(picks))
-        for i, col in enumerate(cols):
-            col.image(thumbs[i], caption=f"{i + 1} · score {float(result.scores[i]):.2f}")
-        pick = st.radio("Mask candidate", picks, index=prompts.chosen(state, result),
-                        key=prompts.candidate_key(state, seg_name), horizontal=True,
-                        format_func=lambda i: f"{i + 1}" + (" (best)" if i == int(result.best) else ""),
-                        help="The model offers several guesses; pick the one that fits the subject.")
-        prompts.pick_candidate(state, result, pick)
     with st.expander("Edge: grow, feather, invert", expanded=False):
         st.slider("Grow (+) / shrink (−) the mask, px", -50, 50, key="grow", persist_state="session",
                   help="In pixels of the full-resolution photo.")
         st.slider("Feather (soft edge), px", 0, 50, key="feather", persist_state="session")
         st.toggle("Invert (keep the background, replace the subject)", key="invert", persist_state="session")
 
-with pic_col:
+# What the rest of the page was drawn with: the clickable photo below reruns alone on a click, and
+# asks for a whole-page run only when this changes (Undo/Clear and Generate enable on the first
+# click). Everything else reads the clicks from session state when it runs (Generate, the job).
+state["subject_drawn"] = prompts.has_subject(state)
+
+
+@st.fragment
+def subject_canvas() -> None:
+    """The clickable photo with its mask, and the mask candidates: a click or a candidate pick
+    reruns only this (segment at preview size from the cached embedding, overlay, JPEG)."""
     canvas_key = f"canvas-{image.hash[:12]}"
+    result = None
+    if segmenter is not None and prompts.has_subject(state):
+        if tasks.running(state.get("prepare")):
+            with st.spinner("Preparing the photo for clicks…"):
+                state["prepare"].wait()
+        result = guarded("finding the subject", prompts.segment_preview, state, segmenter, seg_name)
+    pick_key = None if result is None else prompts.candidate_key(state, seg_name)
+    if pick_key in state:     # the candidate picker (drawn below the photo) was just changed
+        prompts.pick_candidate(state, result, state[pick_key])
 
     def _on_canvas() -> None:
         canvas.apply_canvas_value(state, state.get(canvas_key))
@@ -120,8 +117,21 @@ with pic_col:
     else:
         st.caption(f"Click on the subject to select it: green dots add, red dots remove. · {info}")
 
+    if result is not None and len(result.masks) > 1:
+        thumbs = canvas.candidate_thumbnails(state, result, seg_name)
+        picks = list(range(len(result.masks)))
+        for i, col in enumerate(st.columns(len(picks) + 1)[:len(picks)]):
+            col.image(thumbs[i], caption=f"{i + 1} · score {float(result.scores[i]):.2f}")
+        st.radio("Mask candidate", picks, index=prompts.chosen(state, result), key=pick_key, horizontal=True,
+                 format_func=lambda i: f"{i + 1}" + (" (best)" if i == int(result.best) else ""),
+                 help="The model offers several guesses; pick the one that fits the subject.")
+
+    if prompts.has_subject(state) != state.get("subject_drawn"):
+        st.rerun()   # the whole page, once: the controls that need a subject follow
+
 
 with pic_col:
+    subject_canvas()
     photo.prepare_status(state)
 
 

@@ -20,7 +20,7 @@ from ui import prompts
 from ui import state as S
 from ui.photo import preview_size
 
-CANVAS_JPEG_QUALITY = 80
+CANVAS_JPEG_QUALITY = 75     # sent on every click: q75 at 1:1 looks like q80, ~15 % fewer bytes
 MIN_BOX_PX = 6               # a "drag" shorter than this (displayed px) is a click
 
 

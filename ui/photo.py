@@ -19,7 +19,7 @@ from ui.widgets import escape_md, one_line
 
 log = logging.getLogger(__name__)
 
-PREVIEW_SIDE = 1024          # long side of what the browser gets
+PREVIEW_SIDE = 896           # long side of what the browser gets: the photo is shown ~570-900 px wide
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "heic", "heif"]
 
 SAMPLES = {  # label -> skimage.data function (bundled with scikit-image, no download)
