@@ -376,6 +376,38 @@ def test_preview_edge_is_the_edge_the_result_gets():
     assert 0 < np.count_nonzero((alpha > 0) & (alpha < 255))
 
 
+def test_canvas_overlay_is_drawn_once_per_mask_key(monkeypatch, astronaut):
+    """A click's overlay is drawn once: going back to a candidate (or edge setting) already shown
+    reuses its JPEG; a new photo starts afresh."""
+    from core.images import load_image
+    from core.segment import SegmentResult
+
+    state: dict = {}
+    S.init_session(state)
+    photo.load_upload(state, png_bytes(astronaut), "a.png")
+    prompts.add_click(state, 256, 256)
+    pw, ph = photo.preview_size(state)
+    masks = np.zeros((3, ph, pw), bool)
+    for i in range(3):
+        masks[i, : (i + 1) * ph // 4] = True
+    result = SegmentResult(masks=masks, scores=np.array([0.9, 0.5, 0.1], np.float32), best=0)
+    drawn = []
+    real = canvas.preview_mask
+    monkeypatch.setattr(canvas, "preview_mask", lambda st, r: drawn.append(1) or real(st, r))
+
+    first = canvas.canvas_image(state, "tiny", result).data
+    prompts.pick_candidate(state, result, 2)
+    other = canvas.canvas_image(state, "tiny", result).data
+    assert other != first and len(drawn) == 2
+    prompts.pick_candidate(state, result, 0)
+    assert canvas.canvas_image(state, "tiny", result).data == first and len(drawn) == 2   # not redrawn
+    state["grow"] = 5
+    canvas.canvas_image(state, "tiny", result)
+    assert len(drawn) == 3
+    photo.load_photo(state, load_image(png_bytes(astronaut[::-1].copy())), "b.png")
+    assert state["canvas_cache"] is None and state["canvas_recent"] is None
+
+
 def test_result_is_kept_and_downloadable_when_history_cannot_record(tiny_env, tmp_path):
     """Issue 10: a history failure (here the images folder cannot be made) must not lose the run."""
     at = green_background_on_the_coffee_cup()

@@ -129,8 +129,13 @@ class EncodedImage:
         fp.write(self.data)
 
 
+CANVAS_RECENT = 8            # overlays kept per photo: flipping between candidates or edge settings is free
+
+
 def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedImage:
-    """What the browser receives for the clickable photo: the preview JPEG with overlay (cached)."""
+    """What the browser receives for the clickable photo: the preview JPEG with overlay, cached per
+    mask key (segmentation, candidate, grow/feather/invert). `state["canvas_cache"]` is the current
+    (key, bytes); `state["canvas_recent"]` keeps the last few, so going back to one is not redrawn."""
     from core.images import encode_jpeg
 
     key = (prompts.seg_key(state, segmenter_name) if result is not None else state["photo"].hash,
@@ -138,8 +143,18 @@ def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedI
            state.get("grow"), state.get("feather"), state.get("invert"))
     cached = state.get("canvas_cache")
     if cached is None or cached[0] != key:
-        mask = None if result is None else preview_mask(state, result)
-        data = encode_jpeg(canvas_rgb(state, mask), quality=CANVAS_JPEG_QUALITY)
+        recent = state.get("canvas_recent")
+        if not isinstance(recent, dict) or recent.get("photo") != state["photo"].hash:
+            recent = {"photo": state["photo"].hash, "images": {}}
+        images = recent["images"]
+        data = images.pop(key, None)
+        if data is None:
+            mask = None if result is None else preview_mask(state, result)
+            data = encode_jpeg(canvas_rgb(state, mask), quality=CANVAS_JPEG_QUALITY)
+        images[key] = data                       # newest last
+        while len(images) > CANVAS_RECENT:
+            images.pop(next(iter(images)))
+        state["canvas_recent"] = recent
         cached = (key, data)
         state["canvas_cache"] = cached
     return EncodedImage(cached[1])

@@ -40,6 +40,7 @@ def load_photo(state: MutableMapping, image, name: str) -> None:
     state["candidate"] = None
     state["seg_cache"] = {}
     state["canvas_cache"] = None
+    state["canvas_recent"] = None
     state["result"] = None
     state["job_notice"] = None
     state["prepare"] = None
