@@ -77,3 +77,13 @@ def coffee() -> np.ndarray:
     """A real photograph of a coffee cup (400x600 RGB uint8)."""
     from skimage import data
     return data.coffee()
+
+
+@pytest.fixture(scope="session")
+def tiny_fast(weights_dir, tiny_inpaint):
+    """The tiny model's few-step LoRA and tiny autoencoder (task "fast"), built in code through
+    the same registry download path as the real LCM-LoRA and TAESD."""
+    from core import weights
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
+        return weights.download("tiny-lcm", "fast"), weights.download("tiny-taesd", "fast")
