@@ -120,6 +120,22 @@ def test_replace_values_are_checked_by_the_spec_before_any_work(tmp_path, cat_pn
     assert not out.exists()
 
 
+def test_replace_fast_mode_uses_the_modes_defaults_and_records_them(tmp_path, cat_png, tiny_fast,
+                                                                   monkeypatch):
+    monkeypatch.delenv("BACKDROP_MODE")            # the machine's default: fast without CUDA
+    out = tmp_path / "fast.png"
+    cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
+        "--background", "sd", "--prompt", "a sunny beach", "--seed", "3", "--model", "tiny")
+    [row] = json.loads(cli("history", "list", "--json").stdout)
+    gen = row["spec"]["generation"]
+    assert (gen["mode"], gen["steps"], gen["guidance"], gen["scheduler"], gen["lora"]) == (
+        "fast", 4, 1.0, "lcm", "tiny-lcm")
+    proc = cli("replace", cat_png, "--out", tmp_path / "q.png", "--point", "220,150", "--segmenter",
+               "grabcut", "--background", "sd", "--prompt", "x", "--model", "tiny", "--mode", "fast",
+               "--scheduler", "euler", check=False)
+    assert_one_line_error(proc, "fast mode samples with lcm or tcd")
+
+
 def test_replace_no_history_records_nothing(tmp_path, cat_png):
     out = tmp_path / "out.png"
     cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",

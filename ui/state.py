@@ -168,6 +168,9 @@ STATE_DEFAULTS: dict[str, Any] = {
     "upload_error": None,     # (file_id, one line) while a bad file sits in the uploader
     "bg_upload_id": None,
     "canvas_cache": None,     # (key, JPEG bytes) of the clickable preview with overlay
+    "canvas_recent": None,    # the last few (key, JPEG bytes) overlays of this photo
+    "subject_drawn": False,   # whether the last whole-page run saw a subject (the canvas fragment
+                              # reruns the page when that changes: Undo/Clear/Generate follow)
     "thumb_cache": None,      # (key, [JPEG bytes]) of the candidate thumbnails
     "download": None,         # ui.tasks.Task of a model download (Models page)
     "hist_page": 0,
