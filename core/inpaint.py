@@ -323,22 +323,24 @@ class Inpainter:
         finally:
             dlog.set_verbosity(verbosity)
         pipe.set_progress_bar_config(disable=True)
+        offload = cpu_offload and device.startswith("cuda")
+        if not offload:
+            pipe.to(device)                         # before fusing: the GPU fuses faster
         if fast is not None:
-            _fuse_lora(pipe, fast.lora, model)      # raises with the pipeline dropped
+            _fuse_lora(pipe, fast.lora, model)      # raises; the caller drops the pipeline
             pipe.scheduler = cls._scheduler_class(pipe, "tcd" if fast.lora.name.startswith("tcd")
                                                   else "lcm").from_config(pipe.scheduler.config)
         compile = (os.environ.get(COMPILE_ENV, "").strip() == "1") if compile is None else compile
-        compile = bool(compile) and device.startswith("cuda") and not cpu_offload
+        compile = bool(compile) and device.startswith("cuda") and not offload
         if compile:
             import torch
             pipe.unet = torch.compile(pipe.unet)
         inp = cls(pipe, model=model, path=path, device=device, max_concurrent=max_concurrent,
                   reload=reload, mode=mode, lora=fast.lora.name if fast else None,
                   family=fast.family if fast else family, route=route, compiled=compile)
-        if cpu_offload and device.startswith("cuda"):
+        if offload:
             inp._set_level(2)
         else:
-            pipe.to(device)
             if device == "mps":             # diffusers' advice for Macs with less than 64 GB
                 pipe.enable_attention_slicing()
             if attention_slicing:
