@@ -312,7 +312,7 @@ def cmd_models_download(args) -> int:
 
     from core import weights
     # A registry name may exist for both tasks (`tiny`); anything else is an inpainting repo id / folder.
-    tasks = [t for t in ("segment", "inpaint") if (t, args.name) in weights.REGISTRY]
+    tasks = [t for t in weights.TASKS if (t, args.name) in weights.REGISTRY]
     if not tasks and "/" not in args.name:
         weights.get_spec(args.name, "segment")  # raises the "unknown model" error with the known list
     for task in tasks or ["inpaint"]:

@@ -136,6 +136,15 @@ def test_replace_fast_mode_uses_the_modes_defaults_and_records_them(tmp_path, ca
     assert_one_line_error(proc, "fast mode samples with lcm or tcd")
 
 
+def test_models_download_fetches_fast_mode_add_ons(tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path / "w"))
+    out = cli("models", "download", "tiny-lcm").stdout
+    assert out.startswith("tiny-lcm (fast): ") and (tmp_path / "w").is_dir()
+    listed = cli("models", "list").stdout
+    assert any(line.split()[:2] == ["fast", "tiny-lcm"] and "present" in line
+               for line in listed.splitlines())
+
+
 def test_replace_no_history_records_nothing(tmp_path, cat_png):
     out = tmp_path / "out.png"
     cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
