@@ -52,13 +52,17 @@ def _check_feather(feather) -> int:
 
 @dataclass(frozen=True)
 class Matte:
-    """A subject mask split for paste-back. `core` (HxW bool): subject pixels farther than `feather`
-    px (Euclidean) from the background, copied bit-identically. `band_idx` (int64, flat row-major
-    indices into HxW): the other subject pixels; `band_alpha` (float32, same length) in (0, 1): how
-    much of the subject shows there, a smoothstep of the distance to the background."""
+    """A subject mask split for paste-back. `core` (HxW bool): subject pixels copied bit-identically
+    (for a feathered mask: those farther than `feather` px from the background). `band_idx` (int64,
+    flat row-major indices into HxW): the border pixels blended over the background; `band_alpha`
+    (float32, same length) in [0, 1]: how much of the subject shows there (feather: a smoothstep of
+    the distance to the background; core.matte: an alpha matte). `band_fg` (float32 Nx3, 0..255, or
+    None = the photo's own colours): the subject's colour there with the old background taken out
+    (core.matte's colour decontamination)."""
     core: np.ndarray
     band_idx: np.ndarray
     band_alpha: np.ndarray
+    band_fg: Optional[np.ndarray] = None
 
     @property
     def subject(self) -> np.ndarray:
@@ -68,10 +72,16 @@ class Matte:
         return s
 
     def alpha(self) -> np.ndarray:
-        """HxW uint8: 255 on the core, the ramp on the band, 0 outside."""
+        """HxW uint8: 255 on the core, the band's alpha, 0 outside."""
         out = self.core.view(np.uint8) * np.uint8(255)
         out.ravel()[self.band_idx] = np.round(self.band_alpha * 255).astype(np.uint8)
         return out
+
+    def foreground(self, original: np.ndarray) -> np.ndarray:
+        """Nx3 float32: the subject's colours on the band (band_fg, or the photo's own)."""
+        if self.band_fg is not None:
+            return self.band_fg
+        return original.reshape(-1, 3)[self.band_idx].astype(np.float32)
 
 
 def _hard(subject_mask: np.ndarray) -> np.ndarray:
@@ -263,22 +273,32 @@ def background_for(original: np.ndarray, subject_mask: np.ndarray, spec: Backgro
 
 
 def compose(original: np.ndarray, subject_mask: np.ndarray, spec: "BackgroundSpec | str",
-            feather: int = 0, generated: Optional[np.ndarray] = None) -> np.ndarray:
+            feather: int = 0, generated: Optional[np.ndarray] = None,
+            matte: Optional[Matte] = None) -> np.ndarray:
     """Put the subject of `original` (mask 255 = subject) over the background `spec`.
 
-    Returns HxWx3 uint8 (HxWx4 for "transparent": RGB of the original where visible, 0 where fully
-    transparent, alpha = the feathered mask). Subject pixels farther than `feather` px from the
-    background are bit-identical to `original`. `generated` (HxWx3 uint8, full size) is required
+    Returns HxWx3 uint8 (HxWx4 for "transparent": straight, not premultiplied — RGB of the subject
+    where visible, 0 where fully transparent, alpha = the matte). The matte is `matte` when given
+    (core.matte.edge_matte: soft alpha and decontaminated colours on the border; `feather` is then
+    not used), else the mask feathered inward by `feather` px. Pixels of matte.core (the subject
+    farther than `feather` px from the background) are bit-identical to `original`; on the band
+    out = alpha * F + (1 - alpha) * background. `generated` (HxWx3 uint8, full size) is required
     for "sd". Raises InvalidOptionError / ImageError (one line)."""
     import cv2
     spec = BackgroundSpec.parse(spec)
     original, hard = _check(original, subject_mask)
-    matte = feather_matte(hard, feather)
+    if matte is None:
+        matte = feather_matte(hard, feather)
+    elif not isinstance(matte, Matte) or matte.core.shape != hard.shape:
+        raise InvalidOptionError("the matte does not belong to this image")
     idx, a = matte.band_idx, matte.band_alpha
 
     if spec.kind == "transparent":
         alpha = matte.alpha()
         visible = cv2.copyTo(original, alpha)              # RGB where alpha > 0, zeros elsewhere
+        if matte.band_fg is not None and idx.size:
+            fg = np.clip(matte.band_fg + 0.5, 0, 255).astype(np.uint8)
+            visible.reshape(-1, 3)[idx] = np.where(alpha.ravel()[idx, None] > 0, fg, 0)
         out = cv2.cvtColor(visible, cv2.COLOR_RGB2RGBA)
         out[..., 3] = alpha
         return out
@@ -288,8 +308,8 @@ def compose(original: np.ndarray, subject_mask: np.ndarray, spec: "BackgroundSpe
         out = out.copy()                                    # never write into the caller's array
     out = cv2.copyTo(original, matte.core.view(np.uint8), out)   # the core, bit for bit
     if idx.size:
-        flat_out, flat_orig = out.reshape(-1, 3), original.reshape(-1, 3)
-        fg = flat_orig[idx].astype(np.float32)
+        flat_out = out.reshape(-1, 3)
+        fg = matte.foreground(original)
         bg = flat_out[idx].astype(np.float32)
         flat_out[idx] = np.clip(bg + (fg - bg) * a[:, None] + 0.5, 0, 255).astype(np.uint8)
     return out

@@ -20,6 +20,7 @@ from core.compose import compose
 from core.errors import BackdropError, CancelledError, HistoryError, InvalidOptionError
 from core.images import LoadedImage
 from core.masks import refine
+from core.matte import for_options
 from core.segment import SegmentRequest
 from core.spec import RunSpec
 
@@ -160,12 +161,15 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
                  cancel: Optional[threading.Event], timings: dict[str, float],
                  preview: Optional[Preview] = None):
     spec = request.spec
-    feather = spec.mask.feather
     rgb = request.image.rgb
+    t = time.perf_counter()
+    report("edge", 0.0)
+    matte = for_options(rgb, mask, spec.mask)     # the hard mask feathered, or an alpha matte
+    timings["edge"] = time.perf_counter() - t
     if spec.generation is None:
         t = time.perf_counter()
         report("compose", 0.5)
-        out = compose(rgb, mask, spec.background, feather=feather)
+        out = compose(rgb, mask, spec.background, matte=matte)
         timings["compose"] = time.perf_counter() - t
         return [out], [None]
 
@@ -180,14 +184,16 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
     def step(i: int, total: int) -> None:
         report("diffusion", i / max(total, 1))
 
-    region = 255 - mask  # repaint everything that is not the subject
+    # repaint everything that is not the subject, and under a matted border too (hair shows the
+    # new background through it)
+    region = 255 - matte.core.view(np.uint8) * np.uint8(255) if spec.mask.matted else 255 - mask
     # adds "resize", "diffusion" and "upscale" to timings
     extra = {"preview": preview} if preview is not None else {}
     variants = inpainter.inpaint(rgb, region, spec.generation, progress=step, cancel=cancel, **extra,
                                  timings=timings)
     t = time.perf_counter()
     report("compose", 0.95)
-    outputs = [compose(rgb, mask, spec.background, feather=feather, generated=v.image)
+    outputs = [compose(rgb, mask, spec.background, generated=v.image, matte=matte)
                for v in variants]
     timings["compose"] = time.perf_counter() - t
     return outputs, [v.seed for v in variants]

@@ -2,7 +2,7 @@
 
     RunSpec(version=1,
             subject=Subject(clicks=(Click(x, y, label), ...), box=(x1, y1, x2, y2), candidate, segmenter),
-            mask=MaskOptions(grow, feather, fill_holes, min_area, invert),
+            mask=MaskOptions(grow, feather, fill_holes, min_area, invert, edge, edge_band),
             background=Background("sd" | "color" | "blur" | "image" | "transparent", ...),
             generation=Generation(prompt, negative, steps, guidance, strength, seed, variants,
                                   scheduler, model)            # only with background "sd")
@@ -39,6 +39,8 @@ MAX_SEED = 2**63 - 1 - MAX_VARIANTS
 MAX_PROMPT_CHARS = 2000
 MAX_EDGE_PX = 10_000         # grow: far beyond any photo's needs, far below overflow
 MAX_FEATHER = 256
+MAX_EDGE_BAND = 256          # matted border, px on each side of the mask edge
+EDGE_METHODS = ("guided", "cf", "vitmatte")   # the first is what "matte" alone means
 MAX_AREA = 2**40
 DEFAULT_BLUR = 20.0
 MAX_BLUR = 500.0
@@ -146,6 +148,7 @@ _BOUNDS = {
     "variants": f"from 1 to {MAX_VARIANTS}", "feather": f"from 0 to {MAX_FEATHER}",
     "grow": f"from -{MAX_EDGE_PX} to {MAX_EDGE_PX}", "min_area": f"from 0 to {MAX_AREA}",
     "radius": f"above 0 and at most {MAX_BLUR:g}", "candidate": "from 0 to 2",
+    "edge_band": f"from 1 to {MAX_EDGE_BAND}",
 }
 
 
@@ -284,6 +287,36 @@ class MaskOptions(Spec):
     fill_holes: Flag = Field(False, description="fill background regions enclosed by the subject")
     min_area: Int = Field(0, ge=0, le=MAX_AREA, description="drop subject specks smaller than this (px)")
     invert: Flag = Field(False, description="swap subject and background (keep the background)")
+    edge: str = Field("hard", description="hard: the mask's own edge (feathered inward); "
+                                          "matte[:METHOD]: a soft alpha matte at the border with the old "
+                                          "background's colour removed; METHOD guided (default, no "
+                                          "weights), cf (closed-form, slower) or vitmatte (learned, "
+                                          "needs its weights)")
+    edge_band: Optional[Int] = Field(None, ge=1, le=MAX_EDGE_BAND,
+                                     description="matte: width in px of the border worked on, each side "
+                                                 "of the mask edge; none = from the image size")
+
+    @field_validator("edge", mode="before")
+    @classmethod
+    def _edge(cls, v):
+        text = v.strip().lower() if isinstance(v, str) else v
+        if text == "matte":
+            return f"matte:{EDGE_METHODS[0]}"
+        if text == "hard" or (isinstance(text, str) and text.removeprefix("matte:") in EDGE_METHODS
+                              and text.startswith("matte:")):
+            return text
+        raise ValueError(f"edge must be hard or matte[:METHOD] with METHOD "
+                         f"{', '.join(EDGE_METHODS)}, got {v!r}")
+
+    @property
+    def matted(self) -> bool:
+        """True when the border is an alpha matte (edge "matte:…")."""
+        return self.edge != "hard"
+
+    @property
+    def edge_method(self) -> Optional[str]:
+        """The matting method ("guided", "cf", "vitmatte"), None for a hard edge."""
+        return self.edge.removeprefix("matte:") if self.matted else None
 
 
 class Background(Spec):

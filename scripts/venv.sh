@@ -13,6 +13,8 @@ stamp="$venv/.installed-$(basename "$req")"
 want=$(cat "$root/requirements.txt" "$root/$req" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing $req into $venv (first run takes a few minutes)..." >&2
+  # opencv-contrib-python-headless replaced opencv-python-headless: both own cv2, keep only one
+  "$venv/bin/python" -m pip uninstall -q -y opencv-python-headless >/dev/null 2>&1 || true
   "$venv/bin/python" -m pip install -q -r "$root/$req"
   echo "$want" > "$stamp"
 fi

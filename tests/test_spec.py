@@ -160,7 +160,9 @@ def test_migration_moves_every_run_of_a_0003_database_into_its_spec(old_history)
             assert [(c.x, c.y, c.label) for c in spec.subject.clicks] == want["clicks"], rid
         assert spec.subject.box == want.get("box"), rid
         assert spec.subject.candidate == want.get("candidate"), rid
-        mask = dict(grow=0, feather=0, fill_holes=False, min_area=0, invert=False) | want.get("mask", {})
+        # runs made before edge matting existed had hard edges
+        mask = dict(grow=0, feather=0, fill_holes=False, min_area=0, invert=False, edge="hard",
+                    edge_band=None) | want.get("mask", {})
         assert spec.mask.model_dump() == mask, rid
         if "generation" in want:
             assert spec.generation.model_dump() == want["generation"], rid
