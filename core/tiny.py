@@ -4,10 +4,14 @@
     build_tiny_inpaint(path)    the tiny SD inpainting pipeline, saved with save_pretrained
     build_tiny_lora(folder)     a random LoRA (peft) for the tiny UNet, saved with save_lora_weights
     build_tiny_taesd(folder)    a tiny AutoencoderTiny (TAESD's class, 2x scale), save_pretrained
+    build_tiny_vitmatte(folder) a tiny ViTMatte (transformers) + its image processor, save_pretrained
+    build_tiny_sam_hq(folder)   a tiny SAM-HQ (transformers SamHQModel) + SamHQProcessor, save_pretrained
 
 `core.weights.download("tiny", task)` calls these; the models are then loaded back through the same
 code as the real ones (`core.segment.load_sam`, `core.inpaint.Inpainter.load`, which loads the
-fast-mode LoRA and tiny autoencoder of the registry the same way for real and tiny ones). Both are
+fast-mode LoRA and tiny autoencoder of the registry the same way for real and tiny ones;
+`core.vitmatte` and `core.segment.samhq.load_sam_hq` read the tiny transformers folders with the
+same `from_pretrained` calls as the hub snapshots). Both are
 deterministic (seeded inside `torch.random.fork_rng`, so the caller's global RNG state is left
 alone) and need no network: the tokenizer is built from a small local vocabulary too.
 
@@ -28,7 +32,8 @@ from core.errors import InvalidOptionError
 from core.files import atomic_write_bytes
 
 __all__ = ["build_tiny_sam_model", "build_tiny_sam", "build_tiny_pipeline", "build_tiny_inpaint",
-           "tiny_lora_layers", "build_tiny_lora", "build_tiny_taesd"]
+           "tiny_lora_layers", "build_tiny_lora", "build_tiny_taesd", "build_tiny_vitmatte_model",
+           "build_tiny_vitmatte", "build_tiny_sam_hq_model", "build_tiny_sam_hq"]
 
 
 # ----------------------------------------------------------------------------- SAM
@@ -212,3 +217,90 @@ def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
     layout of madebyollin/taesd). Returns `folder`."""
     return _save_folder(Path(folder), "diffusion_pytorch_model.safetensors",
                         lambda tmp: build_tiny_taesd_model(seed).save_pretrained(str(tmp)))
+
+
+# ----------------------------------------------------------------------------- matting / SAM-HQ (transformers)
+def _save_quietly(obj, folder: Path) -> None:
+    """obj.save_pretrained(folder) without transformers' "Writing model shards" bar."""
+    from transformers.utils import logging as hf_logging
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        obj.save_pretrained(str(folder))
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def build_tiny_vitmatte_model(seed: int = 0):
+    """A random-initialised ViTMatte with the real model's geometry (16 px patches on a 4-channel
+    RGB + trimap input, three stride-2 ConvStream stages, four fusion stages back to full size,
+    windowed attention with one global block) but widths of 8-16 channels: a few thousand weights."""
+    import torch
+    from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting
+    backbone = VitDetConfig(image_size=64, patch_size=16, num_channels=4, hidden_size=16,
+                            num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                            window_size=2, window_block_indices=[0], residual_block_indices=[],
+                            use_relative_position_embeddings=True, out_features=["stage2"],
+                            initializer_range=0.2)
+    config = VitMatteConfig(backbone_config=backbone, hidden_size=16, convstream_hidden_sizes=[8, 8, 16],
+                            fusion_hidden_sizes=[16, 16, 8, 8], initializer_range=0.2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VitMatteForImageMatting(config)
+    # With transformers' default init (weights and BatchNorm scales ~N(0, 0.02)) a model this narrow
+    # gives alpha 0.5 +- 1e-4 everywhere; wider weights (0.2) and unit BatchNorm scales (torch's
+    # default) give alphas spread over 0..1 that depend on the image and the trimap.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+    return model.eval()
+
+
+def build_tiny_vitmatte(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """save_pretrained the tiny ViTMatte and a default `VitMatteImageProcessor` (pads to a multiple
+    of 32) into `folder`: the layout of hustvl/vitmatte-small-composition-1k. Returns `folder`."""
+    from transformers import VitMatteImageProcessor
+
+    def write(tmp: Path) -> None:
+        VitMatteImageProcessor().save_pretrained(str(tmp))
+        _save_quietly(build_tiny_vitmatte_model(seed), tmp)     # config.json last: the marker
+
+    return _save_folder(Path(folder), "config.json", write)
+
+
+def build_tiny_sam_hq_model(seed: int = 0):
+    """A random-initialised SAM-HQ (transformers `SamHQModel`): the official 1024 px input and 16 px
+    patches, so embeddings are 64x64 and the 256x256 low-res masks cover the padded square like the
+    real ones, but a 2-layer ViT of width 32 (one windowed, one global block: the global block's
+    output is the intermediate embedding SAM-HQ's decoder fuses) and 32-d prompts and decoder."""
+    import torch
+    from transformers import (SamHQConfig, SamHQMaskDecoderConfig, SamHQModel, SamHQPromptEncoderConfig,
+                              SamHQVisionConfig)
+    dim = 32
+    config = SamHQConfig(
+        vision_config=SamHQVisionConfig(hidden_size=dim, output_channels=dim, num_hidden_layers=2,
+                                        num_attention_heads=2, mlp_dim=64, window_size=8,
+                                        global_attn_indexes=[1], num_pos_feats=dim // 2),
+        prompt_encoder_config=SamHQPromptEncoderConfig(hidden_size=dim, mask_input_channels=4),
+        mask_decoder_config=SamHQMaskDecoderConfig(hidden_size=dim, mlp_dim=64, num_attention_heads=2,
+                                                   iou_head_hidden_dim=32, vit_dim=dim),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SamHQModel(config)
+        # Real checkpoints have non-zero positional embeddings; give the tiny one some too.
+        torch.nn.init.normal_(model.vision_encoder.pos_embed, std=0.02)
+    return model.eval()
+
+
+def build_tiny_sam_hq(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """save_pretrained the tiny SAM-HQ and a `SamHQProcessor` (SAM's image processor: longest side
+    to 1024, padded square) into `folder`: the layout of syscv-community/sam-hq-vit-base."""
+    from transformers import SamHQProcessor, SamImageProcessor
+
+    def write(tmp: Path) -> None:
+        SamHQProcessor(SamImageProcessor()).save_pretrained(str(tmp))
+        _save_quietly(build_tiny_sam_hq_model(seed), tmp)       # config.json last: the marker
+
+    return _save_folder(Path(folder), "config.json", write)

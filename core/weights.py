@@ -2,12 +2,14 @@
 
 Local layout under `config.weights_dir()` (BACKDROP_WEIGHTS_DIR, default ./weights):
   single-file checkpoints (SAM)        -> weights/<filename>
-  repositories (diffusers, SAM 2.1)    -> weights/<name>/   (a snapshot folder)
+  repositories (diffusers, SAM 2.1,    -> weights/<name>/   (a snapshot folder)
+  SAM-HQ, ViTMatte)
   any other Hugging Face repo id       -> weights/<owner>--<name>/   (inpainting only)
   fast-mode add-ons (task "fast")      -> weights/<name>/   (a LoRA file or a tiny-autoencoder folder)
   `tiny` test models                   -> built in code (core.tiny), random-initialised, never downloaded
 
-Tasks: "segment" (finds the subject), "inpaint" (paints the background) and "fast": the few-step
+Tasks: "segment" (finds the subject), "inpaint" (paints the background), "matte" (the learned alpha
+matte at the subject's border: ViTMatte, see core.vitmatte) and "fast": the few-step
 LoRAs (LCM, TCD) and tiny autoencoders (TAESD) that fast mode puts on an inpainting model of the same
 `family` ("sd15", "sdxl"; "tiny" for the test models). They are never offered as inpainting models;
 `fast_lora(family, scheduler)` and `tiny_autoencoder(family)` name the ones a family uses.
@@ -64,15 +66,17 @@ CancelFn = Union[threading.Event, Callable[[], bool]]
 class ModelSpec:
     name: str                       # registry key used on the command line and in the app
     kind: str                       # "sam" | "sam2" | "diffusers" | "tiny-sam" | "tiny-diffusers"
+    #                                 | "sam-hq" | "tiny-sam-hq" (transformers SamHQModel folders)
     #                                 | "builtin" | "local" (a diffusers folder given by path)
     #                                 | "lora" | "taesd" | "tiny-lora" | "tiny-taesd" (task "fast")
-    task: str                       # "segment" | "inpaint" | "fast"
+    #                                 | "vitmatte" | "tiny-vitmatte" (task "matte")
+    task: str                       # "segment" | "inpaint" | "matte" | "fast"
     description: str
     size_bytes: int = 0             # approximate download size
     filename: Optional[str] = None  # single-file checkpoint name (kind "sam"; a LoRA's file in its repo)
     url: Optional[str] = None       # direct download URL (kind "sam")
     sha256: Optional[str] = None    # of the single file
-    repo_id: Optional[str] = None   # Hugging Face repo (kinds "sam2", "diffusers")
+    repo_id: Optional[str] = None   # Hugging Face repo (kinds "sam2", "sam-hq", "diffusers", "vitmatte")
     revision: Optional[str] = None  # pinned revision for repos ("main" if unknown)
     sam_type: Optional[str] = None  # key in segment_anything.sam_model_registry
     path: Optional[str] = None      # kind "local": the folder itself
@@ -98,8 +102,17 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
                   156_000_000, repo_id="facebook/sam2.1-hiera-tiny", revision="main"),
         ModelSpec("sam2-small", "sam2", "segment", "SAM 2.1 Hiera-Small via transformers",
                   184_000_000, repo_id="facebook/sam2.1-hiera-small", revision="main"),
+        # SAM-HQ: SAM's ViT with a high-quality output token (finer borders), via transformers.
+        ModelSpec("sam-hq-vit-b", "sam-hq", "segment", "SAM-HQ ViT-B via transformers (finer borders)",
+                  380_000_000, repo_id="syscv-community/sam-hq-vit-base", revision="main"),
+        ModelSpec("sam-hq-vit-l", "sam-hq", "segment", "SAM-HQ ViT-L via transformers (finer borders)",
+                  1_260_000_000, repo_id="syscv-community/sam-hq-vit-large", revision="main"),
+        ModelSpec("sam-hq-vit-h", "sam-hq", "segment", "SAM-HQ ViT-H via transformers (finer borders)",
+                  2_570_000_000, repo_id="syscv-community/sam-hq-vit-huge", revision="main"),
         ModelSpec("grabcut", "builtin", "segment", "OpenCV GrabCut: quick fallback, no weights needed"),
         ModelSpec("tiny", "tiny-sam", "segment", "Random-initialised small SAM for tests (built in code)"),
+        ModelSpec("tiny-sam-hq", "tiny-sam-hq", "segment",
+                  "Random-initialised small SAM-HQ for tests (built in code)"),
         ModelSpec("sd15-inpainting", "diffusers", "inpaint", "Stable Diffusion 1.5 inpainting",
                   4_270_000_000, repo_id="stable-diffusion-v1-5/stable-diffusion-inpainting",
                   revision="main", family="sd15"),
@@ -108,6 +121,13 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
                   revision="main", family="sdxl"),
         ModelSpec("tiny", "tiny-diffusers", "inpaint",
                   "Random-initialised tiny SD inpainting for tests (built in code)", family="tiny"),
+        # learned matting at the subject's border (core.vitmatte): image + trimap -> alpha
+        ModelSpec("vitmatte-small", "vitmatte", "matte", "ViTMatte-S (Composition-1k): learned alpha matte",
+                  103_000_000, repo_id="hustvl/vitmatte-small-composition-1k", revision="main"),
+        ModelSpec("vitmatte-base", "vitmatte", "matte", "ViTMatte-B (Composition-1k): finer, ~4x slower",
+                  390_000_000, repo_id="hustvl/vitmatte-base-composition-1k", revision="main"),
+        ModelSpec("tiny", "tiny-vitmatte", "matte",
+                  "Random-initialised tiny ViTMatte for tests (built in code)"),
         # fast mode: few-step distillation LoRAs (fused into the UNet) and tiny autoencoders.
         # Repos are fetched with snapshot_download (the hub checks each file's sha256; only the
         # weights file / config + safetensors are fetched); sizes are approximate.
@@ -136,7 +156,7 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
     ]
 }
 
-TASKS = ("segment", "inpaint", "fast")
+TASKS = ("segment", "inpaint", "fast", "matte")
 
 # Which add-on a family uses in fast mode: (family, scheduler) -> LoRA, family -> tiny autoencoder.
 FAST_LORAS: dict[tuple[str, str], str] = {
@@ -155,6 +175,12 @@ TAESD_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
 DIFFUSERS_ALLOW = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*",
                    "text_encoder/*", "text_encoder_2/*", "unet/*", "vae/*"]
 DIFFUSERS_IGNORE = ["*.ckpt", "*.bin", "*.fp16.*", "*non_ema*", "*.onnx", "*.msgpack", "*.pb", "*.h5"]
+
+# transformers model folders (SAM-HQ, ViTMatte): configs + one copy of the weights, safetensors
+# when the repo has them (else the PyTorch .bin), never the TF/Flax/ONNX exports.
+TRANSFORMERS_KINDS = ("sam-hq", "tiny-sam-hq", "vitmatte", "tiny-vitmatte")
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "pytorch_model.bin.index.json")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -195,7 +221,7 @@ def specs(task: Optional[str] = None) -> list[ModelSpec]:
 
 
 def get_spec(name: str, task: str) -> ModelSpec:
-    """The spec of `name` for `task` ("segment", "inpaint", "fast"); InvalidOptionError if unknown."""
+    """The spec of `name` for `task` ("segment", "inpaint", "matte", "fast"); InvalidOptionError if unknown."""
     try:
         return REGISTRY[(task, name)]
     except KeyError:
@@ -229,6 +255,10 @@ def local_path(spec: ModelSpec) -> Path:
         return config.weights_dir() / "tiny-inpainting"
     if spec.kind == "tiny-lora":
         return config.weights_dir() / "tiny-lcm-lora"
+    if spec.kind == "tiny-vitmatte":
+        return config.weights_dir() / "tiny-vitmatte"
+    if spec.kind == "tiny-sam-hq":
+        return config.weights_dir() / "tiny-sam-hq"
     if spec.kind == "local":
         return Path(spec.path)
     if "/" in spec.name:  # an ad-hoc Hugging Face repo id
@@ -247,6 +277,8 @@ def is_present(spec: ModelSpec) -> bool:
         return (path / "model_index.json").is_file()
     if spec.kind == "sam2":
         return (path / "config.json").is_file()
+    if spec.kind in TRANSFORMERS_KINDS:
+        return (path / "config.json").is_file() and any((path / f).is_file() for f in TRANSFORMERS_WEIGHTS)
     if spec.kind in ("lora", "tiny-lora"):
         return lora_file(spec).is_file() and lora_file(spec).stat().st_size > 0
     if spec.kind in ("taesd", "tiny-taesd"):
@@ -523,6 +555,15 @@ def _hf_tqdm(progress: Optional[ProgressFn], cancel: Optional[CancelFn] = None):
     return _Forward
 
 
+def _transformers_files(spec: ModelSpec) -> list[str]:
+    """allow_patterns for a transformers model repo: its configs and one copy of its weights
+    (safetensors if the repo has them, else pytorch_model.bin). Asks the hub for the file list."""
+    from huggingface_hub import HfApi
+    files = HfApi().list_repo_files(spec.repo_id, revision=spec.revision or "main")
+    weights = "*.safetensors*" if any(".safetensors" in f for f in files) else "pytorch_model.bin*"
+    return ["*.json", weights]
+
+
 def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
                    cancel: Optional[CancelFn] = None) -> Path:
     """snapshot_download into weights/.<name>.partial (resumable), then rename into place."""
@@ -538,6 +579,8 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
             kwargs = {"allow_patterns": [spec.filename]}
         elif spec.kind == "taesd":
             kwargs = {"allow_patterns": TAESD_FILES}
+        elif spec.kind in ("sam-hq", "vitmatte"):
+            kwargs = {"allow_patterns": _transformers_files(spec)}
         if progress or cancel is not None:
             kwargs["tqdm_class"] = _hf_tqdm(progress, cancel)
         snapshot_download(spec.repo_id, revision=spec.revision or "main", local_dir=partial, **kwargs)
@@ -580,10 +623,14 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
         return tiny.build_tiny_lora(path)
     if spec.kind == "tiny-taesd":
         return tiny.build_tiny_taesd(path)
+    if spec.kind == "tiny-vitmatte":
+        return tiny.build_tiny_vitmatte(path)
+    if spec.kind == "tiny-sam-hq":
+        return tiny.build_tiny_sam_hq(path)
     if spec.kind == "sam":
         return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
                              size=None if url else spec.size_bytes, progress=progress, cancel=cancel)
-    if spec.kind in ("sam2", "diffusers", "lora", "taesd"):
+    if spec.kind in ("sam2", "sam-hq", "diffusers", "vitmatte", "lora", "taesd"):
         return _download_repo(spec, progress, cancel)
     raise InvalidOptionError(f"don't know how to download model {spec.name!r} (kind {spec.kind})")
 
