@@ -110,8 +110,12 @@ def _alpha_guided(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int)
 
 
 def _alpha_cf(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int) -> np.ndarray:
+    import contextlib
+    import io
     from pymatting import estimate_alpha_cf
-    return estimate_alpha_cf(img.astype(np.float64) / 255, tri.astype(np.float64) / 255).astype(np.float32)
+    with contextlib.redirect_stdout(io.StringIO()):     # its solver prints performance warnings
+        alpha = estimate_alpha_cf(img.astype(np.float64) / 255, tri.astype(np.float64) / 255)
+    return alpha.astype(np.float32)
 
 
 def _alpha_vitmatte(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int) -> np.ndarray:
