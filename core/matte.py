@@ -29,6 +29,8 @@ pixels, so the cost follows the length of the edge, not the image's area.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import numpy as np
@@ -190,24 +192,30 @@ def edge_matte(rgb: np.ndarray, mask: np.ndarray, method: str = EDGE_METHODS[0],
         return empty
     solve = METHODS[method]
     W = hard.shape[1]
-    margin = 2 * band + 2
-    idx_parts, alpha_parts, fg_parts = [], [], []
-    for (y0, y1, x0, x1), (py0, py1, px0, px1) in _patches(unknown, margin):
+    # what a band pixel's result depends on: the colour boxes (radius band) and the guided filter
+    margin = band + 2 * max(1, band // 6) + 2
+
+    def patch(boxes):
+        (y0, y1, x0, x1), (py0, py1, px0, px1) = boxes
         img = np.ascontiguousarray(rgb[py0:py1, px0:px1])
         t = np.ascontiguousarray(tri[py0:py1, px0:px1])
         alpha = solve(img, t, hard[py0:py1, px0:px1], band)
-        sel = unknown[y0:y1, x0:x1]
-        ys, xs = np.nonzero(sel)
+        ys, xs = np.nonzero(unknown[y0:y1, x0:x1])
         cy, cx = ys + (y0 - py0), xs + (x0 - px0)
-        idx_parts.append((ys + y0).astype(np.int64) * W + (xs + x0))
-        a = np.clip(alpha[cy, cx], 0, 1).astype(np.float32)
-        alpha_parts.append(a)
+        fg = None
         if decontaminate:
-            full = alpha.astype(np.float32).copy()
+            full = alpha.astype(np.float32)
             full[t == 255], full[t == 0] = 1, 0
-            fg_parts.append(estimate_foreground(img, full, band)[cy, cx])
-    band_fg = np.concatenate(fg_parts).astype(np.float32) if decontaminate else None
-    return Matte(core, np.concatenate(idx_parts), np.concatenate(alpha_parts), band_fg)
+            fg = estimate_foreground(img, full, band)[cy, cx]
+        return (ys + y0).astype(np.int64) * W + (xs + x0), np.clip(alpha[cy, cx], 0, 1), fg
+
+    # the fast method is numpy/OpenCV work that releases the GIL: patches run on a few threads
+    threads = min(4, os.cpu_count() or 1) if method == "guided" else 1
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(patch, _patches(unknown, margin)))
+    band_fg = np.concatenate([p[2] for p in parts]).astype(np.float32) if decontaminate else None
+    return Matte(core, np.concatenate([p[0] for p in parts]),
+                 np.concatenate([p[1] for p in parts]).astype(np.float32), band_fg)
 
 
 def for_options(rgb: np.ndarray, mask: np.ndarray, options: MaskOptions):
