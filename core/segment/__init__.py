@@ -11,6 +11,7 @@ Where things are (one idea per file):
                one resampling of low-res logits into masks
   sam.py       Segment Anything (segment_anything): SamSegmenter, load_sam
   sam2.py      SAM 2.1 (transformers): Sam2Segmenter, load_sam2
+  samhq.py     SAM-HQ (transformers): SamHQSegmenter, load_sam_hq (HQ features cached per image)
   decoder.py   the click path shared by both: their mask decoder with the image-only half done once
   grabcut.py   OpenCV GrabCut, the fallback that needs no weights
   here         the registry of loaded segmenters: get_segmenter, clear_segmenters
@@ -36,15 +37,16 @@ from core.segment.cache import _masks_from_low_res  # noqa: F401 - used by bench
 from core.segment.grabcut import GrabCutSegmenter
 from core.segment.sam import SamSegmenter, load_sam
 from core.segment.sam2 import Sam2Segmenter, load_sam2
+from core.segment.samhq import SamHQSegmenter, load_sam_hq
 from core.segment.types import Click, SegmentRequest, SegmentResult, Segmenter
 from core.tiny import build_tiny_sam, build_tiny_sam_model
 
 __all__ = [
     "Click", "SegmentRequest", "SegmentResult", "Segmenter", "EmbeddingCache",
-    "SamSegmenter", "Sam2Segmenter", "GrabCutSegmenter",
+    "SamSegmenter", "Sam2Segmenter", "SamHQSegmenter", "GrabCutSegmenter",
     "SEGMENTERS", "DEFAULT_CACHE_SIZE", "MAX_LOADED", "get_segmenter", "loaded_segmenters",
     "clear_segmenters", "image_key",
-    "build_tiny_sam", "build_tiny_sam_model", "load_sam", "load_sam2", "default_device",
+    "build_tiny_sam", "build_tiny_sam_model", "load_sam", "load_sam2", "load_sam_hq", "default_device",
 ]
 
 #: Names accepted by `get_segmenter`: the `segment` models of the weights registry.
@@ -99,6 +101,8 @@ def get_segmenter(name: str) -> Segmenter:
             return SamSegmenter(name, load_sam(spec, path))
         if spec.kind == "sam2":
             return load_sam2(spec, path)
+        if spec.kind in ("sam-hq", "tiny-sam-hq"):
+            return load_sam_hq(spec, path)
         raise InvalidOptionError(f"segmenter {name!r} has unsupported kind {spec.kind!r}")  # pragma: no cover
 
     return _loaded((name, str(path)), load)
