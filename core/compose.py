@@ -7,12 +7,15 @@ count as subject; bool accepted). Sizes are (width, height).
     out = compose(original, subject_mask, spec, feather=4)               # HxWx3 uint8
     out = compose(original, subject_mask, BackgroundSpec.parse("sd"), generated=variant.image)
     rgba = compose(original, subject_mask, BackgroundSpec.parse("transparent"))   # HxWx4 uint8
+    out = compose(original, subject_mask, spec, matte=core.matte.edge_matte(original, subject_mask))
 
 The promise: every subject pixel farther than `feather` px from the background (the mask eroded by
 the feather radius; all subject pixels when feather = 0) is bit-identical to `original`. In the band
 between that core and the mask edge the subject is blended over the background with a smooth ramp
 (the feathered mask); outside the mask the result is the background. Only the band is computed in
-floating point, so the cost at 12 MP is a few copies.
+floating point, so the cost at 12 MP is a few copies. With `matte=` (core.matte: an alpha matte of
+the border with the old background's colour removed) the core is the mask shrunk by the matte's band
+and the band is blended with the matte's alpha and colours instead.
 """
 from __future__ import annotations
 
