@@ -239,3 +239,14 @@ def test_bad_requests_are_rejected_before_any_work(fresh, coffee, request_, mess
     with pytest.raises(InvalidOptionError, match=message):
         fresh.segment(coffee, request_)
     assert fresh.encoder_calls == 0
+
+
+def test_offline_download_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from core.errors import DownloadError
+
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(DownloadError) as e:          # HF_HUB_OFFLINE=1 (conftest): never any network
+        weights.download("sam-hq-vit-b", "segment")
+    msg = str(e.value)
+    assert "\n" not in msg and "syscv-community/sam-hq-vit-base" in msg and "380.0 MB" in msg
+    assert list(tmp_path.iterdir()) == []

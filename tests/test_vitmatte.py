@@ -197,3 +197,14 @@ def test_corrupt_folder_is_a_missing_weights_error(tmp_path, monkeypatch, tiny_v
         vitmatte.predict_alpha(np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 128, np.uint8))
     msg = str(e.value)
     assert "\n" not in msg and "not a ViTMatte folder" in msg and "models download vitmatte-small" in msg
+
+
+def test_offline_download_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    from core.errors import DownloadError
+
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(DownloadError) as e:          # HF_HUB_OFFLINE=1 (conftest): never any network
+        weights.download(vitmatte.DEFAULT_MODEL, "matte")
+    msg = str(e.value)
+    assert "\n" not in msg and "hustvl/vitmatte-small-composition-1k" in msg and "103.0 MB" in msg
+    assert list(tmp_path.iterdir()) == []
