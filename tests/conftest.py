@@ -5,7 +5,14 @@ Markers (registered in pyproject.toml), set here by `pytest_collection_modifyite
   browser  every test in tests/test_browser.py (a real Chromium through Playwright)
   slow     every test that uses the tiny Stable Diffusion pipeline (fixture `tiny_inpaint`, directly
            or through another fixture), i.e. runs diffusion
-so `pytest -m "not slow and not browser"` is the quick inner loop."""
+  postgres every test that uses the PostgreSQL server (fixture `postgres`, directly or through
+           `history_url`'s "postgres" case, or `pg_url`)
+so `pytest -m "not slow and not browser"` is the quick inner loop (add `and not postgres` to skip
+the PostgreSQL server, ~2 s to start once per session).
+
+PostgreSQL: one real server per test session (tests/pg.py: initdb + pg_ctl in a temp folder, run
+as `nobody` when we are root), a fresh database per test. No binaries: the tests skip, unless
+BACKDROP_REQUIRE_POSTGRES=1 (what .ci/run sets), where they fail."""
 from __future__ import annotations
 
 import os
@@ -18,6 +25,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 SLOW_FIXTURES = {"tiny_inpaint"}
+POSTGRES_FIXTURES = {"postgres", "pg_url"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +34,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("history_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +55,45 @@ def isolated_env(monkeypatch, tmp_path, weights_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The app and CLI start in fast mode without a CUDA GPU; tests that want fast mode say so.
     monkeypatch.setenv("BACKDROP_MODE", "quality")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the whole session (tests/pg.py), stopped at the end."""
+    from pg import PostgresServer, PostgresUnavailable
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as e:
+        if os.environ.get("BACKDROP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here (BACKDROP_REQUIRE_POSTGRES=1): {e}")
+        pytest.skip(f"PostgreSQL tests skipped: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres, monkeypatch):
+    """A fresh, empty PostgreSQL database for this test, set as BACKDROP_DATABASE_URL; dropped
+    (with this process's engines and stores for it) afterwards."""
+    url = postgres.create_database()
+    monkeypatch.setenv("BACKDROP_DATABASE_URL", url)
+    yield url
+    from core.history import db, store
+    with store._stores_lock:
+        for key in [k for k in store._stores if k[1] == url]:
+            del store._stores[key]
+    db.forget(url)
+    postgres.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def history_url(request):
+    """The history backend under test: "sqlite" (the default URL, a file in the test's data dir)
+    or "postgres" (a fresh database on the session's server). Returns the URL in use."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_url")
+    from core import config
+    return config.database_url()
 
 
 @pytest.fixture(scope="session")

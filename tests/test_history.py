@@ -1,4 +1,6 @@
-"""History store on real SQLite and real files: round trip, dedupe, queries, delete, sweep, migrations."""
+"""History store on real files and a real database: round trip, dedupe, queries, delete, sweep,
+migrations. Every test taking `store` or `history_url` runs twice: on SQLite (the default URL) and
+on a fresh database of the session's PostgreSQL server (tests/conftest.py, marker `postgres`)."""
 from __future__ import annotations
 
 import os
@@ -35,7 +37,7 @@ def read(path: Path) -> np.ndarray:
 
 
 @pytest.fixture
-def store():
+def store(history_url):
     return open_store()
 
 
@@ -55,7 +57,8 @@ class Loaded:   # what core.images.LoadedImage offers the store: .rgb and .hash
 
 
 # ------------------------------------------------------------------------------ store basics --
-def test_sqlite_engine_pragmas_and_default_location(store, tmp_path):
+def test_sqlite_engine_pragmas_and_default_location(tmp_path):
+    store = open_store()
     assert store.url == f"sqlite:///{tmp_path / 'data' / 'history.db'}"
     assert (tmp_path / "data" / "history.db").is_file()
     with store.engine.connect() as conn:
@@ -335,7 +338,7 @@ def test_sweep_leaves_runs_of_live_processes_alone(store, coffee):
 
 
 # --------------------------------------------------------------------------------- migrations --
-def test_migration_from_empty_database_matches_models(tmp_path):
+def test_migration_from_empty_database_matches_models(history_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -346,9 +349,8 @@ def test_migration_from_empty_database_matches_models(tmp_path):
     assert diffs == []
 
 
-def test_migration_from_previous_revision_keeps_data(tmp_path):
-    url = f"sqlite:///{tmp_path / 'data' / 'history.db'}"
-    engine = db.get_engine(url)
+def test_migration_from_previous_revision_keeps_data(history_url):
+    engine = db.get_engine(history_url)
     db.upgrade(engine, "0001")
     assert db.current_revision(engine) == "0001"
     with engine.begin() as conn:   # rows as a rev-0001 build of Backdrop wrote them
@@ -362,7 +364,7 @@ def test_migration_from_previous_revision_keeps_data(tmp_path):
             "VALUES (7, '2026-01-01 10:00:00.000000', 'succeeded', '', 1, 'old.jpg', '[[1.0, 2.0, 1]]',"
             " '{\"grow\": 2}', 'sd', 'sd', 'Ünïcode SUNSET', 'Blurry', 42, 1, '{\"diffusion\": 3.0}')"))
         conn.execute(text("INSERT INTO outputs (id, run_id, \"index\", seed, favorite, hash, path, "
-                          "thumb_path, width, height) VALUES (3, 7, 0, 42, 1, :h, :p, :t, 4, 3)"),
+                          "thumb_path, width, height) VALUES (3, 7, 0, 42, TRUE, :h, :p, :t, 4, 3)"),
                      {"h": "b" * 64, "p": f"images/bb/{'b' * 64}.png",
                       "t": f"thumbs/bb/{'b' * 64}.webp"})
     s = open_store(sweep=False)
@@ -377,7 +379,7 @@ def test_migration_from_previous_revision_keeps_data(tmp_path):
     assert s.count_runs(RunQuery(text="blurry")) == 1
 
 
-def test_downgrade_and_upgrade_again(tmp_path):
+def test_downgrade_and_upgrade_again(history_url):
     from alembic import command
 
     s = open_store()
@@ -391,9 +393,8 @@ def test_downgrade_and_upgrade_again(tmp_path):
     assert s.count_runs(RunQuery(text="KEPT")) == 1
 
 
-def test_database_from_a_newer_backdrop_is_a_clear_error(tmp_path):
-    url = f"sqlite:///{tmp_path / 'data' / 'history.db'}"
-    engine = db.get_engine(url)
+def test_database_from_a_newer_backdrop_is_a_clear_error(history_url):
+    engine = db.get_engine(history_url)
     db.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))

@@ -6,6 +6,14 @@ busy_timeout=30000, journal_mode=WAL, foreign_keys=ON and synchronous=NORMAL, an
 ourselves: write transactions use BEGIN IMMEDIATE (the write lock is taken up front, so two
 writers queue on busy_timeout instead of failing with "database is locked" when a read
 transaction tries to become a write transaction), reads use a plain deferred BEGIN.
+
+PostgreSQL (postgresql+psycopg://…) gets the same one-writer-at-a-time rule: a write transaction
+starts with pg_advisory_xact_lock(WRITE_LOCK_KEY) under lock_timeout = 30 s (the lock is per
+database and ends with the transaction), so writers queue exactly as on SQLite: source/mask dedupe,
+store identity, migrations and the image-claim protocol of core/history/blobs.py all rely on
+it. Reads run at READ COMMITTED and never wait. Other servers get pool_pre_ping and no lock.
+Connections that die (server restarted) are replaced at checkout by pool_pre_ping; a write cut in
+the middle is retried by the store (core/history/writes.py, Writes._retry).
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ from core.errors import HistoryError
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "backdrop_write"   # execution option that turns BEGIN into BEGIN IMMEDIATE
+WRITE_LOCK_KEY = 0x6261636B64726F70   # "backdrop": PostgreSQL advisory lock of write transactions
+CONNECT_TIMEOUT_S = 10
 
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
@@ -54,6 +64,12 @@ def _on_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _on_begin_postgres(conn) -> None:
+    if conn.get_execution_options().get(WRITE_OPTION, False):
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {BUSY_TIMEOUT_MS}")
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+
 def get_engine(url: str) -> Engine:
     """The process-wide engine for `url` (a new one after fork: pooled connections never cross
     processes)."""
@@ -70,8 +86,14 @@ def _create_engine(url: str) -> Engine:
         parsed = make_url(url)
     except Exception as e:  # sqlalchemy.exc.ArgumentError and friends
         raise HistoryError(f"BACKDROP_DATABASE_URL is not a valid SQLAlchemy URL: {url!r}") from e
+    backend = parsed.get_backend_name()
     try:
-        if parsed.get_backend_name() != "sqlite":
+        if backend == "postgresql":
+            engine = create_engine(parsed, pool_pre_ping=True,
+                                   connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+            event.listen(engine, "begin", _on_begin_postgres)
+            return engine
+        if backend != "sqlite":
             return create_engine(parsed, pool_pre_ping=True)
         kwargs: dict = {"connect_args": {"timeout": BUSY_TIMEOUT_MS / 1000}}
         if sqlite_memory(parsed):
@@ -82,6 +104,10 @@ def _create_engine(url: str) -> Engine:
         engine = create_engine(parsed, **kwargs)
     except HistoryError:
         raise
+    except ModuleNotFoundError as e:
+        hint = " (pip install 'psycopg[binary]')" if backend == "postgresql" else ""
+        raise HistoryError(f"cannot open the history database {parsed!r}: the database driver "
+                           f"{e.name!r} is not installed{hint}") from e
     except Exception as e:
         raise HistoryError(f"cannot open the history database {parsed!r}: {e}".splitlines()[0]) from e
     event.listen(engine, "connect", _on_connect)
@@ -90,7 +116,8 @@ def _create_engine(url: str) -> Engine:
 
 
 def write_engine(engine: Engine) -> Engine:
-    """`engine` with write transactions (BEGIN IMMEDIATE on SQLite; the same engine elsewhere)."""
+    """`engine` with write transactions (BEGIN IMMEDIATE on SQLite, the advisory write lock on
+    PostgreSQL; the same engine elsewhere)."""
     return engine.execution_options(**{WRITE_OPTION: True})
 
 
@@ -154,3 +181,16 @@ def ensure_schema(engine: Engine) -> None:
         cause = getattr(e, "orig", None) or e       # the driver's own words, not SQLAlchemy's wrapper
         raise HistoryError(f"could not open the history database: {cause}".splitlines()[0]) from e
     _migrated.add(key)
+
+
+def forget(url: str) -> None:
+    """Close this process's engine for `url` (its pooled connections) and forget that it was
+    migrated; the next get_engine() makes a new one. For tests and tools that drop databases."""
+    with _lock:
+        for key in [k for k in _engines if k[1] == url]:
+            _engines.pop(key).dispose()
+    try:
+        rendered = make_url(url).render_as_string(hide_password=False)
+    except Exception:
+        rendered = url
+    _migrated.difference_update({k for k in _migrated if k[1] in (url, rendered)})

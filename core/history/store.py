@@ -134,7 +134,7 @@ class HistoryStore(Writes, Queries, Sweep):
         except SQLAlchemyError as e:
             orig = getattr(e, "orig", None) or e
             msg = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
-            if "locked" in msg or "busy" in msg:
+            if "locked" in msg or "busy" in msg or "lock timeout" in msg:
                 raise HistoryError("the history database is busy (locked by another process "
                                    "for too long); try again") from e
             raise HistoryError(f"history database error: {msg}") from e

@@ -4,13 +4,15 @@ A mixin of HistoryStore (core/history/store.py), which provides the sessions (_r
 error mapping (_errors), the image files (blobs) and the crash-test hook (_hook)."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from sqlalchemy import exists, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.errors import HistoryError, InvalidOptionError
@@ -21,6 +23,31 @@ from core.history.records import naive_utc, now_utc
 from core.spec import RunSpec
 
 ImageLike = Any   # np.ndarray HxWx3 uint8, or an object with .rgb (and .hash) like LoadedImage
+
+log = logging.getLogger(__name__)
+
+RECONNECT_S = 20.0   # how long a write cut by a lost connection keeps trying to reconnect
+_NOT_YET = object()
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether a database error means the connection (or the server) went away, so the
+    transaction was rolled back or its COMMIT is in doubt: a server restart, a network cut, a
+    refused reconnect. Lock timeouts, constraint violations and SQL errors are not. (SQLite never
+    reports this: its errors are about the file.)"""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    orig = exc.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return False
+    state = getattr(orig, "sqlstate", None) or ""
+    # no SQLSTATE: failed to connect / connection closed; 08: connection exception;
+    # 57P01-03: server shut down or starting; 40001/40P01: serialization failure, deadlock
+    return state == "" or state.startswith(("08", "57P", "40"))
 
 
 def _text(value: Optional[str]) -> Optional[str]:
@@ -139,16 +166,67 @@ class Writes:
                     **{k: _text(v) for k, v in spec.index_columns().items()},
                     source_name=_text(source_name) or "", device=_text(device))
 
-    def _retry(self, fn: Callable[[], Any]) -> Any:
-        """Run a write transaction; retry once on a unique-key race (servers other than SQLite,
-        where BEGIN IMMEDIATE does not serialise writers)."""
-        for attempt in range(3):
+    def _retry(self, fn: Callable[[], Any],
+               committed: Optional[Callable[[], Any]] = None) -> Any:
+        """Run a write transaction `fn`.
+
+        A unique-key race (servers other than SQLite, where BEGIN IMMEDIATE does not serialise
+        writers) is retried twice. A lost connection (server restarted mid-transaction) is retried
+        on a fresh connection for up to RECONNECT_S: the server rolled the transaction back, unless
+        the COMMIT itself was cut, so `committed()` (run on the new connection before redoing
+        anything) says whether the first attempt's work is in fact there: it returns the result
+        to hand back, or _NOT_YET. So a run is recorded exactly once, or the call fails with one
+        HistoryError line and nothing was written."""
+        races = 0
+        deadline = None
+        while True:
             try:
                 return fn()
             except HistoryError as e:
-                if isinstance(e.__cause__, IntegrityError) and attempt < 2:
+                cause = e.__cause__
+                if isinstance(cause, IntegrityError) and races < 2:
+                    races += 1
                     continue
-                raise
+                if not connection_lost(cause):
+                    raise
+                first = e
+            if deadline is None:
+                deadline = time.monotonic() + RECONNECT_S
+                log.warning("history database connection lost (%s); retrying", first)
+            delay = 0.1
+            while True:       # reconnect, then find out whether the cut COMMIT went through
+                if time.monotonic() > deadline:
+                    raise HistoryError(f"lost the connection to the history database and could not "
+                                       f"reconnect within {RECONNECT_S:.0f} s; nothing was saved "
+                                       f"({str(first).removeprefix('history database error: ')})"
+                                       ) from first
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                try:
+                    done = committed() if committed is not None else _NOT_YET
+                except HistoryError as e:
+                    if connection_lost(e.__cause__):
+                        continue
+                    raise
+                if done is not _NOT_YET:
+                    return done
+                break
+
+    def _run_exists(self, run_id: Optional[int]) -> Any:
+        """For _retry: the id of a run whose INSERT was committed after all, else _NOT_YET. Ids come
+        from the database's sequence and are never handed out twice, so the id alone proves it."""
+        if run_id is None:
+            return _NOT_YET
+        with self._read() as session:
+            found = session.scalar(select(Run.id).where(Run.id == run_id))
+        return found if found is not None else _NOT_YET
+
+    def _run_finished_at(self, run_id: int, finished: datetime) -> Any:
+        """For _retry: None if the run already carries this exact finish time (ours: committed),
+        else _NOT_YET."""
+        with self._read() as session:
+            value = session.scalar(select(Run.finished).where(Run.id == run_id))
+        return None if value == finished else _NOT_YET
 
     def start_run(self, *, source: Union[ImageLike, str], spec: RunSpec, source_name: str = "",
                   device: Optional[str] = None, created: Optional[datetime] = None) -> int:
@@ -158,6 +236,7 @@ class Writes:
         the content hash of a source already in the history. `spec`: the RunSpec (or its JSON)."""
         cols = self._columns(spec, source_name, device)
         blob, digest = self._source_blob(source)
+        flushed: list[int] = []
 
         def tx() -> int:
             with self._write() as session:
@@ -167,8 +246,10 @@ class Writes:
                           owner=f"{HOST}:{os.getpid()}", source=src, timings={}, **cols)
                 session.add(run)
                 session.flush()
+                flushed.append(run.id)
+                self._hook("start_run")
                 return run.id
-        return self._retry(tx)
+        return self._retry(tx, lambda: self._run_exists(flushed[-1] if flushed else None))
 
     def finish_run(self, run_id: int, *, mask: Optional[np.ndarray] = None,
                    outputs: Iterable[Any] = (), timings: Optional[Mapping[str, float]] = None,
@@ -180,6 +261,7 @@ class Writes:
             raise InvalidOptionError(f"unknown final status {status!r}")
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
+        now = now_utc()
 
         def tx() -> None:
             with self._write() as session:
@@ -191,10 +273,10 @@ class Writes:
                 if m is not None:
                     run.mask = m
                 self._add_outputs(run, out_blobs)
-                self._finish(run, status, None, timings, device, duration)
+                self._finish(run, status, None, timings, device, duration, now)
                 session.flush()
                 self._hook("finish_run")
-        self._retry(tx)
+        self._retry(tx, lambda: self._run_finished_at(run_id, now))
 
     def fail_run(self, run_id: int, error: str, *, status: str = "failed",
                  timings: Optional[Mapping[str, float]] = None, device: Optional[str] = None,
@@ -203,6 +285,7 @@ class Writes:
         if status not in ("failed", "cancelled"):
             raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
         mask_blob = self._mask_blob(mask)
+        now = now_utc()
 
         def tx() -> None:
             with self._write() as session:
@@ -213,13 +296,13 @@ class Writes:
                 m = self._get_mask(session, mask_blob)
                 if m is not None:
                     run.mask = m
-                self._finish(run, status, error, timings, device, None)
+                self._finish(run, status, error, timings, device, None, now)
                 self._hook("fail_run")
-        self._retry(tx)
+        self._retry(tx, lambda: self._run_finished_at(run_id, now))
 
     @staticmethod
-    def _finish(run: Run, status: str, error: Optional[str], timings, device, duration) -> None:
-        now = now_utc()
+    def _finish(run: Run, status: str, error: Optional[str], timings, device, duration,
+                now: datetime) -> None:
         run.status = status
         run.error = _text(error)
         run.finished = now
@@ -244,6 +327,7 @@ class Writes:
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
         tm = _timings(timings)
+        flushed: list[int] = []
 
         def tx() -> int:
             with self._write() as session:
@@ -259,16 +343,19 @@ class Writes:
                 session.add(run)
                 self._add_outputs(run, out_blobs)
                 session.flush()
+                flushed.append(run.id)
                 self._hook("record_run")
                 return run.id
-        return self._retry(tx)
+        return self._retry(tx, lambda: self._run_exists(flushed[-1] if flushed else None))
 
     def set_favorite(self, output_id: int, favorite: bool = True) -> None:
-        with self._write() as session:
-            out = session.get(Output, output_id)
-            if out is None:
-                raise HistoryError(f"output {output_id} is not in the history")
-            out.favorite = bool(favorite)
+        def tx() -> None:     # idempotent: a retry after a lost connection is harmless
+            with self._write() as session:
+                out = session.get(Output, output_id)
+                if out is None:
+                    raise HistoryError(f"output {output_id} is not in the history")
+                out.favorite = bool(favorite)
+        self._retry(tx)
 
     def delete_run(self, run_id: int) -> int:
         """Delete a run, its outputs, and its mask/source rows when no other run uses them; remove
