@@ -22,6 +22,8 @@ from core.spec import MODE_DEFAULTS, Generation, MaskOptions, RunSpec, Subject
 MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
 MAX_ERROR_CHARS = 300       # an error line never grows past this, whatever the user typed
 CLI_DEFAULTS = {"feather": 2}   # where the command line's default differs from the spec's
+CLI_METAVARS = {"edge": "hard|matte[:METHOD]", "edge_band": "PX"}     # else N, X or TEXT by type
+CLI_DEFAULT_TEXT = {"edge_band": "auto: ~0.6 %% of the long side, at least 3 px"}   # what None means
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
@@ -119,17 +121,22 @@ def _spec_options(parser, model, skip: tuple[str, ...] = ()) -> None:
             default = "fast without a CUDA GPU, else quality; BACKDROP_MODE"
         elif by_mode:
             default = ", ".join(f"{m} {v}" for m, v in by_mode.items())
-        help_text = f"{field.description} (default: {'none' if default is None else default})"
+        elif name in CLI_DEFAULT_TEXT:
+            default = CLI_DEFAULT_TEXT[name]
+        description = field.description.replace("%", "%%")       # argparse formats help with %
+        help_text = f"{description} (default: {'none' if default is None else default})"
         kind = field.annotation
         text = str(kind)
         if kind is bool or "bool" in text:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=field.description)
+            parser.add_argument(flag, dest=name, action="store_true", default=None, help=description)
         elif "int" in text:
-            parser.add_argument(flag, dest=name, type=_integer, metavar="N", help=help_text)
+            parser.add_argument(flag, dest=name, type=_integer, metavar=CLI_METAVARS.get(name, "N"),
+                                help=help_text)
         elif "float" in text:
-            parser.add_argument(flag, dest=name, type=_finite, metavar="X", help=help_text)
+            parser.add_argument(flag, dest=name, type=_finite, metavar=CLI_METAVARS.get(name, "X"),
+                                help=help_text)
         else:
-            parser.add_argument(flag, dest=name, metavar="TEXT", help=help_text)
+            parser.add_argument(flag, dest=name, metavar=CLI_METAVARS.get(name, "TEXT"), help=help_text)
 
 
 def _spec_values(args, model) -> dict:

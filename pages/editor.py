@@ -69,10 +69,34 @@ with ctl_col:
               width="stretch")
     b2.button("Clear", icon=":material/close:", on_click=prompts.clear, args=(state,), disabled=not prompts.has_subject(state),
               width="stretch")
-    with st.expander("Edge: grow, feather, invert", expanded=False):
+    with st.expander("Edge: hard or soft (matting), grow, feather, invert", expanded=False):
+        st.segmented_control("Edge", S.EDGES, key="edge", persist_state="session", required=True,
+                             format_func=S.EDGE_LABELS.get,
+                             help="Hard: the mask's own edge. Soft (matting): an alpha matte at the "
+                                  "border — hair and fur blend into the new background, with the old "
+                                  "background's colour taken out of them.")
+        matted = state["edge"] == S.EDGE_MATTE
+        if matted:
+            m1, m2 = st.columns(2)
+            m1.selectbox("Matting method", spec.EDGE_METHODS, key="edge_method", persist_state="session",
+                         format_func=S.EDGE_METHOD_LABELS.get,
+                         help="Guided: fast, no download. Closed-form: finer on hair, slower. "
+                              "ViTMatte: a learned model, best on hair; needs its weights (Models page).")
+            m2.select_slider("Band width", S.band_stops(state["edge_band"]), key="edge_band",
+                             persist_state="session", format_func=S.band_label,
+                             help="How far each side of the mask's edge the matte works, in pixels of "
+                                  "the full-resolution photo. Auto: about 0.6 % of the photo's long side.")
+            if state["edge_method"] == "vitmatte" and not job.vitmatte_available():
+                st.caption("ViTMatte's weights are not installed: runs use Guided matting until you get "
+                           "them on the Models page.")
+            elif state["edge_method"] != "guided":
+                st.caption("The overlay previews the soft edge with Guided matting (fast, for clicks); "
+                           "the result uses the method chosen.")
         st.slider("Grow (+) / shrink (−) the mask, px", -50, 50, key="grow", persist_state="session",
                   help="In pixels of the full-resolution photo.")
-        st.slider("Feather (soft edge), px", 0, 50, key="feather", persist_state="session")
+        st.slider("Feather (soft edge), px", 0, 50, key="feather", persist_state="session", disabled=matted,
+                  help="Soft (matting) replaces feathering: the matte makes the edge soft."
+                  if matted else "Fades the subject's edge inward over this many pixels (hard edge).")
         st.toggle("Invert (keep the background, replace the subject)", key="invert", persist_state="session")
 
 # What the rest of the page was drawn with: the clickable photo below reruns alone on a click, and

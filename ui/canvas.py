@@ -72,9 +72,28 @@ def _scaled(px: int, scale: float) -> int:
     return v if v != 0 else (1 if px > 0 else -1)
 
 
+def edge_settings(state: MutableMapping) -> tuple:
+    """What of the edge controls changes the overlay: ("hard", feather) or ("matte", band) —
+    the matting method does not (the overlay always uses Guided, see `preview_mask`)."""
+    if state.get("edge", S.EDGE_HARD) == S.EDGE_HARD:
+        return (S.EDGE_HARD, state.get("feather"))
+    return (S.EDGE_MATTE, state.get("edge_band"))
+
+
+def preview_band(state: MutableMapping) -> int:
+    """The matte's band at preview size: the run's band (the chosen width, or the automatic one
+    for the full-size photo) scaled to the preview, at least 1 px."""
+    from core.matte import band_width
+
+    band = state.get("edge_band") or band_width(state["photo"].rgb.shape)    # 0 = auto
+    return max(1, int(round(band * state["preview"].scale)))
+
+
 def preview_mask(state: MutableMapping, result) -> np.ndarray:
-    """The chosen candidate at preview size with grow/invert/feather applied (scaled to preview).
-    The soft edge is compose's own matte, so the preview shows the edge the saved result gets."""
+    """The chosen candidate at preview size with grow/invert and the edge applied (scaled to the
+    preview). A hard edge's feather is compose's own matte, so the preview shows the edge the saved
+    result gets; a soft edge is core.matte's alpha matte of the preview, always with the fast
+    Guided method (a click stays quick; the run may use Closed-form or ViTMatte)."""
     from core.compose import MAX_FEATHER, alpha_matte
     from core.masks import MaskOptions, refine
 
@@ -83,6 +102,10 @@ def preview_mask(state: MutableMapping, result) -> np.ndarray:
     grow_px, inv = _scaled(int(state.get("grow", 0)), scale), bool(state.get("invert", False))
     if grow_px or inv:
         mask = refine(mask, MaskOptions(grow=grow_px, invert=inv))
+    if state.get("edge", S.EDGE_HARD) != S.EDGE_HARD:
+        from core.matte import edge_matte
+        return edge_matte(state["preview"].rgb, mask, "guided", preview_band(state),
+                          decontaminate=False).alpha()
     f = min(_scaled(int(state.get("feather", 0)), scale), MAX_FEATHER)
     return alpha_matte(mask, f) if f > 0 else mask
 
@@ -134,13 +157,14 @@ CANVAS_RECENT = 8            # overlays kept per photo: flipping between candida
 
 def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedImage:
     """What the browser receives for the clickable photo: the preview JPEG with overlay, cached per
-    mask key (segmentation, candidate, grow/feather/invert). `state["canvas_cache"]` is the current
-    (key, bytes); `state["canvas_recent"]` keeps the last few, so going back to one is not redrawn."""
+    mask key (segmentation, candidate, grow/invert and the edge: feather, or the matte's band).
+    `state["canvas_cache"]` is the current (key, bytes); `state["canvas_recent"]` keeps the last
+    few, so going back to one is not redrawn."""
     from core.images import encode_jpeg
 
     key = (prompts.seg_key(state, segmenter_name) if result is not None else state["photo"].hash,
            None if result is None else prompts.chosen(state, result),
-           state.get("grow"), state.get("feather"), state.get("invert"))
+           state.get("grow"), state.get("invert"), edge_settings(state))
     cached = state.get("canvas_cache")
     if cached is None or cached[0] != key:
         recent = state.get("canvas_recent")

@@ -6,6 +6,7 @@ and the results panel with downloads.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 BG_PREVIEW_SIDE = 320        # the background photo's thumbnail kept in session state
 LIVE_REFRESH_S = 0.5         # how often the progress bar and the live picture are redrawn
 LIVE_WIDTH = 320
-STAGE_TEXT = {"starting": "Starting", "mask": "Cutting out the subject", "load model": "Loading the model",
+STAGE_TEXT = {"starting": "Starting", "mask": "Cutting out the subject", "edge": "Refining the edge",
+              "load model": "Loading the model",
               "diffusion": "Painting the background", "compose": "Putting the subject back",
               "done": "Saving"}
 
@@ -79,6 +81,36 @@ def job_request(state: MutableMapping, segmenter_name: str):
                       source_name=state.get("photo_name", ""))
 
 
+# ----------------------------------------------------------------------------- ViTMatte fallback
+VITMATTE_FALLBACK = ("ViTMatte weights are not installed — used the fast Guided matting; get them on the "
+                     "Models page.")
+
+
+def vitmatte_available() -> bool:
+    """Whether ViTMatte's weights are on disk (core.vitmatte.available; no download, no load).
+    False when that module cannot be imported (transformers missing) or cannot tell."""
+    try:
+        from core import vitmatte
+    except ImportError:
+        return False
+    try:
+        return bool(vitmatte.available())
+    except Exception:  # a broken install must not stop the editor: it falls back
+        log.warning("could not tell whether the ViTMatte weights are present", exc_info=True)
+        return False
+
+
+def with_available_edge(spec) -> tuple[Any, Optional[str]]:
+    """The spec to run and the one-line notice to show: a ViTMatte edge without its weights runs
+    with the Guided method (and is recorded so); anything else runs as asked."""
+    from core.spec import MaskOptions
+
+    if spec.mask.edge_method != "vitmatte" or vitmatte_available():
+        return spec, None
+    mask = MaskOptions(**{**spec.mask.model_dump(), "edge": "matte:guided"})
+    return spec.model_copy(update={"mask": mask}), VITMATTE_FALLBACK
+
+
 # ----------------------------------------------------------------------------- start, collect
 def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     """Validate the widgets, then run the job in the background (raises BackdropError on bad input).
@@ -91,6 +123,10 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     from core.images import encode_jpeg
 
     request = job_request(state, segmenter_name)
+    spec, notice = with_available_edge(request.spec)
+    if notice:
+        request = dataclasses.replace(request, spec=spec)
+    state["run_notice"] = notice
     live: dict[str, bytes] = {}          # the latest picture of the painting, for the page
 
     def show(rgb) -> None:               # worker thread: keep JPEG bytes only, never call Streamlit
@@ -118,6 +154,7 @@ def start_if_asked(state: MutableMapping, clicked: bool, segmenter_name: str) ->
     if not clicked:
         return None
     state["job_notice"] = None
+    state["run_notice"] = None
     try:
         start_generation(state, segmenter_name)
     except BackdropError as e:
@@ -181,6 +218,8 @@ def job_panel(state: MutableMapping) -> None:
                   help="Stops after the current step.")
 
     progress()
+    if state.get("run_notice"):
+        st.info(escape_md(state["run_notice"]))
     if state.get("job_notice") and not tasks.running(state["job"]):
         level, text = state["job_notice"]
         {"error": st.error, "warning": st.warning}.get(level, st.success)(escape_md(text))

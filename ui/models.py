@@ -14,8 +14,9 @@ from ui.widgets import size_text
 log = logging.getLogger(__name__)
 
 TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)",
-               "fast": "Fast mode add-ons (few-step LoRAs and tiny autoencoders for the inpainting models)"}
-TASKS = tuple(TASK_TITLES)
+               "fast": "Fast mode add-ons (few-step LoRAs and tiny autoencoders for the inpainting models)",
+               "matte": "Matting (the Editor's Soft edge: ViTMatte; Guided and Closed-form need no download)"}
+TASKS = tuple(t for t in TASK_TITLES if t in weights.TASKS)
 
 
 def visible_specs(task: str, state: MutableMapping) -> list:

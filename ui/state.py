@@ -11,7 +11,8 @@ from collections.abc import MutableMapping
 from typing import Any, Optional
 
 from core import config
-from core.spec import MODE_DEFAULTS, Background, Generation, MaskOptions, RunSpec, Subject
+from core.spec import (EDGE_METHODS, MAX_EDGE_BAND, MODE_DEFAULTS, Background, Generation, MaskOptions,
+                        RunSpec, Subject)
 
 ADD = "Add (include)"
 REMOVE = "Remove (exclude)"
@@ -39,6 +40,18 @@ UI_DEFAULTS: dict[str, Any] = {                       # where the editor starts 
 # The editor's widget range where it is narrower than the spec's: a run loaded back gets the
 # nearest value the widget can show (the seed widget stays within what a browser number holds).
 UI_LIMITS = {"variants": (1, 4), "seed": (-1, 2**53 - 1)}
+# The edge: the "edge" widget says Hard or Soft, the "edge_method" widget which matting method
+# (the spec's single "matte:METHOD" value is split in two here and joined in spec_from_state); the
+# "edge_band" widget shows 0 for "auto" (the spec's None).
+EDGE_HARD, EDGE_MATTE = "hard", "matte"
+EDGES = (EDGE_HARD, EDGE_MATTE)
+EDGE_LABELS = {EDGE_HARD: "Hard", EDGE_MATTE: "Soft (matting)"}
+EDGE_METHOD_LABELS = {"guided": "Guided — fast, no weights", "cf": "Closed-form — slower",
+                      "vitmatte": "ViTMatte — learned, needs weights"}
+assert tuple(EDGE_METHOD_LABELS) == EDGE_METHODS
+BAND_AUTO = 0
+# The band slider's stops: every px up to 32, then coarser up to the spec's maximum.
+BAND_STOPS = (BAND_AUTO, *range(1, 33), 40, 48, 56, 64, 96, 128, 192, MAX_EDGE_BAND)
 BG_KIND_LABELS = {"sd": BG_SD, "color": BG_COLOR, "blur": BG_BLUR, "image": BG_IMAGE,
                   "transparent": BG_TRANSPARENT}
 
@@ -50,6 +63,10 @@ def _key(part: str, name: str) -> str:
 def _to_state(name: str, value: Any) -> Any:
     if name == "seed":                       # the seed widget shows -1 for "random"
         value = -1 if value is None else int(value)
+    elif name == "edge":                     # "matte:cf" -> "matte" (the method has its own widget)
+        return EDGE_HARD if value in (None, EDGE_HARD) else EDGE_MATTE
+    elif name == "edge_band":                # None ("auto") -> 0
+        return BAND_AUTO if value is None else int(value)
     if name in UI_LIMITS:
         lo, hi = UI_LIMITS[name]
         return max(lo, min(hi, value))
@@ -59,6 +76,8 @@ def _to_state(name: str, value: Any) -> Any:
 def _from_state(name: str, value: Any) -> Any:
     if name == "seed":
         return None if value is None or int(value) < 0 else int(value)
+    if name == "edge_band":
+        return None if value in (None, BAND_AUTO) else value
     if isinstance(value, str) and name in ("prompt", "negative"):
         return value.strip()
     return value
@@ -89,6 +108,8 @@ def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> R
     values = {part: {name: _from_state(name, state[_key(part, name)])
                      for name in model.model_fields if _key(part, name) in state}
               for part, model in SPEC_PARTS.items()}
+    if values["mask"].get("edge") == EDGE_MATTE:
+        values["mask"]["edge"] = f"matte:{state.get('edge_method') or EDGE_METHODS[0]}"
     kind = {label: k for k, label in BG_KIND_LABELS.items()}.get(state.get("bg_kind"), "sd")
     if kind == "image" and not state.get("bg_image_path"):
         raise InvalidOptionError("upload a background photo first (Background → Image)")
@@ -123,6 +144,8 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
             continue
         for name in model.model_fields:
             state[_key(part, name)] = _to_state(name, getattr(values, name))
+    if spec.mask.matted:
+        state["edge_method"] = spec.mask.edge_method
     bg = spec.background
     state["bg_kind"] = BG_KIND_LABELS[bg.kind]
     if bg.kind == "color":
@@ -138,6 +161,7 @@ WIDGET_DEFAULTS: dict[str, Any] = {
     "click_mode": ADD,
     "box_mode": False,
     **{k: v for k, v in spec_defaults().items() if k not in ("inpaint_model", "mode")},
+    "edge_method": EDGE_METHODS[0],
     "bg_kind": BG_SD,
     "bg_color": "#FFFFFF",
     "blur_radius": 25,
@@ -162,6 +186,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "result": None,           # dict with the last run's outputs (full size) for this session
     "notice": None,           # (level, one-line text) to show once on the next run
     "job_notice": None,       # (level, one line) how the last generation ended, shown by Generate
+    "run_notice": None,       # one line about how the last run was started (a fallback), until the next
     "bg_image": None,         # small preview (JPEG bytes) of the uploaded background photo
     "bg_image_path": None,    # where that background photo is stored for the job
     "upload_id": None,        # file_id of the last upload loaded, so a rerun does not reload it
@@ -181,6 +206,19 @@ STATE_DEFAULTS: dict[str, Any] = {
     "hist_filters": None,     # the filters of the last listing (new filters -> page 1)
     "autorun": False,         # "re-run" from History: start generating when the Editor opens
 }
+
+
+def band_stops(current: Any = None) -> list[int]:
+    """The band slider's values (0 = auto), with `current` added where a run from the command line
+    used a width between the stops, so loading it back shows exactly that width."""
+    stops = list(BAND_STOPS)
+    if isinstance(current, int) and current not in stops and 0 < current <= MAX_EDGE_BAND:
+        stops = sorted(stops + [current])
+    return stops
+
+
+def band_label(px: int) -> str:
+    return "Auto" if px == BAND_AUTO else f"{px} px"
 
 
 def apply_mode(state: MutableMapping, mode: Optional[str] = None) -> None:
