@@ -115,6 +115,10 @@ def _alpha_cf(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int) -> 
     import contextlib
     import io
     from pymatting import estimate_alpha_cf
+    if not (tri == 255).any() or not (tri == 0).any():
+        # a subject thinner than the band (or a band wider than the picture): closed-form matting
+        # needs both sure regions in the tile; the guided filter does not
+        return _alpha_guided(img, tri, hard, band)
     with contextlib.redirect_stdout(io.StringIO()):     # its solver prints performance warnings
         alpha = estimate_alpha_cf(img.astype(np.float64) / 255, tri.astype(np.float64) / 255)
     return alpha.astype(np.float32)
@@ -209,10 +213,21 @@ def edge_matte(rgb: np.ndarray, mask: np.ndarray, method: str = EDGE_METHODS[0],
             fg = estimate_foreground(img, full, band)[cy, cx]
         return (ys + y0).astype(np.int64) * W + (xs + x0), np.clip(alpha[cy, cx], 0, 1), fg
 
+    if method == "vitmatte":
+        # ViTMatte wants context (it was trained on 512 px crops) and tiles big inputs itself,
+        # skipping tiles without unknown pixels: one call on the band's bounding box
+        ys, xs = np.nonzero(unknown)
+        H = hard.shape[0]
+        box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+        grow = max(margin, 64)
+        boxes = [(box, (max(0, box[0] - grow), min(H, box[1] + grow),
+                        max(0, box[2] - grow), min(W, box[3] + grow)))]
+    else:
+        boxes = _patches(unknown, margin)
     # the fast method is numpy/OpenCV work that releases the GIL: patches run on a few threads
     threads = min(4, os.cpu_count() or 1) if method == "guided" else 1
     with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(patch, _patches(unknown, margin)))
+        parts = list(pool.map(patch, boxes))
     band_fg = np.concatenate([p[2] for p in parts]).astype(np.float32) if decontaminate else None
     return Matte(core, np.concatenate([p[0] for p in parts]),
                  np.concatenate([p[1] for p in parts]).astype(np.float32), band_fg)

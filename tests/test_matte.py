@@ -112,6 +112,14 @@ def test_a_one_pixel_subject_and_a_thin_line_work(coffee):
     assert out[..., 3].max() > 0          # the line is still there, softly
 
 
+@pytest.mark.parametrize("method", ["guided", "cf"])
+def test_a_subject_thinner_than_the_band_works_with_every_method(coffee, method):
+    mask = np.zeros(coffee.shape[:2], np.uint8)
+    mask[150:160, 100:300] = 255                       # 10 px tall, band 33: no sure subject at all
+    m = M.edge_matte(coffee[:256, :320], mask[:256, :320], method, band=33)
+    assert not m.core.any() and m.band_idx.size and 0 <= m.band_alpha.min() <= m.band_alpha.max() <= 1
+
+
 def test_bad_input_is_one_clear_line(astronaut):
     mask = ellipse(*astronaut.shape[:2])
     cases = [
@@ -211,3 +219,19 @@ def test_a_matted_sd_run_repaints_under_the_band(chelsea, tiny_inpaint, monkeypa
     region = seen["region"] > 0
     assert region[tri == 128].all() and region[tri == 0].all() and not region[tri == 255].any()
     assert np.array_equal(result.outputs[0][tri == 255], chelsea[tri == 255])
+
+
+def test_the_learned_method_runs_through_the_registry_and_says_when_its_weights_are_missing(
+        chelsea, weights_dir, monkeypatch):
+    from core import vitmatte, weights
+    from core.errors import MissingWeightsError
+    mask = ellipse(*chelsea.shape[:2])
+    with pytest.raises(MissingWeightsError) as e:
+        M.edge_matte(chelsea, mask, "vitmatte")
+    assert "\n" not in str(e.value) and "download" in str(e.value)
+    weights.download("tiny", "matte")
+    monkeypatch.setattr(vitmatte, "DEFAULT_MODEL", "tiny")
+    m = M.edge_matte(chelsea, mask, "vitmatte", band=6)
+    assert m.band_idx.size == (M.trimap(mask, 6) == 128).sum()
+    out = compose(chelsea, mask, "color:#00ff00", matte=m)
+    assert np.array_equal(out[m.core], chelsea[m.core])
