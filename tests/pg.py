@@ -5,6 +5,7 @@ the end. The server refuses to run as root, so as root the binaries run as `nobo
     server = PostgresServer.start()          # PostgresUnavailable if there are no binaries
     url = server.create_database()           # postgresql+psycopg://backdrop@127.0.0.1:PORT/t_1
     server.restart()                         # pg_ctl restart -m fast: every connection is cut
+    server.pause(); server.resume()          # down for a while, then up again
     server.drop_database(url); server.stop()
 
 Binaries: initdb/pg_ctl on PATH, else the newest /usr/lib/postgresql/*/bin (Debian layout).
@@ -98,6 +99,13 @@ class PostgresServer:
     def restart(self) -> None:
         """Fast restart: the server cuts every connection (open transactions roll back)."""
         self._pg_ctl("restart", "-m", "fast")
+
+    def pause(self) -> None:
+        """Shut the server down (fast) without removing it; resume() starts it again."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def resume(self) -> None:
+        self._pg_ctl("start")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

@@ -1,4 +1,5 @@
-"""Several processes writing one SQLite history at once, and processes killed in the middle of a save."""
+"""Several processes writing one history at once, and processes killed in the middle of a save: on
+SQLite and on the session's PostgreSQL server (every test runs on both, see `history_url`)."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ from core.history.models import Output, Run, Source
 from runs import record
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("history_url")
 
 # A writer process: N runs through start_run/finish_run (two transactions each, like core.jobs),
 # every run with its own output and mask and ONE source shared by all processes.
@@ -77,8 +80,15 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
 
 
 def _integrity(store) -> str:
+    """SQLite's integrity_check; on a server, rows pointing at rows that are not there."""
     with store.engine.connect() as conn:
-        return conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+        if store.engine.dialect.name == "sqlite":
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+        dangling = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM outputs o LEFT JOIN runs r ON r.id = o.run_id "
+            "WHERE r.id IS NULL) + (SELECT count(*) FROM runs r LEFT JOIN sources s "
+            "ON s.id = r.source_id WHERE s.id IS NULL)").scalar()
+        return "ok" if dangling == 0 else f"{dangling} dangling rows"
 
 
 def _files(root: Path) -> set[str]:

@@ -123,6 +123,9 @@ class HistoryStore(Writes, Queries, Sweep):
     def _write(self) -> Iterator[Session]:
         with self._errors(), Session(self._writer, expire_on_commit=False) as session:
             with session.begin():
+                # Take the write lock now (BEGIN IMMEDIATE / the advisory lock), not at the first
+                # query: callers re-check their files (_ensure) first thing, under the lock.
+                session.connection()
                 yield session
 
     @contextmanager
