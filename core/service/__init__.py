@@ -1,0 +1,111 @@
+"""Team mode's service: Backdrop on Ray Serve behind a versioned HTTP API.
+
+    python -m core serve [--host 0.0.0.0] [--port 8000] [--address auto]     (= core.service.main)
+
+                 HTTP  ┌──────────────────────────┐  handles  ┌──────────────────────────────┐
+    app / CLI / ──────▶│ api (FastAPI ingress)    │──────────▶│ segmenter  (image encoder +  │
+    scripts            │ auth, limits, validation,│           │  click decoder; N replicas)  │
+                       │ photo loading, history   │──────────▶│ inpainter  (run_job: model,  │
+                       │ reads, files             │           │  compose, history write)     │
+                       └──────────────────────────┘           └──────────────────────────────┘
+                                    │ reads                              │ writes (once per run)
+                                    ▼                                    ▼
+                             history database (BACKDROP_DATABASE_URL) + image store (data dir)
+
+Modules: config.py (ServiceConfig from the environment: token, upload limit, replicas, GPUs),
+deployments.py (Segmenter, Inpainter), api.py (the FastAPI app and the Api ingress),
+client.py (ServiceClient, a small httpx client of the API). Ray is imported only here, never by
+the embedded app or CLI.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Optional, Sequence
+
+from core.service.config import ServiceConfig
+
+__all__ = ["ServiceConfig", "build_app", "start", "serve_forever", "main"]
+
+APP_NAME = "backdrop"
+
+
+def build_app(cfg: Optional[ServiceConfig] = None):
+    """The Serve application (ingress bound to the two model deployments), built with `cfg`
+    (default: ServiceConfig.from_env())."""
+    from core.service.api import Api
+    from core.service.deployments import Inpainter, Segmenter
+
+    cfg = cfg or ServiceConfig.from_env()
+    model = {"ray_actor_options": cfg.actor_options(), "autoscaling_config": cfg.autoscaling()}
+    segmenter = Segmenter.options(max_ongoing_requests=max(4, cfg.max_ongoing_requests),
+                                  **model).bind(cfg.env, cfg.preload)
+    inpainter = Inpainter.options(max_ongoing_requests=cfg.max_ongoing_requests,
+                                  **model).bind(cfg.env, cfg.preload)
+    return Api.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus}).bind(
+        segmenter, inpainter, cfg)
+
+
+def start(cfg: Optional[ServiceConfig] = None, *, host: str = "127.0.0.1", port: int = 8000,
+          route_prefix: str = "/", name: str = APP_NAME, address: Optional[str] = None,
+          num_cpus: Optional[int] = None):
+    """Start (or join, with `address`) a Ray cluster, Serve's HTTP proxy on host:port, and the
+    application; returns its ingress handle once every replica is up."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False}
+        if address:
+            kwargs["address"] = address
+        elif num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(build_app(cfg), name=name, route_prefix=route_prefix)
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 8000, *, address: Optional[str] = None,
+                  num_cpus: Optional[int] = None) -> int:
+    """`python -m core serve`: start the service and keep it up until Ctrl-C (then shut down)."""
+    from ray import serve
+
+    cfg = ServiceConfig.from_env()
+    start(cfg, host=host, port=port, address=address, num_cpus=num_cpus)
+    print(f"Backdrop API on http://{host}:{port}/v1 (OpenAPI page: http://{host}:{port}/docs); "
+          f"model replicas {cfg.min_replicas}-{cfg.max_replicas}, {cfg.num_gpus:g} GPU each, "
+          f"token {'required' if cfg.token else 'not set'}. Ctrl-C stops it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+    finally:
+        serve.shutdown()
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m core serve` (for core/cli.py's sub-parser)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (e.g. auto, or ray://head:10001) instead of starting one")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local cluster started here")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: `python -m core.service [options]` / `python -m core serve [options]`."""
+    parser = argparse.ArgumentParser(prog="python -m core serve",
+                                     description="Serve Backdrop over HTTP on Ray Serve (team mode).")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    from core.errors import BackdropError
+    try:
+        return serve_forever(args.host, args.port, address=args.address, num_cpus=args.num_cpus)
+    except BackdropError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,253 @@
+"""The service (core/service): a real Ray Serve application on one local Ray cluster per session,
+tiny models, real HTTP through Serve's proxy. Marked `service`.
+
+One cluster for the whole file (ray.init(num_cpus=2) ~6 s); one application with a bearer token,
+1 replica per deployment (num_cpus=0, so two CPUs are enough), its own data dir; the weights dir is
+the session's, so tiny models built by the conftest fixtures are seen by the replicas.
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.serve")
+httpx = pytest.importorskip("httpx")
+
+from core.service import ServiceConfig, build_app  # noqa: E402
+from core.service.api import authorized  # noqa: E402
+
+pytestmark = pytest.mark.service
+
+TOKEN = "s3cret-token"
+PREFIX = "/bd"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, weights_dir, tiny_sam):
+    """Base URL of the running service; the cluster and the app are shut down at the end."""
+    from ray import serve
+
+    data = tmp_path_factory.mktemp("service-data")
+    env = {"BACKDROP_DATA_DIR": str(data), "BACKDROP_WEIGHTS_DIR": str(weights_dir),
+           "BACKDROP_DATABASE_URL": f"sqlite:///{data / 'history.db'}", "BACKDROP_MODE": "quality",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        cfg = ServiceConfig(token=TOKEN, max_upload_bytes=8 * 2**20, num_cpus=0, num_gpus=0, env=env)
+        serve.run(build_app(cfg), name="backdrop-test", route_prefix=PREFIX)
+        yield {"url": f"http://127.0.0.1:{port}{PREFIX}", "data": data}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture
+def api(service):
+    with httpx.Client(base_url=service["url"], timeout=120,
+                      headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        yield client
+
+
+def _png(arr: np.ndarray) -> bytes:
+    from core.images import encode_png
+    return encode_png(arr)
+
+
+def _ellipse(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return np.where(((xx - w / 2) / (w / 3)) ** 2 + ((yy - h / 2) / (h / 3)) ** 2 <= 1, 255, 0).astype(np.uint8)
+
+
+def _decode(blob: bytes) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(blob)))
+
+
+def _one_line_error(r, *statuses):
+    assert r.status_code in statuses, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error"}, body
+    line = body["error"]
+    assert line and "\n" not in line and "Traceback" not in line and "File \"" not in line, line
+    assert r.status_code < 500
+    return line
+
+
+# ------------------------------------------------------------------------------------ the API --
+def test_replace_color_runs_files_end_to_end(api, service, chelsea):
+    h, w = chelsea.shape[:2]
+    spec = {"background": "color:#00ff00", "mask": {"feather": 2}}
+    r = api.post("/v1/replace", files={"photo": ("cat.png", _png(chelsea), "image/png"),
+                                        "mask": ("mask.png", _png(_ellipse(h, w)), "image/png")},
+                 data={"spec": json.dumps(spec), "source_name": "cat.png"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["status"] == "succeeded" and len(out["outputs"]) == 1 and out["mask"]
+    run_id, digest = out["run_id"], out["outputs"][0]["hash"]
+
+    listed = api.get("/v1/runs", params={"background": "color", "total": "true"}).json()
+    assert run_id in [r["id"] for r in listed["runs"]] and listed["total"] >= 1
+
+    run = api.get(f"/v1/runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["source_name"] == "cat.png"
+    assert run["spec"]["background"]["color"] == [0, 255, 0] and run["spec"]["mask"]["feather"] == 2
+    assert [o["hash"] for o in run["outputs"]] == [digest]
+    assert str(service["data"]) not in json.dumps(run)        # no server paths leak out
+
+    f = api.get(f"/v1/files/{digest}")
+    assert f.status_code == 200 and f.headers["content-type"] == "image/png"
+    img = _decode(f.content)
+    assert img.shape == chelsea.shape
+    inside = _ellipse(h, w) == 255
+    from core.masks import grow
+    core_region = grow(_ellipse(h, w), -3) == 255
+    assert np.array_equal(img[core_region], chelsea[core_region])          # the subject kept
+    assert (img[~inside] == [0, 255, 0]).all()                            # the new background
+    assert api.get(f"/v1/files/{digest}", params={"thumb": "true"}).headers["content-type"] == "image/webp"
+
+    # the same photo again, from the history by its hash, segmented with clicks on tiny SAM
+    source = run["source"]["hash"]
+    spec2 = {"background": "blur:4", "subject": {"clicks": [[w / 2, h / 2]], "segmenter": "tiny"}}
+    r2 = api.post("/v1/replace", json={"source": source, "spec": spec2})
+    assert r2.status_code == 200, r2.text
+    run2 = api.get(f"/v1/runs/{r2.json()['run_id']}").json()
+    assert run2["source"]["hash"] == source and run2["spec"]["subject"]["segmenter"] == "tiny"
+    assert api.get("/v1/runs", params={"source": source}).json()["runs"][0]["id"] == run2["id"]
+
+
+def test_replace_sd_on_the_tiny_model(api, chelsea, tiny_inpaint):
+    h, w = chelsea.shape[:2]
+    spec = {"background": "sd", "generation": {"prompt": "a red barn", "steps": 2, "seed": 7,
+                                               "variants": 2, "model": "tiny"}}
+    r = api.post("/v1/replace", files={"photo": ("cat.png", _png(chelsea), "image/png"),
+                                        "mask": ("m.png", _png(_ellipse(h, w)), "image/png")},
+                 data={"spec": json.dumps(spec)})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [o["seed"] for o in out["outputs"]] == [7, 8] and "diffusion" in out["timings"]
+    run = api.get(f"/v1/runs/{out['run_id']}").json()
+    assert run["prompt"] == "a red barn" and run["model"] == "tiny"
+    for o in out["outputs"]:
+        assert _decode(api.get(o["url"].removeprefix(PREFIX)).content).shape == chelsea.shape
+    found = api.get("/v1/runs", params={"q": "barn"}).json()["runs"]
+    assert [r["id"] for r in found] == [out["run_id"]]
+
+
+def test_embed_then_segment_by_handle(api, chelsea):
+    h, w = chelsea.shape[:2]
+    r = api.post("/v1/embed", files={"photo": ("cat.png", _png(chelsea), "image/png")},
+                 data={"segmenter": "tiny"})
+    assert r.status_code == 200, r.text
+    handle = r.json()["embedding"]
+    assert handle.startswith("tiny:") and (r.json()["width"], r.json()["height"]) == (w, h)
+
+    seg = api.post("/v1/segment", json={"embedding": handle,
+                                        "request": {"clicks": [[w / 2, h / 2, 1]], "multimask": True}})
+    assert seg.status_code == 200, seg.text
+    body = seg.json()
+    assert len(body["masks"]) == len(body["scores"]) == 3 and 0 <= body["best"] < 3
+    import base64
+    mask = _decode(base64.b64decode(body["masks"][body["best"]]))
+    assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+
+    small = api.post("/v1/segment", files={"photo": ("cat.png", _png(chelsea), "image/png")},
+                     data={"segmenter": "tiny", "width": "90", "height": "60",
+                           "request": json.dumps({"box": [100, 50, 300, 250], "multimask": False})})
+    assert small.status_code == 200, small.text
+    assert (small.json()["width"], small.json()["height"]) == (90, 60) and len(small.json()["masks"]) == 1
+
+    gone = api.post("/v1/segment", json={"embedding": "tiny:" + "0" * 64,
+                                         "request": {"clicks": [[5, 5]]}})
+    assert "send the photo again" in _one_line_error(gone, 422)
+    outside = api.post("/v1/segment", json={"embedding": handle, "request": {"clicks": [[w + 5, 5]]}})
+    assert "outside" in _one_line_error(outside, 422)
+
+
+def test_bearer_token_is_required(service, chelsea):
+    url = service["url"]
+    assert httpx.get(f"{url}/v1/runs").status_code == 401
+    assert "bearer token" in _one_line_error(httpx.get(f"{url}/v1/runs"), 401)
+    wrong = httpx.get(f"{url}/v1/runs", headers={"Authorization": "Bearer nope"})
+    assert "not valid" in _one_line_error(wrong, 401)
+    assert httpx.post(f"{url}/v1/replace", json={}).status_code == 401
+    ok = httpx.get(f"{url}/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200 and "runs" in ok.json()
+    assert httpx.get(f"{url}/openapi.json").json()["info"]["title"] == "Backdrop API"
+    assert authorized(None, None) and authorized("", "")           # no token set: open
+    assert authorized(f"Bearer {TOKEN}", TOKEN) and not authorized("Basic abc", TOKEN)
+
+
+def _huge_png(width: int = 10_000, height: int = 7_000) -> bytes:
+    """A real, valid greyscale PNG of width x height zeros (70 MP), ~70 KB compressed."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_bad_inputs_are_4xx_with_one_line(api, chelsea):
+    photo = ("cat.png", _png(chelsea), "image/png")
+    color = json.dumps({"background": "color:#fff", "subject": {"box": [10, 10, 200, 200],
+                                                                 "segmenter": "tiny"}})
+
+    garbage = api.post("/v1/replace", files={"photo": ("x.jpg", b"\x00garbage" * 50, "image/jpeg")},
+                       data={"spec": color})
+    assert "could not read" in _one_line_error(garbage, 400, 422)
+
+    huge = api.post("/v1/replace", files={"photo": ("big.png", _huge_png(), "image/png")},
+                    data={"spec": color})
+    assert "70" in _one_line_error(huge, 413, 422)
+
+    too_big = api.post("/v1/embed", files={"photo": ("x.png", b"\0" * (9 * 2**20), "image/png")})
+    assert "limit" in _one_line_error(too_big, 413)
+
+    unknown_model = json.dumps({"background": "sd", "subject": {"box": [10, 10, 200, 200],
+                                                                "segmenter": "tiny"},
+                                "generation": {"prompt": "x", "model": "no-such-model"}})
+    r = api.post("/v1/replace", files={"photo": photo}, data={"spec": unknown_model})
+    assert "no-such-model" in _one_line_error(r, 422)
+
+    steps = {"background": "sd", "generation": {"prompt": "x", "steps": 0, "model": "tiny"}}
+    r = api.post("/v1/replace", json={"source": "a" * 64, "spec": steps})
+    assert _one_line_error(r, 422) == "steps must be from 1 to 150, got 0"
+
+    r = api.post("/v1/replace", files={"photo": photo},
+                 data={"spec": json.dumps({"background": "color:#fff",
+                                           "subject": {"box": [1, 1, 9, 9], "segmenter": "nope"}})})
+    assert "unknown segmenter" in _one_line_error(r, 422)
+    assert "no subject" in _one_line_error(api.post("/v1/replace", files={"photo": photo},
+                                                    data={"spec": '{"background": "transparent"}'}), 422)
+    assert "unknown option" in _one_line_error(
+        api.post("/v1/replace", json={"spec": {"background": "sd", "wat": 1}}), 422)
+    assert "JSON" in _one_line_error(api.post("/v1/replace", content=b"{nope",
+                                              headers={"content-type": "application/json"}), 400)
+    assert "no photo with hash" in _one_line_error(
+        api.post("/v1/replace", json={"source": "b" * 64, "spec": {"background": "transparent",
+                                                                   "subject": {"box": [0, 0, 5, 5],
+                                                                               "segmenter": "tiny"}}}), 404)
+    assert "no run" in _one_line_error(api.get("/v1/runs/999999"), 404)
+    assert _one_line_error(api.get("/v1/runs/abc"), 422)
+    assert _one_line_error(api.get("/v1/files/" + "c" * 64), 404)
+    assert _one_line_error(api.get("/v1/files/..%2Fhistory.db"), 404)
+    assert _one_line_error(api.get("/v1/runs", params={"limit": 0}), 422)
+    assert _one_line_error(api.get("/v1/runs", params={"cursor": "bogus"}), 422)
