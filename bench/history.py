@@ -1,7 +1,15 @@
 """History store benchmark: listing/search speed and storage per run on a 10 000-run history, and a
-multi-process write stress test on one SQLite file.
+multi-process write stress test on one database.
 
     python bench/history.py [--runs 10000] [--distinct 400] [--stress] [--procs 8] [--per-proc 50]
+                            [--postgres [--postgres-only]] [--database-url URL]
+
+Backends: SQLite (the default, a file in the temp data dir); --postgres also runs everything on a
+throwaway PostgreSQL server started for the run (tests/pg.py: initdb + pg_ctl in a temp folder,
+as `nobody` when run as root, durable settings: fsync on), same fill, same seed, after SQLite;
+--postgres-only skips SQLite; --database-url URL runs on that (empty) database instead of SQLite.
+On PostgreSQL the tables are VACUUM ANALYZEd after the fill (what autovacuum does in a
+deployment) before anything is timed.
 
 Fill: a fresh data dir in a temp folder; every run goes through HistoryStore.record_run (files
 written, thumbnails made, one transaction per run, exactly as in production). Images are real photos
@@ -18,10 +26,14 @@ written) on a shared machine: other processes inflate them.
 
 --stress: N processes x M runs each (start_run + finish_run, two transactions per run like
 core.jobs; every run writes a new output PNG + WebP thumbnail + mask PNG), all released at once on
-one SQLite file (images are generated before the start signal, so the timing is the store's work); then rows expected vs present (lost, target 0),
-files referenced but missing, and PRAGMA integrity_check.
+one database (images are generated before the start signal, so the timing is the store's work);
+then rows expected vs present (lost, target 0), files referenced but missing, and PRAGMA
+integrity_check (PostgreSQL: rows pointing at missing rows).
 
-The VERY LAST line printed is one JSON object with all the figures.
+The VERY LAST line printed is one JSON object with all the figures: the first backend's at the
+top level (as before: SQLite unless --postgres-only/--database-url), with "backend"; with
+--postgres also "postgres": {the same figures on PostgreSQL}, "pg_page48_ms" (target <= 100 ms)
+and "pg_vs_sqlite_page48_ratio".
 """
 from __future__ import annotations
 
@@ -210,8 +222,10 @@ def measure(store, n_runs: int) -> dict:
 
 
 # -------------------------------------------------------------------------------------- stress --
-def _stress_worker(worker: int, runs: int, go, results) -> None:
+def _stress_worker(worker: int, runs: int, go, results, url=None) -> None:
     os.environ["BACKDROP_SWEEP_GRACE_S"] = "60"
+    if url:
+        os.environ["BACKDROP_DATABASE_URL"] = url
     from core.history import open_store
 
     pics = photos()
@@ -237,16 +251,31 @@ def _stress_worker(worker: int, runs: int, go, results) -> None:
     results.put((worker, done, time.perf_counter() - t, errors[:3]))
 
 
-def stress(procs: int, per_proc: int) -> dict:
+def integrity(store) -> str:
+    """SQLite's PRAGMA integrity_check; on a server, rows pointing at rows that are not there."""
+    with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+        dangling = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM outputs o LEFT JOIN runs r ON r.id = o.run_id "
+            "WHERE r.id IS NULL) + (SELECT count(*) FROM runs r LEFT JOIN sources s "
+            "ON s.id = r.source_id WHERE s.id IS NULL)").scalar()
+        return "ok" if dangling == 0 else f"{dangling} dangling rows"
+
+
+def stress(procs: int, per_proc: int, url=None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="backdrop-stress-"))
     os.environ["BACKDROP_DATA_DIR"] = str(tmp)
-    os.environ.pop("BACKDROP_DATABASE_URL", None)
+    if url:
+        os.environ["BACKDROP_DATABASE_URL"] = url
+    else:
+        os.environ.pop("BACKDROP_DATABASE_URL", None)
     from core.history import RunQuery, open_store
 
     open_store()  # create + migrate once up front (workers would also race safely for it)
     ctx = mp.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
-    workers = [ctx.Process(target=_stress_worker, args=(w, per_proc, go, results))
+    workers = [ctx.Process(target=_stress_worker, args=(w, per_proc, go, results, url))
                for w in range(procs)]
     for p in workers:
         p.start()
@@ -261,48 +290,67 @@ def stress(procs: int, per_proc: int) -> dict:
     expected = procs * per_proc
     present = store.count_runs(RunQuery(status="succeeded"))
     with_outputs = sum(1 for r in store.iter_runs(batch=500) if len(r.outputs) == 1 and r.mask)
-    with store.engine.connect() as conn:
-        integrity = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+    checked = integrity(store)
     missing = store.sweep(grace_s=3600).missing_files
     errors = [e for rep in reports for e in rep[3]]
     shutil.rmtree(tmp, ignore_errors=True)
     return {"stress_processes": procs, "stress_runs_per_process": per_proc,
             "stress_expected": expected, "stress_present": present,
             "stress_complete_rows": with_outputs, "stress_lost": expected - present,
-            "stress_missing_files": missing, "stress_integrity": integrity,
+            "stress_missing_files": missing, "stress_integrity": checked,
             "stress_wall_s": wall, "stress_runs_per_s": expected / wall,
             "stress_worker_errors": errors}
 
 
 # ---------------------------------------------------------------------------------------- main --
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10_000)
-    ap.add_argument("--distinct", type=int, default=400,
-                    help="runs whose output images are new; later runs reuse them (default 400)")
-    ap.add_argument("--stress", action="store_true", help="also run the multi-process write test")
-    ap.add_argument("--procs", type=int, default=8)
-    ap.add_argument("--per-proc", type=int, default=50)
-    ap.add_argument("--keep", action="store_true", help="keep the filled temp data dir")
-    args = ap.parse_args(argv)
+def db_bytes_of(store, tmp: Path) -> int:
+    if store.engine.dialect.name == "sqlite":
+        return sum(p.stat().st_size for p in tmp.glob("history.db*"))
+    with store.engine.connect() as conn:   # our tables with their indexes and TOAST, no catalog
+        return int(conn.exec_driver_sql(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c JOIN "
+            "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+            "AND c.relkind = 'r'").scalar())
 
+
+def settle(store) -> str:
+    """After the fill: SQLite checkpoints its WAL; PostgreSQL VACUUM ANALYZEs (autovacuum's job in
+    a deployment). Returns a description of the backend."""
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        import sqlite3
+        return f"SQLite {sqlite3.sqlite_version} WAL"
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+        version = conn.exec_driver_sql("SHOW server_version").scalar()
+    return f"{store.engine.dialect.name} {version.split()[0]} ({store.engine.driver})"
+
+
+def bench(args, url=None) -> dict:
+    """Fill a fresh data dir (and the database at `url`, default SQLite in that dir) and measure."""
     tmp = Path(tempfile.mkdtemp(prefix="backdrop-history-bench-"))
     os.environ["BACKDROP_DATA_DIR"] = str(tmp)
-    os.environ.pop("BACKDROP_DATABASE_URL", None)
+    if url:
+        os.environ["BACKDROP_DATABASE_URL"] = url
+    else:
+        os.environ.pop("BACKDROP_DATABASE_URL", None)
     t = time.perf_counter()
     from core.history import open_store
 
     store = open_store(sweep=True)
     open_s = time.perf_counter() - t
-    print(f"filling {args.runs} runs into {tmp} ...", file=sys.stderr, flush=True)
+    if store.count_runs():
+        raise SystemExit(f"{store.engine.url!r} already holds runs: give an empty database")
+    print(f"filling {args.runs} runs into {tmp} ({store.engine.dialect.name}) ...",
+          file=sys.stderr, flush=True)
     figures: dict = {"runs": args.runs, "open_s": open_s}
     figures |= fill(store, args.runs, args.distinct)
     figures["fill_runs_per_s"] = args.runs / figures["fill_s"]
-    with store.engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    figures["backend"] = settle(store)
     figures |= measure(store, args.runs)
 
-    db_bytes = sum(p.stat().st_size for p in tmp.glob("history.db*"))
+    db_bytes = db_bytes_of(store, tmp)
     img_bytes, img_files = dir_bytes(tmp / "images")
     th_bytes, th_files = dir_bytes(tmp / "thumbs")
     # per distinct run: an output PNG + its thumbnail (+ a mask share); sources amortise to ~0
@@ -329,11 +377,12 @@ def main(argv=None) -> int:
     figures["sweep_missing"] = report.missing_files
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        figures["data_dir"] = str(tmp)
+    return figures
 
-    if args.stress:
-        figures |= stress(args.procs, args.per_proc)
 
-    f = figures
+def table(f: dict, stress_done: bool) -> list[tuple[str, str]]:
     rows = [
         ("runs in history", f"{f['runs']}  ({f['outputs']} outputs, {f['distinct_outputs']} distinct "
                             f"output images of {f['image_size']}, {f['favorites']} favourites)"),
@@ -359,7 +408,7 @@ def main(argv=None) -> int:
         ("sweep of the full data dir", f"{f['sweep_ms_after_fill']:.0f} ms "
                                        f"(removed {f['sweep_removed']}, missing {f['sweep_missing']})"),
     ]
-    if args.stress:
+    if stress_done:
         rows += [
             (f"stress: {f['stress_processes']} procs x {f['stress_runs_per_process']} runs",
              f"{f['stress_wall_s']:.1f} s = {f['stress_runs_per_s']:.0f} runs/s"),
@@ -369,11 +418,75 @@ def main(argv=None) -> int:
             ("  files missing / integrity_check", f"{f['stress_missing_files']} / {f['stress_integrity']}"),
             ("  worker errors", str(len(f["stress_worker_errors"]))),
         ]
-    width = max(len(r[0]) for r in rows)
-    print(f"History benchmark  (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, SQLite WAL)")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()}))
+    return rows
+
+
+def rounded(figures: dict) -> dict:
+    return {k: (round(v, 3) if isinstance(v, float) else rounded(v) if isinstance(v, dict) else v)
+            for k, v in figures.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10_000)
+    ap.add_argument("--distinct", type=int, default=400,
+                    help="runs whose output images are new; later runs reuse them (default 400)")
+    ap.add_argument("--stress", action="store_true", help="also run the multi-process write test")
+    ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--per-proc", type=int, default=50)
+    ap.add_argument("--keep", action="store_true", help="keep the filled temp data dir")
+    ap.add_argument("--postgres", action="store_true",
+                    help="also run on a throwaway PostgreSQL server started for this run")
+    ap.add_argument("--postgres-only", action="store_true",
+                    help="with --postgres: skip SQLite")
+    ap.add_argument("--database-url", help="run on this empty database instead of SQLite")
+    args = ap.parse_args(argv)
+    if args.postgres_only:
+        args.postgres = True
+
+    server = None
+    runs: list[tuple[str, dict]] = []
+    try:
+        if not args.postgres_only:
+            figures = bench(args, args.database_url)
+            if args.stress:
+                stress_url = None
+                if args.database_url:
+                    print("--stress with --database-url: the stress test runs on SQLite",
+                          file=sys.stderr)
+                figures |= stress(args.procs, args.per_proc, stress_url)
+            runs.append(("sqlite" if not args.database_url else "url", figures))
+        if args.postgres:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from pg import PostgresServer
+
+            print("starting a PostgreSQL server ...", file=sys.stderr, flush=True)
+            server = PostgresServer.start(durable=True)
+            figures = bench(args, server.create_database("bench"))
+            if args.stress:
+                figures |= stress(args.procs, args.per_proc, server.create_database("stress"))
+            runs.append(("postgres", figures))
+    finally:
+        if server is not None:
+            server.stop()
+
+    for _, f in runs:
+        rows = table(f, args.stress)
+        width = max(len(r[0]) for r in rows)
+        print(f"History benchmark  (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+              f"{f['backend']})")
+        for name, value in rows:
+            print(f"  {name:<{width}}  {value}")
+    out = dict(runs[0][1])
+    pg = dict(runs)["postgres"] if args.postgres else None
+    if pg is not None and len(runs) > 1:
+        out["postgres"] = pg
+    if pg is not None:
+        out["pg_page48_ms"] = pg["page48_ms"]
+        out["pg_page48_target_ms"] = 100
+        if len(runs) > 1:
+            out["pg_vs_sqlite_page48_ratio"] = pg["page48_ms"] / runs[0][1]["page48_ms"]
+    print(json.dumps(rounded(out)))
     return 0
 
 

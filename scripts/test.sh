@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite: creates/reuses .venv, installs requirements-test.txt, runs pytest.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k images`).
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k images`, or `-m "not postgres"` to leave
+# out the PostgreSQL history tests, which start one server per session: see tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh requirements-test.txt

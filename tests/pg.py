@@ -56,7 +56,9 @@ class PostgresServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
-    def start(cls) -> "PostgresServer":
+    def start(cls, *, durable: bool = False) -> "PostgresServer":
+        """initdb + start. durable=False (tests): fsync, synchronous_commit and full-page writes
+        off; durable=True (benchmarks): PostgreSQL's defaults for those."""
         try:
             import psycopg  # noqa: F401
         except ImportError as e:
@@ -71,10 +73,12 @@ class PostgresServer:
             shutil.chown(root, "nobody", "nogroup")
         try:
             server._run("initdb", "-D", str(server.data), "-U", USER, "--auth=trust",
-                        "--encoding=UTF8", "--locale=C", "--no-sync")
+                        "--encoding=UTF8", "--locale=C", *([] if durable else ["--no-sync"]))
             conf = (f"port = {server.port}\nlisten_addresses = '127.0.0.1'\n"
-                    f"unix_socket_directories = '{root}'\nfsync = off\nsynchronous_commit = off\n"
-                    "full_page_writes = off\nmax_connections = 200\nshared_buffers = 64MB\n")
+                    f"unix_socket_directories = '{root}'\nmax_connections = 200\n"
+                    "shared_buffers = 128MB\n")
+            if not durable:
+                conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
             with open(server.data / "postgresql.conf", "a") as f:   # as root: file stays nobody's
                 f.write(conf)
             server._pg_ctl("start")
