@@ -14,10 +14,10 @@ mask as file `mask`, 255 = subject), the other fields as form fields whose objec
 text (e.g. `spec={"background": "color:#00ff00", ...}`). The body of /v1/replace is a RunSpec
 (core/spec.py) plus where the photo comes from: the same model, the same one-line errors as the CLI.
 
-Errors are JSON {"error": "<one line>"}: 400 malformed request, 401 missing/wrong token, 404
-unknown run/file/source, 413 upload too large, 422 invalid option or unreadable image, 503 model
-weights missing or a replica lost; anything else is logged with its traceback and answered 500
-with one line.
+Errors are JSON {"error": "<one line>"} (header X-Backdrop-Error: the core.errors class): 400
+malformed request, 401 missing/wrong token, 404 unknown run/file/source, 413 upload too large,
+422 invalid option or unreadable image, 503 model weights missing or a replica lost; anything else
+is logged with its traceback and answered 500 with one line.
 """
 # (no `from __future__ import annotations`: FastAPI reads the route annotations of the ingress)
 
@@ -171,7 +171,8 @@ async def _backdrop_error(request: Request, e: BackdropError):
     status = next((s for cls, s in _STATUS if isinstance(e, cls)), 422)
     if isinstance(e, HistoryError) and str(e).startswith("no run with id"):
         status = 404
-    return _error(status, str(e))
+    # the body is the one line; the header names the class, so a client raises the same error
+    return _error(status, str(e), {"X-Backdrop-Error": type(e).__name__})
 
 
 @app.exception_handler(RequestValidationError)
