@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import threading

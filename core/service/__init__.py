@@ -5,9 +5,11 @@
                  HTTP  ┌──────────────────────────┐  handles  ┌──────────────────────────────┐
     app / CLI / ──────▶│ api (FastAPI ingress)    │──────────▶│ segmenter  (image encoder +  │
     scripts            │ auth, limits, validation,│           │  click decoder; N replicas)  │
-                       │ photo loading, history   │──────────▶│ inpainter  (run_job: model,  │
-                       │ reads, files             │           │  compose, history write)     │
-                       └──────────────────────────┘           └──────────────────────────────┘
+                       │ history reads, files     │──────────▶│ inpainter  (photo decoding,  │
+                       └──────────────────────────┘           │  mask from the segmenter,    │
+                                                              │  run_job: model, compose,    │
+                                                              │  history write; N replicas)  │
+                                                              └──────────────────────────────┘
                                     │ reads                              │ writes (once per run)
                                     ▼                                    ▼
                              history database (BACKDROP_DATABASE_URL) + image store (data dir)
@@ -43,7 +45,7 @@ def build_app(cfg: Optional[ServiceConfig] = None):
     segmenter = Segmenter.options(max_ongoing_requests=max(4, cfg.max_ongoing_requests),
                                   **model).bind(cfg.env, cfg.preload)
     inpainter = Inpainter.options(max_ongoing_requests=cfg.max_ongoing_requests,
-                                  **model).bind(cfg.env, cfg.preload)
+                                  **model).bind(cfg.env, cfg.preload, segmenter)
     return Api.options(ray_actor_options={"num_cpus": cfg.ingress_num_cpus}).bind(
         segmenter, inpainter, cfg)
 

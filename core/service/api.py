@@ -44,7 +44,8 @@ from core.errors import (BackdropError, CancelledError, DownloadError, HistoryEr
                          InvalidOptionError, MissingWeightsError, OutOfMemoryError)
 from core.segment.types import SegmentRequest
 from core.service.config import ServiceConfig, apply_env
-from core.service.deployments import unwrap
+from core.service.deployments import ReplicaLost, call
+from core.service.photos import NotFound
 from core.spec import RunSpec, one_line
 
 log = logging.getLogger("backdrop.service")
@@ -53,7 +54,6 @@ API_VERSION = "1"
 HASH = r"^[0-9a-f]{64}$"
 _HASH = re.compile(HASH)
 MAX_PAGE = 200
-REPLICA_RETRIES = 2       # a request whose replica died is sent again this many times
 
 
 # ------------------------------------------------------------------------------- request models --
@@ -157,7 +157,7 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONRes
     return JSONResponse({"error": _line(message)}, status_code=status, headers=headers)
 
 
-_STATUS = ((MissingWeightsError, 503), (DownloadError, 503), (OutOfMemoryError, 503),
+_STATUS = ((NotFound, 404), (ReplicaLost, 503), (MissingWeightsError, 503), (DownloadError, 503), (OutOfMemoryError, 503),
            (HistoryError, 503), (CancelledError, 409), (ImageError, 422), (InvalidOptionError, 422))
 
 
@@ -310,61 +310,14 @@ app.openapi = _openapi
 
 
 # ------------------------------------------------------------------------------------- helpers --
-def _load(blob: bytes, name: str):
-    from core.images import load_image
-    return load_image(blob, name=name)
-
-
 def _store():
     from core.history import open_store
     return open_store()
 
 
-def _blob_bytes(store, digest: str, thumb: bool = False) -> Optional[bytes]:
-    """The stored file of `digest` (the PNG, or its WebP thumbnail), None if there is none."""
-    from core.history import blobs
-    rel = blobs.thumb_rel(digest) if thumb else blobs.image_rel(digest)
-    reader = getattr(store.blobs, "read", None)     # a blob store backend that is not a folder
-    if callable(reader):
-        try:
-            return reader(rel)
-        except (FileNotFoundError, KeyError):
-            return None
-    try:
-        return store.blobs.abs(rel).read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _source_image(digest: str):
-    from core.history import RunQuery
-    store = _store()
-    if not store.list_runs(RunQuery(source_hash=digest), limit=1).runs:
-        raise HttpError(404, f"no photo with hash {digest[:12]}… in the history")
-    blob = _blob_bytes(store, digest)
-    if blob is None:
-        raise HttpError(404, f"the file of photo {digest[:12]}… is missing from the image store")
-    return _load(blob, f"source {digest[:12]}")
-
-
-async def _photo(body: PhotoFrom, files: dict[str, bytes], *, required: bool = True):
-    if "photo" in files and body.source:
-        raise InvalidOptionError("give the photo either as an upload or as a history source, not both")
-    if "photo" in files:
-        return await run_in_threadpool(_load, files["photo"], "the uploaded photo")
-    if body.source:
-        return await run_in_threadpool(_source_image, body.source)
-    if required:
-        raise InvalidOptionError("no photo: upload it as file 'photo' or give 'source' (a history photo hash)")
-    return None
-
-
-def _mask_array(blob: bytes, image) -> np.ndarray:
-    mask = _load(blob, "the uploaded mask").rgb.max(axis=2)
-    if mask.shape != (image.height, image.width):
-        raise InvalidOptionError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the photo is "
-                                 f"{image.width}x{image.height}; they must be the same size")
-    return np.where(mask > 127, 255, 0).astype(np.uint8)
+async def _photo(body: PhotoFrom, files: dict[str, bytes]):
+    from core.service import photos
+    return await run_in_threadpool(photos.photo, files.get("photo"), body.source)
 
 
 def _png_b64(mask: np.ndarray) -> str:
@@ -392,14 +345,6 @@ def _run_json(request: Request, run) -> dict:
     return out
 
 
-def _replica_lost(e: BaseException) -> bool:
-    import ray.exceptions as rx
-    lost = tuple(c for c in (getattr(rx, n, None) for n in
-                             ("RayActorError", "ActorDiedError", "ActorUnavailableError"))
-                 if isinstance(c, type))
-    return isinstance(e, lost)
-
-
 # ------------------------------------------------------------------------------------- ingress --
 @serve.deployment(name="api", max_ongoing_requests=64)
 @serve.ingress(app)
@@ -416,19 +361,12 @@ class Api:
         self.segmenter, self.inpainter = segmenter, inpainter
         self.retried = 0
 
-    async def _call(self, method, *args, photo: Optional[str] = None, **kwargs):
-        """Call a model deployment; a request whose replica died is sent again (another replica
-        answers), at most REPLICA_RETRIES times, then 503 with one line."""
-        for attempt in range(REPLICA_RETRIES + 1):
-            try:
-                target = method.options(multiplexed_model_id=photo) if photo else method
-                return unwrap(await target.remote(*args, **kwargs))
-            except Exception as e:
-                if not _replica_lost(e):
-                    raise
-                log.warning("replica lost (%s); attempt %d", type(e).__name__, attempt + 1)
-                self.retried += 1
-        raise HttpError(503, "the model replica stopped while working on this request; try again")
+    async def _call(self, method, *args, photo: Optional[str] = None):
+        retried = [0]
+        try:
+            return await call(method, *args, photo=photo, retried=retried)
+        finally:
+            self.retried += retried[0]
 
     # -- routes ----------------------------------------------------------------------------------
     @app.get("/v1/health", summary="liveness; no token needed")
@@ -474,25 +412,18 @@ class Api:
         if spec.background.kind == "image":
             raise InvalidOptionError("an image background names a file on the server; it is not "
                                      "available through the API")
-        image = await _photo(body, files)
         subject = spec.subject
-        if "mask" in files:
-            mask = await run_in_threadpool(_mask_array, files["mask"], image)
-        elif not subject.clicks and subject.box is None:
-            raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
-        elif not subject.segmenter:
-            raise InvalidOptionError("no segmenter chosen for the clicks")
-        else:
-            request_ = SegmentRequest(clicks=subject.clicks, box=subject.box).model_dump()
-            out = await self._call(self.segmenter.segment, subject.segmenter, request_, image.rgb,
-                                   image.hash, None, photo=image.hash)
-            index = out["best"] if subject.candidate is None else subject.candidate
-            if not 0 <= index < len(out["masks"]):
-                raise InvalidOptionError(f"mask candidate {index} does not exist "
-                                         f"(there are {len(out['masks'])})")
-            mask = np.where(out["masks"][index], 255, 0).astype(np.uint8)
-        result = await self._call(self.inpainter.run, image.rgb, image.alpha, image.format,
-                                  spec.to_json(), mask, body.source_name)
+        if "mask" not in files:
+            if not subject.clicks and subject.box is None:
+                raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
+            if not subject.segmenter:
+                raise InvalidOptionError("no segmenter chosen for the clicks")
+        if "photo" in files and body.source:
+            raise InvalidOptionError("give the photo either as an upload or as a history source, not both")
+        # the photo is decoded (and the subject found) in the inpainter's replica, not here
+        result = await self._call(self.inpainter.run, files.get("photo"), body.source,
+                                  files.get("mask"), spec.to_json(), body.source_name)
+        self.retried += result.pop("retried", 0)
         result["outputs"] = [{**o, "url": _file_url(request, o["hash"])} for o in result["outputs"]]
         return result
 
@@ -530,7 +461,8 @@ class Api:
     async def file(self, digest: str, thumb: bool = False):
         if not _HASH.match(digest):
             raise HttpError(404, "not a file hash (64 lowercase hex digits)")
-        blob = await run_in_threadpool(lambda: _blob_bytes(_store(), digest, thumb))
+        from core.service.photos import blob_bytes
+        blob = await run_in_threadpool(lambda: blob_bytes(_store(), digest, thumb))
         if blob is None:
             raise HttpError(404, f"no file with hash {digest[:12]}… in the image store")
         return Response(blob, media_type="image/webp" if thumb else "image/png",

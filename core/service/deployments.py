@@ -5,9 +5,10 @@
                 replica; `segment` answers clicks/box from it. The ingress routes every request
                 for a photo to the replica that holds it (Serve model multiplexing keyed by the
                 photo's content hash), so a click never re-embeds while the replica keeps it.
-    Inpainter   one run end to end through core.jobs.run_job with the subject mask already made:
-                the inpainting model (core.inpaint.get_inpainter, loaded once per replica) for an
-                "sd" background, compose for every background, and the history row and files,
+    Inpainter   one run end to end: the photo decoded (upload or history source), the subject
+                mask (uploaded, or from the Segmenter), then core.jobs.run_job: the inpainting
+                model (core.inpaint.get_inpainter, loaded once per replica) for an "sd"
+                background, compose for every background, and the history row and files,
                 written once, here.
 
 Both take the builder's environment (core.service.config.apply_env) before anything loads, and
@@ -26,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from core.errors import BackdropError
+from core.errors import BackdropError, InvalidOptionError
 from core.service.config import apply_env
 
 log = logging.getLogger("backdrop.service")
@@ -44,7 +45,9 @@ class Failed:
 
     def raise_(self) -> None:
         import core.errors as errors
-        cls = getattr(errors, self.kind, None)
+        from core.service import deployments, photos
+        cls = next((c for c in (getattr(m, self.kind, None) for m in (errors, photos, deployments))
+                    if c is not None), None)
         if not (isinstance(cls, type) and issubclass(cls, BackdropError)):
             cls = BackdropError
         raise cls(self.message)
@@ -168,10 +171,13 @@ def _readonly(rgb: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ inpainter --
 @serve.deployment(name="inpainter")
 class Inpainter:
-    """Runs a whole job (core.jobs.run_job) with the subject mask given, and records it."""
+    """One run: reads the photo (upload or history source) and the mask, has the Segmenter find
+    the subject when the spec gives clicks/box instead, then core.jobs.run_job (which loads the
+    inpainting model once per replica) writes the run to history."""
 
-    def __init__(self, env: dict[str, str], preload: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], preload: tuple[str, ...] = (), segmenter=None):
         apply_env(env)
+        self.segmenter = segmenter
         from core.segment import SEGMENTERS
         models = [m for m in preload if m not in SEGMENTERS]
         if models:
@@ -180,26 +186,45 @@ class Inpainter:
             for model in models:
                 get_inpainter(model, mode=config.default_mode())
 
-    def run(self, rgb: np.ndarray, alpha: Optional[np.ndarray], fmt: str, spec: dict,
-            mask: np.ndarray, source_name: str = "") -> "dict | Failed":
-        """One run: returns {"run_id", "status", "outputs": [{hash, seed, width, height}],
-        "mask": hash, "timings"}; the run is in history (or a Failed says why not)."""
+    async def run(self, photo: Optional[bytes], source: Optional[str], mask: Optional[bytes],
+                  spec: dict, source_name: str = "") -> "dict | Failed":
+        """Returns {"run_id", "status", "outputs": [{hash, seed, width, height}], "mask": hash,
+        "timings", "retried"}; the run is in history (or a Failed says why not)."""
+        from core.service import photos
+        from core.spec import RunSpec
         try:
-            return self._run(rgb, alpha, fmt, spec, mask, source_name)
+            spec_ = RunSpec.from_json(spec)
+            image = await asyncio.to_thread(photos.photo, photo, source)
+            retried = [0]
+            if mask is not None:
+                subject = await asyncio.to_thread(photos.mask_array, mask, image)
+            else:
+                subject = await self._subject(spec_, image, retried)
+            out = await asyncio.to_thread(self._run, image, spec_, subject, source_name)
+            return {**out, "retried": retried[0]}
         except BackdropError as e:
             return _failed(e)
 
-    def _run(self, rgb, alpha, fmt, spec, mask, source_name) -> dict:
+    async def _subject(self, spec, image, retried: list) -> np.ndarray:
+        """The subject mask from the Segmenter deployment (as core.jobs.subject_mask picks it)."""
+        from core.segment import SegmentRequest
+        subject = spec.subject
+        if not subject.segmenter:
+            raise InvalidOptionError("no segmenter chosen for the clicks")
+        request = SegmentRequest(clicks=subject.clicks, box=subject.box).model_dump()
+        out = await call(self.segmenter.segment, subject.segmenter, request, image.rgb, image.hash,
+                         None, photo=image.hash, retried=retried)
+        index = out["best"] if subject.candidate is None else subject.candidate
+        if not 0 <= index < len(out["masks"]):
+            raise InvalidOptionError(f"mask candidate {index} does not exist (there are {len(out['masks'])})")
+        return np.where(out["masks"][index], 255, 0).astype(np.uint8)
+
+    def _run(self, image, spec, mask, source_name) -> dict:
         from core.errors import HistoryError
         from core.history import open_store
-        from core.images import LoadedImage
         from core.jobs import JobRequest, run_job
-        from core.spec import RunSpec
 
-        image = LoadedImage(rgb=rgb, alpha=alpha, format=fmt)
-        request = JobRequest(image=image, spec=RunSpec.from_json(spec), mask=mask,
-                             source_name=source_name)
-        result = run_job(request)
+        result = run_job(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name))
         if result.run_id is None:
             raise HistoryError(f"the run finished but could not be saved in history: {result.record_error}")
         run = open_store().get_run(result.run_id)
@@ -211,3 +236,36 @@ class Inpainter:
 
     def check_health(self) -> None:
         return None
+
+
+# --------------------------------------------------------------------------------- calling one --
+#: A request whose replica died is sent again this many times (another replica answers).
+REPLICA_RETRIES = 2
+
+
+class ReplicaLost(BackdropError):
+    """A model replica stopped while working on a request, and the retries did too (HTTP 503)."""
+
+
+def replica_lost(e: BaseException) -> bool:
+    import ray.exceptions as rx
+    lost = tuple(c for c in (getattr(rx, n, None) for n in
+                             ("RayActorError", "ActorDiedError", "ActorUnavailableError"))
+                 if isinstance(c, type))
+    return isinstance(e, lost)
+
+
+async def call(method, *args, photo: Optional[str] = None, retried: Optional[list] = None, **kwargs):
+    """`await method.remote(*args)` on a deployment handle, routed to the replica holding `photo`
+    when given; a core.errors failure is raised here; a lost replica is retried."""
+    for attempt in range(REPLICA_RETRIES + 1):
+        try:
+            target = method.options(multiplexed_model_id=photo) if photo else method
+            return unwrap(await target.remote(*args, **kwargs))
+        except Exception as e:
+            if not replica_lost(e):
+                raise
+            log.warning("replica lost (%s); attempt %d", type(e).__name__, attempt + 1)
+            if retried is not None:
+                retried[0] += 1
+    raise ReplicaLost("the model replica stopped while working on this request; try again")
