@@ -189,7 +189,11 @@ def test_bearer_token_is_required(service, chelsea):
     assert httpx.post(f"{url}/v1/replace", json={}).status_code == 401
     ok = httpx.get(f"{url}/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200 and "runs" in ok.json()
-    assert httpx.get(f"{url}/openapi.json").json()["info"]["title"] == "Backdrop API"
+    schema = httpx.get(f"{url}/openapi.json").json()            # the OpenAPI page needs no token
+    assert schema["info"]["title"] == "Backdrop API" and "/v1/replace" in schema["paths"]
+    assert {"RunSpec", "ReplaceRequest", "Generation"} <= set(schema["components"]["schemas"])
+    docs = httpx.get(f"{url}/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert authorized(None, None) and authorized("", "")           # no token set: open
     assert authorized(f"Bearer {TOKEN}", TOKEN) and not authorized("Basic abc", TOKEN)
 
@@ -251,3 +255,36 @@ def test_bad_inputs_are_4xx_with_one_line(api, chelsea):
     assert _one_line_error(api.get("/v1/files/..%2Fhistory.db"), 404)
     assert _one_line_error(api.get("/v1/runs", params={"limit": 0}), 422)
     assert _one_line_error(api.get("/v1/runs", params={"cursor": "bogus"}), 422)
+
+
+def test_python_client_round_trip_and_errors(service, chelsea):
+    from core.errors import ImageError, InvalidOptionError
+    from core.images import LoadedImage
+    from core.service.client import ServiceClient
+    from core.spec import RunSpec
+
+    h, w = chelsea.shape[:2]
+    with ServiceClient(service["url"], token=TOKEN) as client:
+        out = client.replace(RunSpec(background="transparent"), photo=LoadedImage(rgb=chelsea),
+                             mask=_ellipse(h, w), source_name="client.png")
+        run = client.run(out["run_id"])
+        assert run["source_name"] == "client.png" and run["spec"]["background"]["kind"] == "transparent"
+        rgba = _decode(client.file(out["outputs"][0]["hash"]))
+        assert rgba.shape == (h, w, 4) and rgba[h // 2, w // 2, 3] == 255 and rgba[0, 0, 3] == 0
+
+        first = client.runs(limit=1)
+        assert len(first["runs"]) == 1 and first["next_cursor"]
+        second = client.runs(limit=1, cursor=first["next_cursor"])
+        assert second["runs"][0]["id"] < first["runs"][0]["id"]
+
+        seg = client.segment({"clicks": [[w / 2, h / 2]]}, photo=chelsea, segmenter="tiny")
+        assert seg["masks"].dtype == bool and seg["masks"].shape[1:] == (h, w)
+
+        with pytest.raises(ImageError, match="could not read"):
+            client.replace(RunSpec(background="transparent"), photo=b"not a photo", mask=_ellipse(h, w))
+        with pytest.raises(InvalidOptionError, match="steps must be from 1 to 150"):
+            client.replace({"background": "sd", "generation": {"prompt": "x", "steps": 999}},
+                           source=run["source"]["hash"])
+    with ServiceClient(service["url"], token="wrong") as client:
+        with pytest.raises(Exception, match="not valid"):
+            client.runs()
