@@ -3,7 +3,7 @@ with 1 and then 2 replicas of each model deployment in the same run, and optiona
 replica killed (ray.kill) in the middle of a third round.
 
     python bench/serve.py [--clients 8] [--requests 25] [--size 640x480] [--background color|sd]
-                          [--kill] [--database-url URL]
+                          [--kill] [--postgres | --database-url URL]
 
 Tiny models on CPU, one local cluster with ray.init(num_cpus=2). Every request uploads its photo
 (one photo per client, real photos from skimage.data resized to --size) and a subject mask (so the
@@ -172,7 +172,23 @@ def main(argv=None) -> int:
     ap.add_argument("--background", choices=("color", "sd"), default="color")
     ap.add_argument("--kill", action="store_true", help="a third round: kill one inpainter replica mid-load")
     ap.add_argument("--database-url", default=None, help="history database (default: SQLite in the temp dir)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="history on a throwaway PostgreSQL server started for the run (tests/pg.py, durable)")
     args = ap.parse_args(argv)
+    server = None
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from pg import PostgresServer
+        server = PostgresServer.start(durable=True)
+        args.database_url = server.create_database("serve")
+    try:
+        return _bench(args)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _bench(args) -> int:
     w, h = (int(v) for v in args.size.lower().split("x"))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
