@@ -11,7 +11,8 @@ def data_dir() -> Path:
 
 
 def database_url() -> str:
-    """`BACKDROP_DATABASE_URL`, default sqlite:///<data dir>/history.db."""
+    """`BACKDROP_DATABASE_URL`, default sqlite:///<data dir>/history.db. A team shares one
+    PostgreSQL history with postgresql+psycopg://user:password@host:5432/dbname (core/history)."""
     return os.environ.get("BACKDROP_DATABASE_URL") or f"sqlite:///{data_dir() / 'history.db'}"
 
 

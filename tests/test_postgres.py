@@ -176,6 +176,19 @@ def test_server_restarted_in_the_middle_of_a_write(store, restart_once, coffee, 
     assert store.count_runs(RunQuery(text="CUT MID-COMMIT")) == 1
 
 
+def test_server_restarted_in_the_middle_of_a_delete(store, restart_once, coffee, chelsea):
+    a = record(store, source=coffee, outputs=[(coffee[::-1].copy(), 1)], background="blur:1")
+    b = record(store, source=chelsea, outputs=[(chelsea[::-1].copy(), 2)], background="blur:1")
+    ra, rb = store.get_runs([a, b])
+    fired = restart_once("delete_run")
+    assert store.delete_run(a) == 4                  # source png + thumb, output png + thumb
+    assert fired == ["delete_run"]
+    assert [r.id for r in store.list_runs().runs] == [b]
+    assert not ra.outputs[0].path.exists() and not ra.source.path.exists()
+    assert rb.outputs[0].path.is_file() and rb.source.thumb_path.is_file()
+    assert counts(store) == {"runs": 1, "outputs": 1, "masks": 0, "sources": 1}
+
+
 @pytest.mark.parametrize("op", ["record_run", "finish_run"])
 def test_commit_cut_after_the_server_committed_is_not_done_twice(store, monkeypatch, coffee, op):
     """The worst case of a lost connection: COMMIT reached the server but its answer was lost.

@@ -3,9 +3,14 @@
 Never imports torch (the History page must load fast). Storage:
 
     database   config.database_url()  (BACKDROP_DATABASE_URL, default sqlite:///<data dir>/history.db;
-               SQLite gets WAL, foreign_keys=ON, busy_timeout=30000, synchronous=NORMAL; any
-               SQLAlchemy URL works). Schema = Alembic revisions in core/history/migrations/,
-               applied automatically when a store opens.
+               SQLite gets WAL, foreign_keys=ON, busy_timeout=30000, synchronous=NORMAL).
+               PostgreSQL for a team: postgresql+psycopg://user:password@host/db (pip install
+               'psycopg[binary]'; an empty database is migrated on first open, safely from several
+               processes at once); writers take a per-database advisory lock, so writes go one
+               at a time as on SQLite; a write cut by a lost connection (server restart) is
+               retried on a new one and recorded exactly once, or fails with one HistoryError line
+               (writes.py, Writes._retry). Schema = Alembic revisions in
+               core/history/migrations/, applied automatically when a store opens.
     files      config.data_dir() (BACKDROP_DATA_DIR): images/ab/<hash>.png (sources, masks,
                outputs; hash = core.images.content_hash of the array, so each image is stored once)
                and thumbs/ab/<hash>.webp (long side 256). Files are written (temp + atomic rename)

@@ -359,26 +359,47 @@ class Writes:
 
     def delete_run(self, run_id: int) -> int:
         """Delete a run, its outputs, and its mask/source rows when no other run uses them; remove
-        the files no remaining row uses. Returns the number of files removed."""
-        with self._write() as session:
-            run = session.get(Run, run_id)
-            if run is None:
-                raise HistoryError(f"run {run_id} is not in the history")
-            digests = {o.hash for o in run.outputs}
-            mask, source = run.mask, run.source
-            session.delete(run)
-            session.flush()
-            if mask is not None and not session.scalar(
-                    select(exists().where(Run.mask_id == mask.id))):
-                digests.add(mask.hash)
-                session.delete(mask)
-            if not session.scalar(select(exists().where(Run.source_id == source.id))):
-                digests.add(source.hash)
-                session.delete(source)
-            session.flush()
-            unused = digests - referenced(session, sorted(digests))
-            # Released while we hold the write lock: a writer of this database reusing one of these
-            # images claims it again under the same lock (_ensure) and rewrites it.
-            with self._errors():
-                removed, _ = self.blobs.release(sorted(unused))
-            return removed
+        the files no remaining row uses. Returns the number of files removed.
+
+        Two write transactions: the rows go first (committed), then, under the write lock again,
+        the files no committed row uses are released. A writer reusing one of those images in
+        between has claimed and re-checked it under the same lock (_ensure), so its row keeps its
+        file; a COMMIT that fails (connection lost) leaves rows and files as they were, and a
+        process dying between the two leaves only orphan files for sweep()."""
+        found: list[set[str]] = []
+
+        def rows() -> None:
+            with self._write() as session:
+                run = session.get(Run, run_id)
+                if run is None:
+                    raise HistoryError(f"run {run_id} is not in the history")
+                digests = {o.hash for o in run.outputs}
+                mask, source = run.mask, run.source
+                session.delete(run)
+                session.flush()
+                if mask is not None and not session.scalar(
+                        select(exists().where(Run.mask_id == mask.id))):
+                    digests.add(mask.hash)
+                    session.delete(mask)
+                if not session.scalar(select(exists().where(Run.source_id == source.id))):
+                    digests.add(source.hash)
+                    session.delete(source)
+                session.flush()
+                found[:] = [digests]
+                self._hook("delete_run")
+
+        def deleted() -> Any:
+            with self._read() as session:
+                gone = session.get(Run, run_id) is None
+            return None if gone and found else _NOT_YET
+
+        self._retry(rows, deleted)
+        digests = sorted(found[0])
+
+        def files() -> int:
+            with self._write() as session:
+                unused = set(digests) - referenced(session, digests)
+                with self._errors():
+                    removed, _ = self.blobs.release(sorted(unused))
+                return removed
+        return self._retry(files)
