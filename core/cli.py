@@ -200,21 +200,10 @@ def _require_prompt(args) -> None:
         raise InvalidOptionError("give the subject with --point X,Y (repeatable), --box X1,Y1,X2,Y2 or --mask MASK.png")
 
 
-def _load_mask(path: str, image) -> "object":
-    import numpy as np
-    from core.images import load_image
-    mask_img = load_image(path)
-    mask = mask_img.rgb.max(axis=2)
-    if mask.shape != (image.height, image.width):
-        raise InvalidOptionError(f"mask {Path(path).name} is {mask.shape[1]}x{mask.shape[0]} but the photo "
-                                 f"is {image.width}x{image.height}; they must be the same size")
-    return np.where(mask > 127, 255, 0).astype(np.uint8)
-
-
 def cmd_replace(args) -> int:
     from tqdm import tqdm
 
-    from core.images import load_image, save_image
+    from core.images import load_image, load_mask, save_image
     from core.jobs import JobRequest, run_job
 
     _require_prompt(args)
@@ -227,7 +216,7 @@ def cmd_replace(args) -> int:
                    spec.background.path if spec.background.kind == "image" else None)
     image = load_image(args.image)
     request = JobRequest(image=image, spec=spec, source_name=Path(args.image).name,
-                         mask=_load_mask(args.mask, image) if args.mask else None)
+                         mask=load_mask(args.mask, image) if args.mask else None)
 
     # The bar only draws on a terminal, so piped stderr keeps the one-line `error:` contract.
     bar = tqdm(total=100, unit="%", desc="starting", file=sys.stderr, leave=False,
@@ -253,6 +242,68 @@ def cmd_replace(args) -> int:
         _error(f"the output was written, but the run is not in history: {result.record_error}")
         return 2
     return 0
+
+
+def cmd_batch(args) -> int:
+    from tqdm import tqdm
+
+    from core.batch import BatchSubject, photos, run_batch
+
+    if args.point or args.box:
+        raise InvalidOptionError("batch takes --rel-point / --rel-box (fractions of each image's size) "
+                                 "or --masks DIR, not pixel --point / --box")
+    subject = BatchSubject(masks=Path(args.masks) if args.masks else None,
+                           rel_points=tuple(args.rel_point or ()), rel_box=args.rel_box,
+                           segmenter=None if args.masks else args.segmenter)
+    spec = replace_spec(args)
+    in_dir, out_dir = Path(args.in_dir), Path(args.out)
+    suffix = "." + args.format
+    total = len(photos(in_dir))
+    bar = tqdm(total=total, unit="photo", file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def progress(name: str, i: int, n: int) -> None:
+        bar.n = i
+        bar.set_description_str(terminal_safe(short(name, 30)))
+
+    def check(out: Path, photo: Path) -> None:
+        _check_outputs([out], args, photo)
+
+    try:
+        report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
+                           record=not args.no_history, check_output=check, progress=progress)
+    finally:
+        bar.close()
+    for name, line in report.failed:
+        _error(f"{terminal_safe(name)}: {line}")
+    print(f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed "
+          f"-> {terminal_safe(str(out_dir))}")
+    return 1 if report.failed else 0
+
+
+def _fraction_point(text: str):
+    parts = text.split(",")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        fx, fy = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+        if not (0 <= fx <= 1 and 0 <= fy <= 1) or label not in (0, 1):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad relative point {short(text, 40)!r}: expected FX,FY[,LABEL] "
+                                         "with FX, FY fractions from 0 to 1 of the width and height")
+    return (fx, fy, label)
+
+
+def _fraction_box(text: str):
+    try:
+        box = tuple(float(v) for v in text.split(","))
+        if len(box) != 4 or not all(0 <= v <= 1 for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad relative box {short(text, 40)!r}: expected FX1,FY1,FX2,FY2, "
+                                         "fractions from 0 to 1 with FX2 > FX1 and FY2 > FY1")
+    return box
 
 
 def replace_spec(args) -> RunSpec:
@@ -372,6 +423,29 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_options(r.add_argument_group("mask"), MaskOptions)
     r.add_argument("--no-history", action="store_true", help="do not record this run")
     r.set_defaults(func=cmd_replace)
+
+    b = sub.add_parser("batch", help="replace the background of every photo in a folder (resumable)")
+    b.add_argument("in_dir", metavar="IN_DIR")
+    b.add_argument("--out", required=True, metavar="OUT_DIR",
+                   help="folder for the results, OUT_DIR/<photo name>.png; a photo whose result is "
+                        "already there is skipped, so a rerun finishes an interrupted batch")
+    b.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output format")
+    b.add_argument("--masks", metavar="DIR", help="subject masks, one per photo with the same file name "
+                                                  "stem (white = subject)")
+    b.add_argument("--rel-point", action="append", type=_fraction_point, metavar="FX,FY[,LABEL]",
+                   help="a click as fractions of the width and height (0.5,0.5 = the centre); repeatable")
+    b.add_argument("--rel-box", type=_fraction_box, metavar="FX1,FY1,FX2,FY2",
+                   help="a box around the subject as fractions of the width and height")
+    b.add_argument("--name", metavar="TEXT", help="the batch's name in history (default: IN_DIR's name); "
+                                                  "runs are recorded as NAME/<file name>")
+    b.add_argument("--overwrite", action="store_true", help=argparse.SUPPRESS)
+    subject_args(b)
+    b.add_argument("--background", default="sd", metavar="SPEC",
+                   help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
+    _spec_options(b.add_argument_group("generation (background sd)"), Generation)
+    _spec_options(b.add_argument_group("mask"), MaskOptions)
+    b.add_argument("--no-history", action="store_true", help="do not record the runs")
+    b.set_defaults(func=cmd_batch)
 
     h = sub.add_parser("history", help="list or export recorded runs")
     hs = h.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)

@@ -12,9 +12,10 @@ Import from here (`from core.images import load_image`); the names below are the
 """
 from core.images.encode import (encode_jpeg, encode_png, encode_webp, png_chunk, png_with_text,
                                 save_image)
-from core.images.load import MAX_PIXELS, MAX_SIDE, SUPPORTED, LoadedImage, content_hash, load_image
+from core.images.load import (MAX_PIXELS, MAX_SIDE, SUPPORTED, LoadedImage, content_hash, load_image,
+                             load_mask)
 from core.images.preview import Preview, make_preview
 
 __all__ = ["MAX_PIXELS", "MAX_SIDE", "SUPPORTED", "LoadedImage", "Preview", "content_hash",
-           "encode_jpeg", "encode_png", "encode_webp", "load_image", "make_preview", "png_chunk",
+           "encode_jpeg", "encode_png", "encode_webp", "load_image", "load_mask", "make_preview", "png_chunk",
            "png_with_text", "save_image"]

@@ -22,6 +22,7 @@ import re
 import stat
 import struct
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -445,6 +446,16 @@ def _display_name(name: object) -> str:
     base = re.split(r"[\\/]", name.rstrip("/\\"))[-1]
     base = "".join(c if c.isprintable() else "?" for c in base)
     return base if len(base) <= 80 else base[:77] + "..."
+
+
+def load_mask(source: str | os.PathLike, image: "LoadedImage") -> np.ndarray:
+    """A subject mask file for `image`: HxW uint8 0/255 (any channel > 127 = subject), read like a
+    photo (allow-list, pixel cap); InvalidOptionError when its size is not the photo's."""
+    m = load_image(source, name=f"mask {Path(source).name}").rgb.max(axis=2)
+    if m.shape != (image.height, image.width):
+        raise InvalidOptionError(f"mask {Path(source).name} is {m.shape[1]}x{m.shape[0]} but the photo "
+                                 f"is {image.width}x{image.height}; they must be the same size")
+    return np.where(m > 127, 255, 0).astype(np.uint8)
 
 
 def _one_line(exc: BaseException) -> str:
