@@ -25,13 +25,14 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     for f in fragments:
         assert f in lines[0], lines[0]
+    return lines[0]
 
 
 @pytest.fixture
