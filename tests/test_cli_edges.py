@@ -3,7 +3,6 @@ subject's border on a colour and a transparent background, the subject untouched
 recorded with its edge, bad values refused with one line, ViTMatte without weights failing clearly."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
