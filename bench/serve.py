@@ -3,7 +3,7 @@ with 1 and then 2 replicas of each model deployment in the same run, and optiona
 replica killed (ray.kill) in the middle of a third round.
 
     python bench/serve.py [--clients 8] [--requests 25] [--size 640x480] [--background color|sd]
-                          [--kill] [--postgres | --database-url URL]
+                          [--clicks 10] [--kill] [--postgres | --database-url URL]
 
 Tiny models on CPU, one local cluster with ray.init(num_cpus=2). Every request uploads its photo
 (one photo per client, real photos from skimage.data resized to --size) and a subject mask (so the
@@ -16,6 +16,11 @@ Model replicas get num_cpus=0.5 (2 replicas of both deployments fit in 2 CPUs); 
 Checked after each round: 0 failed, 0 lost: every successful response's run id is in the history
 exactly once and succeeded, with its output, mask and source files present; the history holds no
 other run of that round (except rows left "running"/failed by a killed replica, counted apart).
+
+--clicks N: after the 2-replica round, each client embeds its photo once (/v1/embed, tiny SAM) and
+clicks N times by the handle (/v1/segment, masks at preview size): click latency through the whole
+HTTP path, and how many clicks had to re-embed (0 when Serve routes each photo's clicks to the
+replica that holds its embedding).
 
 Reported per round: throughput (requests/s), p50/p95/max latency; "throughput_ratio_2v1". With
 --kill: requests that failed (each with its one-line error), requests the ingress sent again to
@@ -153,6 +158,41 @@ def _check(store, round_: dict, label: str) -> dict:
             "orphan_statuses": sorted({r.status for r in runs if r.id not in set(ids)})}
 
 
+def _clicks(url: str, clients: int, clicks: int, photos: list[np.ndarray]) -> dict:
+    """Each client: /v1/embed its photo once (tiny SAM), then `clicks` /v1/segment calls by the
+    handle at a preview size; latency per click, and how many clicks had to re-embed (a click
+    routed to a replica that does not hold the photo)."""
+    from core.images import encode_png
+    from core.service.client import ServiceClient
+
+    lat: list[float] = []
+    reembedded = [0]
+    lock = threading.Lock()
+
+    def worker(c: int) -> None:
+        rgb = photos[c]
+        h, w = rgb.shape[:2]
+        with ServiceClient(url, token="") as client:
+            handle = client.embed(photo=encode_png(rgb), segmenter="tiny")["embedding"]
+            rng = np.random.default_rng(c)
+            for _ in range(clicks):
+                x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+                t = time.perf_counter()
+                out = client.segment({"clicks": [[x, y, 1]]}, embedding=handle,
+                                     size=(min(w, 1024), int(h * min(w, 1024) / w)))
+                with lock:
+                    lat.append(time.perf_counter() - t)
+                    reembedded[0] += bool(out["embedded"])
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"clicks": len(lat), "click_p50_ms": round(_pct(lat, 0.5) * 1000, 1),
+            "click_p95_ms": round(_pct(lat, 0.95) * 1000, 1), "clicks_reembedded": reembedded[0]}
+
+
 def _kill_one_inpainter(app: str) -> str:
     import ray
     names = [a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -170,6 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=25, help="per client")
     ap.add_argument("--size", default="640x480", help="photo size WxH")
     ap.add_argument("--background", choices=("color", "sd"), default="color")
+    ap.add_argument("--clicks", type=int, default=10,
+                    help="per client, after the 2-replica round: /v1/segment by embedding handle (0: skip)")
     ap.add_argument("--kill", action="store_true", help="a third round: kill one inpainter replica mid-load")
     ap.add_argument("--database-url", default=None, help="history database (default: SQLite in the temp dir)")
     ap.add_argument("--postgres", action="store_true",
@@ -196,6 +238,9 @@ def _bench(args) -> int:
            "BACKDROP_DATABASE_URL": args.database_url or f"sqlite:///{tmp / 'data' / 'history.db'}",
            "BACKDROP_MODE": "quality", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     os.environ.update(env)
+    if args.clicks:
+        from core.segment import build_tiny_sam
+        build_tiny_sam(tmp / "weights" / "sam_tiny.pth")
     if args.background == "sd":
         from core.inpaint import build_tiny_inpaint
         build_tiny_inpaint(tmp / "weights" / "tiny-inpainting")
@@ -244,6 +289,12 @@ def _bench(args) -> int:
             print(f"{replicas} replica(s): {r['ok']}/{r['requests']} ok, {r['throughput_rps']} req/s, "
                   f"p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms; lost {r['lost']}, "
                   f"missing files {r['missing_files']}", flush=True)
+        if args.clicks:
+            c = _clicks(url, args.clients, args.clicks, photos)
+            report.update(c)
+            print(f"clicks (2 replicas, tiny SAM, by embedding handle): {c['clicks']} clicks, "
+                  f"p50 {c['click_p50_ms']} ms, p95 {c['click_p95_ms']} ms, "
+                  f"re-embedded {c['clicks_reembedded']}", flush=True)
         if args.kill:
             killed = {}
 

@@ -163,6 +163,7 @@ def test_embed_then_segment_by_handle(api, chelsea):
     assert seg.status_code == 200, seg.text
     body = seg.json()
     assert len(body["masks"]) == len(body["scores"]) == 3 and 0 <= body["best"] < 3
+    assert body["embedded"] is False                   # the click reused the embedding
     import base64
     mask = _decode(base64.b64decode(body["masks"][body["best"]]))
     assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}

@@ -132,6 +132,7 @@ class SegmentResponse(BaseModel):
     scores: list[float]
     masks: list[str] = Field(description="PNG (L, 255 = subject) per candidate, base64")
     embedding: str
+    embedded: bool = Field(False, description="true when this call had to compute the embedding")
 
 
 # ---------------------------------------------------------------------------------------- app --
@@ -400,7 +401,7 @@ class Api:
                                out_size, photo=key)
         masks = out["masks"]
         return {"width": int(masks.shape[2]), "height": int(masks.shape[1]), "best": out["best"],
-                "scores": out["scores"], "embedding": f"{name}:{key}",
+                "scores": out["scores"], "embedding": f"{name}:{key}", "embedded": out["embedded"],
                 "masks": await run_in_threadpool(lambda: [_png_b64(m) for m in masks])}
 
     @app.post("/v1/replace", response_model=ReplaceResponse, dependencies=[Depends(_auth)],

@@ -151,9 +151,12 @@ class Segmenter:
         else:
             rgb = _readonly(rgb)
             self._hold(image_key(rgb), rgb)
+        before = getattr(segmenter, "encoder_calls", 0)
         result = segmenter.segment(rgb, req, out_size=out_size)
         return {"masks": result.masks, "scores": [float(s) for s in result.scores],
-                "best": int(result.best)}
+                "best": int(result.best),
+                # whether this call had to compute the image embedding (it was not held here)
+                "embedded": getattr(segmenter, "encoder_calls", 0) > before}
 
     def check_health(self) -> None:      # Serve calls this periodically; nothing to check
         return None
