@@ -70,6 +70,11 @@ def _on_begin_postgres(conn) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
 def get_engine(url: str) -> Engine:
     """The process-wide engine for `url` (a new one after fork: pooled connections never cross
     processes)."""
@@ -87,6 +92,8 @@ def _create_engine(url: str) -> Engine:
     except Exception as e:  # sqlalchemy.exc.ArgumentError and friends
         raise HistoryError(f"BACKDROP_DATABASE_URL is not a valid SQLAlchemy URL: {url!r}") from e
     backend = parsed.get_backend_name()
+    if parsed.drivername == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")   # plain postgresql:// means psycopg2
     try:
         if backend == "postgresql":
             engine = create_engine(parsed, pool_pre_ping=True,
@@ -105,7 +112,8 @@ def _create_engine(url: str) -> Engine:
     except HistoryError:
         raise
     except ModuleNotFoundError as e:
-        hint = " (pip install 'psycopg[binary]')" if backend == "postgresql" else ""
+        hint = (" (pip install 'psycopg[binary]' and use postgresql+psycopg://…)"
+                if backend == "postgresql" else "")
         raise HistoryError(f"cannot open the history database {parsed!r}: the database driver "
                            f"{e.name!r} is not installed{hint}") from e
     except Exception as e:
