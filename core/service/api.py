@@ -158,8 +158,10 @@ def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONRes
     return JSONResponse({"error": _line(message)}, status_code=status, headers=headers)
 
 
-_STATUS = ((NotFound, 404), (ReplicaLost, 503), (MissingWeightsError, 503), (DownloadError, 503), (OutOfMemoryError, 503),
-           (HistoryError, 503), (CancelledError, 409), (ImageError, 422), (InvalidOptionError, 422))
+# core.errors class -> HTTP status (the first match; anything else of core.errors: 422)
+_STATUS = ((NotFound, 404), (ReplicaLost, 503), (MissingWeightsError, 503), (DownloadError, 503),
+           (OutOfMemoryError, 503), (HistoryError, 503), (CancelledError, 409), (ImageError, 422),
+           (InvalidOptionError, 422))
 
 
 @app.exception_handler(HttpError)
@@ -212,7 +214,7 @@ def _auth(creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> N
     if creds is None:
         raise HttpError(401, "this service needs a bearer token: send Authorization: Bearer <token>",
                         {"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
+    if not authorized(f"Bearer {creds.credentials}", token):
         raise HttpError(401, "the bearer token is not valid", {"WWW-Authenticate": "Bearer"})
 
 
@@ -232,8 +234,6 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as e:
         raise InvalidOptionError(one_line(e)) from None
-    except InvalidOptionError:
-        raise
 
 
 async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, dict[str, bytes]]:
@@ -350,8 +350,9 @@ def _run_json(request: Request, run) -> dict:
 @serve.deployment(name="api", max_ongoing_requests=64)
 @serve.ingress(app)
 class Api:
-    """The ingress: validates, loads photos, sends the heavy work to the model deployments, reads
-    history. Handles to the Segmenter and Inpainter deployments come in through `bind`."""
+    """The ingress: auth, limits, request validation, history reads and files; photos for
+    embed/segment are decoded here (a replace's photo in the inpainter's replica); the heavy
+    work goes to the model deployments, whose handles come in through `bind`."""
 
     def __init__(self, segmenter, inpainter, cfg: ServiceConfig):
         apply_env(cfg.env)
