@@ -16,6 +16,14 @@ def database_url() -> str:
     return os.environ.get("BACKDROP_DATABASE_URL") or f"sqlite:///{data_dir() / 'history.db'}"
 
 
+def blob_url() -> str:
+    """Where history images are stored: `BACKDROP_BLOB_URL`; empty (default) = the data dir.
+    A folder path (or file:///folder: a mounted network filesystem works as is) or
+    s3://bucket/prefix for S3-compatible object storage shared by a team (core/history/blobs.py;
+    endpoint BACKDROP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, credentials from the AWS_* settings)."""
+    return os.environ.get("BACKDROP_BLOB_URL", "").strip()
+
+
 def weights_dir() -> Path:
     """Model files. `BACKDROP_WEIGHTS_DIR`, default ./weights."""
     return Path(os.environ.get("BACKDROP_WEIGHTS_DIR", "weights")).resolve()

@@ -1,5 +1,6 @@
 """Export runs from the history as a zip: output PNGs carrying an A1111-style `parameters` text chunk,
-the masks, and manifest.json + manifest.csv (one row per output image).
+the masks, and manifest.json + manifest.csv (one row per output image). Images are read through
+the history store (HistoryStore.read_file), so this works the same with the images in S3.
 
 Zip layout (every name is built from ids and a slug limited to [a-z0-9-]; user text never becomes
 a path)::
@@ -109,12 +110,12 @@ def export_runs(out: str | os.PathLike, run_ids: Optional[Sequence[int]] = None,
         mask_name = ""
         if run.mask is not None:
             mask_name = f"masks/run-{run.id:06d}-mask.png"
-            entries.append((mask_name, partial(_read, run.mask.path), run.created))
+            entries.append((mask_name, partial(store.read_file, run.mask.path), run.created))
             masks += 1
         words = slug(run.prompt) or slug(run.spec.background.kind) or "image"
         for o in outputs:
             name = f"outputs/run-{run.id:06d}-out-{o.id:06d}-{words}.png"
-            entries.append((name, partial(_tagged_png, o.path, parameters_text(run, o)),
+            entries.append((name, partial(_tagged_png, store, o.path, parameters_text(run, o)),
                             run.created))
             rows.append({
                 "run_id": run.id, "output_id": o.id, "file": name, "mask_file": mask_name,
@@ -166,12 +167,6 @@ def _write_zip(out: Path, entries, manifest: dict, csv_text: str) -> None:
                     compress_type=zipfile.ZIP_DEFLATED)
 
 
-def _tagged_png(path: Path, text: str) -> bytes:
-    return png_with_text(_read(path), "parameters", text)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise HistoryError(f"a history image is missing ({Path(path).name}): {e.strerror}") from e
+def _tagged_png(store, path, text: str) -> bytes:
+    """The stored PNG (read through the store: a folder or S3) with its parameters chunk."""
+    return png_with_text(store.read_file(path), "parameters", text)

@@ -3,6 +3,7 @@ and "edit from here" back into the Editor."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import streamlit as st
 
@@ -53,7 +54,7 @@ def _set_favourite(output_ids: list[int], key: str) -> None:
 
 def _edit_from_here(run_id: int, autorun: bool) -> None:
     run = store.get_run(run_id)
-    uh.load_into_editor(state, run)
+    uh.load_into_editor(state, run, store)
     state["autorun"] = autorun
     state["hist_open"] = None
     st.switch_page("pages/editor.py")
@@ -74,18 +75,25 @@ def run_details(run_id: int) -> None:
         if run.error:
             st.error(escape_md(run.error))
         cols = st.columns(2 + max(len(run.outputs), 1))
-        if run.source.path.exists():
-            cols[0].image(str(run.source.thumb_path if run.source.thumb_path.exists() else run.source.path),
-                          caption="Source", width="stretch")
-        if run.mask is not None and run.mask.path.exists():
-            cols[1].image(uh.mask_preview(run.mask.path), caption="Mask (white = subject)", width="stretch")
+        # every picture is read through the store (a folder or S3), never opened by path here
+        source_pic = guarded("reading the source photo", uh.stored_image, store,
+                             run.source.thumb_path, run.source.path)
+        if source_pic is not None:
+            cols[0].image(source_pic, caption="Source", width="stretch")
+        mask_png = guarded("reading the mask", uh.stored_image, store, run.mask.path) \
+            if run.mask is not None else None
+        if mask_png is not None:
+            cols[1].image(uh.mask_preview(mask_png), caption="Mask (white = subject)", width="stretch")
         for col, out in zip(cols[2:], run.outputs):
-            col.image(str(out.thumb_path if out.thumb_path.exists() else out.path), width="stretch",
-                      caption=f"Variant {out.index + 1}" + (f" · seed {out.seed}" if out.seed is not None else ""))
+            pic = guarded("reading an output", uh.stored_image, store, out.thumb_path, out.path)
+            if pic is not None:
+                col.image(pic, width="stretch",
+                          caption=f"Variant {out.index + 1}" + (f" · seed {out.seed}" if out.seed is not None else ""))
             col.toggle("★ Favourite", value=out.favorite, key=f"fav-out-{out.id}",
                        on_change=_set_favourite, args=([out.id], f"fav-out-{out.id}"))
-            if out.path.exists():
-                col.download_button("Download PNG", data=out.path.read_bytes, file_name=f"backdrop-run{run.id}-{out.index + 1}.png",
+            if guarded("looking for the output file", store.has_file, out.path):
+                col.download_button("Download PNG", data=partial(store.read_file, out.path),
+                                    file_name=f"backdrop-run{run.id}-{out.index + 1}.png",
                                     mime="image/png", key=f"dl-out-{out.id}", on_click="ignore")
         st.markdown("**What made it**")
         st.text(f"Source file: {run.source_name or '—'} ({run.source.width}×{run.source.height})")
@@ -135,10 +143,10 @@ def compare_view(ids: list[int]) -> None:
         if runs is None or table is None:
             return
         cols = st.columns(len(runs))
+        pics = guarded("reading the thumbnails", uh.thumbnails, store, runs) or {}
         for col, run in zip(cols, runs):
-            path = uh.thumb_path(run)
-            if path is not None:
-                col.image(str(path), caption=f"Run #{run.id}")
+            if run.id in pics:
+                col.image(pics[run.id], caption=f"Run #{run.id}")
             col.text(uh.run_title(run))
         df, differing = table
         if differing:
@@ -199,13 +207,13 @@ if not runs:
                                                 or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
             else "No runs yet: generate something in the Editor and it will appear here.")
 PER_ROW = 3
+pics = guarded("reading the thumbnails", uh.thumbnails, store, runs) or {}
 for start in range(0, len(runs), PER_ROW):
     cols = st.columns(PER_ROW)
     for col, run in zip(cols, runs[start:start + PER_ROW]):
         with col.container(border=True):
-            path = uh.thumb_path(run)
-            if path is not None:
-                st.image(str(path), width="stretch")
+            if run.id in pics:
+                st.image(pics[run.id], width="stretch")
             st.text(uh.run_title(run)[:120])
             meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
             if run.status != "succeeded":

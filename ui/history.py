@@ -101,11 +101,36 @@ def run_title(run) -> str:
     return f"{kind} {detail}".strip()
 
 
-def thumb_path(run) -> Optional[Path]:
-    for o in run.outputs:
-        if o.thumb_path.exists():
-            return o.thumb_path
-    return run.source.thumb_path if run.source.thumb_path.exists() else None
+def thumbnails(store, runs: Sequence[Any]) -> dict[int, bytes]:
+    """{run id: WebP bytes} of each run's card picture: its first output's thumbnail, else the
+    source's. Read through the store (a folder or S3; concurrently on S3), so nothing here opens a
+    path; a run whose files are all missing is left out."""
+    runs = list(runs)
+    first = store.read_files([r.outputs[0].thumb_path if r.outputs else None for r in runs])
+    pics = {r.id: b for r, b in zip(runs, first) if b is not None}
+    rest = [r for r in runs if r.id not in pics]
+    if rest:
+        # an output thumbnail missing (rare): the other outputs, then the source
+        for r in rest:
+            for b in store.read_files([o.thumb_path for o in r.outputs[1:]] + [r.source.thumb_path]):
+                if b is not None:
+                    pics[r.id] = b
+                    break
+    return pics
+
+
+def thumbnail(store, run) -> Optional[bytes]:
+    """The card picture of one run (see thumbnails), None if none of its files is there."""
+    return thumbnails(store, [run]).get(run.id)
+
+
+def stored_image(store, *paths) -> Optional[bytes]:
+    """The bytes of the first of `paths` (record paths: thumbnail first, full image as fallback)
+    that the store has; None if it has none."""
+    for b in store.read_files(list(paths)):
+        if b is not None:
+            return b
+    return None
 
 
 def toggle_selected(state: MutableMapping, run_id: int) -> None:
@@ -135,11 +160,11 @@ def clicks_frame(clicks):
                          for c in clicks], index=pd.RangeIndex(1, len(clicks) + 1, name="#"))
 
 
-def mask_preview(path: Path, side: int = 512) -> bytes:
-    """A small PNG of a (possibly 12 MP) mask for display."""
+def mask_preview(data: bytes, side: int = 512) -> bytes:
+    """A small PNG of a (possibly 12 MP) mask (its PNG bytes, as read through the store)."""
     from PIL import Image
     buf = io.BytesIO()
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         im.thumbnail((side, side))
         im.save(buf, format="PNG")
     return buf.getvalue()
@@ -177,14 +202,22 @@ def export_bytes(store, run_ids: Optional[Sequence[int]] = None, *, favorites: b
         return out.read_bytes()
 
 
-def load_into_editor(state: MutableMapping, run) -> None:
-    """Put a past run back in the Editor: its photo, clicks, mask options and background settings."""
+def load_into_editor(state: MutableMapping, run, store=None) -> None:
+    """Put a past run back in the Editor: its photo, clicks, mask options and background settings.
+    The photo is read through `store` (default: the app's history store), a folder or S3."""
     from core.images import load_image
     from ui import photo
 
-    if not run.source.path.exists():
-        raise HistoryError(f"the source photo of run #{run.id} is missing from the history files")
-    image = load_image(run.source.path)
+    if store is None:
+        from ui import resources
+        store = resources.store()
+    try:
+        data = store.read_file(run.source.path)
+    except HistoryError as e:
+        if "missing" not in str(e):
+            raise
+        raise HistoryError(f"the source photo of run #{run.id} is missing from the history files") from e
+    image = load_image(data, name=run.source_name or f"run-{run.id}.png")
     photo.load_photo(state, image, run.source_name or f"run-{run.id}.png")
     state["upload_id"] = state.get("upload_id")   # keep: the uploader's file stays "seen"
     S.spec_to_state(state, run.spec)

@@ -1,20 +1,39 @@
-"""Content-addressed image files under the data dir, and which databases own them.
+"""Content-addressed image files, and which databases own them: in a folder or in S3.
 
     images/ab/abcdef….png    full-size PNG (sources RGB, masks L, outputs RGB or RGBA)
     thumbs/ab/abcdef….webp   WebP thumbnail, long side THUMB_SIDE (sources and outputs)
     refs/<store id>/ab/abcdef…   an empty "claim": the database with that store id uses the image
 
 The name is core.images.content_hash of the array (shape, dtype and bytes), so the same image is
-stored once however many rows (and databases) use it. Files are written with
-core.files.atomic_write_bytes BEFORE the row that points at them is committed.
+stored once however many rows (and databases) use it. Files are written whole (a temp file renamed
+into place; one PUT on S3) BEFORE the row that points at them is committed, and an image already
+there is never written again.
 
-Ownership: several databases may share one data dir (a copy, a test database, team servers). A
-database only ever deletes an image through `release`: it drops its own claim, and the files go
+Where (config.blob_url(), BACKDROP_BLOB_URL):
+    unset                 the data dir (FolderBackend): the layout above under BACKDROP_DATA_DIR
+    /a/folder, file:///…  that folder (FolderBackend); a mounted network filesystem works as is
+    s3://bucket/prefix    S3-compatible object storage (S3Backend, boto3): the same layout as keys
+                          under `prefix/`; endpoint BACKDROP_S3_ENDPOINT_URL (else AWS_ENDPOINT_URL;
+                          unset: AWS itself), credentials and region from the usual AWS_*
+                          environment (or ~/.aws, an instance role). An image is uploaded with
+                          If-None-Match: * after a HEAD found it missing: written once.
+
+Ownership: several databases may share one image store (a copy, a test database, another team).
+A database only ever deletes an image through `release`: it drops its own claim, and the files go
 only when no other database's claim is left. An image nobody claims (written by an older Backdrop,
-or by another tool) is never deleted. Claiming and releasing take one lock (`refs/.lock`, flock),
-so a writer that claims an image either sees it still there or rewrites it. A claim's mtime is
-its last use: the sweep leaves claims younger than its grace period alone (a run in flight in
-another process may be about to commit the row that uses it).
+or by another tool) is never deleted. A claim's mtime (LastModified on S3) is its last use: the
+sweep leaves claims younger than its grace period alone (a run in flight in another process may be
+about to commit the row that uses it).
+
+Locking: in a folder, claiming and releasing take one lock (`refs/.lock`, flock), so a writer that
+claims an image either sees it still there or rewrites it. S3 has no such lock. Within ONE
+database (any number of app servers over one PostgreSQL history: the team set-up) nothing is lost
+even so: delete_run and the sweep release files under the database's write lock, and every writer
+re-checks (and re-uploads) its files under that same lock before committing its row
+(Writes._ensure). What remains is a race between two DIFFERENT databases sharing one bucket prefix:
+if one releases an image in the instant between the other's claim and its commit, the image can go
+(the other's sweep then reports it in missing_files). Give each database its own prefix, or never
+share one between databases that delete runs.
 """
 from __future__ import annotations
 
@@ -22,9 +41,12 @@ import contextlib
 import io
 import os
 import threading
+import urllib.parse
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 try:
     import fcntl
@@ -33,7 +55,8 @@ except ImportError:  # pragma: no cover - Windows: the in-process lock still ser
 
 import numpy as np
 
-from core.files import atomic_write_bytes
+from core.errors import HistoryError, InvalidOptionError
+from core.files import atomic_write_bytes, is_stale_temp
 from core.images import content_hash, encode_png
 
 THUMB_SIDE = 256
@@ -49,6 +72,10 @@ def image_rel(digest: str) -> str:
 
 def thumb_rel(digest: str) -> str:
     return f"thumbs/{digest[:2]}/{digest}.webp"
+
+
+def claim_rel(digest: str, owner: str) -> str:
+    return f"{REFS}/{owner}/{digest[:2]}/{digest}"
 
 
 def encode_thumbnail(arr: np.ndarray, side: int = THUMB_SIDE) -> bytes:
@@ -70,6 +97,15 @@ def check_image(arr: np.ndarray, what: str, *, mask: bool = False) -> np.ndarray
 
     arr = arrays.mask(arr, what) if mask else arrays.image(arr, what, channels=(3, 4))
     return np.ascontiguousarray(arr)
+
+
+def digest_of(rel: str) -> Optional[str]:
+    """The content hash a stored file is named after, or None for anything else (temp files)."""
+    name = rel.rsplit("/", 1)[-1]
+    stem, dot, ext = name.partition(".")
+    if len(stem) == 64 and ext in ("png", "webp") and all(c in "0123456789abcdef" for c in stem):
+        return stem
+    return None
 
 
 @dataclass
@@ -98,107 +134,43 @@ class Blob:
         return int(self.arr.shape[0])
 
 
-class BlobStore:
-    """The image files under `root`, as seen by the database whose store id is `owner`."""
+# ---------------------------------------------------------------------------------- backends --
+class FolderBackend:
+    """The files in a folder (the data dir by default): exactly the layout Backdrop always had."""
 
-    def __init__(self, root: Path, owner: str):
+    kind = "folder"
+
+    def __init__(self, root: Union[str, os.PathLike]):
         self.root = Path(root)
-        self.owner = owner
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def abs(self, rel: str) -> Path:
         return self.root / rel
 
-    # -- claims ----------------------------------------------------------------------------------
-    def _claim_path(self, digest: str, owner: Optional[str] = None) -> Path:
-        return self.root / REFS / (owner or self.owner) / digest[:2] / digest
+    def ref(self, rel: str) -> Path:
+        """What records show for a stored file: its absolute path."""
+        return self.root / rel
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Mutual exclusion for claim/check/unlink across threads and processes on this data dir."""
-        lock_path = self.root / REFS / ".lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with _thread_lock, open(lock_path, "a+b") as f:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            yield
-
-    def _claim(self, digest: str) -> None:
-        path = self._claim_path(digest)
+    def rel_of(self, ref: Union[str, os.PathLike]) -> Optional[str]:
         try:
-            os.utime(path)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-
-    def claim(self, digests: Iterable[str]) -> None:
-        """Record that this database uses these images (idempotent; refreshes the claim's age)."""
-        with self._locked():
-            for d in digests:
-                self._claim(d)
-
-    def claims(self) -> Iterator[tuple[str, float]]:
-        """(digest, mtime of the claim) for every image this database claims."""
-        base = self.root / REFS / self.owner
-        if not base.is_dir():
-            return
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                if digest_of(name + ".png") is None:
-                    continue
-                try:
-                    yield name, os.stat(os.path.join(dirpath, name)).st_mtime
-                except FileNotFoundError:
-                    continue
-
-    def release(self, digests: Iterable[str], *, older_than: Optional[float] = None) -> tuple[int, int]:
-        """Drop this database's claim on each digest (only claims last used before `older_than`, a
-        time.time(), when given) and delete the image and thumbnail of those no other database
-        claims. The caller has checked that no row of its database uses them. Returns (files
-        deleted, bytes freed)."""
-        removed = freed = 0
-        with self._locked():
-            refs = self.root / REFS
-            others = [p for p in refs.iterdir() if p.is_dir() and p.name != self.owner] \
-                if refs.is_dir() else []
-            for digest in digests:
-                claim = self._claim_path(digest)
-                try:
-                    if older_than is not None and claim.stat().st_mtime >= older_than:
-                        continue                     # used again since the caller looked
-                    claim.unlink()
-                except FileNotFoundError:
-                    pass
-                if any((o / digest[:2] / digest).exists() for o in others):
-                    continue                         # another database still uses it
-                for rel in (image_rel(digest), thumb_rel(digest)):
-                    size = self.remove(rel)
-                    if size is not None:
-                        removed += 1
-                        freed += size
-        return removed, freed
-
-    # -- files -------------------------------------------------------------------------------------
-    def prepare(self, arr: np.ndarray, *, thumb: bool, digest: Optional[str] = None) -> Blob:
-        """Hash `arr` (unless `digest` is given), claim it and make sure its files exist on disk."""
-        blob = Blob(arr, digest or content_hash(arr), thumb)
-        self.ensure(blob)
-        return blob
-
-    def ensure(self, blob: Blob) -> None:
-        """Claim the blob, then write its files that are missing (a file that exists is kept: the
-        claim, taken under the lock, stops any other database from deleting it)."""
-        wanted = [(blob.path, lambda: encode_png(blob.arr))]
-        if blob.thumb:
-            wanted.append((blob.thumb_path, lambda: encode_thumbnail(blob.arr)))
-        with self._locked():
-            self._claim(blob.digest)
-            missing = [(rel, produce) for rel, produce in wanted if not self.abs(rel).is_file()]
-        for rel, produce in missing:
-            atomic_write_bytes(self.abs(rel), produce())
-            blob.written.append(rel)
+            return Path(ref).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
 
     def exists(self, rel: str) -> bool:
         return self.abs(rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        """The file's bytes; FileNotFoundError when it is not there."""
+        return self.abs(rel).read_bytes()
+
+    def put(self, rel: str, data: bytes, *, once: bool = False) -> bool:
+        """Write the whole file atomically (temp file + rename). Returns True (written)."""
+        atomic_write_bytes(self.abs(rel), data)
+        return True
 
     def remove(self, rel: str) -> Optional[int]:
         """Delete one file; returns the bytes freed, or None if it was already gone."""
@@ -210,26 +182,436 @@ class BlobStore:
         except FileNotFoundError:
             return None
 
-    def walk(self):
-        """Yield (rel, stat) for every file in the store's image folders, temp files included."""
-        for area in AREAS:
-            base = self.root / area
-            if not base.is_dir():
-                continue
-            for dirpath, _dirs, files in os.walk(base):
-                for name in files:
-                    full = os.path.join(dirpath, name)
-                    try:
-                        st = os.stat(full)
-                    except FileNotFoundError:
-                        continue
-                    yield os.path.relpath(full, self.root).replace(os.sep, "/"), st
+    def mtime(self, rel: str) -> Optional[float]:
+        try:
+            return self.abs(rel).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def touch(self, rel: str) -> None:
+        """Create an empty file, or bring its mtime to now."""
+        path = self.abs(rel)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+    def files(self, folder: str) -> Iterator[tuple[str, float, int]]:
+        """(rel, mtime, size) of every file under `folder`, temp files included."""
+        base = self.root / folder
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, names in os.walk(base):
+            for name in names:
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                yield os.path.relpath(full, self.root).replace(os.sep, "/"), st.st_mtime, st.st_size
+
+    def children(self, folder: str) -> list[str]:
+        """Names of the folders directly under `folder`."""
+        base = self.root / folder
+        return [p.name for p in base.iterdir() if p.is_dir()] if base.is_dir() else []
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Mutual exclusion for claim/check/unlink across threads and processes on this folder."""
+        lock_path = self.root / REFS / ".lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_lock, open(lock_path, "a+b") as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            yield
+
+    def stale_temp(self, rel: str, mtime: float, grace_s: float, cutoff: float) -> bool:
+        """Whether `rel` (not a content-addressed name) is a temp file left by a dead writer."""
+        name = rel.rsplit("/", 1)[-1]
+        legacy = name.startswith(".") and name.endswith(".tmp") and mtime < cutoff
+        return legacy or is_stale_temp(self.abs(rel), max_age_s=grace_s)
+
+    def read_many(self, rels: list[str]) -> list[Optional[bytes]]:
+        out = []
+        for rel in rels:
+            try:
+                out.append(self.read(rel))
+            except OSError:
+                out.append(None)
+        return out
 
 
-def digest_of(rel: str) -> Optional[str]:
-    """The content hash a stored file is named after, or None for anything else (temp files)."""
-    name = rel.rsplit("/", 1)[-1]
-    stem, dot, ext = name.partition(".")
-    if len(stem) == 64 and ext in ("png", "webp") and all(c in "0123456789abcdef" for c in stem):
-        return stem
+def _s3_endpoint() -> Optional[str]:
+    for name in ("BACKDROP_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
     return None
+
+
+class S3Backend:
+    """The files as objects in an S3-compatible bucket under `prefix/` (boto3).
+
+    Every PUT is a whole object (atomic: readers see all of it or nothing), so there are no temp
+    files. An image is written once: a HEAD finds it missing, then the PUT carries If-None-Match: *
+    (a server that does not support it gets a plain PUT of the same bytes). Errors are one
+    HistoryError line naming the store; a missing object is FileNotFoundError (read) or False/None."""
+
+    kind = "s3"
+    THUMB_CACHE = 2048     # thumbnails kept in memory (content-addressed: never stale)
+
+    def __init__(self, url: str, client=None):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise InvalidOptionError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
+        self.bucket = parts.netloc
+        prefix = parts.path.strip("/")
+        self.prefix = prefix + "/" if prefix else ""
+        self.endpoint = _s3_endpoint()
+        self.client = client if client is not None else self._client()
+        self._conditional = True
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._lock = threading.Lock()
+
+    def _client(self):
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as e:
+            raise HistoryError("BACKDROP_BLOB_URL is an s3:// URL but boto3 is not installed "
+                               "(pip install boto3)") from e
+        style = os.environ.get("BACKDROP_S3_ADDRESSING_STYLE") or ("path" if self.endpoint else "auto")
+        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
+                        read_timeout=60, max_pool_connections=16, s3={"addressing_style": style})
+        with self._errors("connect to"):
+            return boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, rel: str) -> str:
+        return self.prefix + rel
+
+    def abs(self, rel: str) -> Path:
+        raise HistoryError(f"the image store {self.location} is not a folder: read files through "
+                           "the store (read)")
+
+    def ref(self, rel: str) -> str:
+        return f"s3://{self.bucket}/{self.key(rel)}"
+
+    def rel_of(self, ref: Union[str, os.PathLike]) -> Optional[str]:
+        base = f"s3://{self.bucket}/{self.prefix}"
+        s = str(ref)
+        return s[len(base):] if s.startswith(base) else None
+
+    # -- errors ----------------------------------------------------------------------------------
+    @staticmethod
+    def _code(e: BaseException) -> str:
+        response = getattr(e, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", ""))
+
+    @classmethod
+    def _missing(cls, e: BaseException) -> bool:
+        return cls._code(e) in ("404", "NoSuchKey", "NotFound")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, rel: str = "") -> Iterator[None]:
+        """botocore errors -> one HistoryError line naming the store."""
+        try:
+            yield
+        except (HistoryError, FileNotFoundError):
+            raise
+        except Exception as e:
+            from botocore.exceptions import BotoCoreError, ClientError
+            if not isinstance(e, (BotoCoreError, ClientError)):
+                raise
+            if isinstance(e, ClientError):
+                err = e.response.get("Error", {})
+                reason = f"{err.get('Code', '?')}: {err.get('Message') or 'error'}"
+                if err.get("Code") == "NoSuchBucket":
+                    reason = f"the bucket {self.bucket!r} does not exist"
+            else:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if type(e).__name__ == "NoCredentialsError":
+                    reason += " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            target = f" {rel}" if rel else ""
+            raise HistoryError(f"image store {self.location}: cannot {what}{target}: {reason}") from e
+
+    # -- objects ---------------------------------------------------------------------------------
+    def _head(self, rel: str) -> Optional[dict]:
+        with self._errors("look up", rel):
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
+            except Exception as e:
+                if self._missing(e):
+                    return None
+                raise
+
+    def exists(self, rel: str) -> bool:
+        return self._head(rel) is not None
+
+    def read(self, rel: str) -> bytes:
+        """The object's bytes; FileNotFoundError when it is not there."""
+        with self._cache_lock:
+            data = self._cache.get(rel)
+            if data is not None:
+                self._cache.move_to_end(rel)
+                return data
+        with self._errors("read", rel):
+            try:
+                data = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+            except Exception as e:
+                if self._missing(e):
+                    raise FileNotFoundError(f"{self.ref(rel)} does not exist") from None
+                raise
+        if rel.startswith("thumbs/"):
+            with self._cache_lock:
+                self._cache[rel] = data
+                while len(self._cache) > self.THUMB_CACHE:
+                    self._cache.popitem(last=False)
+        return data
+
+    def read_many(self, rels: list[str]) -> list[Optional[bytes]]:
+        """Several objects at once (8 GETs in flight); None for each one that is missing."""
+        def one(rel: str) -> Optional[bytes]:
+            try:
+                return self.read(rel)
+            except FileNotFoundError:
+                return None
+        if len(rels) <= 1:
+            return [one(r) for r in rels]
+        with ThreadPoolExecutor(max_workers=min(8, len(rels))) as pool:
+            return list(pool.map(one, rels))
+
+    def put(self, rel: str, data: bytes, *, once: bool = False) -> bool:
+        """Upload the whole object. once=True: only if it is not there yet (If-None-Match: *);
+        returns False when it already was."""
+        kwargs = dict(Bucket=self.bucket, Key=self.key(rel), Body=data)
+        if rel.endswith(".png"):
+            kwargs["ContentType"] = "image/png"
+        elif rel.endswith(".webp"):
+            kwargs["ContentType"] = "image/webp"
+        with self._errors("upload", rel):
+            if once and self._conditional:
+                try:
+                    self.client.put_object(IfNoneMatch="*", **kwargs)
+                    return True
+                except Exception as e:
+                    code = self._code(e)
+                    if code in ("PreconditionFailed", "412"):
+                        return False                  # someone else wrote the same content
+                    if code in ("ConditionalRequestConflict", "409"):
+                        return False                  # ... and is writing it right now
+                    if code not in ("NotImplemented", "501"):
+                        raise
+                    self._conditional = False         # an S3 server without conditional PUT
+            self.client.put_object(**kwargs)
+            return True
+
+    def remove(self, rel: str) -> Optional[int]:
+        head = self._head(rel)
+        if head is None:
+            return None
+        with self._errors("delete", rel):
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
+        with self._cache_lock:
+            self._cache.pop(rel, None)
+        return int(head.get("ContentLength") or 0)
+
+    def mtime(self, rel: str) -> Optional[float]:
+        head = self._head(rel)
+        return head["LastModified"].timestamp() if head is not None else None
+
+    def touch(self, rel: str) -> None:
+        with self._errors("write", rel):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=b"")
+
+    def files(self, folder: str) -> Iterator[tuple[str, float, int]]:
+        with self._errors("list", folder + "/"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.key(folder.rstrip("/") + "/"))
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    yield (obj["Key"][len(self.prefix):], obj["LastModified"].timestamp(),
+                           int(obj.get("Size") or 0))
+
+    def children(self, folder: str) -> list[str]:
+        base = self.key(folder.rstrip("/") + "/")
+        names = []
+        with self._errors("list", folder + "/"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base, Delimiter="/")
+            for page in pages:
+                for cp in page.get("CommonPrefixes", ()):
+                    names.append(cp["Prefix"][len(base):].rstrip("/"))
+        return names
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Threads of this process only: S3 has no lock (see the module docstring)."""
+        with self._lock:
+            yield
+
+    def stale_temp(self, rel: str, mtime: float, grace_s: float, cutoff: float) -> bool:
+        return False     # whole-object PUTs leave no temp objects; a foreign object is not ours
+
+
+Backend = Union[FolderBackend, S3Backend]
+
+
+def open_backend(url: Optional[str], data_dir: Union[str, os.PathLike]) -> Backend:
+    """The image store for BACKDROP_BLOB_URL `url`: unset -> the data dir; a path or file:// URL
+    -> that folder; s3://bucket/prefix -> S3Backend."""
+    url = (url or "").strip()
+    if not url:
+        return FolderBackend(Path(data_dir))
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "s3":
+        return S3Backend(url)
+    if scheme == "file":
+        return FolderBackend(Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)))
+    if scheme and len(scheme) > 1:      # (a Windows drive letter is not a scheme)
+        raise InvalidOptionError(f"BACKDROP_BLOB_URL {url!r}: expected a folder, file:///folder or "
+                                 "s3://bucket/prefix")
+    return FolderBackend(Path(url).expanduser().resolve())
+
+
+# ------------------------------------------------------------------------------------- store --
+class BlobStore:
+    """The image files in `backend` (a FolderBackend, an S3Backend, or a folder path), as seen by
+    the database whose store id is `owner`."""
+
+    def __init__(self, backend: Union[Backend, str, os.PathLike], owner: str):
+        self.backend = backend if isinstance(backend, (FolderBackend, S3Backend)) \
+            else FolderBackend(Path(backend))
+        self.owner = owner
+
+    @property
+    def root(self) -> Optional[Path]:
+        """The folder, or None on S3."""
+        return getattr(self.backend, "root", None)
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    def abs(self, rel: str) -> Path:
+        """The file's path (folders only; HistoryError on S3: use read)."""
+        return self.backend.abs(rel)
+
+    def ref(self, rel: str) -> Union[Path, str]:
+        """What records show for a stored file: an absolute Path (folder) or an s3:// URL."""
+        return self.backend.ref(rel)
+
+    def rel_of(self, ref: Union[str, os.PathLike]) -> str:
+        """The store-relative name of a record's path (or of a relative name); HistoryError if
+        it is not one of the store's files."""
+        rel = self.backend.rel_of(ref)
+        if rel is None:
+            s = str(ref).replace(os.sep, "/")
+            if s.startswith(AREAS) and digest_of(s):
+                rel = s
+            else:                       # the data dir moved, or a record of another store
+                digest = digest_of(s)
+                if digest is None:
+                    raise HistoryError(f"{Path(s).name} is not a history image")
+                rel = thumb_rel(digest) if s.endswith(".webp") else image_rel(digest)
+        return rel
+
+    # -- claims ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self.backend.lock():
+            yield
+
+    def _claim(self, digest: str) -> None:
+        self.backend.touch(claim_rel(digest, self.owner))
+
+    def claim(self, digests: Iterable[str]) -> None:
+        """Record that this database uses these images (idempotent; refreshes the claim's age)."""
+        with self._locked():
+            for d in digests:
+                self._claim(d)
+
+    def claims(self) -> Iterator[tuple[str, float]]:
+        """(digest, mtime of the claim) for every image this database claims."""
+        for rel, mtime, _size in self.backend.files(f"{REFS}/{self.owner}"):
+            name = rel.rsplit("/", 1)[-1]
+            if digest_of(name + ".png") is not None:
+                yield name, mtime
+
+    def release(self, digests: Iterable[str], *, older_than: Optional[float] = None) -> tuple[int, int]:
+        """Drop this database's claim on each digest (only claims last used before `older_than`, a
+        time.time(), when given) and delete the image and thumbnail of those no other database
+        claims. The caller has checked that no row of its database uses them. Returns (files
+        deleted, bytes freed)."""
+        removed = freed = 0
+        with self._locked():
+            others = [o for o in self.backend.children(REFS) if o != self.owner]
+            for digest in digests:
+                claim = claim_rel(digest, self.owner)
+                if older_than is not None:
+                    mtime = self.backend.mtime(claim)
+                    if mtime is not None and mtime >= older_than:
+                        continue                     # used again since the caller looked
+                self.backend.remove(claim)
+                if any(self.backend.exists(claim_rel(digest, o)) for o in others):
+                    continue                         # another database still uses it
+                for rel in (image_rel(digest), thumb_rel(digest)):
+                    size = self.backend.remove(rel)
+                    if size is not None:
+                        removed += 1
+                        freed += size
+        return removed, freed
+
+    # -- files -------------------------------------------------------------------------------------
+    def prepare(self, arr: np.ndarray, *, thumb: bool, digest: Optional[str] = None) -> Blob:
+        """Hash `arr` (unless `digest` is given), claim it and make sure its files are stored."""
+        blob = Blob(arr, digest or content_hash(arr), thumb)
+        self.ensure(blob)
+        return blob
+
+    def ensure(self, blob: Blob) -> None:
+        """Claim the blob, then write its files that are missing (a file that exists is kept: the
+        claim, taken under the lock, stops any other database from deleting it)."""
+        wanted: list[tuple[str, Callable[[], bytes]]] = [(blob.path, lambda: encode_png(blob.arr))]
+        if blob.thumb:
+            wanted.append((blob.thumb_path, lambda: encode_thumbnail(blob.arr)))
+        with self._locked():
+            self._claim(blob.digest)
+            missing = [(rel, produce) for rel, produce in wanted if not self.backend.exists(rel)]
+        for rel, produce in missing:
+            if self.backend.put(rel, produce(), once=True):
+                blob.written.append(rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.backend.exists(rel)
+
+    def read(self, rel: str) -> bytes:
+        """A stored file's bytes; FileNotFoundError when it is missing (HistoryError: unreadable)."""
+        return self.backend.read(rel)
+
+    def read_many(self, rels: list[str]) -> list[Optional[bytes]]:
+        """Several files (concurrently on S3); None for each one missing or unreadable."""
+        return self.backend.read_many(rels)
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Store a whole file (atomically) under `rel`."""
+        self.backend.put(rel, data)
+
+    def remove(self, rel: str) -> Optional[int]:
+        """Delete one file; returns the bytes freed, or None if it was already gone."""
+        return self.backend.remove(rel)
+
+    def walk(self) -> Iterator[tuple[str, float, int]]:
+        """(rel, mtime, size) of every file in the store's image folders, temp files included."""
+        for area in AREAS:
+            yield from self.backend.files(area)
+
+    def stale_temp(self, rel: str, mtime: float, grace_s: float, cutoff: float) -> bool:
+        """Whether a file of walk() that is not content-addressed is our temp file left by a dead
+        writer (never on S3: uploads are whole objects)."""
+        return self.backend.stale_temp(rel, mtime, grace_s, cutoff)

@@ -1,6 +1,6 @@
 """Reading runs: one run, pages of runs (newest first, keyset cursors), counts, compare, facets.
 
-A mixin of HistoryStore (core/history/store.py), which provides the sessions and the data dir."""
+A mixin of HistoryStore (core/history/store.py), which provides the sessions and the image store."""
 from __future__ import annotations
 
 import json
@@ -38,21 +38,21 @@ def _spec(run: Run) -> RunSpec:
 class Queries:
     # -- reading -------------------------------------------------------------------------------
     def _record(self, run: Run) -> RunRecord:
-        base = self.data_dir
+        ref = self.blobs.ref          # absolute Path (folder) or s3:// URL of a stored file
         src = run.source
         mask = run.mask
         return RunRecord(
             id=run.id, created=aware_utc(run.created), finished=aware_utc(run.finished),
             status=run.status,
-            source=SourceRecord(src.id, src.hash, src.width, src.height, base / src.path,
-                                base / src.thumb_path),
+            source=SourceRecord(src.id, src.hash, src.width, src.height, ref(src.path),
+                                ref(src.thumb_path)),
             source_name=run.source_name, spec=_spec(run),
             timings=dict(run.timings or {}), device=run.device,
             error=run.error, duration=run.duration,
-            mask=MaskRecord(mask.id, mask.hash, mask.width, mask.height, base / mask.path)
+            mask=MaskRecord(mask.id, mask.hash, mask.width, mask.height, ref(mask.path))
             if mask is not None else None,
             outputs=tuple(OutputRecord(o.id, o.run_id, o.index, o.seed, o.favorite, o.hash,
-                                       o.width, o.height, base / o.path, base / o.thumb_path)
+                                       o.width, o.height, ref(o.path), ref(o.thumb_path))
                           for o in run.outputs))
 
     def get_run(self, run_id: int) -> RunRecord:

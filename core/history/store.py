@@ -14,7 +14,7 @@ import urllib.parse
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from core import config
 from core.errors import BackdropError, HistoryError
 from core.history import db
-from core.history.blobs import BlobStore
+from core.history.blobs import BlobStore, open_backend
 from core.history.models import Mask, Output, Source, StoreInfo
 from core.history.queries import Queries
 from core.history.sweep import INTERRUPTED, STALE_RUNNING_S, SWEEP_GRACE_S, Sweep  # noqa: F401
@@ -55,20 +55,60 @@ def _is_copy(old_location: str, store_id: str) -> bool:
 
 # -------------------------------------------------------------------------------------- store --
 class HistoryStore(Writes, Queries, Sweep):
-    """History of runs in one database (`url`) with image files under `data_dir`."""
+    """History of runs in one database (`url`) with image files under `data_dir`, or in the image
+    store `blob_url` (default config.blob_url(): BACKDROP_BLOB_URL; empty = the data dir)."""
 
-    def __init__(self, url: Optional[str] = None, data_dir: Optional[Path] = None):
+    def __init__(self, url: Optional[str] = None, data_dir: Optional[Path] = None,
+                 blob_url: Optional[str] = None):
         self.url = url or config.database_url()
         self.data_dir = Path(data_dir) if data_dir is not None else config.data_dir()
+        self.blob_url = config.blob_url() if blob_url is None else blob_url
+        self._backend = open_backend(self.blob_url, self.data_dir)
         self.engine = db.get_engine(self.url)
         self._writer = db.write_engine(self.engine)
         db.ensure_schema(self.engine)
         self.store_id = self._identify()
-        self.blobs = BlobStore(self.data_dir, self.store_id)
+        self.blobs = BlobStore(self._backend, self.store_id)
         self.swept = False            # open_store: whether this process has swept files yet
 
     def __repr__(self) -> str:
-        return f"HistoryStore({self.engine.url!r}, data_dir={str(self.data_dir)!r})"
+        extra = f", blob_url={self._backend.location!r}" if self.blob_url else ""
+        return f"HistoryStore({self.engine.url!r}, data_dir={str(self.data_dir)!r}{extra})"
+
+    # -- stored files --------------------------------------------------------------------------
+    def read_file(self, path: Union[str, os.PathLike]) -> bytes:
+        """The bytes of a stored image: a record's path/thumb_path (an absolute path, or an s3://
+        URL when the images are in S3) or a store-relative name (images/ab/<hash>.png).
+        HistoryError (one line) when it is missing or cannot be read."""
+        with self._errors():
+            rel = self.blobs.rel_of(path)
+            try:
+                return self.blobs.read(rel)
+            except FileNotFoundError as e:
+                raise HistoryError(f"a history image is missing ({rel.rsplit('/', 1)[-1]}): "
+                                   f"{e.strerror or 'not in the image store'}") from e
+
+    def has_file(self, path: Union[str, os.PathLike]) -> bool:
+        """Whether a stored image (as for read_file) is there; HistoryError if the store cannot
+        be asked."""
+        with self._errors():
+            return self.blobs.exists(self.blobs.rel_of(path))
+
+    def read_files(self, paths: Sequence[Union[str, os.PathLike, None]]) -> list[Optional[bytes]]:
+        """Several stored images at once (concurrently on S3), None for each one missing or
+        unreadable (or None given): for grids of thumbnails."""
+        def rel(p) -> Optional[str]:
+            try:
+                return self.blobs.rel_of(p) if p is not None else None
+            except HistoryError:
+                return None
+        rels = [rel(p) for p in paths]
+        wanted = list(dict.fromkeys(r for r in rels if r is not None))
+        try:
+            got = dict(zip(wanted, self.blobs.read_many(wanted)))
+        except HistoryError:
+            return [None] * len(rels)
+        return [got.get(r) if r is not None else None for r in rels]
 
     # -- identity ------------------------------------------------------------------------------
     def _location(self) -> str:
@@ -109,7 +149,7 @@ class HistoryStore(Writes, Queries, Sweep):
                 digests.update(session.scalars(select(model.hash)))
             if digests:
                 with self._errors():
-                    BlobStore(self.data_dir, sid).claim(sorted(digests))
+                    BlobStore(self._backend, sid).claim(sorted(digests))
             return sid
 
     # -- sessions ------------------------------------------------------------------------------
@@ -142,7 +182,7 @@ class HistoryStore(Writes, Queries, Sweep):
                                    "for too long); try again") from e
             raise HistoryError(f"history database error: {msg}") from e
         except OSError as e:
-            raise HistoryError(f"cannot write history files under {self.data_dir}: "
+            raise HistoryError(f"cannot write history files under {self._backend.location}: "
                                f"{e.strerror or e}") from e
 
     def _hook(self, op: str) -> None:
@@ -150,24 +190,25 @@ class HistoryStore(Writes, Queries, Sweep):
             _before_commit_hook(op)
 
 # ------------------------------------------------------------------------------------ opening --
-_stores: dict[tuple[int, str, str], HistoryStore] = {}
+_stores: dict[tuple[int, str, str, str], HistoryStore] = {}
 _stores_lock = threading.Lock()
 
 
 def open_store(url: Optional[str] = None, data_dir: Optional[Path] = None, *,
-               sweep: bool = False) -> HistoryStore:
-    """The store for `url` (default config.database_url()) and `data_dir` (default
-    config.data_dir()), migrated to the newest schema. The first open in a process marks runs of
+               sweep: bool = False, blob_url: Optional[str] = None) -> HistoryStore:
+    """The store for `url` (default config.database_url()), `data_dir` (default
+    config.data_dir()) and `blob_url` (default config.blob_url()), migrated to the newest schema. The first open in a process marks runs of
     dead processes failed (recover_runs); with sweep=True (what writers and the app server pass)
     it also deletes this database's unused files (sweep()). Read-only callers never delete. Later
     opens return the same object."""
     url = url or config.database_url()
     root = str(Path(data_dir) if data_dir is not None else config.data_dir())
-    key = (os.getpid(), url, root)
+    blob_url = config.blob_url() if blob_url is None else blob_url
+    key = (os.getpid(), url, root, blob_url)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
-            store = HistoryStore(url, Path(root))
+            store = HistoryStore(url, Path(root), blob_url)
             store.sweep() if sweep else store.recover_runs()
             store.swept = sweep
             _stores[key] = store

@@ -11,7 +11,7 @@ from typing import Optional
 
 from sqlalchemy import select, update
 
-from core.files import HOST, is_stale_temp, pid_alive
+from core.files import HOST, pid_alive
 from core.history.blobs import digest_of, image_rel, thumb_rel
 from core.history.models import Mask, Output, Run, Source
 from core.history.records import SweepReport, now_utc
@@ -47,13 +47,11 @@ class Sweep:
         removed = removed_bytes = 0
         present: set[str] = set()
         with self._errors():
-            for rel, st in self.blobs.walk():
+            for rel, mtime, size in self.blobs.walk():
                 if digest_of(rel) is not None:
                     present.add(rel)
                     continue
-                name = rel.rsplit("/", 1)[-1]
-                legacy_temp = name.startswith(".") and name.endswith(".tmp") and st.st_mtime < cutoff
-                if legacy_temp or is_stale_temp(self.blobs.abs(rel), max_age_s=grace_s):
+                if self.blobs.stale_temp(rel, mtime, grace_s, cutoff):
                     size = self.blobs.remove(rel)
                     if size is not None:
                         removed, removed_bytes = removed + 1, removed_bytes + size
