@@ -7,7 +7,7 @@ them, so dropping one there frees it. They are safe to share: the embedding cach
 keyed by image hash and lock-protected; a session's clicks and masks live in its own session state.
 Inpainting models are held by core.inpaint's ModelManager alone (one loaded at a time; switching
 frees the old one), which core.jobs asks directly. The history store is an `st.cache_resource`
-keyed by database URL and data dir.
+keyed by database URL, data dir and image store (BACKDROP_BLOB_URL).
 """
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ def segmenter(name: str):
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _store(url: str, data_dir: str):
+def _store(url: str, data_dir: str, blob_url: str = ""):
     from core.history import open_store
     return open_store(sweep=True)
 
 
 def store():
     """The history store (SQLAlchemy engine inside) for the configured database URL."""
-    return _store(config.database_url(), str(config.data_dir()))
+    return _store(config.database_url(), str(config.data_dir()), config.blob_url())
 
 
 def is_present(spec) -> bool:
