@@ -146,7 +146,7 @@ def _check(store, round_: dict, label: str) -> dict:
     for r in runs:
         if r.id in set(ids):
             digests = [o.hash for o in r.outputs] + [r.source.hash] + ([r.mask.hash] if r.mask else [])
-            missing += sum(not store.blobs.abs(image_rel(d)).exists() for d in digests)
+            missing += sum(not store.has_file(image_rel(d)) for d in digests)
     # a request is named by its source_name: a second row of the same request = recorded twice
     names = {}
     for r in runs:

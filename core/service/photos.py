@@ -21,17 +21,12 @@ def load_upload(blob: bytes, name: str = "the uploaded photo"):
 
 
 def blob_bytes(store, digest: str, thumb: bool = False) -> Optional[bytes]:
-    """The stored file of `digest` (the PNG, or its WebP thumbnail), None if there is none."""
+    """The stored file of `digest` (the PNG, or its WebP thumbnail) from the history's image store
+    (a folder or S3), None if there is none; HistoryError when the store cannot be read."""
     from core.history import blobs
     rel = blobs.thumb_rel(digest) if thumb else blobs.image_rel(digest)
-    reader = getattr(store.blobs, "read", None)     # a blob store backend that is not a folder
-    if callable(reader):
-        try:
-            return reader(rel)
-        except (FileNotFoundError, KeyError):
-            return None
     try:
-        return store.blobs.abs(rel).read_bytes()
+        return store.blobs.read(rel)
     except FileNotFoundError:
         return None
 
