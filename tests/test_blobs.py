@@ -322,6 +322,29 @@ def test_history_page_shows_pictures_from_s3(s3_url, monkeypatch, astronaut):
     assert state["photo"].hash == store.get_run(rid).source.hash
 
 
+@pytest.mark.s3
+def test_team_setup_postgres_history_and_s3_images(pg_url, s3_url, monkeypatch, tmp_path):
+    """Two app servers (separate data dirs) over one PostgreSQL history and one bucket: what one
+    records the other reads, exports and deletes; the images go with the last run using them."""
+    monkeypatch.setenv("BACKDROP_BLOB_URL", s3_url)
+    one = HistoryStore(pg_url, tmp_path / "server1")
+    two = HistoryStore(pg_url, tmp_path / "server2")
+    assert one.store_id == two.store_id
+    src, out = picture(80), picture(81)
+    r1 = record(one, source=src, outputs=[(out, 1)])
+    r2 = record(two, source=src, outputs=[(picture(82), 2)])
+    run = two.get_run(r1)
+    assert np.array_equal(decode(two.read_file(run.outputs[0].path)), out)
+    from core.export import export_runs
+    assert export_runs(tmp_path / "all.zip", store=two).outputs == 2
+    two.delete_run(r1)
+    assert one.has_file(one.get_run(r2).source.path)          # still used by run r2
+    assert not one.has_file(run.outputs[0].path)
+    one.delete_run(r2)
+    assert objects(one) == set()
+    assert not any(p.is_dir() for p in (tmp_path / "server1", tmp_path / "server2"))
+
+
 # ------------------------------------------------------------------------- embedded mode --
 def test_embedded_mode_is_the_data_dir_as_before(tmp_path, monkeypatch):
     """No BACKDROP_BLOB_URL: the data dir, the same layout and bytes as always, and boto3 is never

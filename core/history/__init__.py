@@ -17,10 +17,16 @@ Never imports torch (the History page must load fast). Storage:
                BEFORE the row that points at them is committed. refs/<store id>/ab/<hash> records
                which database uses which image: several databases may share one data dir, and
                an image is deleted only when no database claims it (core/history/blobs.py).
+               Or elsewhere: BACKDROP_BLOB_URL (config.blob_url()) = another folder (a mounted
+               network filesystem works as is) or s3://bucket/prefix (S3-compatible storage, boto3;
+               endpoint BACKDROP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, the usual AWS_* credentials):
+               the same layout as object keys, each image uploaded once (HEAD, then a PUT with
+               If-None-Match: *); an upload that fails raises HistoryError before any row is written.
 
-API (all records are frozen dataclasses; paths in records are absolute):
+API (all records are frozen dataclasses; paths in records are absolute Paths, or s3:// URL strings
+when the images are in S3: read them with store.read_file, never by opening the path):
 
-    open_store(url=None, data_dir=None, *, sweep=False) -> HistoryStore
+    open_store(url=None, data_dir=None, *, sweep=False, blob_url=None) -> HistoryStore
         One store per (process, url, data dir); the first open migrates and runs recover_runs();
         sweep=True (writers: jobs, the app server) also sweeps files. Read-only use never deletes.
 
@@ -47,6 +53,9 @@ API (all records are frozen dataclasses; paths in records are absolute):
                                                 # database sharing the data dir still claims)
       recover_runs(stale_after_s=86400) -> int  # "running" rows of dead
           processes -> failed, error "process stopped: …" (the History page calls it on each view)
+      read_file(path) -> bytes                  # a record's path/thumb_path, through the store
+                                                # (folder or S3); HistoryError when missing
+      has_file(path) -> bool                    read_files(paths) -> [bytes | None]  (concurrent)
       sweep(grace_s=None, stale_after_s=86400) -> SweepReport(interrupted, removed_files,
                                                               removed_bytes, missing_files)
           grace_s default 3600 (BACKDROP_SWEEP_GRACE_S): claims used more recently are kept

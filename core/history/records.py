@@ -1,5 +1,7 @@
 """History records: the frozen values the store hands out (never live ORM objects), and the
-time/cursor conventions they use. Paths in records are absolute; times are aware UTC."""
+time/cursor conventions they use. Paths in records are absolute (a Path in a folder store, an
+s3://bucket/key string when the images are in S3: read them with HistoryStore.read_file); times
+are aware UTC."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +13,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 from core.errors import InvalidOptionError
 from core.spec import RunSpec
 
+StoredPath = Union[Path, str]   # absolute Path (folder store) or s3:// URL (S3 store)
+
 # ----------------------------------------------------------------------------------- records --
 @dataclass(frozen=True)
 class SourceRecord:
@@ -18,8 +22,8 @@ class SourceRecord:
     hash: str
     width: int
     height: int
-    path: Path            # absolute path of the PNG
-    thumb_path: Path      # absolute path of the WebP thumbnail
+    path: StoredPath        # the PNG
+    thumb_path: StoredPath  # the WebP thumbnail
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class MaskRecord:
     hash: str
     width: int
     height: int
-    path: Path            # absolute path of the PNG (L, 255 = subject)
+    path: StoredPath      # the PNG (L, 255 = subject)
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class OutputRecord:
     hash: str
     width: int
     height: int
-    path: Path            # absolute path of the full-size PNG (RGB, or RGBA for transparent)
-    thumb_path: Path      # absolute path of the WebP thumbnail (long side 256)
+    path: StoredPath      # the full-size PNG (RGB, or RGBA for transparent)
+    thumb_path: StoredPath  # the WebP thumbnail (long side 256)
 
 
 @dataclass(frozen=True)
