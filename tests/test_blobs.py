@@ -5,6 +5,7 @@ nothing, another database's claims are respected, and embedded mode is the folde
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def s3_server():
     """One local S3 server (moto) for the session: its endpoint URL."""
     server_mod = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no line per request
     server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -196,6 +198,31 @@ def test_same_content_is_one_object_written_once(blob_url, tmp_path):
         before = store_stat(a, rel)
         assert a.blobs.backend.put(rel, b"other bytes", once=True) is False
         assert store_stat(a, rel) == before and a.blobs.read(rel) == data
+
+
+@pytest.mark.s3
+def test_s3_server_without_conditional_put(s3_url, monkeypatch, tmp_path):
+    """An S3-compatible server that answers If-None-Match with 501 still gets each image once
+    (the HEAD before the PUT), by plain PUTs."""
+    from botocore.exceptions import ClientError
+    monkeypatch.setenv("BACKDROP_BLOB_URL", s3_url)
+    store = make_store(tmp_path)
+    client = store.blobs.backend.client
+    real_put = client.put_object
+
+    def old_server_put(**kw):
+        if "IfNoneMatch" in kw:
+            raise ClientError({"Error": {"Code": "NotImplemented", "Message": "not here"}}, "PutObject")
+        return real_put(**kw)
+
+    monkeypatch.setattr(client, "put_object", old_server_put)
+    puts = count_puts(store)
+    rid = record(store, source=picture(90), outputs=[picture(91)])
+    assert len([k for k in puts if "/refs/" not in k]) == 4        # 2 PNGs + 2 thumbnails
+    assert store.blobs.backend._conditional is False
+    record(store, source=picture(90), outputs=[picture(91)])
+    assert len([k for k in puts if "/refs/" not in k]) == 4        # nothing uploaded again
+    assert np.array_equal(decode(store.read_file(store.get_run(rid).outputs[0].path)), picture(91))
 
 
 def store_stat(store: HistoryStore, rel: str):

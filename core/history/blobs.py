@@ -41,6 +41,7 @@ import contextlib
 import io
 import os
 import threading
+import time
 import urllib.parse
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -395,7 +396,9 @@ class S3Backend:
         elif rel.endswith(".webp"):
             kwargs["ContentType"] = "image/webp"
         with self._errors("upload", rel):
-            if once and self._conditional:
+            for attempt in range(6):
+                if not (once and self._conditional):
+                    break
                 try:
                     self.client.put_object(IfNoneMatch="*", **kwargs)
                     return True
@@ -403,8 +406,9 @@ class S3Backend:
                     code = self._code(e)
                     if code in ("PreconditionFailed", "412"):
                         return False                  # someone else wrote the same content
-                    if code in ("ConditionalRequestConflict", "409"):
-                        return False                  # ... and is writing it right now
+                    if code in ("ConditionalRequestConflict", "409") and attempt < 5:
+                        time.sleep(0.1 * (attempt + 1))   # ... and is writing it right now
+                        continue
                     if code not in ("NotImplemented", "501"):
                         raise
                     self._conditional = False         # an S3 server without conditional PUT
