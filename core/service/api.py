@@ -29,7 +29,6 @@ import re
 from datetime import datetime
 from typing import Any, Optional
 
-import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -321,11 +320,6 @@ async def _photo(body: PhotoFrom, files: dict[str, bytes]):
     return await run_in_threadpool(photos.photo, files.get("photo"), body.source)
 
 
-def _png_b64(mask: np.ndarray) -> str:
-    from core.images import encode_png
-    return base64.b64encode(encode_png(np.where(mask, 255, 0).astype(np.uint8))).decode()
-
-
 def _file_url(request: Request, digest: str) -> str:
     root = request.scope.get("root_path", "").rstrip("/")
     return f"{root}/v1/files/{digest}"
@@ -399,11 +393,10 @@ class Api:
             rgb, key = image.rgb, image.hash
         out_size = (body.width, body.height) if body.width and body.height else None
         out = await self._call(self.segmenter.segment, name, body.request.model_dump(), rgb, key,
-                               out_size, photo=key)
-        masks = out["masks"]
-        return {"width": int(masks.shape[2]), "height": int(masks.shape[1]), "best": out["best"],
+                               out_size, True, photo=key)
+        return {"width": out["width"], "height": out["height"], "best": out["best"],
                 "scores": out["scores"], "embedding": f"{name}:{key}", "embedded": out["embedded"],
-                "masks": await run_in_threadpool(lambda: [_png_b64(m) for m in masks])}
+                "masks": [base64.b64encode(m).decode() for m in out["masks"]]}
 
     @app.post("/v1/replace", response_model=ReplaceResponse, dependencies=[Depends(_auth)],
               openapi_extra=_doc(ReplaceRequest),

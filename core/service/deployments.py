@@ -128,17 +128,19 @@ class Segmenter:
                 "height": int(rgb.shape[0]), "seconds": time.perf_counter() - t}
 
     async def segment(self, name: str, request: dict, rgb: Optional[np.ndarray] = None,
-                      key: Optional[str] = None,
-                      out_size: Optional[tuple[int, int]] = None) -> "dict | Failed":
+                      key: Optional[str] = None, out_size: Optional[tuple[int, int]] = None,
+                      png: bool = False) -> "dict | Failed":
         """Masks for `request` (a core.segment.SegmentRequest as a dict) on `rgb`, or on the photo
-        this replica holds under `key` (from `embed`). Returns bool masks (N, H, W), scores, best."""
+        this replica holds under `key` (from `embed`). Returns {"masks": bool (N, H, W) (or, with
+        `png`, a list of PNG bytes, L 255 = subject, encoded here), "scores", "best",
+        "embedded", "width", "height"}."""
         await self._route()
         try:
-            return await asyncio.to_thread(self._segment, name, request, rgb, key, out_size)
+            return await asyncio.to_thread(self._segment, name, request, rgb, key, out_size, png)
         except BackdropError as e:
             return _failed(e)
 
-    def _segment(self, name, request, rgb, key, out_size) -> dict:
+    def _segment(self, name, request, rgb, key, out_size, png=False) -> dict:
         from core.errors import ImageError
         from core.segment import SegmentRequest, get_segmenter, image_key
         segmenter = get_segmenter(name)
@@ -153,7 +155,12 @@ class Segmenter:
             self._hold(image_key(rgb), rgb)
         before = getattr(segmenter, "encoder_calls", 0)
         result = segmenter.segment(rgb, req, out_size=out_size)
-        return {"masks": result.masks, "scores": [float(s) for s in result.scores],
+        masks = result.masks
+        if png:
+            from core.images import encode_png
+            masks = [encode_png(np.where(m, 255, 0).astype(np.uint8)) for m in result.masks]
+        return {"masks": masks, "scores": [float(s) for s in result.scores],
+                "width": int(result.masks.shape[2]), "height": int(result.masks.shape[1]),
                 "best": int(result.best),
                 # whether this call had to compute the image embedding (it was not held here)
                 "embedded": getattr(segmenter, "encoder_calls", 0) > before}
