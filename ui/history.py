@@ -127,9 +127,10 @@ def thumbnail(store, run) -> Optional[bytes]:
 def stored_image(store, *paths) -> Optional[bytes]:
     """The bytes of the first of `paths` (record paths: thumbnail first, full image as fallback)
     that the store has; None if it has none."""
-    for b in store.read_files(list(paths)):
-        if b is not None:
-            return b
+    for path in paths:                  # one at a time: the full image is read only if needed
+        data = store.read_files([path])[0]
+        if data is not None:
+            return data
     return None
 
 
