@@ -153,6 +153,14 @@ def _protected() -> list[Path]:
 
     data = config.data_dir()
     paths = [data / "images", data / "thumbs", data / "refs"]
+    blob_url = config.blob_url()
+    if blob_url and "://" not in blob_url.replace("file://", ""):   # the image store in a folder
+        from core.history.blobs import open_backend
+        try:
+            root = open_backend(blob_url, data).root
+            paths += [root / "images", root / "thumbs", root / "refs"]
+        except Exception:  # a bad setting is reported by the store itself
+            pass
     try:
         url = make_url(config.database_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):

@@ -409,3 +409,14 @@ def test_bad_blob_url_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(InvalidOptionError) as e:
         make_store(tmp_path)
     assert "s3://bucket/prefix" in one_line(e.value)
+
+
+def test_cli_never_writes_into_a_folder_image_store(monkeypatch, tmp_path):
+    """The CLI refuses outputs inside the image store's folders wherever BACKDROP_BLOB_URL puts
+    them (as it does for the data dir's)."""
+    from core import cli
+    monkeypatch.setenv("BACKDROP_BLOB_URL", str(tmp_path / "shared"))
+    protected = cli._protected()
+    assert tmp_path / "shared" / "images" in protected and tmp_path / "data" / "refs" in protected
+    monkeypatch.setenv("BACKDROP_BLOB_URL", "s3://bucket/prefix")
+    assert not any("bucket" in str(p) for p in cli._protected())
