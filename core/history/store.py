@@ -197,10 +197,11 @@ _stores_lock = threading.Lock()
 def open_store(url: Optional[str] = None, data_dir: Optional[Path] = None, *,
                sweep: bool = False, blob_url: Optional[str] = None) -> HistoryStore:
     """The store for `url` (default config.database_url()), `data_dir` (default
-    config.data_dir()) and `blob_url` (default config.blob_url()), migrated to the newest schema. The first open in a process marks runs of
-    dead processes failed (recover_runs); with sweep=True (what writers and the app server pass)
-    it also deletes this database's unused files (sweep()). Read-only callers never delete. Later
-    opens return the same object."""
+    config.data_dir()) and image store `blob_url` (default config.blob_url()), migrated to the
+    newest schema. The first open in a process marks runs of dead processes failed
+    (recover_runs); with sweep=True (what writers and the app server pass) it also deletes this
+    database's unused files (sweep()). Read-only callers never delete. Later opens return the
+    same object."""
     url = url or config.database_url()
     root = str(Path(data_dir) if data_dir is not None else config.data_dir())
     blob_url = config.blob_url() if blob_url is None else blob_url
