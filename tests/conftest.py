@@ -51,7 +51,9 @@ def isolated_env(monkeypatch, tmp_path, weights_dir):
     """Point data and weights at temp dirs so no test touches ./data or ./weights."""
     monkeypatch.setenv("BACKDROP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
-    monkeypatch.delenv("BACKDROP_DATABASE_URL", raising=False)
+    # a developer's team settings never leak into the tests
+    for name in ("BACKDROP_DATABASE_URL", "BACKDROP_BLOB_URL", "BACKDROP_SERVER_URL", "BACKDROP_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The app and CLI start in fast mode without a CUDA GPU; tests that want fast mode say so.
     monkeypatch.setenv("BACKDROP_MODE", "quality")
