@@ -61,7 +61,12 @@ def unwrap(value: Any) -> Any:
 
 
 def _failed(e: BackdropError) -> Failed:
-    return Failed(type(e).__name__, str(e))
+    """The nearest class of `e` that the other side knows (core.errors or this package's own)."""
+    import core.errors as errors
+    from core.service import photos
+    known = next(c for c in type(e).__mro__
+                 if c.__module__ in (errors.__name__, photos.__name__, __name__))
+    return Failed(known.__name__, str(e))
 
 
 def _preload_segmenters(names) -> None:
