@@ -318,6 +318,8 @@ def _bench(args) -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
 
     for name, r in rounds.items():
         r.pop("_results", None)
