@@ -36,6 +36,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+        if "service" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.service)
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("history_url") == "postgres":
             item.add_marker(pytest.mark.postgres)
@@ -141,3 +143,32 @@ def tiny_fast(weights_dir, tiny_inpaint):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
         return weights.download("tiny-lcm", "fast"), weights.download("tiny-taesd", "fast")
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory, weights_dir, tiny_sam):
+    """Base URL of the running service (tests/serve_kit.py: TOKEN, PREFIX) and its data dir; one
+    Ray cluster for the session, shut down at the end. Skipped where Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.serve")
+    from ray import serve
+
+    from core.service import ServiceConfig, build_app
+    from serve_kit import PREFIX, TOKEN, free_port
+
+    data = tmp_path_factory.mktemp("service-data")
+    env = {"BACKDROP_DATA_DIR": str(data), "BACKDROP_WEIGHTS_DIR": str(weights_dir),
+           "BACKDROP_DATABASE_URL": f"sqlite:///{data / 'history.db'}", "BACKDROP_MODE": "quality",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        cfg = ServiceConfig(token=TOKEN, max_upload_bytes=8 * 2**20, num_cpus=0, num_gpus=0, env=env)
+        serve.run(build_app(cfg), name="backdrop-test", route_prefix=PREFIX)
+        yield {"url": f"http://127.0.0.1:{port}{PREFIX}", "data": data}
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import struct
 import zlib
 
@@ -20,42 +19,11 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
-from core.service import ServiceConfig, build_app  # noqa: E402
 from core.service.api import authorized  # noqa: E402
 
 pytestmark = pytest.mark.service
 
-TOKEN = "s3cret-token"
-PREFIX = "/bd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def service(tmp_path_factory, weights_dir, tiny_sam):
-    """Base URL of the running service; the cluster and the app are shut down at the end."""
-    from ray import serve
-
-    data = tmp_path_factory.mktemp("service-data")
-    env = {"BACKDROP_DATA_DIR": str(data), "BACKDROP_WEIGHTS_DIR": str(weights_dir),
-           "BACKDROP_DATABASE_URL": f"sqlite:///{data / 'history.db'}", "BACKDROP_MODE": "quality",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        cfg = ServiceConfig(token=TOKEN, max_upload_bytes=8 * 2**20, num_cpus=0, num_gpus=0, env=env)
-        serve.run(build_app(cfg), name="backdrop-test", route_prefix=PREFIX)
-        yield {"url": f"http://127.0.0.1:{port}{PREFIX}", "data": data}
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+from serve_kit import PREFIX, TOKEN  # noqa: E402  (the `service` fixture is in conftest.py)
 
 
 @pytest.fixture
