@@ -89,13 +89,16 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
               name: Optional[str] = None, suffix: Optional[str] = None, record: bool = True,
               check_output: Optional[Callable[[Path, Path], None]] = None,
               progress: Optional[Callable[[str, int, int], None]] = None,
-              cancel: Optional[threading.Event] = None) -> BatchReport:
+              cancel: Optional[threading.Event] = None, workers: Optional[int] = None) -> BatchReport:
     """Run `spec` (its subject replaced per photo) on every photo of `in_dir`, writing
     OUT_DIR/<stem>.png. `check_output(path, photo)` may refuse an output (raise BackdropError).
-    `progress(name, i, total)` is called before each photo. KeyboardInterrupt / `cancel` stop
-    between photos; what is done stays done."""
-    from core.images import load_image, load_mask, save_image
-    from core.jobs import JobRequest, run_job
+    `progress(name, i, total)` is called as each photo starts. KeyboardInterrupt / `cancel` stop
+    between photos; what is done stays done.
+
+    With BACKDROP_SERVER_URL set (team mode) each photo is a request to the service (which records
+    the run), `workers` (default 8) at a time, so the batch spreads over the service's replicas;
+    in-process, photos run one after another unless `workers` says otherwise."""
+    from core import config
 
     if suffix == ".jpg" and spec.background.kind == "transparent":
         raise InvalidOptionError("a transparent background needs .png or .webp outputs")
@@ -105,37 +108,85 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
     out_dir.mkdir(parents=True, exist_ok=True)
     name = name or in_dir.name
     report = BatchReport()
-    for i, photo in enumerate(items):
+    remote = bool(config.server_url())
+    client = None
+    if remote:
+        from core.service.client import ServiceClient
+        client = ServiceClient()
+    started = [0]
+    lock = threading.Lock()
+
+    def one(photo: Path) -> None:
         if cancel is not None and cancel.is_set():
-            break
-        if progress is not None:
-            progress(photo.name, i, len(items))
+            return
+        with lock:
+            if progress is not None:
+                progress(photo.name, started[0], len(items))
+            started[0] += 1
         out = output_path(out_dir, photo, spec, suffix)
         if out.exists():
-            report.skipped.append(photo.name)
-            continue
+            with lock:
+                report.skipped.append(photo.name)
+            return
         try:
-            if check_output is not None:
-                check_output(out, photo)
-            image = load_image(photo)
-            mask = None
-            if subject.masks is not None:
-                mask = load_mask(_mask_for(subject, photo), image)
-                run_spec = spec.replace(subject=Subject())
-            else:
-                run_spec = spec.replace(subject=subject.for_image(image.width, image.height))
-            result = run_job(JobRequest(image=image, spec=run_spec, mask=mask,
-                                        source_name=f"{name}/{photo.name}"),
-                             record=record, cancel=cancel)
-            # extra variants first: the first output's file existing means the photo is done
-            for k, extra in enumerate(result.outputs[1:], start=2):
-                save_image(extra, out.with_name(f"{out.stem}-{k}{out.suffix}"))
-            save_image(result.outputs[0], out)
+            run_id = _one(photo, out, spec, subject, name, record, check_output, cancel, client)
         except BackdropError as e:
-            report.failed.append((photo.name, str(e)))
-            continue
-        report.done.append(photo.name)
-        if result.run_id is not None:
-            report.run_ids.append(result.run_id)
+            with lock:
+                report.failed.append((photo.name, str(e)))
+            return
+        with lock:
+            report.done.append(photo.name)
+            if run_id is not None:
+                report.run_ids.append(run_id)
+
+    try:
+        n = workers or (8 if remote else 1)
+        if n == 1:
+            for photo in items:
+                one(photo)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(n) as pool:
+                list(pool.map(one, items))
+    finally:
+        if client is not None:
+            client.close()
+    report.done.sort()
+    report.skipped.sort()
+    report.failed.sort()
     return report
 
+
+def _one(photo: Path, out: Path, spec: RunSpec, subject: BatchSubject, name: str, record: bool,
+         check_output, cancel, client) -> Optional[int]:
+    """One photo: its subject, the run (here or on the service), the output file(s); the run id."""
+    from core.images import load_image, load_mask, save_image
+    from core.jobs import JobRequest, run_job
+
+    if check_output is not None:
+        check_output(out, photo)
+    image = load_image(photo)
+    mask = None
+    if subject.masks is not None:
+        mask = load_mask(_mask_for(subject, photo), image)
+        run_spec = spec.replace(subject=Subject())
+    else:
+        run_spec = spec.replace(subject=subject.for_image(image.width, image.height))
+    if client is not None:
+        import io
+
+        import numpy as np
+        from PIL import Image
+        result = client.replace(run_spec, photo=photo.read_bytes(), mask=mask,
+                                source_name=f"{name}/{photo.name}")
+        outputs = [np.asarray(Image.open(io.BytesIO(client.file(o["hash"])))) for o in result["outputs"]]
+        run_id = result["run_id"]
+    else:
+        result = run_job(JobRequest(image=image, spec=run_spec, mask=mask,
+                                    source_name=f"{name}/{photo.name}"), record=record, cancel=cancel)
+        outputs, run_id = result.outputs, result.run_id
+    # extra variants first: the first output's file existing means the photo is done
+    for k, extra in enumerate(outputs[1:], start=2):
+        save_image(extra, out.with_name(f"{out.stem}-{k}{out.suffix}"))
+    save_image(outputs[0], out)
+    return run_id

@@ -223,8 +223,10 @@ def cmd_replace(args) -> int:
     _check_outputs(_output_paths(out, n_out), args, args.image, args.mask,
                    spec.background.path if spec.background.kind == "image" else None)
     image = load_image(args.image)
-    request = JobRequest(image=image, spec=spec, source_name=Path(args.image).name,
-                         mask=load_mask(args.mask, image) if args.mask else None)
+    mask = load_mask(args.mask, image) if args.mask else None
+    if config.server_url():                 # team mode: the service does the work and records it
+        return _replace_remote(args, spec, image, mask, out)
+    request = JobRequest(image=image, spec=spec, source_name=Path(args.image).name, mask=mask)
 
     # The bar only draws on a terminal, so piped stderr keeps the one-line `error:` contract.
     bar = tqdm(total=100, unit="%", desc="starting", file=sys.stderr, leave=False,
@@ -250,6 +252,42 @@ def cmd_replace(args) -> int:
         _error(f"the output was written, but the run is not in history: {result.record_error}")
         return 2
     return 0
+
+
+def _replace_remote(args, spec: RunSpec, image, mask, out: Path) -> int:
+    from core.service.client import ServiceClient
+
+    with ServiceClient() as client:
+        result = client.replace(spec, photo=Path(args.image).read_bytes(), mask=mask,
+                                source_name=Path(args.image).name)
+        paths = _save_remote_outputs(client, result, _output_paths(out, len(result["outputs"])))
+    seeds = [o["seed"] for o in result["outputs"] if o.get("seed") is not None]
+    print(f"wrote {terminal_safe(', '.join(map(str, paths)))} (history run {result['run_id']} on "
+          f"{terminal_safe(client.url)})" + (f" seeds {seeds}" if seeds else ""))
+    return 0
+
+
+def _save_remote_outputs(client, result: dict, paths: list[Path]) -> list[Path]:
+    """Fetch a service run's outputs (PNG) and write them where the user asked, in its format."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.images import save_image
+    for path, o in zip(paths, result["outputs"]):
+        data = client.file(o["hash"])
+        if path.suffix.lower() == ".png":
+            from core.files import atomic_write_bytes
+            atomic_write_bytes(path, data)           # the stored PNG as is
+        else:
+            save_image(np.asarray(Image.open(io.BytesIO(data))), path)
+    return paths
+
+
+def cmd_serve(args) -> int:
+    from core.service import serve_forever
+    return serve_forever(args.host, args.port, address=args.address, num_cpus=args.num_cpus) or 0
 
 
 def cmd_batch(args) -> int:
@@ -278,7 +316,8 @@ def cmd_batch(args) -> int:
 
     try:
         report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
-                           record=not args.no_history, check_output=check, progress=progress)
+                           record=not args.no_history, check_output=check, progress=progress,
+                           workers=args.workers)
     finally:
         bar.close()
     for name, line in report.failed:
@@ -452,8 +491,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
     _spec_options(b.add_argument_group("generation (background sd)"), Generation)
     _spec_options(b.add_argument_group("mask"), MaskOptions)
-    b.add_argument("--no-history", action="store_true", help="do not record the runs")
+    b.add_argument("--no-history", action="store_true", help="do not record the runs (in-process only)")
+    b.add_argument("--workers", type=_whole(1, 64), default=None, metavar="N",
+                   help="photos in flight at once (default 1 in-process; 8 with BACKDROP_SERVER_URL, "
+                        "spread over the service's replicas)")
     b.set_defaults(func=cmd_batch)
+
+    sv = sub.add_parser("serve", help="team mode: the HTTP API (/v1, OpenAPI at /docs) on Ray Serve")
+    from core.service import add_arguments as serve_arguments
+    serve_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("history", help="list or export recorded runs")
     hs = h.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)

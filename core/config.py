@@ -53,3 +53,9 @@ def default_mode() -> str:
         return "quality" if devices.pick().startswith("cuda") else "fast"
     except Exception:   # an unusable BACKDROP_DEVICE is reported where the model loads
         return "fast"
+
+
+def server_url() -> str:
+    """`BACKDROP_SERVER_URL`: the team service (python -m core serve) the app and the CLI hand their
+    work to; empty (the default) = everything runs in this process."""
+    return os.environ.get("BACKDROP_SERVER_URL", "").strip()
