@@ -3,7 +3,7 @@ with 1 and then 2 replicas of each model deployment in the same run, and optiona
 replica killed (ray.kill) in the middle of a third round.
 
     python bench/serve.py [--clients 8] [--requests 25] [--size 640x480] [--background color|sd]
-                          [--clicks 10] [--kill] [--postgres | --database-url URL]
+                          [--clicks 10] [--kill] [--batch 200] [--postgres | --database-url URL]
 
 Tiny models on CPU, one local cluster with ray.init(num_cpus=2). Every request uploads its photo
 (one photo per client, real photos from skimage.data resized to --size) and a subject mask (so the
@@ -21,6 +21,10 @@ other run of that round (except rows left "running"/failed by a killed replica, 
 once (/v1/embed, tiny SAM) and click N times by the handle (/v1/segment, masks at preview size):
 click latency through the whole HTTP path, and how many clicks had to re-embed (0 when Serve routes
 each photo's clicks to the replica that holds its embedding).
+
+--batch N: core.batch.run_batch in team mode (BACKDROP_SERVER_URL) over N photos with masks, 8 in
+flight: wall time and time per photo (no model runs with a colour background, so that is the
+per-photo overhead: upload, decode, compose, encode, history row, download of the result).
 
 Reported per round: throughput (requests/s), p50/p95/max latency; "throughput_ratio_2v1". With
 --kill: requests that failed (each with its one-line error), requests the ingress sent again to
@@ -193,6 +197,37 @@ def _clicks(url: str, clients: int, clicks: int, photos: list[np.ndarray]) -> di
             "p95_ms": round(_pct(lat, 0.95) * 1000, 1), "reembedded": reembedded[0]}
 
 
+def _batch(url: str, n: int, photos: list[np.ndarray], tmp: Path, background: str) -> dict:
+    """`python -m core batch` in team mode (core.batch.run_batch with BACKDROP_SERVER_URL): n photos
+    with their masks in a folder, 8 photos in flight; what a photo costs outside any model."""
+    from core.batch import BatchSubject, run_batch
+    from core.history import open_store
+    from core.images import save_image
+    from core.spec import RunSpec
+
+    src, masks, out = tmp / "batch-in", tmp / "batch-masks", tmp / "batch-out"
+    src.mkdir(), masks.mkdir()
+    h, w = photos[0].shape[:2]
+    for i in range(n):
+        save_image(np.roll(photos[i % len(photos)], 3 * i, axis=0), src / f"p{i:04d}.png")
+        save_image(_ellipse(h, w), masks / f"p{i:04d}.png")
+    spec = RunSpec(background=_spec(background, 0)["background"],
+                   generation=_spec(background, 0).get("generation"))
+    os.environ["BACKDROP_SERVER_URL"] = url
+    try:
+        t = time.perf_counter()
+        rep = run_batch(src, out, spec, BatchSubject(masks=masks), name="bench-batch", workers=8)
+        wall = time.perf_counter() - t
+    finally:
+        os.environ.pop("BACKDROP_SERVER_URL", None)
+    store = open_store()
+    own = sorted(sum(v for k, v in store.get_run(i).timings.items() if k not in ("record",)) * 1000
+                 for i in rep.run_ids)
+    return {"photos": n, "wall_s": round(wall, 1), "per_photo_ms": round(wall / n * 1000, 1),
+            "done": len(rep.done), "failed": len(rep.failed), "run_ids_unique": len(set(rep.run_ids)),
+            "run_median_ms": round(own[len(own) // 2], 1) if own else None}
+
+
 def _kill_one_inpainter(app: str) -> str:
     import ray
     names = [a for a in ray.util.list_named_actors(all_namespaces=True)
@@ -213,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clicks", type=int, default=10,
                     help="per client, after the 2-replica round: /v1/segment by embedding handle (0: skip)")
     ap.add_argument("--kill", action="store_true", help="a third round: kill one inpainter replica mid-load")
+    ap.add_argument("--batch", type=int, default=0, metavar="N",
+                    help="after the 2-replica round: python -m core batch of N photos through the service")
     ap.add_argument("--database-url", default=None, help="history database (default: SQLite in the temp dir)")
     ap.add_argument("--postgres", action="store_true",
                     help="history on a throwaway PostgreSQL server started for the run (tests/pg.py, durable)")
@@ -296,6 +333,13 @@ def _bench(args) -> int:
                 print(f"clicks, {n} client(s) at once (2 replicas, tiny SAM, by embedding handle): "
                       f"{c['clicks']} clicks, p50 {c['p50_ms']} ms, p95 {c['p95_ms']} ms, "
                       f"re-embedded {c['reembedded']}", flush=True)
+        if args.batch:
+            b = _batch(url, args.batch, photos, tmp, args.background)
+            report.update({f"batch_{k}": v for k, v in b.items()})
+            print(f"batch of {b['photos']} photos through the service (2 replicas, 8 workers): "
+                  f"{b['wall_s']} s, {b['per_photo_ms']} ms per photo, {b['done']} done, "
+                  f"{b['failed']} failed; runs' own work (compose + record) median {b['run_median_ms']} ms",
+                  flush=True)
         if args.kill:
             killed = {}
 
