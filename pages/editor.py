@@ -5,7 +5,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core import spec, weights
-from ui import canvas, job, photo, prompts, resources, tasks
+from ui import canvas, job, photo, prompts, remote, resources, tasks
 from ui import state as S
 from ui import models as um
 from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
@@ -20,11 +20,19 @@ with st.sidebar:
                                                       resources.is_present(weights.get_spec(n, "segment"))),
                     help="Which model finds the subject from your clicks. Manage downloads on the "
                          "Models page.")
-    seg_name, seg_note = resources.choose_segmenter(state["segmenter"])
+    client_mode = remote.is_remote()      # BACKDROP_SERVER_URL: the service segments and runs
+    if client_mode:                       # its weights are on the service, not here
+        seg_name, seg_note = state["segmenter"], None
+        st.caption(f"Working with the Backdrop service at {escape_md(remote.server_url())}.")
+    else:
+        seg_name, seg_note = resources.choose_segmenter(state["segmenter"])
     if seg_note:
         st.warning(seg_note)
 
-seg_name, segmenter, seg_errors = prompts.load_segmenter(seg_name)
+if client_mode:
+    seg_name, segmenter, seg_errors = remote.load_segmenter(state, seg_name)
+else:
+    seg_name, segmenter, seg_errors = prompts.load_segmenter(seg_name)
 for error in seg_errors:
     st.error(escape_md(error))
 
@@ -86,7 +94,7 @@ with ctl_col:
                              persist_state="session", format_func=S.band_label,
                              help="How far each side of the mask's edge the matte works, in pixels of "
                                   "the full-resolution photo. Auto: about 0.6 % of the photo's long side.")
-            if state["edge_method"] == "vitmatte" and not job.vitmatte_available():
+            if state["edge_method"] == "vitmatte" and not client_mode and not job.vitmatte_available():
                 st.caption("ViTMatte's weights are not installed: runs use Guided matting until you get "
                            "them on the Models page.")
             elif state["edge_method"] != "guided":
@@ -185,13 +193,15 @@ with ctl_col:
                       help="More steps: finer detail, slower.")
             c2.slider("Guidance", 0.0, spec.MAX_GUIDANCE, step=0.5, key="guidance", persist_state="session",
                       help="How closely to follow the prompt (1 or less: no classifier-free guidance).")
-        missing = um.inpaint_missing_note(state["inpaint_model"])
+        missing = None if client_mode else um.inpaint_missing_note(state["inpaint_model"])
         if missing:
             st.warning(missing)
     elif kind == S.BG_COLOR:
         st.color_picker("Colour", key="bg_color", persist_state="session")
     elif kind == S.BG_BLUR:
         st.slider("Blur radius, px", 1, 150, key="blur_radius", persist_state="session")
+    elif kind == S.BG_IMAGE and client_mode:
+        st.warning(remote.IMAGE_BACKGROUND_NOTE)
     elif kind == S.BG_IMAGE:
         bg_up = st.file_uploader("Background photo", type=photo.UPLOAD_TYPES, key="bg_upload")
         bg_error = job.take_background_upload(state, bg_up)
@@ -203,7 +213,9 @@ with ctl_col:
         st.caption("The result is a PNG with a transparent background.")
 
     has_subject = prompts.has_subject(state)
-    clicked = st.button("Generate", type="primary", disabled=tasks.running(state["job"]) or not has_subject,
+    image_refused = client_mode and kind == S.BG_IMAGE
+    clicked = st.button("Generate", type="primary",
+                        disabled=tasks.running(state["job"]) or not has_subject or image_refused,
                         width="stretch", help=None if has_subject else "Click on the subject first.")
     start_error = job.start_if_asked(state, clicked, seg_name)   # also History's "Re-run"
     if start_error:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import streamlit as st
 
 from core import config
-from core.errors import BackdropError
+from core.errors import BackdropError, InvalidOptionError
 from ui import prompts, tasks
 from ui import state as S
 from ui.widgets import display_image, escape_md, one_line
@@ -118,6 +118,11 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     The worker also makes the browser-sized previews of the outputs, so later reruns only send
     cached bytes.
     """
+    from ui import remote
+
+    if remote.is_remote():
+        return start_remote_generation(state, segmenter_name)
+
     from core.jobs import run_job
 
     from core.images import encode_jpeg
@@ -140,6 +145,31 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     task = tasks.start("generate", work, label="generating the background")
     task.request = request
     task.live = live
+    state["job"] = task
+    return task
+
+
+def start_remote_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
+    """Client mode (ui.remote): the run goes to the service (POST /v1/replace, recorded in the
+    service's history), in the background like a local job; its outputs are fetched by hash.
+    The service applies its own model and edge fallbacks."""
+    from ui import remote
+
+    request = job_request(state, segmenter_name)
+    if request.spec.background.kind == "image":
+        raise InvalidOptionError(remote.IMAGE_BACKGROUND_NOTE)
+    client = remote.remote_client()
+    state["run_notice"] = None
+
+    def work(progress, cancel):
+        job = remote.run_on_service(client, request, progress)
+        return {"job": job, "original": display_image(request.image.rgb),
+                "previews": [display_image(o) for o in job.outputs]}
+
+    task = tasks.start("generate", work, label="running on the Backdrop service")
+    task.request = request
+    task.live = {}
+    task.remote = True
     state["job"] = task
     return task
 
@@ -178,7 +208,8 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
                            "timings": r.timings, "original": task.result["original"],
                            "previews": task.result["previews"],
                            "name": Path(task.request.source_name or "photo").stem,
-                           "background": str(task.request.spec.background)}
+                           "background": str(task.request.spec.background),
+                           "remote": bool(getattr(task, "remote", False))}
         if r.record_error:   # the outputs are fine and downloadable; only the history failed
             state["job_notice"] = ("warning", f"Done in {task.elapsed:.1f} s, but the run is not in "
                                    f"History: {r.record_error}. Download the result below.")
@@ -193,6 +224,8 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
 
 
 def progress_text(task: tasks.Task) -> str:
+    if getattr(task, "remote", False):    # one request: no steps to count
+        return f"Working on the server… {task.elapsed:.0f} s"
     stage = STAGE_TEXT.get(task.stage, task.stage.capitalize())
     return f"{stage}… {int(task.fraction * 100)}% · {task.elapsed:.0f} s"
 
@@ -210,6 +243,9 @@ def job_panel(state: MutableMapping) -> None:
         if task.done:
             collect_result(state)
             st.rerun()
+        if getattr(task, "remote", False):
+            st.info(progress_text(task), icon=":material/cloud_sync:")
+            return      # a run on the service cannot be stopped from here: no Cancel
         st.progress(task.fraction, text=progress_text(task))
         picture = getattr(task, "live", {}).get("jpeg")
         if picture is not None:     # the background forming, as the model paints it
@@ -236,6 +272,10 @@ def results_panel(state: MutableMapping) -> None:
     st.subheader("Result")
     outputs = res["outputs"]
     cols = st.columns(1 + len(outputs))
+    if res.get("remote") and res.get("run_id"):     # client mode: the run is in the service's history
+        if st.button(f"Open run #{res['run_id']} in History", key="open-run", icon=":material/history:"):
+            state["hist_open"] = res["run_id"]
+            st.switch_page("pages/history.py")
     cols[0].image(res["original"], caption="Original")
     for i, (col, out) in enumerate(zip(cols[1:], outputs)):
         seed = res["seeds"][i]

@@ -121,14 +121,14 @@ def segment_preview(state: MutableMapping, segmenter, segmenter_name: str):
     key = seg_key(state, segmenter_name)
     cache = state.get("seg_cache") or {}
     if key not in cache:
-        if segmenter_name in NO_EMBEDDING:
+        if segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False):
             # GrabCut works on a <= 512 px copy anyway: start from the preview, not the 12 MP photo
             s = state["preview"].scale
             b = box(state)
             request = SegmentRequest(clicks=tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state)),
                                      box=None if b is None else tuple(v * s for v in b), multimask=True)
             result = segmenter.segment(state["preview"].rgb, request, out_size=preview_size(state))
-        else:
+        else:   # (client mode: the service holds the photo; clicks go in ORIGINAL pixels)
             request = SegmentRequest(clicks=clicks(state), box=box(state), multimask=True)
             result = segmenter.segment(state["photo"].rgb, request, out_size=preview_size(state))
         cache = {key: result}          # one entry: the current prompts
