@@ -228,3 +228,33 @@ def test_service_down_is_one_line_error(monkeypatch, tiny_sam, chelsea):
     errors = one_line_errors(at)
     assert 1 <= len(errors) <= 2 and all("cannot reach the Backdrop service" in e for e in errors), errors
     assert at.session_state["job_notice"][0] == "error" and at.session_state["result"] is None
+
+
+def test_embedded_mode_imports_no_client(tmp_path):
+    """Without BACKDROP_SERVER_URL the editor runs as before: a click is segmented in-process and
+    neither httpx nor Ray is imported (a fresh interpreter, so other tests' imports do not count)."""
+    import os
+    import subprocess
+    import sys
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+from ui import canvas, remote
+assert not remote.is_remote()
+at = AppTest.from_file({APP!r}, default_timeout=120).run()
+at.button(key="sample-Cat").click().run()
+assert at.session_state["prepare"].wait(120)
+canvas.apply_canvas_value(at.session_state, {{"x": 225, "y": 150, "width": 451, "height": 300, "unix_time": 1}})
+at.run()
+assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+assert "Mask ready" in "\\n".join(c.value for c in at.caption)
+assert remote.EMBEDDINGS_KEY not in at.session_state
+print("httpx" in sys.modules, "ray" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKDROP_SERVER_URL", "BACKDROP_API_TOKEN")}
+    env["BACKDROP_SEGMENTER"] = "grabcut"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["False", "False"], out.stdout

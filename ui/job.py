@@ -159,10 +159,11 @@ def start_remote_generation(state: MutableMapping, segmenter_name: str) -> tasks
     if request.spec.background.kind == "image":
         raise InvalidOptionError(remote.IMAGE_BACKGROUND_NOTE)
     client = remote.remote_client()
+    original = remote.original_file(state, request.image)
     state["run_notice"] = None
 
     def work(progress, cancel):
-        job = remote.run_on_service(client, request, progress)
+        job = remote.run_on_service(client, request, progress, original)
         return {"job": job, "original": display_image(request.image.rgb),
                 "previews": [display_image(o) for o in job.outputs]}
 

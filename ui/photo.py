@@ -52,6 +52,9 @@ def load_upload(state: MutableMapping, data: bytes, name: str):
 
     image = load_image(data)
     load_photo(state, image, name)
+    from ui import remote
+    if remote.is_remote():      # client mode: the service gets the file as uploaded (smaller than a PNG)
+        state[remote.ORIGINALS_KEY] = {image.hash: bytes(data)}
     return image
 
 

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0     # a service that does not answer the connection: fail fast, one line
 REQUEST_TIMEOUT_S = 900.0    # a Quality run on a busy service may take minutes
-EMBEDDINGS_KEY = "remote_embeddings"
+EMBEDDINGS_KEY = "remote_embeddings"     # {(photo hash, segmenter): embedding handle}
+ORIGINALS_KEY = "remote_originals"       # {photo hash: the file as uploaded}, the current photo only
 IMAGE_BACKGROUND_NOTE = ("A background photo cannot be used through the Backdrop service (it would "
                          "have to be a file on the server): choose AI scene, Colour, Blur or Transparent.")
 
@@ -85,8 +86,9 @@ class RemoteSegmenter:
 
     remote = True
 
-    def __init__(self, name: str, client, handles: dict):
+    def __init__(self, name: str, client, handles: dict, originals: Optional[dict] = None):
         self.name, self.client, self.handles = name, client, handles
+        self.originals = originals or {}
 
     def _key(self, rgb: np.ndarray) -> tuple[str, str]:
         from core.segment import image_key
@@ -95,7 +97,7 @@ class RemoteSegmenter:
     def prepare(self, rgb: np.ndarray) -> str:
         """Send the photo once; the service computes and keeps its embedding. Returns the handle."""
         key = self._key(rgb)
-        out = self.client.embed(photo=rgb, segmenter=self.name)
+        out = self.client.embed(photo=self.originals.get(key[0], rgb), segmenter=self.name)
         self.handles[key] = out["embedding"]
         return out["embedding"]
 
@@ -131,7 +133,7 @@ def load_segmenter(state: MutableMapping, name: str) -> tuple[str, Any, list[str
     except Exception as e:
         log.warning("no client for the Backdrop service at %s: %s", server_url(), e)
         return name, None, [one_line(e, "connecting to the Backdrop service")]
-    return name, RemoteSegmenter(name, client, handles), []
+    return name, RemoteSegmenter(name, client, handles, state.get(ORIGINALS_KEY)), []
 
 
 # ----------------------------------------------------------------------------- runs
@@ -145,9 +147,16 @@ def _decode(blob: bytes) -> np.ndarray:
     return np.asarray(img)
 
 
-def run_on_service(client, request, progress=None):
+def original_file(state: MutableMapping, image) -> Optional[bytes]:
+    """The file `image` (a LoadedImage) was read from, when this session uploaded it."""
+    originals = state.get(ORIGINALS_KEY)
+    return originals.get(image.hash) if isinstance(originals, dict) else None
+
+
+def run_on_service(client, request, progress=None, original: Optional[bytes] = None):
     """One run on the service (core.jobs.JobRequest: photo, spec, optional full-size mask, name)
-    -> core.jobs.JobResult with the outputs fetched at full size. Blocking: call it in a worker."""
+    -> core.jobs.JobResult with the outputs fetched at full size. `original`: the photo's file as
+    uploaded, sent instead of a PNG of its pixels. Blocking: call it in a worker."""
     from core.jobs import JobResult
 
     spec = request.spec
@@ -155,7 +164,8 @@ def run_on_service(client, request, progress=None):
         raise InvalidOptionError(IMAGE_BACKGROUND_NOTE)
     if progress is not None:
         progress("server", 0.0)
-    out = client.replace(spec, photo=request.image, mask=request.mask,
+    out = client.replace(spec, photo=original if original is not None else request.image,
+                         mask=request.mask,
                          source_name=request.source_name or "")
     if progress is not None:
         progress("download", 1.0)
