@@ -258,3 +258,13 @@ print("httpx" in sys.modules, "ray" in sys.modules)
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["False", "False"], out.stdout
+
+
+def test_wrong_token_is_one_line_error(client_env, monkeypatch, chelsea):
+    monkeypatch.setenv("BACKDROP_API_TOKEN", "not-the-token")
+    at = open_cat(chelsea)
+    assert at.session_state["prepare"].wait(60)
+    click_centre(at)
+    errors = one_line_errors(at)
+    assert len(errors) == 1 and "token" in errors[0], errors
+    assert at.session_state["seg_cache"] == {}
