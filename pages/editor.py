@@ -13,17 +13,17 @@ from ui.widgets import escape_md, guarded, model_label, show_notice, state_selec
 state = st.session_state
 
 # ------------------------------------------------------------------ sidebar: segmentation model
+client_mode = remote.is_remote()          # BACKDROP_SERVER_URL: the service segments and runs
 with st.sidebar:
     state_selectbox(st, "Segmentation model", [s.name for s in um.visible_specs("segment", state)],
                     state, "segmenter", "seg_pick",
-                    format_func=lambda n: model_label(weights.get_spec(n, "segment"),
+                    format_func=lambda n: model_label(weights.get_spec(n, "segment"), client_mode or
                                                       resources.is_present(weights.get_spec(n, "segment"))),
                     help="Which model finds the subject from your clicks. Manage downloads on the "
                          "Models page.")
-    client_mode = remote.is_remote()      # BACKDROP_SERVER_URL: the service segments and runs
-    if client_mode:                       # its weights are on the service, not here
+    if client_mode:                       # the weights are on the service, not here
         seg_name, seg_note = state["segmenter"], None
-        st.caption(f"Working with the Backdrop service at {escape_md(remote.server_url())}.")
+        st.caption(f"Working with the Backdrop service at {escape_md(remote.shown_url())}.")
     else:
         seg_name, seg_note = resources.choose_segmenter(state["segmenter"])
     if seg_note:

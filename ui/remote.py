@@ -52,6 +52,16 @@ def server_url() -> str:
     return (os.environ.get("BACKDROP_SERVER_URL") or "").strip()
 
 
+def shown_url() -> str:
+    """The service's URL as the page shows it: no user or password."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(server_url())
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else server_url()
+
+
 def is_remote() -> bool:
     """Whether the app is a client of the service (BACKDROP_SERVER_URL set and not empty)."""
     return bool(server_url())
