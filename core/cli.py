@@ -263,7 +263,7 @@ def _replace_remote(args, spec: RunSpec, image, mask, out: Path) -> int:
         paths = _save_remote_outputs(client, result, _output_paths(out, len(result["outputs"])))
     seeds = [o["seed"] for o in result["outputs"] if o.get("seed") is not None]
     print(f"wrote {terminal_safe(', '.join(map(str, paths)))} (history run {result['run_id']} on "
-          f"{terminal_safe(client.url)})" + (f" seeds {seeds}" if seeds else ""))
+          f"{terminal_safe(client.display_url)})" + (f" seeds {seeds}" if seeds else ""))
     return 0
 
 

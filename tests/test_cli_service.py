@@ -75,3 +75,13 @@ def test_a_wrong_token_or_no_service_is_one_line(service, monkeypatch, tmp_path,
     proc = cli("replace", photo, "--box", "5,5,50,50", "--segmenter", "grabcut", "--background",
                "color:#fff", "--out", tmp_path / "o.png", check=False)
     assert_one_line_error(proc, "cannot reach the Backdrop service")
+
+
+def test_a_password_in_the_service_url_is_never_shown(monkeypatch, tmp_path, chelsea):
+    photo = tmp_path / "p.png"
+    Image.fromarray(chelsea[:64, :64]).save(photo)
+    monkeypatch.setenv("BACKDROP_SERVER_URL", "http://alice:hunter2@127.0.0.1:9")
+    proc = cli("replace", photo, "--box", "5,5,50,50", "--segmenter", "grabcut", "--background",
+               "color:#fff", "--out", tmp_path / "o.png", check=False)
+    line = assert_one_line_error(proc, "http://127.0.0.1:9")
+    assert "hunter2" not in proc.stderr + proc.stdout and "alice" not in line

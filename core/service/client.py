@@ -45,6 +45,17 @@ def _photo_bytes(photo: Photo) -> bytes:
                                     f"not {type(photo).__name__}")
 
 
+def _without_credentials(url: str) -> str:
+    """`url` with any user:password@ taken out (never shown in an error line or a page)."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _json(value: Any) -> Any:
     dump = getattr(value, "model_dump", None)
     return dump(mode="json") if callable(dump) else value
@@ -61,6 +72,7 @@ class ServiceClient:
         self.url = (url or os.environ.get("BACKDROP_SERVER_URL") or "").rstrip("/")
         if not self.url:
             raise errors.InvalidOptionError("no service URL: set BACKDROP_SERVER_URL (e.g. http://gpu-box:8000)")
+        self.display_url = _without_credentials(self.url)     # what messages show
         token = token if token is not None else os.environ.get("BACKDROP_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
@@ -81,9 +93,9 @@ class ServiceClient:
         try:
             r = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
-            raise BackdropError(f"the Backdrop service at {self.url} did not answer in time") from None
+            raise BackdropError(f"the Backdrop service at {self.display_url} did not answer in time") from None
         except httpx.HTTPError as e:
-            raise BackdropError(f"cannot reach the Backdrop service at {self.url}: {e}") from None
+            raise BackdropError(f"cannot reach the Backdrop service at {self.display_url}: {e}") from None
         if r.status_code >= 400:
             try:
                 line = r.json()["error"]
