@@ -5,7 +5,6 @@ Segmentation is GrabCut (built in): a real mask of the coffee cup, no weights.""
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from apptest_kit import no_exception, wait_until  # noqa: E402
 
 from runs import record  # noqa: E402
 from ui import canvas, job, photo, prompts  # noqa: E402
@@ -27,21 +27,6 @@ RUN_TIMEOUT = 120
 @pytest.fixture(autouse=True)
 def grabcut(monkeypatch):
     monkeypatch.setenv("BACKDROP_SEGMENTER", "grabcut")
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def wait_until(at: AppTest, cond, timeout: float = 180.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        at.run()
-        no_exception(at)
-        if cond(at):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def button(at: AppTest, label: str):

@@ -14,6 +14,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from apptest_kit import no_exception, wait_until  # noqa: E402
 
 from ui import canvas, job, photo, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -31,22 +32,6 @@ def tiny_env(monkeypatch, tiny_sam, tiny_inpaint):
 def new_app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT)
     return at.run()
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def wait_until(at: AppTest, cond, timeout: float = 180.0, what: str = "condition") -> None:
-    """Rerun the app (as the page's polling fragment would) until cond(at) holds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        at.run()
-        no_exception(at)
-        if cond(at):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def png_bytes(rgb: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -12,16 +12,13 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from apptest_kit import no_exception  # noqa: E402
 
 from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
 from runs import record
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
 
 
 def history_app() -> AppTest:

@@ -18,6 +18,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 pytest.importorskip("httpx")
 from streamlit.testing.v1 import AppTest  # noqa: E402
+from apptest_kit import no_exception, wait_until  # noqa: E402
 
 from serve_kit import TOKEN, free_port  # noqa: E402
 from ui import canvas, remote  # noqa: E402
@@ -38,21 +39,6 @@ def client_env(monkeypatch, service, tiny_sam):
     from core.segment import clear_segmenters
     clear_segmenters()          # whatever other tests loaded in this process
     return service
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def wait_until(at: AppTest, cond, timeout: float = 180.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        at.run()
-        no_exception(at)
-        if cond(at):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

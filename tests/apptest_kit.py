@@ -1,0 +1,21 @@
+"""Helpers shared by the Streamlit AppTest suites (tests/test_app_*.py)."""
+from __future__ import annotations
+
+import time
+
+
+def no_exception(at) -> None:
+    """The script ran without an uncaught exception (what a user would see as a traceback)."""
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def wait_until(at, cond, timeout: float = 180.0, what: str = "condition", poll: float = 0.3) -> None:
+    """Rerun the app (as the page's polling fragment would) until cond(at) holds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        at.run()
+        no_exception(at)
+        if cond(at):
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
