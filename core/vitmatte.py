@@ -25,7 +25,6 @@ inside functions.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from core import arrays, devices, weights
 from core.errors import InvalidOptionError, MissingWeightsError
+from core.loaded import LoadedModels
 
 __all__ = ["DEFAULT_MODEL", "TILE", "OVERLAP", "predict_alpha", "available", "load", "loaded_models",
            "clear_models"]
@@ -80,9 +80,7 @@ class _Loaded:
         return alpha.astype(np.float32, copy=False)
 
 
-_LOADED: "OrderedDict[tuple, _Loaded]" = OrderedDict()
-_LOADED_LOCK = threading.Lock()     # guards _LOADED
-_LOAD_LOCK = threading.Lock()       # one load at a time
+_LOADED: "LoadedModels[_Loaded]" = LoadedModels(lambda: MAX_LOADED)   # (name, path, device) ->
 
 
 # ----------------------------------------------------------------------------- models
@@ -127,33 +125,17 @@ def load(model: Optional[str] = None, device: Optional[str] = None) -> _Loaded:
     path = weights.resolve(spec.name, TASK)      # MissingWeightsError: folder, size, the command
     device = devices.pick(device)
     key = (spec.name, str(Path(path).resolve()), device)
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    with _LOAD_LOCK:
-        with _LOADED_LOCK:
-            if key in _LOADED:          # loaded by the thread we waited for
-                _LOADED.move_to_end(key)
-                return _LOADED[key]
-            while len(_LOADED) >= MAX_LOADED:
-                _LOADED.popitem(last=False)
-        loaded = _load_folder(spec, path, device)
-        with _LOADED_LOCK:
-            _LOADED[key] = loaded
-        return loaded
+    return _LOADED.get(key, lambda: _load_folder(spec, path, device))
 
 
 def loaded_models() -> list[str]:
     """Names of the matting models kept loaded, least recently used first."""
-    with _LOADED_LOCK:
-        return [loaded.name for loaded in _LOADED.values()]
+    return [loaded.name for _, loaded in _LOADED.items()]
 
 
 def clear_models() -> None:
     """Forget every loaded matting model (freed once nobody holds it)."""
-    with _LOADED_LOCK:
-        _LOADED.clear()
+    _LOADED.clear()
 
 
 # ----------------------------------------------------------------------------- matting

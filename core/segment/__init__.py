@@ -26,12 +26,10 @@ holds it and is freed when nobody does. Heavy libraries are imported inside func
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from core import weights
 from core.devices import pick as default_device
 from core.errors import InvalidOptionError
+from core.loaded import LoadedModels
 from core.segment.cache import DEFAULT_CACHE_SIZE, EmbeddingCache, image_key
 from core.segment.cache import _masks_from_low_res  # noqa: F401 - used by bench/click_latency.py
 from core.segment.grabcut import GrabCutSegmenter
@@ -56,28 +54,12 @@ SEGMENTERS = tuple(s.name for s in weights.specs("segment"))
 MAX_LOADED = 4
 
 # ----------------------------------------------------------------------------- loaded segmenters
-_LOADED: "OrderedDict[tuple, Segmenter]" = OrderedDict()   # (name, resolved path) -> Segmenter
-_LOADED_LOCK = threading.Lock()     # guards _LOADED; held only for dict operations
-_LOAD_LOCK = threading.Lock()       # one load at a time: no duplicate or racing multi-GB loads
+_LOADED: "LoadedModels[Segmenter]" = LoadedModels(lambda: MAX_LOADED)   # (name, resolved path) ->
 
 
 def _loaded(key: tuple, load) -> Segmenter:
     """The registry entry for `key`, loading it with `load()` (once) when absent."""
-    with _LOADED_LOCK:
-        if key in _LOADED:
-            _LOADED.move_to_end(key)
-            return _LOADED[key]
-    with _LOAD_LOCK:
-        with _LOADED_LOCK:
-            if key in _LOADED:       # loaded by the thread we waited for
-                _LOADED.move_to_end(key)
-                return _LOADED[key]
-            while len(_LOADED) >= MAX_LOADED:    # make room first: the old model can be freed
-                _LOADED.popitem(last=False)
-        segmenter = load()
-        with _LOADED_LOCK:
-            _LOADED[key] = segmenter
-        return segmenter
+    return _LOADED.get(key, load)
 
 
 def get_segmenter(name: str) -> Segmenter:
@@ -110,11 +92,9 @@ def get_segmenter(name: str) -> Segmenter:
 
 def loaded_segmenters() -> list[str]:
     """Names of the segmenters kept loaded, least recently used first."""
-    with _LOADED_LOCK:
-        return [name for name, _ in _LOADED]
+    return [name for (name, _), _ in _LOADED.items()]
 
 
 def clear_segmenters() -> None:
     """Forget every loaded segmenter (frees their models and embeddings once nobody holds them)."""
-    with _LOADED_LOCK:
-        _LOADED.clear()
+    _LOADED.clear()
