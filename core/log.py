@@ -15,6 +15,7 @@ recolour or clear a terminal, or forge a second log line; a traceback keeps its 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -123,3 +124,18 @@ def configure(level: Union[str, int, None] = None, *, default: Union[str, int] =
         logging.getLogger(__name__).warning("%s=%r is not a log level; using %s", ENV, bad_env,
                                             logging.getLevelName(chosen))
     return chosen
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' "Loading weights" / "Writing model shards" bars off for the block (noise for a
+    sub-second load), back on after if they were on. The switch is process-wide: a transformers
+    load in another thread at the same moment loses its bar too, which is harmless."""
+    from transformers.utils import logging as hf_logging
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()

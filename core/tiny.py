@@ -30,6 +30,7 @@ from pathlib import Path
 
 from core.errors import InvalidOptionError
 from core.files import atomic_write_bytes
+from core.log import quiet_transformers
 
 __all__ = ["build_tiny_sam_model", "build_tiny_sam", "build_tiny_pipeline", "build_tiny_inpaint",
            "tiny_lora_layers", "build_tiny_lora", "build_tiny_taesd", "build_tiny_vitmatte_model",
@@ -222,14 +223,8 @@ def build_tiny_taesd(folder: str | os.PathLike, seed: int = 0) -> Path:
 # ----------------------------------------------------------------------------- matting / SAM-HQ (transformers)
 def _save_quietly(obj, folder: Path) -> None:
     """obj.save_pretrained(folder) without transformers' "Writing model shards" bar."""
-    from transformers.utils import logging as hf_logging
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    with quiet_transformers():
         obj.save_pretrained(str(folder))
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def build_tiny_vitmatte_model(seed: int = 0):

@@ -33,6 +33,7 @@ import numpy as np
 from core import arrays, devices, weights
 from core.errors import InvalidOptionError, MissingWeightsError
 from core.loaded import LoadedModels
+from core.log import quiet_transformers
 
 __all__ = ["DEFAULT_MODEL", "TILE", "OVERLAP", "predict_alpha", "available", "load", "loaded_models",
            "clear_models"]
@@ -100,21 +101,16 @@ def available(model: Optional[str] = None) -> bool:
 def _load_folder(spec: "weights.ModelSpec", path: Path, device: str) -> _Loaded:
     import torch
     from transformers import VitMatteForImageMatting, VitMatteImageProcessor
-    from transformers.utils import logging as hf_logging
 
-    bar = hf_logging.is_progress_bar_enabled()   # the "Loading weights" bar: noise for a 1 s load
-    hf_logging.disable_progress_bar()
-    try:
-        processor = VitMatteImageProcessor.from_pretrained(path, local_files_only=True)
-        model = VitMatteForImageMatting.from_pretrained(path, local_files_only=True)
-    except Exception as e:  # truncated download, wrong files, another architecture
-        raise MissingWeightsError(
-            f"model {spec.name!r}: {path} is incomplete or not a ViTMatte folder ({type(e).__name__}); "
-            f"delete it and run `python -m core models download {spec.name}`"
-        ) from e
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
+    with quiet_transformers():
+        try:
+            processor = VitMatteImageProcessor.from_pretrained(path, local_files_only=True)
+            model = VitMatteForImageMatting.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # truncated download, wrong files, another architecture
+            raise MissingWeightsError(
+                f"model {spec.name!r}: {path} is incomplete or not a ViTMatte folder ({type(e).__name__}); "
+                f"delete it and run `python -m core models download {spec.name}`"
+            ) from e
     return _Loaded(spec.name, model.to(device=device, dtype=torch.float32).eval(), processor)
 
 

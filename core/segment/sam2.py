@@ -13,6 +13,7 @@ import numpy as np
 
 from core import devices
 from core.errors import MissingWeightsError
+from core.log import quiet_transformers
 from core.segment.cache import DEFAULT_CACHE_SIZE, _EmbeddingSegmenter, _masks_from_low_res, _result
 from core.segment.types import SegmentRequest, SegmentResult, _check_call
 
@@ -98,21 +99,14 @@ def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = Non
     """Load a SAM 2.1 snapshot folder (config.json, weights, preprocessor config) with no network,
     on `device` (default: `core.devices.pick()`)."""
     from transformers import Sam2Model, Sam2Processor
-    from transformers.utils import logging as hf_logging
 
-    # Its "Loading weights" bar is noise for a sub-second load. The switch is process-wide: another
-    # transformers load at the same moment would lose its bar too, which is harmless.
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        processor = Sam2Processor.from_pretrained(path, local_files_only=True)
-        model = Sam2Model.from_pretrained(path, local_files_only=True).to(devices.pick(device))
-    except (OSError, ValueError) as e:
-        raise MissingWeightsError(
-            f"model {spec.name!r}: {path} is incomplete or not a SAM 2.1 folder ({type(e).__name__}); "
-            f"delete it and run `python -m core models download {spec.name}`"
-        ) from e
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
+    with quiet_transformers():
+        try:
+            processor = Sam2Processor.from_pretrained(path, local_files_only=True)
+            model = Sam2Model.from_pretrained(path, local_files_only=True).to(devices.pick(device))
+        except (OSError, ValueError) as e:
+            raise MissingWeightsError(
+                f"model {spec.name!r}: {path} is incomplete or not a SAM 2.1 folder ({type(e).__name__}); "
+                f"delete it and run `python -m core models download {spec.name}`"
+            ) from e
     return Sam2Segmenter(spec.name, model, processor)

@@ -26,6 +26,7 @@ import numpy as np
 
 from core import devices
 from core.errors import MissingWeightsError
+from core.log import quiet_transformers
 from core.segment.cache import DEFAULT_CACHE_SIZE, _EmbeddingSegmenter, _masks_from_low_res, _result
 from core.segment.types import SegmentRequest, SegmentResult, _check_call
 
@@ -180,19 +181,14 @@ def load_sam_hq(spec: "weights.ModelSpec", path: Path, device: Optional[str] = N
     `device` (default: `core.devices.pick()`), in float32. Used for the hub models and `tiny-sam-hq`."""
     import torch
     from transformers import SamHQModel, SamHQProcessor
-    from transformers.utils import logging as hf_logging
 
-    bar = hf_logging.is_progress_bar_enabled()   # the "Loading weights" bar: noise here
-    hf_logging.disable_progress_bar()
-    try:
-        processor = SamHQProcessor.from_pretrained(path, local_files_only=True)
-        model = SamHQModel.from_pretrained(path, local_files_only=True)
-    except Exception as e:  # truncated download, wrong files, another architecture
-        raise MissingWeightsError(
-            f"model {spec.name!r}: {path} is incomplete or not a SAM-HQ folder ({type(e).__name__}); "
-            f"delete it and run `python -m core models download {spec.name}`"
-        ) from e
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
+    with quiet_transformers():
+        try:
+            processor = SamHQProcessor.from_pretrained(path, local_files_only=True)
+            model = SamHQModel.from_pretrained(path, local_files_only=True)
+        except Exception as e:  # truncated download, wrong files, another architecture
+            raise MissingWeightsError(
+                f"model {spec.name!r}: {path} is incomplete or not a SAM-HQ folder ({type(e).__name__}); "
+                f"delete it and run `python -m core models download {spec.name}`"
+            ) from e
     return SamHQSegmenter(spec.name, model.to(device=devices.pick(device), dtype=torch.float32), processor)
