@@ -12,19 +12,15 @@ bit by compositing; outside the grown mask alpha is 0; in the band each pixel ge
 and a foreground colour F with the old background's colour taken out ("colour decontamination"),
 so that compositing `alpha * F + (1 - alpha) * B` on a new background B carries none of the old one.
 
-Methods (each sees a crop of the photo and its trimap, returns the crop's alpha):
-  guided    no weights, the default. The alpha of a band pixel is where its colour lies between the
-            local subject colour and the local background colour (both averaged from the sure
-            regions nearby: a per-pixel projection, as in Bayesian and colour-line matting), kept
-            where those two colours are distinct and otherwise taken from the mask smoothed by a
-            guided filter (He et al. 2010) that follows the photo's edges; the result is then
-            guided-filtered once more, lightly, to remove noise. Box filters only: ~linear in the
-            band's area.
+Methods (each sees a crop of the photo, its trimap and the mask, returns the crop's alpha):
+  guided    no weights, the default: the binary mask smoothed by a colour guided filter (He et al.
+            2010; OpenCV contrib's ximgproc), a small window so it follows the photo's own edges and
+            strands; box filters only, ~linear in the band's area. Softens anti-aliased edges and
+            brings back strands the mask cut off; a wide defocus ramp needs cf or vitmatte.
   cf        closed-form matting (Levin et al. 2008) from pymatting, solved per tile of the band.
   vitmatte  ViTMatte (learned, transformers), via core.vitmatte; needs its weights.
 
-Foreground colours: the "blur fusion" estimate (Forte & Pitie 2021, what pymatting's multi-level
-estimator approximates faster), box filters again. The work is cut into tiles that contain band
+Foreground colours: the "blur fusion" estimate (Forte & Pitie 2021), box filters again. The work is cut into tiles that contain band
 pixels, so the cost follows the length of the edge, not the image's area.
 """
 from __future__ import annotations
@@ -77,26 +73,6 @@ def trimap(mask: np.ndarray, band: Optional[int] = None) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------------- filters --
-def _box(x: np.ndarray, r: int) -> np.ndarray:
-    import cv2
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
-
-
-def _guided(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
-    """Guided filter of `src` (HxW float32) by a colour `guide` (HxWx3 float32, 0..1)."""
-    import cv2
-    return cv2.ximgproc.guidedFilter(guide, src, r, eps)
-
-
-def _local_mean(values: np.ndarray, weight: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted local mean of `values` (HxWxC) with `weight` (HxW) over a (2r+1)^2 box, and the box's
-    mean weight (0 where no weighted pixel is near)."""
-    w = _box(weight, r)
-    s = _box(values * weight[..., None], r)
-    return s / np.maximum(w, 1e-6)[..., None], w
-
-
 # ------------------------------------------------------------------------------------- methods --
 # (photo crop HxWx3 uint8, trimap crop HxW uint8, hard mask crop HxW bool, band px) -> alpha HxW float32
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -107,8 +83,9 @@ def _alpha_guided(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int)
     alpha is fitted as a linear function of the photo's colour, so it follows the photo's own
     edges — soft where the border is a blend, up strands the mask cut off. The window (radius
     ~band / 6, 1 px at 1 MP) and eps = 0.01 were tuned with bench/edges.py."""
+    import cv2
     guide = img.astype(np.float32) / 255
-    return _guided(guide, hard.astype(np.float32), max(1, band // 6), 1e-2)
+    return cv2.ximgproc.guidedFilter(guide, hard.astype(np.float32), max(1, band // 6), 1e-2)
 
 
 def _alpha_cf(img: np.ndarray, tri: np.ndarray, hard: np.ndarray, band: int) -> np.ndarray:
