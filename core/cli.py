@@ -293,7 +293,7 @@ def cmd_serve(args) -> int:
 def cmd_batch(args) -> int:
     from tqdm import tqdm
 
-    from core.batch import BatchSubject, photos, run_batch
+    from core.batch import BatchSubject, run_batch
 
     if args.point or args.box:
         raise InvalidOptionError("batch takes --rel-point / --rel-box (fractions of each image's size) "
@@ -304,11 +304,10 @@ def cmd_batch(args) -> int:
     spec = replace_spec(args)
     in_dir, out_dir = Path(args.in_dir), Path(args.out)
     suffix = "." + args.format
-    total = len(photos(in_dir))
-    bar = tqdm(total=total, unit="photo", file=sys.stderr, disable=not sys.stderr.isatty())
+    bar = tqdm(unit="photo", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(name: str, i: int, n: int) -> None:
-        bar.n = i
+        bar.total, bar.n = n, i
         bar.set_description_str(terminal_safe(short(name, 30)))
 
     def check(out: Path, photo: Path) -> None:

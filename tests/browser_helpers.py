@@ -1,6 +1,7 @@
 """Helpers for the real-browser test: find Chromium, run `streamlit run` on a free port, screenshots."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -26,6 +27,29 @@ def browser_missing() -> Optional[str]:
     if not os.access(CHROMIUM, os.X_OK):
         return f"Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)"
     return None
+
+
+def require_browser() -> None:
+    """Skip the calling test when Chromium or Playwright is missing; under
+    BACKDROP_REQUIRE_BROWSER=1 (CI) fail instead, so a missing browser cannot pass unnoticed."""
+    import pytest
+    reason = browser_missing()
+    if reason:
+        if os.environ.get("BACKDROP_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (BACKDROP_REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def bench_module(name: str):
+    """Import bench/<name>.py (the benchmarks are scripts, not a package) for the block."""
+    import importlib
+    folder = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
 
 
 def free_port() -> int:

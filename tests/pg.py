@@ -17,12 +17,13 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
+
+from browser_helpers import free_port   # the one free-port helper of the test servers
 
 USER = "backdrop"
 
@@ -38,12 +39,6 @@ def find_bindir() -> Optional[Path]:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                    key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0)
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
@@ -68,7 +63,7 @@ class PostgresServer:
             raise PostgresUnavailable("no PostgreSQL binaries (initdb/pg_ctl not on PATH nor under "
                                       "/usr/lib/postgresql/*/bin; apt-get install postgresql)")
         root = Path(tempfile.mkdtemp(prefix="backdrop-pg-"))
-        server = cls(bindir, root, _free_port())
+        server = cls(bindir, root, free_port())
         if os.geteuid() == 0:
             shutil.chown(root, "nobody", "nogroup")
         try:

@@ -2,13 +2,7 @@
 cluster and one Serve application per test session, tiny models, a bearer token."""
 from __future__ import annotations
 
-import socket
+from browser_helpers import free_port  # noqa: F401  (the one free-port helper of the test servers)
 
 TOKEN = "s3cret-token"
 PREFIX = "/bd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

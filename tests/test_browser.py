@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zipfile
 
 import pytest
 from PIL import Image
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, browser_missing
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, require_browser
 
 TIMEOUT_MS = 180_000      # the CPU is shared: be generous, but wait on texts, never sleep
 
@@ -32,11 +31,7 @@ def st_button(page, label: str):
 
 @pytest.fixture
 def browser_ready():
-    reason = browser_missing()
-    if reason:
-        if os.environ.get("BACKDROP_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (BACKDROP_REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
+    require_browser()
 
 
 @pytest.fixture

@@ -5,33 +5,20 @@ overlay; the figure itself (<= 250 ms on a 12 MP photo) belongs to the benchmark
 Chromium or Playwright is missing, except under BACKDROP_REQUIRE_BROWSER=1 (CI), where that fails."""
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-from browser_helpers import ARTIFACTS, browser_missing
+from browser_helpers import ARTIFACTS, bench_module, require_browser
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
 LOOSE_MS = 3000.0
 
 
 @pytest.fixture
 def browser_click():
-    reason = browser_missing()
-    if reason:
-        if os.environ.get("BACKDROP_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (BACKDROP_REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import browser_click
-        yield browser_click
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    require_browser()
+    with bench_module("browser_click") as module:
+        yield module
 
 
 def test_click_to_overlay_benchmark_runs(browser_click, tmp_path):

@@ -6,36 +6,25 @@ The bound is loose (the CPU is shared with the Ray cluster); the figures are pri
 Skipped when Chromium or Playwright is missing, except under BACKDROP_REQUIRE_BROWSER=1."""
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, browser_missing
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, bench_module, require_browser
 from serve_kit import TOKEN
 
 pytestmark = [pytest.mark.browser, pytest.mark.service]
 
-ROOT = Path(__file__).resolve().parents[1]
 LOOSE_MS = 5000.0
 
 
 @pytest.fixture
 def bench():
-    reason = browser_missing()
-    if reason:
-        if os.environ.get("BACKDROP_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (BACKDROP_REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import browser_click
-        yield browser_click
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    require_browser()
+    with bench_module("browser_click") as module:
+        yield module
 
 
 def test_click_to_overlay_through_the_service(bench, service, tmp_path, tiny_sam):
