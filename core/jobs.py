@@ -122,7 +122,12 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
             raise not_runnable
         t = time.perf_counter()
         report("mask", 0.0)
-        mask = refine(subject_mask(request), request.spec.mask)
+        mask = subject_mask(request)
+        if request.mask is None and not mask.any():
+            raise InvalidOptionError(
+                f"no subject found: {request.spec.subject.segmenter} found nothing at the clicks / in "
+                "the box; click on the subject, draw a box around it, or try another segmenter")
+        mask = refine(mask, request.spec.mask)
         timings["mask"] = time.perf_counter() - t
         if cancel is not None and cancel.is_set():
             raise CancelledError("cancelled before the background was made")
