@@ -8,18 +8,27 @@ Each photo is one run (core.jobs.run_job), recorded in history like any other ru
 subject of each photo comes from a mask folder (a mask with the photo's file stem), a box, or clicks
 given as fractions of the image size (so one set of clicks fits photos of any size).
 
-Resumable: a photo whose output file exists is skipped (outputs are written atomically, so an
-output that exists is complete). A photo that cannot be read or run is reported with one line and
-the rest go on. Outputs never replace an input, a non-regular file or the history's own files.
+Every output name of the batch is decided before any work (`plan`): OUT_DIR/<stem><suffix>, and
+<stem>-K<suffix> for variant K >= 2; photos whose stems are the same (ignoring case: a.jpg, a.png)
+are told apart by their extension (a-jpg.png, a-png.png). Two outputs that would still share a name
+(a.png's variant 2 and the photo a-2.png), an OUT_DIR that is the photo or mask folder, and an output
+that is one of the inputs (photo, mask, background image; also through a link) are refused up front.
+
+Resumable: after those checks, a photo whose first output exists is skipped (outputs are written
+atomically and the extra variants first, so an output that exists is complete). A photo that cannot
+be read or run is reported with one line and the rest go on.
 """
 from __future__ import annotations
 
+import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from core.errors import BackdropError, InvalidOptionError
+from core.files import short
 from core.spec import RunSpec, Subject
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
@@ -72,40 +81,120 @@ def photos(folder: Path) -> list[Path]:
                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
-def output_path(out_dir: Path, photo: Path, spec: RunSpec, suffix: Optional[str] = None) -> Path:
-    """OUT_DIR/<photo stem>.<suffix>: .png by default (needed for transparent), else as given."""
-    return out_dir / f"{photo.stem}{suffix or '.png'}"
+def plan(items: list[Path], out_dir: Path, suffix: str = ".png", variants: int = 1) -> dict[Path, list[Path]]:
+    """Every photo's outputs, decided up front: [OUT_DIR/<stem><suffix>, <stem>-2<suffix>, …] (one
+    per variant). Photos whose stems are the same ignoring case get their extension in the name
+    (a.jpg, a.png -> a-jpg.png, a-png.png). Raises InvalidOptionError naming the clash if two outputs
+    would still share a name ignoring case (e.g. a.png's variant 2 and the photo a-2.png)."""
+    stems = Counter(p.stem.casefold() for p in items)
+    outputs: dict[Path, list[Path]] = {}
+    owner: dict[str, tuple[Path, int]] = {}
+    for photo in items:
+        stem = photo.stem if stems[photo.stem.casefold()] == 1 else f"{photo.stem}-{photo.suffix[1:]}"
+        names = [f"{stem}{suffix}"] + [f"{stem}-{k}{suffix}" for k in range(2, variants + 1)]
+        for k, file_name in enumerate(names, start=1):
+            other = owner.setdefault(file_name.casefold(), (photo, k))
+            if other != (photo, k):
+                raise InvalidOptionError(
+                    f"{_what(*other)} and {_what(photo, k)} would both be written to "
+                    f"{short(file_name)}: rename one of the photos (or batch them separately)")
+        outputs[photo] = [out_dir / n for n in names]
+    return outputs
 
 
-def _mask_for(subject: BatchSubject, photo: Path) -> Path:
+def _what(photo: Path, k: int) -> str:
+    return f"the result of {short(photo.name)}" if k == 1 else f"variant {k} of {short(photo.name)}"
+
+
+def _mask_for(subject: BatchSubject, photo: Path) -> Optional[Path]:
     for suffix in MASK_SUFFIXES:
         candidate = subject.masks / f"{photo.stem}{suffix}"
         if candidate.is_file():
             return candidate
-    raise InvalidOptionError(f"no mask for {photo.name} in the mask folder (want {photo.stem}.png)")
+    return None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_folders(in_dir: Path, out_dir: Path, masks_dir: Optional[Path]) -> None:
+    """Refuse an OUT_DIR that is not a folder, or is the photo or mask folder (also through a link)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidOptionError(f"--out {short(out_dir, 150)} is not a folder: give a folder for the "
+                                 "results")
+    for folder, what in ((in_dir, "photo folder"), (masks_dir, "mask folder")):
+        if folder is not None and _same_folder(out_dir, folder):
+            raise InvalidOptionError(f"--out {short(out_dir, 150)} is the {what}: choose another folder for "
+                                     "the results")
+
+
+def _check_inputs(outputs: dict[Path, list[Path]], inputs: list[Path]) -> None:
+    """Refuse an output that is one of the inputs (the same file, also via a link or another name)."""
+    by_id = {}
+    for path in inputs:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        by_id[(st.st_dev, st.st_ino)] = path
+    for paths in outputs.values():
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            clash = by_id.get((st.st_dev, st.st_ino))
+            if clash is not None:
+                raise InvalidOptionError(f"the output {short(path.name)} would replace the input "
+                                         f"{short(clash.name)} (the same file): choose another folder "
+                                         "for the results")
 
 
 def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject, *,
               name: Optional[str] = None, suffix: Optional[str] = None, record: bool = True,
-              check_output: Optional[Callable[[Path, Path], None]] = None,
+              check_outputs: Optional[Callable[[list[Path]], None]] = None,
               progress: Optional[Callable[[str, int, int], None]] = None,
               cancel: Optional[threading.Event] = None, workers: Optional[int] = None) -> BatchReport:
-    """Run `spec` (its subject replaced per photo) on every photo of `in_dir`, writing
-    OUT_DIR/<stem>.png. `check_output(path, photo)` may refuse an output (raise BackdropError).
-    `progress(name, i, total)` is called as each photo starts. KeyboardInterrupt / `cancel` stop
-    between photos; what is done stays done.
+    """Run `spec` (its subject replaced per photo) on every photo of `in_dir`, writing the outputs
+    `plan` gives. Before any work (and before OUT_DIR is created) the folders, names and inputs are
+    checked (`_check_folders`, `plan`, `_check_inputs`) and `check_outputs(paths)` may refuse the
+    outputs (raise BackdropError): a refusal raises, nothing is done. A photo whose first output
+    exists is then skipped. `progress(name, i, total)` is called as each photo starts.
+    KeyboardInterrupt / `cancel` stop between photos; what is done stays done.
 
     With BACKDROP_SERVER_URL set (team mode) each photo is a request to the service (which records
     the run), `workers` (default 8) at a time, so the batch spreads over the service's replicas;
     in-process, photos run one after another unless `workers` says otherwise."""
     from core import config
 
+    suffix = suffix or ".png"
     if suffix == ".jpg" and spec.background.kind == "transparent":
         raise InvalidOptionError("a transparent background needs .png or .webp outputs")
+    if subject.masks is not None and not subject.masks.is_dir():
+        raise InvalidOptionError(f"mask folder not found: {short(subject.masks, 150)}")
     items = photos(in_dir)
     if not items:
-        raise InvalidOptionError(f"no photos in {in_dir.name} ({', '.join(PHOTO_SUFFIXES[:4])}, …)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise InvalidOptionError(f"no photos in {short(in_dir.name)} ({', '.join(PHOTO_SUFFIXES[:4])}, …)")
+    _check_folders(in_dir, out_dir, subject.masks)
+    variants = spec.generation.variants if spec.generation is not None else 1
+    outputs = plan(items, out_dir, suffix, variants)
+    masks = {p: _mask_for(subject, p) for p in items} if subject.masks is not None else {}
+    if masks and not any(masks.values()):
+        raise InvalidOptionError(f"no masks for these photos in {short(subject.masks, 150)} (want e.g. "
+                                 f"{short(items[0].stem)}.png)")
+    background = spec.background.path if spec.background.kind == "image" else None
+    _check_inputs(outputs, [*items, *(m for m in masks.values() if m),
+                            *([Path(background)] if background else [])])
+    if check_outputs is not None:
+        check_outputs([path for paths in outputs.values() for path in paths])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidOptionError(f"cannot create {short(out_dir, 150)}: {e.strerror or e}") from e
     name = name or in_dir.name
     report = BatchReport()
     remote = bool(config.server_url())
@@ -123,13 +212,15 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
             if progress is not None:
                 progress(photo.name, started[0], len(items))
             started[0] += 1
-        out = output_path(out_dir, photo, spec, suffix)
-        if out.exists():
+        if outputs[photo][0].exists():
             with lock:
                 report.skipped.append(photo.name)
             return
         try:
-            run_id = _one(photo, out, spec, subject, name, record, check_output, cancel, client)
+            if subject.masks is not None and masks[photo] is None:
+                raise InvalidOptionError(f"no mask in the mask folder (want {short(photo.stem)}.png)")
+            run_id = _one(photo, outputs[photo], masks.get(photo), spec, subject, name, record, cancel,
+                          client)
         except BackdropError as e:
             with lock:
                 report.failed.append((photo.name, str(e)))
@@ -157,18 +248,16 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
     return report
 
 
-def _one(photo: Path, out: Path, spec: RunSpec, subject: BatchSubject, name: str, record: bool,
-         check_output, cancel, client) -> Optional[int]:
-    """One photo: its subject, the run (here or on the service), the output file(s); the run id."""
+def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec, subject: BatchSubject,
+         name: str, record: bool, cancel, client) -> Optional[int]:
+    """One photo: its subject, the run (here or on the service), its planned output files; the run id."""
     from core.images import load_image, load_mask, save_image
     from core.jobs import JobRequest, run_job
 
-    if check_output is not None:
-        check_output(out, photo)
     image = load_image(photo)
     mask = None
-    if subject.masks is not None:
-        mask = load_mask(_mask_for(subject, photo), image)
+    if mask_path is not None:
+        mask = load_mask(mask_path, image)
         run_spec = spec.replace(subject=Subject())
     else:
         run_spec = spec.replace(subject=subject.for_image(image.width, image.height))
@@ -185,8 +274,10 @@ def _one(photo: Path, out: Path, spec: RunSpec, subject: BatchSubject, name: str
         result = run_job(JobRequest(image=image, spec=run_spec, mask=mask,
                                     source_name=f"{name}/{photo.name}"), record=record, cancel=cancel)
         outputs, run_id = result.outputs, result.run_id
+    if len(outputs) != len(outs):
+        raise BackdropError(f"the run gave {len(outputs)} outputs, {len(outs)} were expected")
     # extra variants first: the first output's file existing means the photo is done
-    for k, extra in enumerate(outputs[1:], start=2):
-        save_image(extra, out.with_name(f"{out.stem}-{k}{out.suffix}"))
-    save_image(outputs[0], out)
+    for image_k, path in list(zip(outputs, outs))[1:]:
+        save_image(image_k, path)
+    save_image(outputs[0], outs[0])
     return run_id

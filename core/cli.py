@@ -310,12 +310,14 @@ def cmd_batch(args) -> int:
         bar.total, bar.n = n, i
         bar.set_description_str(terminal_safe(short(name, 30)))
 
-    def check(out: Path, photo: Path) -> None:
-        _check_outputs([out], args, photo)
+    def check(outputs: list[Path]) -> None:    # inputs are checked by run_batch itself
+        protected = _protected()
+        for out in outputs:
+            check_output(out, protected=protected)
 
     try:
         report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
-                           record=not args.no_history, check_output=check, progress=progress,
+                           record=not args.no_history, check_outputs=check, progress=progress,
                            workers=args.workers)
     finally:
         bar.close()
@@ -473,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="replace the background of every photo in a folder (resumable)")
     b.add_argument("in_dir", metavar="IN_DIR")
     b.add_argument("--out", required=True, metavar="OUT_DIR",
-                   help="folder for the results, OUT_DIR/<photo name>.png; a photo whose result is "
+                   help="folder for the results (not IN_DIR or the mask folder), OUT_DIR/<photo stem>.png "
+                        "(<stem>-<ext>.png where two photos share a stem); a photo whose result is "
                         "already there is skipped, so a rerun finishes an interrupted batch")
     b.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output format")
     b.add_argument("--masks", metavar="DIR", help="subject masks, one per photo with the same file name "
@@ -484,7 +487,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a box around the subject as fractions of the width and height")
     b.add_argument("--name", metavar="TEXT", help="the batch's name in history (default: IN_DIR's name); "
                                                   "runs are recorded as NAME/<file name>")
-    b.add_argument("--overwrite", action="store_true", help=argparse.SUPPRESS)
     subject_args(b)
     b.add_argument("--background", default="sd", metavar="SPEC",
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
