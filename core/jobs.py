@@ -8,6 +8,7 @@ Shared by the CLI, the app and the benchmarks; never imports streamlit.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from core.matte import for_options
 from core.segment import SegmentRequest
 from core.spec import RunSpec
 
+log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 Preview = Callable[[np.ndarray], None]      # a small HxWx3 uint8 picture of the painting so far
 
@@ -141,8 +143,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
             text = str(e) if isinstance(e, BackdropError) else f"{type(e).__name__}: {e}"
             try:
                 store.fail_run(run_id, text, status=status, timings=timings)
-            except HistoryError:
-                pass   # the job's own error is what the user needs to see
+            except HistoryError as h:   # the job's own error is what the user needs to see
+                log.warning("run %s could not be marked %s in history: %s", run_id, status, h)
         raise
     if store is not None:
         t = time.perf_counter()
@@ -155,8 +157,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
                 store.fail_run(run_id, f"the outputs could not be saved in history: {e}",
                                timings=timings, device=devices.pick())
                 record_error += f" (history run {run_id} is marked failed)"
-            except HistoryError:
-                pass   # the row stays "running" until a later open marks its process stopped
+            except HistoryError as h:   # the row stays "running" until a later open marks it stopped
+                log.warning("run %s could not be marked failed in history: %s", run_id, h)
             run_id = None
         timings["record"] = time.perf_counter() - t
     return dataclasses.replace(result, run_id=run_id, record_error=record_error)

@@ -222,6 +222,25 @@ def test_outputs_are_returned_and_the_run_marked_failed_when_history_cannot_stor
     assert f"history run {run.id} is marked failed" in result.record_error
 
 
+def test_a_run_that_fails_after_its_row_was_deleted_says_so_in_the_log(photo, caplog):
+    """Issue 18: the job's own error is what the caller sees, but a history that could not be
+    told (the running run deleted from another tab) is logged at WARNING, not swallowed."""
+    image = load_image(photo)
+    request = JobRequest(image=image, spec=RunSpec(background="color:#00ff00"),
+                         mask=np.full(image.rgb.shape[:2], 255, np.uint8))
+
+    def delete_the_running_run(stage: str, fraction: float) -> None:
+        store = open_store()
+        for run in store.list_runs().runs:
+            store.delete_run(run.id)
+        raise RuntimeError("the tab was closed")                    # and the run fails
+
+    with caplog.at_level("WARNING", logger="core.jobs"), pytest.raises(RuntimeError):
+        run_job(request, progress=delete_the_running_run)
+    assert any("could not be marked failed" in r.getMessage() and "not in the history" in r.getMessage()
+               for r in caplog.records)
+
+
 def _namespace_shell() -> list[str] | None:
     """A command prefix that runs a shell in a private mount namespace (to mount a small tmpfs),
     or None when this machine allows neither user namespaces nor root."""
