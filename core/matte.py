@@ -17,7 +17,8 @@ Methods (each sees a crop of the photo, its trimap and the mask, returns the cro
             2010; OpenCV contrib's ximgproc), a small window so it follows the photo's own edges and
             strands; box filters only, ~linear in the band's area. Softens anti-aliased edges and
             brings back strands the mask cut off; a wide defocus ramp needs cf or vitmatte.
-  cf        closed-form matting (Levin et al. 2008) from pymatting, solved per tile of the band.
+  cf        closed-form matting (Levin et al. 2008) from pymatting, solved per tile of the band;
+            its cost is capped (CF_MAX_WORK): a band too wide for the photo is refused in one line.
   vitmatte  ViTMatte (learned, transformers), via core.vitmatte; needs its weights.
 
 Foreground colours: the "blur fusion" estimate (Forte & Pitie 2021), box filters again. The work is cut into tiles that contain band
@@ -25,6 +26,7 @@ pixels, so the cost follows the length of the edge, not the image's area.
 """
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
@@ -37,6 +39,13 @@ from core.spec import EDGE_METHODS, MAX_EDGE_BAND, MaskOptions
 
 UNKNOWN = 128
 TILE = 128
+# cf's cost grows with the band's area times its width (the solver's iterations follow the distance
+# between the sure regions): ~3 us per (unknown pixel x band px) on one core here, so this is ~30 s.
+# Wider work is refused (a band given) or the band lowered (the automatic one), so that no spec can
+# tie up a process for minutes (bench: `python bench/edges.py`).
+CF_MAX_WORK = 10_000_000
+
+log = logging.getLogger(__name__)
 
 
 def band_width(shape: tuple[int, ...]) -> int:
@@ -53,6 +62,28 @@ def _band(band: Optional[int], shape) -> int:
         raise InvalidOptionError(f"edge band must be a whole number of pixels from 1 to {MAX_EDGE_BAND}, "
                                  f"got {band!r}")
     return int(band)
+
+
+def _cf_band(hard: np.ndarray, band: int, given: bool) -> int:
+    """`band`, or the widest band under CF_MAX_WORK: the automatic band is lowered (logged), a
+    band the user gave is refused with the widest that fits. InvalidOptionError when none fits."""
+    def work(b: int) -> int:
+        return int(np.count_nonzero(trimap(hard, b) == UNKNOWN)) * b
+    if work(band) <= CF_MAX_WORK:
+        return band
+    lo, hi = 0, band                      # work(lo) fits (or lo == 0), work(hi) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if work(mid) <= CF_MAX_WORK else (lo, mid)
+    if lo == 0:
+        raise InvalidOptionError("the subject's edge is too long for cf matting on this photo; "
+                                 "use the guided method")
+    if given:
+        raise InvalidOptionError(f"an edge band of {band} px is too much work for cf matting on this "
+                                 f"photo: use at most {lo} px, or the guided method")
+    log.warning("cf matting: the automatic edge band is lowered from %d to %d px on this photo "
+                "(cost cap)", band, lo)
+    return lo
 
 
 def trimap(mask: np.ndarray, band: Optional[int] = None) -> np.ndarray:
@@ -164,7 +195,9 @@ def edge_matte(rgb: np.ndarray, mask: np.ndarray, method: str = EDGE_METHODS[0],
     hard = m if m.dtype == bool else m >= 128
     if method not in METHODS:
         raise InvalidOptionError(f"unknown matting method {method!r}; known: {', '.join(METHODS)}")
-    band = _band(band, hard.shape)
+    given, band = band is not None, _band(band, hard.shape)
+    if method == "cf":
+        band = _cf_band(hard, band, given)
     tri = trimap(hard, band)
     unknown = tri == UNKNOWN
     core = tri == 255

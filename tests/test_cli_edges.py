@@ -133,3 +133,49 @@ def test_vitmatte_without_weights_is_the_missing_weights_line(tmp_path, cat):
     line = assert_one_line_error(proc, "is not downloaded", "python -m core models download")
     assert "guided" not in line.lower()
     assert not out.exists()
+
+
+def test_a_closed_form_band_too_wide_for_the_photo_is_refused_at_once_with_the_widest_that_fits(tmp_path):
+    """Issue 18 case 11: `--edge matte:cf --edge-band 256` on a 3 MP photo ran for minutes and took
+    gigabytes; now it is one line naming the widest band that fits, and nothing is written."""
+    import time
+
+    from core import matte
+    h, w = 1500, 2000
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(photo)
+    mask = np.zeros((h, w), np.uint8)
+    import cv2
+    cv2.ellipse(mask, (w // 2, h // 2), (600, 500), 0, 0, 360, 255, -1)
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    out = tmp_path / "never.png"
+    t = time.perf_counter()
+    proc = cli("replace", photo, "--mask", mask_path, "--background", "color:#ffffff", "--edge", "matte:cf",
+               "--edge-band", "256", "--out", out, check=False)
+    assert time.perf_counter() - t < 120          # minutes before: refused before the solver runs
+    assert_one_line_error(proc, "edge band of 256 px is too much work for cf matting", "use at most")
+    assert not out.exists()
+    widest = int(proc.stderr.split("use at most ")[1].split(" px")[0])
+    hard = mask > 0
+    assert matte._cf_band(hard, widest, given=True) == widest          # what it offers is accepted
+    with pytest.raises(matte.InvalidOptionError):
+        matte._cf_band(hard, widest + 1, given=True)
+
+
+def test_the_automatic_closed_form_band_is_lowered_on_a_long_edge_and_says_so(caplog):
+    """The automatic band of a 12 MP photo on a long edge would exceed cf's cost cap: it is lowered
+    (logged in one line), never refused; a band the user gave is refused instead."""
+    from core import matte
+    h, w = 3000, 4000
+    hard = np.zeros((h, w), bool)
+    hard[:, : w // 2] = True
+    hard[::7, w // 2:] = True                 # a comb: a very long edge
+    auto = matte.band_width((h, w))
+    with caplog.at_level("WARNING", logger="core.matte"):
+        lowered = matte._cf_band(hard, auto, given=False)
+    assert 1 <= lowered < auto
+    assert any("lowered from" in r.getMessage() for r in caplog.records)
+    with pytest.raises(matte.InvalidOptionError, match="too much work"):
+        matte._cf_band(hard, auto, given=True)
