@@ -215,6 +215,7 @@ def cmd_replace(args) -> int:
     from core.jobs import JobRequest, run_job
 
     _require_prompt(args)
+    _no_history_locally(args)
     spec = replace_spec(args)
     out = Path(args.out)
     if spec.background.kind == "transparent" and out.suffix.lower() not in (".png", ".webp"):
@@ -285,6 +286,13 @@ def _save_remote_outputs(client, result: dict, paths: list[Path]) -> list[Path]:
     return paths
 
 
+def _no_history_locally(args) -> None:
+    """--no-history cannot be honoured in team mode: refuse it rather than record anyway."""
+    if getattr(args, "no_history", False) and config.server_url():
+        raise InvalidOptionError("--no-history is not available in team mode (BACKDROP_SERVER_URL is "
+                                 "set): the service records every run")
+
+
 def cmd_serve(args) -> int:
     from core.service import serve_forever
     return serve_forever(args.host, args.port, address=args.address, num_cpus=args.num_cpus) or 0
@@ -295,6 +303,7 @@ def cmd_batch(args) -> int:
 
     from core.batch import BatchSubject, run_batch
 
+    _no_history_locally(args)
     if args.point or args.box:
         raise InvalidOptionError("batch takes --rel-point / --rel-box (fractions of each image's size) "
                                  "or --masks DIR, not pixel --point / --box")
@@ -375,10 +384,34 @@ def _output_paths(out: Path, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(n)]
 
 
+def _service_runs(limit: int) -> tuple[list[dict], str]:
+    """Team mode: the service's newest `limit` runs (GET /v1/runs, page by page) with the keys of
+    a local RunRecord.summary(), and the service's URL as shown."""
+    from core.service.client import ServiceClient
+
+    keys = ("id", "created", "status", "source_name", "background", "prompt", "model", "outputs",
+            "favorite", "duration", "error", "spec")
+    runs: list[dict] = []
+    cursor = None
+    with ServiceClient() as client:
+        while len(runs) < limit:
+            page = client.runs(limit=min(200, limit - len(runs)), cursor=cursor)
+            runs += page["runs"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+    rows = [{k: len(r.get(k) or ()) if k == "outputs" else r.get(k) for k in keys} for r in runs]
+    return rows, client.display_url
+
+
 def cmd_history_list(args) -> int:
-    from core.history import open_store
-    runs = open_store().list_runs(limit=args.limit)
-    rows = [r.summary() for r in runs]
+    if config.server_url():         # team mode: the history is the service's
+        rows, where = _service_runs(args.limit)
+        if not args.json:
+            print(f"runs of the Backdrop service at {terminal_safe(where)}")
+    else:
+        from core.history import open_store
+        rows = [r.summary() for r in open_store().list_runs(limit=args.limit)]
     if args.json:   # json escapes C0 controls; C1, DEL and bidi controls are escaped here too
         print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}",
                                json.dumps(rows, default=str, ensure_ascii=False)))
