@@ -266,8 +266,10 @@ def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec
 
         import numpy as np
         from PIL import Image
+        # reuse: a photo whose run the service already has (this batch was killed while it ran)
+        # is not run or recorded again
         result = client.replace(run_spec, photo=photo.read_bytes(), mask=mask,
-                                source_name=f"{name}/{photo.name}")
+                                source_name=f"{name}/{photo.name}", reuse=True)
         outputs = [np.asarray(Image.open(io.BytesIO(client.file(o["hash"])))) for o in result["outputs"]]
         run_id = result["run_id"]
     else:

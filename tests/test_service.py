@@ -257,3 +257,105 @@ def test_python_client_round_trip_and_errors(service, chelsea):
     with ServiceClient(service["url"], token="wrong") as client:
         with pytest.raises(Exception, match="not valid"):
             client.runs()
+
+
+# -------------------------------------------------------- hostile requests (issue 18, round 2) --
+def _masked(photo: np.ndarray) -> dict:
+    h, w = photo.shape[:2]
+    return {"photo": ("p.png", _png(photo), "image/png"), "mask": ("m.png", _png(_ellipse(h, w)), "image/png")}
+
+
+def _named_runs(api, name: str) -> list[dict]:
+    return [r for r in api.get("/v1/runs", params={"limit": 200}).json()["runs"] if r["source_name"] == name]
+
+
+def test_generation_model_is_a_registry_name_and_no_server_path_comes_back(api, chelsea, tiny_inpaint,
+                                                                           weights_dir):
+    files = _masked(chelsea[:64, :80])
+    lines = set()
+    for model in ("/etc", "/nonexistent", str(tiny_inpaint), "../tiny-inpainting"):
+        spec = {"background": "sd", "generation": {"prompt": "x", "steps": 1, "model": model}}
+        r = api.post("/v1/replace", files=files, data={"spec": json.dumps(spec), "source_name": "probe.png"})
+        lines.add(_one_line_error(r, 422).replace(repr(model), "MODEL"))
+    assert len(lines) == 1 and "registry" in lines.pop()        # one answer for all: no directory probe
+    assert not _named_runs(api, "probe.png")
+
+    # a registry model that is not downloaded: the 503 and the failed run say so, without server paths
+    spec = {"background": "sd", "generation": {"prompt": "x", "steps": 1, "model": "sd15-inpainting"}}
+    r = api.post("/v1/replace", files=files, data={"spec": json.dumps(spec), "source_name": "no-weights.png"})
+    assert r.status_code == 503 and "models download sd15-inpainting" in r.json()["error"], r.text
+    [run] = _named_runs(api, "no-weights.png")
+    assert run["status"] == "failed" and "not downloaded" in run["error"]
+    for text in (r.json()["error"], run["error"], json.dumps(api.get(f"/v1/runs/{run['id']}").json())):
+        assert str(weights_dir) not in text and "/tmp" not in text, text
+
+
+def test_segment_masks_have_the_upload_pixel_cap(api, chelsea):
+    from core.images import MAX_PIXELS
+    request = json.dumps({"box": [5, 5, 50, 50], "multimask": False})
+    r = api.post("/v1/segment", files={"photo": ("p.png", _png(chelsea[:64, :64]), "image/png")},
+                 data={"segmenter": "tiny", "request": request, "width": "65535",
+                       "height": str(MAX_PIXELS // 65535 + 1)})
+    assert "MP" in _one_line_error(r, 422)
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(service):
+    """A body without Content-Length is counted as it arrives: the 413 comes once the limit (8 MB
+    here) is passed, not after the whole body was read."""
+    import select
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(service["url"])
+    total, chunk = 200 * 2**20, 2**20
+    frame = f"{chunk:x}\r\n".encode() + b" " * chunk + b"\r\n"
+    sent = 0
+    with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+        s.sendall(f"POST {url.path}/v1/replace HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+                  f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        try:
+            while sent < total and not select.select([s], [], [], 0)[0]:
+                s.sendall(frame)
+                sent += chunk
+                time.sleep(0.005)
+            if sent >= total:
+                s.sendall(b"0\r\n\r\n")
+        except OSError:           # the service answered and closed while we were still sending
+            pass
+        s.settimeout(60)
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            part = s.recv(65536)
+            if not part:
+                break
+            reply += part
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"413", head
+    assert "8 MB" in json.loads(body[body.index(b"{"):body.rindex(b"}") + 1])["error"]
+    assert sent <= total // 2, f"{sent / 2**20:.0f} MB were sent before the 413"
+
+
+def test_out_of_range_ids_dates_and_deep_json_are_4xx(api):
+    for run_id in ("9223372036854775808", "13086758435662915584", "0", "-1"):
+        _one_line_error(api.get(f"/v1/runs/{run_id}"), 404, 422)
+    for when in ("0001-01-01T00:00:00+14:00", "1453-08-19T21:26:13+07:56", "9999-12-31T23:59:59-14:00"):
+        for key in ("since", "until"):
+            r = api.get("/v1/runs", params={key: when})
+            if r.status_code != 200:
+                _one_line_error(r, 422)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    _one_line_error(api.post("/v1/replace", content=deep, headers={"content-type": "application/json"}), 400)
+    _one_line_error(api.post("/v1/replace", content=b'{"spec": ' + deep + b"}",
+                             headers={"content-type": "application/json"}), 400)
+    _one_line_error(api.post("/v1/replace", files={"photo": ("p.png", b"x", "image/png")},
+                             data={"spec": deep.decode()}), 400)
+
+
+def test_form_text_fields_are_never_parsed_as_json(api, chelsea):
+    for name in ("[2024] beach.png", "{shoot} 1.png"):
+        r = api.post("/v1/replace", files=_masked(chelsea[:48, :64]),
+                     data={"spec": json.dumps({"background": "transparent"}), "source_name": name})
+        assert r.status_code == 200, r.text
+        assert api.get(f"/v1/runs/{r.json()['run_id']}").json()["source_name"] == name

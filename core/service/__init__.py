@@ -69,12 +69,57 @@ def start(cfg: Optional[ServiceConfig] = None, *, host: str = "127.0.0.1", port:
     return serve.run(build_app(cfg), name=name, route_prefix=route_prefix)
 
 
+def _loopback(host: str) -> bool:
+    """Whether `host` only reaches this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:        # a host name: it may be on any interface
+        return False
+
+
+def check_listen(host: str, port: int, token: Optional[str], *, free: bool = True) -> None:
+    """Refuse, before Ray starts, what `serve` must not do: listen beyond this machine without a
+    token (anyone on the network could read the history and run jobs), or (`free`) on a port that
+    is in use. InvalidOptionError with the fix."""
+    import errno
+    import socket
+
+    from core.errors import InvalidOptionError
+    if not 1 <= port <= 65535:
+        raise InvalidOptionError(f"--port must be from 1 to 65535, got {port}")
+    if not token and not _loopback(host):
+        raise InvalidOptionError(f"--host {host} would serve the whole history to the network without a "
+                                 "token: set BACKDROP_API_TOKEN (e.g. to the output of `openssl rand -hex "
+                                 "32`) or listen on --host 127.0.0.1")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise InvalidOptionError(f"cannot listen on {host!r}: not an address of this machine") from None
+    if not free:
+        return
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as Serve's proxy binds it
+        try:
+            s.bind(where)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InvalidOptionError(f"port {port} on {host} is in use: stop what listens there or "
+                                         "pick another port with --port") from None
+            raise InvalidOptionError(f"cannot listen on {host} port {port}: {e.strerror}") from None
+
+
 def serve_forever(host: str = "127.0.0.1", port: int = 8000, *, address: Optional[str] = None,
                   num_cpus: Optional[int] = None) -> int:
-    """`python -m core serve`: start the service and keep it up until Ctrl-C (then shut down)."""
+    """`python -m core serve`: start the service and keep it up until Ctrl-C (then shut down).
+    A non-loopback host without BACKDROP_API_TOKEN, or a port in use, is refused before Ray starts."""
+    cfg = ServiceConfig.from_env()
+    # joining a cluster (--address), Serve's proxy may already hold the port: Serve reuses it
+    check_listen(host, port, cfg.token, free=address is None)
     from ray import serve
 
-    cfg = ServiceConfig.from_env()
     start(cfg, host=host, port=port, address=address, num_cpus=num_cpus)
     print(f"Backdrop API on http://{host}:{port}/v1 (OpenAPI page: http://{host}:{port}/docs); "
           f"model replicas {cfg.min_replicas}-{cfg.max_replicas}, {cfg.num_gpus:g} GPU each, "

@@ -22,28 +22,31 @@ is logged with its traceback and answered 500 with one line.
 # (no `from __future__ import annotations`: FastAPI reads the route annotations of the ingress)
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
 import re
-from datetime import datetime
-from typing import Any, Optional
+from datetime import datetime, timezone
+from typing import Annotated, Any, Optional
+from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import config
+from core import config, weights
 from core.errors import (BackdropError, CancelledError, DownloadError, HistoryError, ImageError,
                          InvalidOptionError, MissingWeightsError, OutOfMemoryError)
 from core.segment.types import SegmentRequest
 from core.service.config import ServiceConfig, apply_env
-from core.service.deployments import ReplicaLost, call
+from core.images import MAX_PIXELS
+from core.service.deployments import ReplicaLost, call, hide_paths
 from core.service.photos import NotFound
 from core.spec import RunSpec, one_line
 
@@ -53,6 +56,7 @@ API_VERSION = "1"
 HASH = r"^[0-9a-f]{64}$"
 _HASH = re.compile(HASH)
 MAX_PAGE = 200
+MAX_ID = 2**63 - 1        # the largest run id a history database can hold (BIGINT)
 
 
 # ------------------------------------------------------------------------------- request models --
@@ -77,13 +81,38 @@ class SegmentBody(PhotoFrom):
     embedding: Optional[str] = Field(None, max_length=300,
                                      description="handle from /v1/embed (instead of a photo)")
     request: SegmentRequest = Field(description="clicks and/or box, original pixels; multimask")
-    width: Optional[int] = Field(None, ge=1, le=65535, description="masks at this size (default: the photo's)")
+    width: Optional[int] = Field(None, ge=1, le=65535, description="masks at this size (default: the "
+                                 "photo's); with height, at most the upload pixel cap")
     height: Optional[int] = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _size(self):
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give the mask size as both width and height, or neither")
+        if self.width and self.height and self.width * self.height > MAX_PIXELS:
+            raise ValueError(f"masks of {self.width}x{self.height} would be "
+                             f"{self.width * self.height / 1e6:.0f} MP; the limit is "
+                             f"{MAX_PIXELS / 1e6:.0f} MP, as for uploaded photos")
+        return self
 
 
 class ReplaceRequest(PhotoFrom):
-    spec: RunSpec = Field(description="every parameter of the run (core/spec.py RunSpec)")
+    spec: RunSpec = Field(description="every parameter of the run (core/spec.py RunSpec); "
+                                      "generation.model must be a registry name")
     source_name: str = Field("", max_length=500, description="display name kept with the run")
+    reuse: bool = Field(False, description="if this photo, subject mask, spec and source_name already "
+                                           "ran (or are running), answer with that run instead of "
+                                           "running again (`batch` sends it, so a rerun after a kill "
+                                           "records nothing twice)")
+
+    @model_validator(mode="after")
+    def _registry_model(self):
+        gen = self.spec.generation
+        if gen is not None and ("inpaint", gen.model) not in weights.REGISTRY:
+            known = ", ".join(s.name for s in weights.specs("inpaint"))
+            raise ValueError(f"unknown inpainting model {gen.model[:80]!r}: the API takes a model name "
+                             f"from the service's registry ({known}), never a file, folder or repo id")
+        return self
 
 
 class Upload(BaseModel):
@@ -113,6 +142,8 @@ class ReplaceResponse(BaseModel):
     outputs: list[OutputRef]
     mask: Optional[str] = None
     timings: dict[str, float] = {}
+    reused: bool = Field(False, description="true when a `reuse` request was answered with an "
+                                            "earlier run (nothing ran, nothing new recorded)")
 
 
 class EmbedResponse(BaseModel):
@@ -173,8 +204,11 @@ async def _backdrop_error(request: Request, e: BackdropError):
     status = next((s for cls, s in _STATUS if isinstance(e, cls)), 422)
     if isinstance(e, HistoryError) and str(e).startswith("no run with id"):
         status = 404
+    # the history's own errors may name the database file or the image store: no server paths
+    # (a replica's errors come through deployments.Failed, already without them)
+    line = hide_paths(str(e)) if isinstance(e, HistoryError) else str(e)
     # the body is the one line; the header names the class, so a client raises the same error
-    return _error(status, str(e), {"X-Backdrop-Error": type(e).__name__})
+    return _error(status, line, {"X-Backdrop-Error": type(e).__name__})
 
 
 @app.exception_handler(RequestValidationError)
@@ -206,7 +240,26 @@ def _one_line_errors(errors) -> str:
     return one_line(_Errors(errors)) if errors else "invalid request"
 
 
-def _auth(creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> None:
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _same_site(request: Request) -> None:
+    """A browser page of another site must not make the service run jobs (a cross-site form post
+    needs no token where the service has none, and reaches a service on localhost): a POST whose
+    browser says it comes from elsewhere (Sec-Fetch-Site, Origin) is refused. Scripts send neither."""
+    if request.method in _SAFE_METHODS:
+        return
+    site = request.headers.get("sec-fetch-site", "").lower()
+    origin = request.headers.get("origin")
+    host = (request.headers.get("x-forwarded-host") or request.headers.get("host") or "").lower()
+    if site in ("cross-site", "same-site") or (
+            origin is not None and (urlsplit(origin).netloc.lower() or origin) != host.split(",")[0].strip()):
+        raise HttpError(403, "cross-site requests are refused: call the API from a script or from this "
+                             "service's own pages")
+
+
+def _auth(request: Request, creds: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> None:
+    _same_site(request)
     token = _settings.get("token")
     if not token:
         return
@@ -233,6 +286,49 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as e:
         raise InvalidOptionError(one_line(e)) from None
+    except RecursionError:
+        raise HttpError(400, "the request body is nested too deeply") from None
+
+
+def _too_large(limit: int, size: Optional[int] = None) -> HttpError:
+    told = f"the request is {size / 2**20:.1f} MB" if size is not None else "the request is over the limit"
+    return HttpError(413, f"{told}; the limit is {limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    """The whole body, counted as it arrives (a chunked body has no Content-Length to check first):
+    413 as soon as it passes `limit`, without reading the rest. Kept on the request, so
+    request.form() parses these bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body          # starlette's cache: stream()/form() read it from here
+    return body
+
+
+def _object_fields(model: type[BaseModel]) -> set[str]:
+    """The fields of `model` whose values are objects (a form field carries them as JSON text);
+    every other form field is text as it is, even when it starts with "[" or "{"."""
+    import typing
+    out = set()
+    for name, field in model.model_fields.items():
+        kinds = [field.annotation, *typing.get_args(field.annotation)]
+        if any(isinstance(k, type) and issubclass(k, (BaseModel, dict, list)) for k in kinds):
+            out.add(name)
+    return out
+
+
+def _loads(raw, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise HttpError(400, f"{what} is nested too deeply") from None
+    except ValueError:
+        raise HttpError(400, f"{what} is not valid JSON") from None
 
 
 async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, dict[str, bytes]]:
@@ -240,11 +336,14 @@ async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, di
     limit = _settings["max_upload_bytes"]
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
-        raise HttpError(413, f"the request is {int(length) / 2**20:.1f} MB; the limit is "
-                             f"{limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
+        raise _too_large(limit, int(length))
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/json", ""):
+        raise HttpError(415, f"send application/json or multipart/form-data, not {kind[:80]!r}")
+    raw = await _read(request, limit)
     files: dict[str, bytes] = {}
     if kind == "multipart/form-data":
+        objects = _object_fields(model)
         try:
             form = await request.form(max_files=2, max_fields=20)
         except Exception as e:   # malformed multipart: starlette's own message, one line
@@ -260,25 +359,12 @@ async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, di
                     raise HttpError(413, f"{key} is {len(blob) / 2**20:.1f} MB; the limit is "
                                          f"{limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
                 files[key] = blob
+            elif key in objects:
+                data[key] = _loads(str(value), f"form field {key!r}")
             else:
-                text = str(value)
-                if text[:1] in "{[":
-                    try:
-                        data[key] = json.loads(text)
-                        continue
-                    except ValueError:
-                        raise HttpError(400, f"form field {key!r} is not valid JSON") from None
-                data[key] = text
-    elif kind in ("application/json", ""):
-        raw = await request.body()
-        if len(raw) > limit:
-            raise HttpError(413, f"the request body is over {limit / 2**20:.0f} MB")
-        try:
-            data = json.loads(raw or b"{}")
-        except ValueError:
-            raise HttpError(400, "the request body is not valid JSON") from None
+                data[key] = str(value)
     else:
-        raise HttpError(415, f"send application/json or multipart/form-data, not {kind!r}")
+        data = _loads(raw or b"{}", "the request body")
     return _validate(model, data), files
 
 
@@ -326,8 +412,11 @@ def _file_url(request: Request, digest: str) -> str:
 
 
 def _run_json(request: Request, run) -> dict:
-    """A run for the API: its summary, spec and image hashes with URLs (never server paths)."""
+    """A run for the API: its summary, spec and image hashes with URLs (never server paths: a
+    failed run's error is shown with them hidden)."""
     out = run.summary()
+    if out.get("error"):
+        out["error"] = hide_paths(out["error"])
     out.update(finished=run.finished.isoformat() if run.finished else None,
                timings=run.timings, device=run.device,
                source={"hash": run.source.hash, "width": run.source.width,
@@ -338,6 +427,31 @@ def _run_json(request: Request, run) -> dict:
                          "hash": o.hash, "width": o.width, "height": o.height,
                          "url": _file_url(request, o.hash)} for o in run.outputs])
     return out
+
+
+def _utc(value: Optional[datetime]) -> Optional[datetime]:
+    """A query's date in UTC; one whose offset takes it past year 1 or 9999 is refused (422)."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("the date is out of range once taken to UTC") from None
+
+
+When = Annotated[Optional[datetime], AfterValidator(_utc)]
+
+
+def _reuse_key(body: "ReplaceRequest", files: dict[str, bytes]) -> Optional[str]:
+    """For a `reuse` request: a hash of everything it asks for, so a repeat goes to the inpainter
+    replica that ran (or is running) the first one."""
+    if not body.reuse:
+        return None
+    h = hashlib.sha256()
+    for part in (files.get("photo") or (body.source or "").encode(), files.get("mask") or b"",
+                 json.dumps(body.spec.to_json(), sort_keys=True).encode(), body.source_name.encode()):
+        h.update(hashlib.sha256(part).digest())
+    return "run-" + h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- ingress --
@@ -416,8 +530,10 @@ class Api:
         if "photo" in files and body.source:
             raise InvalidOptionError("give the photo either as an upload or as a history source, not both")
         # the photo is decoded (and the subject found) in the inpainter's replica, not here
+        key = await run_in_threadpool(_reuse_key, body, files)
         result = await self._call(self.inpainter.run, files.get("photo"), body.source,
-                                  files.get("mask"), spec.to_json(), body.source_name)
+                                  files.get("mask"), spec.to_json(), body.source_name, body.reuse,
+                                  photo=key)
         self.retried += result.pop("retried", 0)
         result["outputs"] = [{**o, "url": _file_url(request, o["hash"])} for o in result["outputs"]]
         return result
@@ -429,7 +545,7 @@ class Api:
                    background: Optional[str] = Query(None, description="background kind"),
                    status: Optional[str] = Query(None, description="running, succeeded, failed, cancelled"),
                    source: Optional[str] = Query(None, pattern=HASH, description="source photo hash"),
-                   since: Optional[datetime] = None, until: Optional[datetime] = None,
+                   since: When = None, until: When = None,
                    limit: int = Query(48, ge=1, le=MAX_PAGE), cursor: Optional[str] = None,
                    offset: int = Query(0, ge=0, le=10**9), total: bool = False) -> dict:
         from core.history import RunQuery
@@ -446,7 +562,7 @@ class Api:
                 "total": count}
 
     @app.get("/v1/runs/{run_id}", dependencies=[Depends(_auth)], summary="one run")
-    async def run(self, request: Request, run_id: int) -> dict:
+    async def run(self, request: Request, run_id: int = Path(ge=1, le=MAX_ID)) -> dict:
         record = await run_in_threadpool(lambda: _store().get_run(run_id))
         return _run_json(request, record)
 

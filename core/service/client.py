@@ -73,7 +73,8 @@ class ServiceClient:
         if not self.url:
             raise errors.InvalidOptionError("no service URL: set BACKDROP_SERVER_URL (e.g. http://gpu-box:8000)")
         self.display_url = _without_credentials(self.url)     # what messages show
-        token = token if token is not None else os.environ.get("BACKDROP_API_TOKEN")
+        from core.service.config import clean_token
+        token = clean_token(token if token is not None else os.environ.get("BACKDROP_API_TOKEN"))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
@@ -124,18 +125,22 @@ class ServiceClient:
         return self._request("GET", "/v1/health").json()
 
     def replace(self, spec: Any, *, photo: Optional[Photo] = None, source: Optional[str] = None,
-                mask: Optional[Union[np.ndarray, bytes]] = None, source_name: str = "") -> dict:
+                mask: Optional[Union[np.ndarray, bytes]] = None, source_name: str = "",
+                reuse: bool = False) -> dict:
         """One run on the service: `spec` a core.spec.RunSpec (or its JSON dict); the photo as
         `photo` or a history `source` hash; `mask` (HxW uint8, 255 = subject) instead of the
-        spec's clicks/box. Returns {"run_id", "status", "outputs": [{hash, seed, width, height,
-        url}], "mask", "timings"}."""
+        spec's clicks/box. `reuse`: the same photo, mask, spec and source_name already run (or
+        running) on the service is answered with that run instead of a new one. Returns
+        {"run_id", "status", "outputs": [{hash, seed, width, height, url}], "mask", "timings",
+        "reused"}."""
         files = {}
         if photo is not None:
             files["photo"] = _photo_bytes(photo)
         if mask is not None:
             files["mask"] = mask if isinstance(mask, (bytes, bytearray)) else _png(np.asarray(mask))
         return self._post("/v1/replace", {"spec": _json(spec), "source": source,
-                                          "source_name": source_name or None}, files)
+                                          "source_name": source_name or None,
+                                          "reuse": True if reuse else None}, files)
 
     def embed(self, *, photo: Optional[Photo] = None, source: Optional[str] = None,
               segmenter: Optional[str] = None) -> dict:

@@ -40,6 +40,20 @@ def _number(name: str, text: str, *, whole: bool = False, low: float = 0.0) -> f
     return value
 
 
+def clean_token(value: Optional[str]) -> Optional[str]:
+    """A bearer token as set in BACKDROP_API_TOKEN: surrounding whitespace (the newline a secret
+    file ends with) taken off; None when empty. InvalidOptionError, which never shows the token,
+    when what is left is not printable ASCII without spaces (all an HTTP header can carry)."""
+    token = (value or "").strip()
+    if not token:
+        return None
+    if not all("!" <= c <= "~" for c in token):
+        raise InvalidOptionError("BACKDROP_API_TOKEN may hold only printable ASCII characters without "
+                                 "spaces (it travels in an HTTP header); check the variable or the file "
+                                 "it is read from")
+    return token
+
+
 def _replicas(text: str) -> tuple[int, int]:
     low, sep, high = text.strip().partition("-")
     a = int(_number("BACKDROP_SERVE_REPLICAS", low, whole=True, low=1))
@@ -80,7 +94,7 @@ class ServiceConfig:
                                                            str(DEFAULT_MAX_UPLOAD_MB)), low=0.001)
         gpus = env.get("BACKDROP_SERVE_NUM_GPUS")
         cfg = cls(
-            token=env.get("BACKDROP_API_TOKEN") or None,
+            token=clean_token(env.get("BACKDROP_API_TOKEN")),
             max_upload_bytes=int(mb * 2**20),
             min_replicas=low, max_replicas=high,
             num_gpus=_number("BACKDROP_SERVE_NUM_GPUS", gpus) if gpus else _default_gpus(),

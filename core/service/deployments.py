@@ -18,7 +18,10 @@ Ray boundary carries its traceback in its text; a `Failed` carries the one line)
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -60,13 +63,24 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+# An absolute path in a message: "/" not inside a word, URL or relative path, then a name.
+_PATH = re.compile(r"(?<![\w.:/~-])/(?=[\w.~-])[^\s'\"`<>|;,()\[\]{}]*")
+
+
+def hide_paths(text: str) -> str:
+    """`text` with every absolute server path cut to "…/" + its last part (what an API client may
+    see of a failure: a replica's error or a failed run's; the service log keeps them whole)."""
+    return _PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def _failed(e: BackdropError) -> Failed:
-    """The nearest class of `e` that the other side knows (core.errors or this package's own)."""
+    """The nearest class of `e` that the other side knows (core.errors or this package's own),
+    with its line, server paths hidden (it goes out to an API client)."""
     import core.errors as errors
     from core.service import photos
     known = next(c for c in type(e).__mro__
                  if c.__module__ in (errors.__name__, photos.__name__, __name__))
-    return Failed(known.__name__, str(e))
+    return Failed(known.__name__, hide_paths(str(e)))
 
 
 def _preload_segmenters(names) -> None:
@@ -193,6 +207,7 @@ class Inpainter:
     def __init__(self, env: dict[str, str], preload: tuple[str, ...] = (), segmenter=None):
         apply_env(env)
         self.segmenter = segmenter
+        self._running: dict[str, asyncio.Future] = {}    # a `reuse` run's identity -> its work here
         from core.segment import SEGMENTERS
         models = [m for m in preload if m not in SEGMENTERS]
         if models:
@@ -201,12 +216,26 @@ class Inpainter:
             for model in models:
                 get_inpainter(model, mode=config.default_mode())
 
+    @serve.multiplexed(max_num_models_per_replica=64)
+    async def _request(self, key: str) -> str:
+        """Marks this replica as the one that took `reuse` request `key`, so a repeat of it (the
+        ingress routes by the key) comes here, where the first may still be running."""
+        return key
+
     async def run(self, photo: Optional[bytes], source: Optional[str], mask: Optional[bytes],
-                  spec: dict, source_name: str = "") -> "dict | Failed":
+                  spec: dict, source_name: str = "", reuse: bool = False) -> "dict | Failed":
         """Returns {"run_id", "status", "outputs": [{hash, seed, width, height}], "mask": hash,
-        "timings", "retried"}; the run is in history (or a Failed says why not)."""
+        "timings", "reused", "retried"}; the run is in history (or a Failed says why not).
+
+        `reuse`: the same photo, subject mask, spec and source_name already recorded as succeeded,
+        or running here, is answered with that run, and nothing runs or is recorded again (a batch
+        rerun after its client was killed mid-photo). The work of a run goes on when its caller
+        goes away (so a repeat can wait for it)."""
         from core.service import photos
         from core.spec import RunSpec
+        key = serve.get_multiplexed_model_id()
+        if key:
+            await self._request(key)
         try:
             spec_ = RunSpec.from_json(spec)
             image = await asyncio.to_thread(photos.photo, photo, source)
@@ -215,8 +244,23 @@ class Inpainter:
                 subject = await asyncio.to_thread(photos.mask_array, mask, image)
             else:
                 subject = await self._subject(spec_, image, retried)
-            out = await asyncio.to_thread(self._run, image, spec_, subject, source_name)
-            return {**out, "retried": retried[0]}
+            work, ident = None, None
+            if reuse:
+                ident, mask_hash = await asyncio.to_thread(_identity, image, spec_, subject, source_name)
+                work = self._running.get(ident)
+                if work is None:
+                    found = await asyncio.to_thread(_recorded, image.hash, mask_hash, spec_, source_name)
+                    if found is not None:
+                        return {**found, "reused": True, "retried": retried[0]}
+            reused = work is not None
+            if work is None:
+                work = asyncio.ensure_future(asyncio.to_thread(self._run, image, spec_, subject, source_name))
+                work.add_done_callback(lambda w: w.cancelled() or w.exception())   # seen, even unawaited
+                if ident is not None:
+                    self._running[ident] = work
+                    work.add_done_callback(lambda _, k=ident: self._running.pop(k, None))
+            out = await asyncio.shield(work)
+            return {**out, "reused": reused, "retried": retried[0]}
         except BackdropError as e:
             return _failed(e)
 
@@ -242,15 +286,46 @@ class Inpainter:
         result = run_job(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name))
         if result.run_id is None:
             raise HistoryError(f"the run finished but could not be saved in history: {result.record_error}")
-        run = open_store().get_run(result.run_id)
-        return {"run_id": run.id, "status": run.status,
-                "outputs": [{"hash": o.hash, "seed": o.seed, "width": o.width, "height": o.height}
-                            for o in run.outputs],
-                "mask": run.mask.hash if run.mask else None,
-                "timings": {k: round(float(v), 4) for k, v in result.timings.items()}}
+        return _result(open_store().get_run(result.run_id), result.timings)
 
     def check_health(self) -> None:
         return None
+
+
+def _result(run, timings: Optional[dict] = None) -> dict:
+    """What /v1/replace answers for a recorded run."""
+    return {"run_id": run.id, "status": run.status,
+            "outputs": [{"hash": o.hash, "seed": o.seed, "width": o.width, "height": o.height}
+                        for o in run.outputs],
+            "mask": run.mask.hash if run.mask else None,
+            "timings": {k: round(float(v), 4) for k, v in (timings or run.timings or {}).items()}}
+
+
+def _identity(image, spec, subject: np.ndarray, source_name: str) -> tuple[str, str]:
+    """(what a `reuse` run is known by here, the content hash of the mask history will store
+    for it: the subject refined as core.jobs.run_job refines it)."""
+    from core.images import content_hash
+    from core.masks import refine
+    mask_hash = content_hash(refine(np.where(subject > 127, 255, 0).astype(np.uint8), spec.mask))
+    h = hashlib.sha256("|".join((image.hash, mask_hash, source_name,
+                                 json.dumps(spec.to_json(), sort_keys=True))).encode())
+    return h.hexdigest(), mask_hash
+
+
+def _recorded(image_hash: str, mask_hash: str, spec, source_name: str) -> Optional[dict]:
+    """The newest succeeded run in history of this photo, mask, spec (as it ran) and name."""
+    from core.history import RunQuery, open_store
+    from core.jobs import resolved
+    try:
+        want = resolved(spec).to_json()
+    except BackdropError:        # it cannot run as asked: let the run say so (and record it)
+        return None
+    page = open_store().list_runs(RunQuery(source_hash=image_hash, status="succeeded"), limit=100)
+    for run in page.runs:
+        if (run.source_name == source_name and run.outputs and run.mask is not None
+                and run.mask.hash == mask_hash and run.spec.to_json() == want):
+            return _result(run)
+    return None
 
 
 # --------------------------------------------------------------------------------- calling one --
