@@ -187,8 +187,9 @@ def test_a_batch_killed_mid_photo_is_recorded_once(remote, tmp_path, astronaut, 
     folder.mkdir(), masks.mkdir()
     Image.fromarray(astronaut).save(folder / "p.png")
     Image.fromarray(_ellipse(512, 512)).save(masks / "p.png")
-    args = ["batch", folder, "--out", out, "--masks", masks, "--background", "sd", "--prompt", "a barn",
-            "--model", "tiny", "--mode", "quality", "--steps", "25", "--seed", "3"]
+    args = ["batch", folder, "--out", out, "--masks", masks, "--background", "sd",
+            "--prompt", "a quiet harbour", "--model", "tiny", "--mode", "quality", "--steps", "25",
+            "--seed", "3"]
     proc = subprocess.Popen([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:                                   # kill the batch while the service paints its photo
