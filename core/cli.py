@@ -29,7 +29,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u202
 
 def _error(message: object) -> None:
     """The one `error:` line on stderr: control characters escaped, long values cut."""
-    print(f"error: {short(message, MAX_ERROR_CHARS)}", file=sys.stderr)
+    print(f"error: {short(config.redact(message), MAX_ERROR_CHARS)}", file=sys.stderr)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -437,6 +437,39 @@ def cmd_history_export(args) -> int:
     return 0
 
 
+def _grace_s() -> float:
+    from core.history.sweep import SWEEP_GRACE_S
+    try:
+        return float(os.environ.get("BACKDROP_SWEEP_GRACE_S", SWEEP_GRACE_S))
+    except ValueError:
+        return SWEEP_GRACE_S
+
+
+def cmd_history_store(args) -> int:
+    """The store ids with claims in the image store: this database's, and others (other databases
+    sharing it, or dead ones: a deleted or copied-over database) with their last use."""
+    from datetime import datetime
+
+    from core.history import open_store
+    from core.history.identity import list_stores
+    store = open_store()
+    print(f"image store: {terminal_safe(store.blobs.location)}")
+    print(f"{'STORE ID':<32}  {'CLAIMS':>6}  {'LAST USED':<16}  DATABASE")
+    for e in list_stores(store, _grace_s()):
+        last = datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M") if e.last_used else "-"
+        print(f"{e.store_id:<32}  {e.claims:>6}  {last:<16}  {e.state}: {terminal_safe(e.detail)}")
+    return 0
+
+
+def cmd_history_store_forget(args) -> int:
+    from core.history import open_store
+    from core.history.identity import forget_store
+    done = forget_store(open_store(), args.store_id, force=args.force, grace_s=_grace_s())
+    print(f"forgot store {done.store_id}: released {done.claims} claims, deleted {done.removed_files} "
+          f"files ({done.removed_bytes / 1e6:.1f} MB) no other database claims")
+    return 0
+
+
 def cmd_models_list(args) -> int:
     from core import weights
     for m in weights.list_models():
@@ -547,6 +580,17 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--favorites", action="store_true")
     he.add_argument("--ids", type=_ids)
     he.set_defaults(func=cmd_history_export)
+    hst = hs.add_parser("store", help="store ids claiming images in the image store (this database's "
+                                      "and others', with their last use); `forget ID` releases a dead one")
+    hst.set_defaults(func=cmd_history_store)
+    hsts = hst.add_subparsers(dest="store_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    hf = hsts.add_parser("forget", help="release a store id whose database is gone: its claims go, "
+                                        "and the images no other database claims are deleted")
+    hf.add_argument("store_id", metavar="ID")
+    hf.add_argument("--force", action="store_true",
+                    help="also when its database cannot be checked from here (another machine or "
+                         "server): you are sure it, and every copy of it, is gone")
+    hf.set_defaults(func=cmd_history_store_forget)
 
     m = sub.add_parser("models", help="list or download model weights")
     ms = m.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)

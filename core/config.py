@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from pathlib import Path
 
 
@@ -59,3 +61,61 @@ def server_url() -> str:
     """`BACKDROP_SERVER_URL`: the team service (python -m core serve) the app and the CLI hand their
     work to; empty (the default) = everything runs in this process."""
     return os.environ.get("BACKDROP_SERVER_URL", "").strip()
+
+
+# ------------------------------------------------------------------------------ secrets --
+_SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*")
+_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|sslpassword|token)(\s*=\s*)"
+                           r"('[^']*'|\"[^\"]*\"|[^&\s'\";,)]+)")
+_SETTINGS_WITH_SECRETS = ("BACKDROP_DATABASE_URL", "BACKDROP_BLOB_URL", "BACKDROP_S3_ENDPOINT_URL",
+                          "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "BACKDROP_SERVER_URL")
+MASK = "***"
+
+
+def _userinfo_password(url: str) -> str:
+    """The password part of `scheme://user:password@host…` (or `user:password@host…`), read
+    leniently: a malformed URL too (the password may hold @, / or :). "" when there is none."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    if "@" not in rest:
+        return ""
+    userinfo = rest.rsplit("@", 1)[0]
+    if "/" in userinfo.split(":", 1)[0]:        # "host/path…@" is a path, not a user
+        return ""
+    return userinfo.split(":", 1)[1] if ":" in userinfo else ""
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (user:PASSWORD@, and password=… parameters) shown as ***; for
+    display in messages and logs. Works on malformed URLs too."""
+    url = str(url)
+    password = _userinfo_password(url)
+    if password:
+        head, _, tail = url.rpartition("@")
+        user_end = head.find(":", head.find("://") + 3 if "://" in head else 0)
+        url = f"{head[:user_end]}:{MASK}@{tail}"
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", url)
+
+
+def _known_secrets() -> list[str]:
+    out = []
+    for name in _SETTINGS_WITH_SECRETS:
+        value = os.environ.get(name, "")
+        password = _userinfo_password(value) if value else ""
+        if password:
+            out.append(password)
+            unquoted = urllib.parse.unquote(password)
+            if unquoted != password:
+                out.append(unquoted)
+        out += [m.group(3).strip("'\"") for m in _SECRET_PARAM.finditer(value)]
+    return sorted({s for s in out if len(s) >= 3}, key=len, reverse=True)
+
+
+def redact(text: object) -> str:
+    """`text` (an error message, a log line) with every password hidden: URLs' user:PASSWORD@ and
+    password=… parameters, and the passwords of the configured URLs (BACKDROP_DATABASE_URL, …)
+    wherever they appear, even in a driver's message about a URL it could not parse."""
+    s = str(text)
+    for secret in _known_secrets():
+        s = s.replace(secret, MASK)
+    s = _SCHEME_URL.sub(lambda m: mask_url(m.group(0)), s)
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", s)

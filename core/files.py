@@ -1,6 +1,7 @@
 """Writing files without losing anything: atomic replacement, output-path checks, our temp files.
 
-    atomic_writer(path)      temp file beside the target, fsync, rename over it. The target is
+    atomic_writer(path)      temp file beside the target, fsync, rename over it, fsync the folder
+                             (so the rename survives a power cut). The target is
                              resolved first (a symlink is followed: the file it points to is
                              replaced and the link stays); an existing target that is not a regular
                              file (directory, device, FIFO, socket) is refused, never replaced. A new
@@ -165,7 +166,7 @@ def atomic_writer(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[
     renamed over the target, so a reader never sees a partial file. On any error (or interrupt) it
     is deleted. See the module docstring for symlinks, non-regular files and modes."""
     target = resolve_target(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_dirs(target.parent)
     _remove_stale_temps(target, suffix)
     existing = _stat(target)
     tmp = target.parent / f".{target.name}.backdrop-{HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
@@ -183,6 +184,37 @@ def atomic_writer(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # The rename is only durable once the folder is: fsync it (and the parent of every folder made
+    # above), as SQLite does for its journal, so a power cut cannot lose a file history lists.
+    for folder in [target.parent, *(d.parent for d in created)]:
+        fsync_dir(folder)
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p `folder`; returns the folders it created, deepest first."""
+    missing = []
+    p = folder
+    while not p.is_dir() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a folder's entries (a rename, a new file or folder in it) durable: fsync the folder
+    itself. Skipped where folders cannot be opened or synced (Windows, some network filesystems)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

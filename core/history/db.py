@@ -25,6 +25,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from core.config import redact
 from core.errors import HistoryError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -36,6 +37,16 @@ CONNECT_TIMEOUT_S = 10
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 _migrated: set[tuple[int, str]] = set()
+
+
+def shown(url) -> str:
+    """A database URL as messages and logs show it: the password (and password=… parameters)
+    as ***, never the real thing."""
+    try:
+        text = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    except Exception:
+        text = str(url)
+    return redact(text)
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -89,8 +100,10 @@ def get_engine(url: str) -> Engine:
 def _create_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except Exception as e:  # sqlalchemy.exc.ArgumentError and friends
-        raise HistoryError(f"BACKDROP_DATABASE_URL is not a valid SQLAlchemy URL: {url!r}") from e
+    except Exception:  # sqlalchemy.exc.ArgumentError and friends: their text quotes the URL whole
+        raise HistoryError(f"BACKDROP_DATABASE_URL is not a valid SQLAlchemy URL: "
+                           f"{redact(url)!r} (expected sqlite:///PATH/history.db, or "
+                           "postgresql+psycopg:// followed by USER:PASSWORD@HOST:PORT/DB)") from None
     backend = parsed.get_backend_name()
     if parsed.drivername == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
         parsed = parsed.set(drivername="postgresql+psycopg")   # plain postgresql:// means psycopg2
@@ -114,10 +127,11 @@ def _create_engine(url: str) -> Engine:
     except ModuleNotFoundError as e:
         hint = (" (pip install 'psycopg[binary]' and use postgresql+psycopg://…)"
                 if backend == "postgresql" else "")
-        raise HistoryError(f"cannot open the history database {parsed!r}: the database driver "
-                           f"{e.name!r} is not installed{hint}") from e
+        raise HistoryError(f"cannot open the history database {shown(parsed)}: the database "
+                           f"driver {e.name!r} is not installed{hint}") from None
     except Exception as e:
-        raise HistoryError(f"cannot open the history database {parsed!r}: {e}".splitlines()[0]) from e
+        raise HistoryError(redact(f"cannot open the history database {shown(parsed)}: {e}"
+                                  ).splitlines()[0]) from None
     event.listen(engine, "connect", _on_connect)
     event.listen(engine, "begin", _on_begin)
     return engine
@@ -143,6 +157,14 @@ def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    """Every schema revision this Backdrop has (a database at another one was migrated by a newer
+    Backdrop)."""
+    from alembic.script import ScriptDirectory
+
+    return {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -187,7 +209,8 @@ def ensure_schema(engine: Engine) -> None:
         raise
     except Exception as e:
         cause = getattr(e, "orig", None) or e       # the driver's own words, not SQLAlchemy's wrapper
-        raise HistoryError(f"could not open the history database: {cause}".splitlines()[0]) from e
+        raise HistoryError(redact(f"could not open the history database {shown(engine.url)}: "
+                                  f"{cause}").splitlines()[0]) from e
     _migrated.add(key)
 
 
