@@ -387,7 +387,8 @@ def test_embedded_mode_is_the_data_dir_as_before(tmp_path, monkeypatch):
     s, o = run.source.hash, run.outputs[0].hash
     assert files == {"history.db", "refs/.lock", image_rel(s), thumb_rel(s), image_rel(o),
                      thumb_rel(o), f"refs/{store.store_id}/{s[:2]}/{s}",
-                     f"refs/{store.store_id}/{o[:2]}/{o}"} | {f for f in files if f.startswith("history.db-")}
+                     f"refs/{store.store_id}/{o[:2]}/{o}",
+                     f"refs/{store.store_id}/.store"} | {f for f in files if f.startswith("history.db-")}
     assert run.source.path == data / image_rel(s) and run.outputs[0].thumb_path == data / thumb_rel(o)
     assert (data / image_rel(o)).read_bytes() == encode_png(out)
 

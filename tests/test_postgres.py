@@ -131,7 +131,7 @@ def test_processes_opening_an_empty_database_at_once_migrate_it_once(pg_url):
     s = open_store()
     assert db.current_revision(s.engine) == db.head_revision()
     with s._read() as session:
-        assert session.scalar(select(func.count()).select_from(StoreInfo)) == 2
+        assert session.scalar(select(func.count()).select_from(StoreInfo)) == 3   # id, fingerprints, location
 
 
 # ------------------------------------------------------------------------- connection loss --

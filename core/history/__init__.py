@@ -71,7 +71,8 @@ when the images are in S3: read them with store.read_file, never by opening the 
     OutputRecord: id, run_id, index, seed, favorite, hash, width, height, path, thumb_path
 
 Files: store.py (opening, identity, sessions), writes.py, queries.py, sweep.py, records.py (the
-records below), models.py (ORM), blobs.py (image files and claims), db.py (engines, migrations).
+records below), models.py (ORM), blobs.py (image files and claims), db.py (engines, migrations),
+identity.py (store ids: a copied database gets its own; `history store` lists and forgets ids).
 
 Export: core.export.export_runs(out_zip, run_ids=None, *, favorites=False, store=None)
     -> ExportResult(path, runs, outputs, masks); export_zip(store, out, *, run_ids=None,

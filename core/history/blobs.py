@@ -3,6 +3,7 @@
     images/ab/abcdef….png    full-size PNG (sources RGB, masks L, outputs RGB or RGBA)
     thumbs/ab/abcdef….webp   WebP thumbnail, long side THUMB_SIDE (sources and outputs)
     refs/<store id>/ab/abcdef…   an empty "claim": the database with that store id uses the image
+    refs/<store id>/.store       where that id's database was opened (core/history/identity.py)
 
 The name is core.images.content_hash of the array (shape, dtype and bytes), so the same image is
 stored once however many rows (and databases) use it. Files are written whole (a temp file renamed
@@ -28,9 +29,13 @@ about to commit the row that uses it).
 Locking: in a folder, claiming and releasing take one lock (`refs/.lock`, flock), so a writer that
 claims an image either sees it still there or rewrites it. S3 has no such lock. Within ONE
 database (any number of app servers over one PostgreSQL history: the team set-up) nothing is lost
-even so: delete_run and the sweep release files under the database's write lock, and every writer
-re-checks (and re-uploads) its files under that same lock before committing its row
-(Writes._ensure). What remains is a race between two DIFFERENT databases sharing one bucket prefix:
+even so: delete_run and the sweep announce each deletion in the database (a short write
+transaction) before they release files, and a writer commits its row only if no deletion began or
+ran since it checked its files, else it checks (and re-uploads) them again first
+(Writes._commit_with_files). No one holds the database's write lock while the image store works,
+so a slow or hung store never blocks other writers; S3 requests are bounded (S3_TIMEOUT_S, and a
+store that stops answering fails every request at once for as long, with a WARNING while waiting).
+What remains is a race between two DIFFERENT databases sharing one bucket prefix:
 if one releases an image in the instant between the other's claim and its commit, the image can go
 (the other's sweep then reports it in missing_files). Give each database its own prefix, or never
 share one between databases that delete runs.
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import logging
 import os
 import threading
 import time
@@ -56,14 +63,19 @@ except ImportError:  # pragma: no cover - Windows: the in-process lock still ser
 
 import numpy as np
 
+from core.config import redact
 from core.errors import HistoryError, InvalidOptionError
 from core.files import atomic_write_bytes, is_stale_temp
 from core.images import content_hash, encode_png
+
+log = logging.getLogger(__name__)
 
 THUMB_SIDE = 256
 THUMB_QUALITY = 80
 AREAS = ("images", "thumbs")  # the only folders of the data dir the store writes and sweeps
 REFS = "refs"                 # refs/<store id>/ab/<digest>: claims
+MARKER = ".store"             # refs/<store id>/.store: which database that id belongs to (JSON)
+S3_TIMEOUT_S = 30.0           # the most one S3 request may wait, retry included (BACKDROP_S3_TIMEOUT_S)
 _thread_lock = threading.Lock()
 
 
@@ -77,6 +89,61 @@ def thumb_rel(digest: str) -> str:
 
 def claim_rel(digest: str, owner: str) -> str:
     return f"{REFS}/{owner}/{digest[:2]}/{digest}"
+
+
+def marker_rel(owner: str) -> str:
+    return f"{REFS}/{owner}/{MARKER}"
+
+
+def s3_timeout() -> float:
+    """BACKDROP_S3_TIMEOUT_S (default S3_TIMEOUT_S): how long one request to S3 may take in all."""
+    try:
+        value = float(os.environ.get("BACKDROP_S3_TIMEOUT_S", "") or S3_TIMEOUT_S)
+    except ValueError:
+        value = S3_TIMEOUT_S
+    return min(max(value, 2.0), 600.0) if value == value else S3_TIMEOUT_S
+
+
+class _Waits:
+    """Requests in flight to remote image stores. One daemon thread (started on first use) logs a
+    WARNING for each request still unanswered after `slow_s`, so a hung endpoint is never silent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[int, list] = {}
+        self._next = 0
+        self._thread: Optional[threading.Thread] = None
+
+    @contextlib.contextmanager
+    def watch(self, text: str, slow_s: float, limit_s: float) -> Iterator[None]:
+        with self._lock:
+            self._next += 1
+            key = self._next
+            self._calls[key] = [time.monotonic(), text, slow_s, limit_s, False]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="backdrop-s3-waits",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._lock:
+                due = [c for c in self._calls.values() if not c[4] and now - c[0] >= c[2]]
+                for c in due:
+                    c[4] = True
+            for start, text, _slow, limit, _ in due:
+                log.warning("%s: no answer for %.0f s; waiting (giving up after %.0f s)",
+                            text, now - start, limit)
+
+
+_waits = _Waits()
 
 
 def encode_thumbnail(arr: np.ndarray, side: int = THUMB_SIDE) -> bytes:
@@ -212,6 +279,13 @@ class FolderBackend:
                     continue
                 yield os.path.relpath(full, self.root).replace(os.sep, "/"), st.st_mtime, st.st_size
 
+    def prune(self, folder: str) -> None:
+        """Remove `folder` and the folders under it that are empty (S3 has no folders)."""
+        base = self.root / folder
+        for dirpath, _dirs, _names in sorted(os.walk(base), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
     def children(self, folder: str) -> list[str]:
         """Names of the folders directly under `folder`."""
         base = self.root / folder
@@ -270,6 +344,8 @@ class S3Backend:
         prefix = parts.path.strip("/")
         self.prefix = prefix + "/" if prefix else ""
         self.endpoint = _s3_endpoint()
+        self.timeout_s = s3_timeout()
+        self._down: Optional[tuple[float, str]] = None    # (monotonic time until, why): not answering
         self.client = client if client is not None else self._client()
         self._conditional = True
         self._cache: OrderedDict[str, bytes] = OrderedDict()
@@ -284,8 +360,12 @@ class S3Backend:
             raise HistoryError("BACKDROP_BLOB_URL is an s3:// URL but boto3 is not installed "
                                "(pip install boto3)") from e
         style = os.environ.get("BACKDROP_S3_ADDRESSING_STYLE") or ("path" if self.endpoint else "auto")
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
-                        read_timeout=60, max_pool_connections=16, s3={"addressing_style": style})
+        # Two attempts of at most half the budget each: a hung endpoint costs one request
+        # self.timeout_s in all, and then _errors fails every request at once for as long.
+        config = Config(retries={"total_max_attempts": 2, "mode": "standard"},
+                        connect_timeout=min(5.0, self.timeout_s / 4),
+                        read_timeout=max(1.0, (self.timeout_s - 2) / 2), max_pool_connections=16,
+                        s3={"addressing_style": style})
         with self._errors("connect to"):
             return boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
 
@@ -319,14 +399,30 @@ class S3Backend:
         return cls._code(e) in ("404", "NoSuchKey", "NotFound")
 
     @contextlib.contextmanager
-    def _errors(self, what: str, rel: str = "") -> Iterator[None]:
-        """botocore errors -> one HistoryError line naming the store."""
+    def _errors(self, what: str, rel: str = "", *, watch: bool = True) -> Iterator[None]:
+        """botocore errors -> one HistoryError line naming the store. A request that gets no
+        answer (timeout, connection refused or cut) marks the store down for timeout_s: every
+        request in that time fails at once with the same line instead of waiting again. A request
+        waiting longer than a quarter of timeout_s is logged (WARNING) while it waits (watch=False:
+        a listing, whose pages are consumed as they come)."""
+        target = f" {rel}" if rel else ""
+        down = self._down
+        if down is not None:
+            if time.monotonic() < down[0]:
+                raise HistoryError(f"image store {self.location}: cannot {what}{target}: {down[1]}")
+            self._down = None
         try:
-            yield
+            if not watch:
+                yield
+                return
+            with _waits.watch(f"image store {self.location}: {what}{target}",
+                              min(5.0, self.timeout_s / 4), self.timeout_s):
+                yield
         except (HistoryError, FileNotFoundError):
             raise
         except Exception as e:
-            from botocore.exceptions import BotoCoreError, ClientError
+            from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+            from botocore.exceptions import ConnectionError as BotoConnectionError
             if not isinstance(e, (BotoCoreError, ClientError)):
                 raise
             if isinstance(e, ClientError):
@@ -338,8 +434,13 @@ class S3Backend:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 if type(e).__name__ == "NoCredentialsError":
                     reason += " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
-            target = f" {rel}" if rel else ""
-            raise HistoryError(f"image store {self.location}: cannot {what}{target}: {reason}") from e
+            if isinstance(e, (BotoConnectionError, HTTPClientError)):
+                reason = f"not answering ({reason}); gave up after {self.timeout_s:.0f} s"
+                self._down = (time.monotonic() + self.timeout_s, reason)
+                log.warning("image store %s is not answering: history writes and reads that need "
+                            "it fail for the next %.0f s", redact(self.location), self.timeout_s)
+            raise HistoryError(redact(f"image store {self.location}: cannot {what}{target}: "
+                                      f"{reason}")) from e
 
     # -- objects ---------------------------------------------------------------------------------
     def _head(self, rel: str) -> Optional[dict]:
@@ -434,7 +535,7 @@ class S3Backend:
             self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=b"")
 
     def files(self, folder: str) -> Iterator[tuple[str, float, int]]:
-        with self._errors("list", folder + "/"):
+        with self._errors("list", folder + "/", watch=False):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.key(folder.rstrip("/") + "/"))
             for page in pages:
@@ -445,7 +546,7 @@ class S3Backend:
     def children(self, folder: str) -> list[str]:
         base = self.key(folder.rstrip("/") + "/")
         names = []
-        with self._errors("list", folder + "/"):
+        with self._errors("list", folder + "/", watch=False):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=base, Delimiter="/")
             for page in pages:
@@ -547,15 +648,19 @@ class BlobStore:
             if digest_of(name + ".png") is not None:
                 yield name, mtime
 
-    def release(self, digests: Iterable[str], *, older_than: Optional[float] = None) -> tuple[int, int]:
+    def release(self, digests: Iterable[str], *, older_than: Optional[float] = None,
+                deadline: Optional[float] = None) -> tuple[int, int]:
         """Drop this database's claim on each digest (only claims last used before `older_than`, a
         time.time(), when given) and delete the image and thumbnail of those no other database
-        claims. The caller has checked that no row of its database uses them. Returns (files
+        claims. The caller has checked that no row of its database uses them. Stops (keeping the
+        rest claimed, for a later sweep) once time.time() passes `deadline`. Returns (files
         deleted, bytes freed)."""
         removed = freed = 0
         with self._locked():
             others = [o for o in self.backend.children(REFS) if o != self.owner]
             for digest in digests:
+                if deadline is not None and time.time() > deadline:
+                    break
                 claim = claim_rel(digest, self.owner)
                 if older_than is not None:
                     mtime = self.backend.mtime(claim)
@@ -570,6 +675,48 @@ class BlobStore:
                         removed += 1
                         freed += size
         return removed, freed
+
+    def drop_claims(self) -> None:
+        """Remove every file under refs/<owner>/ (its claims and marker) and nothing else: for an
+        id given up before any database used it, or released by forget."""
+        with self._locked():
+            for rel, _mtime, _size in list(self.backend.files(f"{REFS}/{self.owner}")):
+                self.backend.remove(rel)
+            if isinstance(self.backend, FolderBackend):
+                self.backend.prune(f"{REFS}/{self.owner}")
+
+    def write_marker(self, info: dict) -> None:
+        """Record (refs/<owner>/.store) which database this store id belongs to."""
+        self.backend.put(marker_rel(self.owner), json.dumps(info, sort_keys=True).encode())
+
+    def read_marker(self, owner: Optional[str] = None) -> Optional[dict]:
+        try:
+            data = self.backend.read(marker_rel(owner or self.owner))
+        except FileNotFoundError:
+            return None
+        try:
+            info = json.loads(data)
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def owners(self) -> dict[str, dict]:
+        """Every store id with claims or a marker here: {id: {"claims": n, "last_used": the newest
+        claim's or marker's mtime, "marker": bool}}."""
+        out: dict[str, dict] = {}
+        for rel, mtime, _size in self.backend.files(REFS):
+            parts = rel.split("/")
+            if len(parts) < 3:
+                continue
+            entry = out.setdefault(parts[1], {"claims": 0, "last_used": 0.0, "marker": False})
+            if len(parts) == 3 and parts[2] == MARKER:
+                entry["marker"] = True
+            elif len(parts) == 4 and digest_of(parts[3] + ".png") is not None:
+                entry["claims"] += 1
+            else:
+                continue
+            entry["last_used"] = max(entry["last_used"], mtime)
+        return out
 
     # -- files -------------------------------------------------------------------------------------
     def prepare(self, arr: np.ndarray, *, thumb: bool, digest: Optional[str] = None) -> Blob:

@@ -56,12 +56,17 @@ class Sweep:
                     if size is not None:
                         removed, removed_bytes = removed + 1, removed_bytes + size
             candidates = sorted(d for d, mtime in self.blobs.claims() if mtime < cutoff)
-        with self._write() as session:
-            unused = set(candidates) - referenced(session, candidates)
-            with self._errors():
-                n, freed = self.blobs.release(sorted(unused), older_than=cutoff)
-            removed, removed_bytes = removed + n, removed_bytes + freed
-            present.difference_update(r for d in unused for r in (image_rel(d), thumb_rel(d)))
+        unused: list[str] = []
+
+        def pick(session) -> list[str]:
+            unused[:] = sorted(set(candidates) - referenced(session, candidates))
+            return unused
+
+        n, freed = self._release_files(pick, older_than=cutoff)
+        removed, removed_bytes = removed + n, removed_bytes + freed
+        present.difference_update(r for d in unused for r in (image_rel(d), thumb_rel(d)))
+        self._write_marker(self.store_id, self.fingerprint, if_changed=True)
+        with self._read() as session:
             wanted: set[str] = set()
             for model in (Source, Output):
                 for p, t in session.execute(select(model.path, model.thumb_path)):

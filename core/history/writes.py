@@ -117,11 +117,44 @@ class Writes:
             return self.blobs.prepare(arr, thumb=False)
 
     def _ensure(self, *blobs: Optional[Blob]) -> None:
-        """Re-check, under the write lock, that our files are still there (a concurrent delete or
-        sweep may have removed a file we reused); rewrite any that vanished."""
+        """Check again that our files are there (a concurrent delete or sweep may have removed a
+        file we reused); rewrite any that vanished. Never called under the write lock."""
         for blob in blobs:
             if blob is not None:
-                self.blobs.ensure(blob)
+                with self._errors():
+                    self.blobs.ensure(blob)
+
+    def _commit_with_files(self, epoch: tuple[int, bool], blobs: Sequence[Optional[Blob]],
+                           tx: Callable[[Callable[[Session], None]], Any],
+                           committed: Optional[Callable[[], Any]] = None) -> Any:
+        """Run write transaction `tx` (through _retry) for rows that point at `blobs`, whose files
+        were claimed and checked after `epoch` (_files_epoch) was noted, with no lock held.
+
+        `tx` calls the function it is given with its session first thing: that raises
+        FilesMayBeGone when a deletion of files began or ran since the files were checked (the
+        store announces each in store_info before it deletes anything). Then the files are
+        checked again (and rewritten if gone) outside the lock, and `tx` runs again. So a row is
+        never committed pointing at a file a concurrent delete_run or sweep removed, and nobody
+        holds the database's write lock while the image store works."""
+        from core.history.store import FilesMayBeGone
+
+        wanted = [b for b in blobs if b is not None]
+
+        def check(session: Session) -> None:
+            if not wanted:
+                return
+            gen, active = self._deletions(session)
+            if active is not None or epoch[1] or gen != epoch[0]:
+                raise FilesMayBeGone("history files were being deleted meanwhile")
+
+        for _ in range(8):
+            try:
+                return self._retry(lambda: tx(check), committed)
+            except FilesMayBeGone:
+                epoch = self._files_epoch(wait=True)
+                self._ensure(*wanted)
+        raise HistoryError("history files kept being deleted by other processes while this run "
+                           "was saved; try again")
 
     def _get_source(self, session: Session, blob: Optional[Blob], digest: str) -> Source:
         key = blob.digest if blob is not None else digest
@@ -235,12 +268,13 @@ class Writes:
         `source`: HxWx3 uint8 array, an object with `.rgb` (and `.hash`) such as LoadedImage, or
         the content hash of a source already in the history. `spec`: the RunSpec (or its JSON)."""
         cols = self._columns(spec, source_name, device)
+        epoch = self._files_epoch()
         blob, digest = self._source_blob(source)
         flushed: list[int] = []
 
-        def tx() -> int:
+        def tx(check) -> int:
             with self._write() as session:
-                self._ensure(blob)
+                check(session)
                 src = self._get_source(session, blob, digest)
                 run = Run(created=naive_utc(created) or now_utc(), status="running",
                           owner=f"{HOST}:{os.getpid()}", source=src, timings={}, **cols)
@@ -249,7 +283,8 @@ class Writes:
                 flushed.append(run.id)
                 self._hook("start_run")
                 return run.id
-        return self._retry(tx, lambda: self._run_exists(flushed[-1] if flushed else None))
+        return self._commit_with_files(epoch, [blob], tx,
+                                       lambda: self._run_exists(flushed[-1] if flushed else None))
 
     def finish_run(self, run_id: int, *, mask: Optional[np.ndarray] = None,
                    outputs: Iterable[Any] = (), timings: Optional[Mapping[str, float]] = None,
@@ -259,16 +294,17 @@ class Writes:
         and mark it succeeded. Files are written first, then ONE transaction commits the rows."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
+        epoch = self._files_epoch()
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
         now = now_utc()
 
-        def tx() -> None:
+        def tx(check) -> None:
             with self._write() as session:
+                check(session)
                 run = session.get(Run, run_id)
                 if run is None:
                     raise HistoryError(f"run {run_id} is not in the history (deleted?)")
-                self._ensure(mask_blob, *(b for b, _ in out_blobs))
                 m = self._get_mask(session, mask_blob)
                 if m is not None:
                     run.mask = m
@@ -276,7 +312,8 @@ class Writes:
                 self._finish(run, status, None, timings, device, duration, now)
                 session.flush()
                 self._hook("finish_run")
-        self._retry(tx, lambda: self._run_finished_at(run_id, now))
+        self._commit_with_files(epoch, [mask_blob, *(b for b, _ in out_blobs)], tx,
+                                lambda: self._run_finished_at(run_id, now))
 
     def fail_run(self, run_id: int, error: str, *, status: str = "failed",
                  timings: Optional[Mapping[str, float]] = None, device: Optional[str] = None,
@@ -284,21 +321,22 @@ class Writes:
         """Mark a started run failed or cancelled, keeping the error text (and the mask if any)."""
         if status not in ("failed", "cancelled"):
             raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
+        epoch = self._files_epoch()
         mask_blob = self._mask_blob(mask)
         now = now_utc()
 
-        def tx() -> None:
+        def tx(check) -> None:
             with self._write() as session:
+                check(session)
                 run = session.get(Run, run_id)
                 if run is None:
                     raise HistoryError(f"run {run_id} is not in the history (deleted?)")
-                self._ensure(mask_blob)
                 m = self._get_mask(session, mask_blob)
                 if m is not None:
                     run.mask = m
                 self._finish(run, status, error, timings, device, None, now)
                 self._hook("fail_run")
-        self._retry(tx, lambda: self._run_finished_at(run_id, now))
+        self._commit_with_files(epoch, [mask_blob], tx, lambda: self._run_finished_at(run_id, now))
 
     @staticmethod
     def _finish(run: Run, status: str, error: Optional[str], timings, device, duration,
@@ -323,15 +361,16 @@ class Writes:
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
         cols = self._columns(spec, source_name, device)
+        epoch = self._files_epoch()
         blob, digest = self._source_blob(source)
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
         tm = _timings(timings)
         flushed: list[int] = []
 
-        def tx() -> int:
+        def tx(check) -> int:
             with self._write() as session:
-                self._ensure(blob, mask_blob, *(b for b, _ in out_blobs))
+                check(session)
                 src = self._get_source(session, blob, digest)
                 now = now_utc()
                 run = Run(created=naive_utc(created) or now, finished=now, status=status,
@@ -346,7 +385,8 @@ class Writes:
                 flushed.append(run.id)
                 self._hook("record_run")
                 return run.id
-        return self._retry(tx, lambda: self._run_exists(flushed[-1] if flushed else None))
+        return self._commit_with_files(epoch, [blob, mask_blob, *(b for b, _ in out_blobs)], tx,
+                                       lambda: self._run_exists(flushed[-1] if flushed else None))
 
     def set_favorite(self, output_id: int, favorite: bool = True) -> None:
         def tx() -> None:     # idempotent: a retry after a lost connection is harmless
@@ -361,11 +401,11 @@ class Writes:
         """Delete a run, its outputs, and its mask/source rows when no other run uses them; remove
         the files no remaining row uses. Returns the number of files removed.
 
-        Two write transactions: the rows go first (committed), then, under the write lock again,
-        the files no committed row uses are released. A writer reusing one of those images in
-        between has claimed and re-checked it under the same lock (_ensure), so its row keeps its
-        file; a COMMIT that fails (connection lost) leaves rows and files as they were, and a
-        process dying between the two leaves only orphan files for sweep()."""
+        The rows go first (committed); then the files no committed row uses are released, with no
+        lock held while the image store works (HistoryStore._release_files announces the deletion
+        first, and a writer reusing one of those images checks its files again before it commits:
+        _commit_with_files). A COMMIT that fails (connection lost) leaves rows and files as they
+        were, and a process dying in between leaves only orphan files for sweep()."""
         found: list[set[str]] = []
 
         def rows() -> None:
@@ -395,11 +435,10 @@ class Writes:
 
         self._retry(rows, deleted)
         digests = sorted(found[0])
-
-        def files() -> int:
-            with self._write() as session:
-                unused = set(digests) - referenced(session, digests)
-                with self._errors():
-                    removed, _ = self.blobs.release(sorted(unused))
-                return removed
-        return self._retry(files)
+        try:
+            removed, _ = self._release_files(
+                lambda session: sorted(set(digests) - referenced(session, digests)))
+        except HistoryError as e:
+            raise HistoryError(f"run {run_id} was deleted, but its files could not be removed now "
+                               f"(a later clean-up removes them): {e}") from e
+        return removed
