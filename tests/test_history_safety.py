@@ -221,6 +221,7 @@ class HangingProxy:
                 pass
 
 
+@pytest.mark.s3
 def test_a_hung_s3_endpoint_fails_in_bounded_time_says_so_and_never_holds_the_write_lock(
         s3_server, monkeypatch, tmp_path, caplog):  # noqa: F811
     import boto3
