@@ -9,6 +9,16 @@ Level: the `level` argument, else env BACKDROP_LOG_LEVEL (DEBUG, INFO, WARNING, 
 a number), else `default` (INFO: the app's server log says what it did; the CLI passes WARNING so
 its stderr stays quiet). An unknown BACKDROP_LOG_LEVEL falls back to the default with a warning.
 
+Other libraries log one level above Backdrop's own and never below WARNING (`library_level`): the
+app's INFO shows their warnings, the CLI's WARNING only their errors, so the CLI's stderr on bad
+input is its one `error:` line (BACKDROP_LOG_LEVEL=INFO shows it their warnings too). Everything
+they print goes through this one handler, held to that level and escaped: Python warnings
+(FutureWarning, UserWarning... from torch, PIL, diffusers) are logged as `py.warnings` records;
+transformers and diffusers, which print through a stderr handler of their own (bypassing every
+level set here) and draw progress bars ("Loading pipeline components", "Loading weights", "Writing
+model shards") whether or not stderr is a terminal, have their handler removed, their records
+sent here and their bars turned off as soon as they are imported (`_tame_hf_logging`).
+
 Logged text may hold user text (file names, prompts, exception messages): `SafeFormatter` writes
 control characters as escapes (core.files.terminal_safe), so a log line cannot move the cursor,
 recolour or clear a terminal, or forge a second log line; a traceback keeps its own line breaks.
@@ -16,6 +26,7 @@ recolour or clear a terminal, or forge a second log line; a traceback keeps its 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import logging
 import os
 import sys
@@ -93,13 +104,96 @@ def _level_from(value: Union[str, int, None]) -> Optional[int]:
     return level if isinstance(level, int) else None
 
 
+def library_level(level: int) -> int:
+    """The level other libraries log at when Backdrop's loggers log at `level`."""
+    return max(logging.WARNING, level + 10)
+
+
+def _is_app(name: str) -> bool:
+    return any(name == n or name.startswith(n + ".") for n in APP_LOGGERS)
+
+
+class _LibraryFilter(logging.Filter):
+    """Drops another library's records under `level`, whatever level its own logger was given
+    (huggingface_hub and transformers set theirs to WARNING, which the root's level cannot raise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.level = logging.WARNING
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level or _is_app(record.name)
+
+
+HF_LOGGING = ("transformers.utils.logging", "diffusers.utils.logging")
+
+
+def _tame_hf_logging(module) -> None:
+    """transformers' or diffusers' logging module: no stderr handler of its own (its records reach
+    ours, held to the library level and escaped) and no progress bars."""
+    module.disable_default_handler()
+    module.enable_propagation()
+    module.disable_progress_bar()
+
+
+class _WhenImported(importlib.abc.MetaPathFinder):
+    """Runs _tame_hf_logging on each module of HF_LOGGING right after it is first imported (the
+    CLI imports them long after configure(); importing them up front would cost seconds)."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in HF_LOGGING:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if hasattr(spec.loader, "exec_module"):
+                    spec.loader = _ThenTame(spec.loader)
+                return spec
+        return None
+
+
+class _ThenTame(importlib.abc.Loader):
+    def __init__(self, loader) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name):                 # get_source, get_filename, is_package...
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        try:
+            _tame_hf_logging(module)
+        except Exception:  # a library that changed its logging API still loads, only louder
+            logging.getLogger(__name__).debug("could not quieten %s", module.__name__, exc_info=True)
+
+
+def _quiet_libraries() -> None:
+    """Python warnings and the Hugging Face libraries' own output through our handler, now and
+    for those imported later."""
+    logging.captureWarnings(True)
+    if not any(isinstance(f, _WhenImported) for f in sys.meta_path):
+        sys.meta_path.insert(0, _WhenImported())
+    for name in HF_LOGGING:
+        module = sys.modules.get(name)
+        if module is not None:
+            try:
+                _tame_hf_logging(module)
+            except Exception:  # as in _ThenTame
+                logging.getLogger(__name__).debug("could not quieten %s", name, exc_info=True)
+
+
 def _ours() -> Optional[logging.Handler]:
     return next((h for h in logging.getLogger().handlers if getattr(h, "_backdrop", False)), None)
 
 
 def configure(level: Union[str, int, None] = None, *, default: Union[str, int] = "INFO") -> int:
-    """Set up logging: the first call adds one stderr handler to the root logger; every call
-    (re)sets the levels. Returns the level Backdrop's loggers now use. Safe to call on every rerun
+    """Set up logging: the first call adds one stderr handler to the root logger (and routes Python
+    warnings and transformers' and diffusers' output to it); every call (re)sets the levels. Returns the level Backdrop's loggers now use. Safe to call on every rerun
     of the Streamlit script and from several threads."""
     bad_env = None
     chosen = _level_from(level)
@@ -112,14 +206,21 @@ def configure(level: Union[str, int, None] = None, *, default: Union[str, int] =
         chosen = _level_from(default) or logging.INFO
     with _lock:
         root = logging.getLogger()
-        if _ours() is None:
+        handler = _ours()
+        if handler is None:
             handler = _StderrHandler()
             handler.setFormatter(SafeFormatter(FORMAT))
+            handler.addFilter(_LibraryFilter())
             handler._backdrop = True
             root.addHandler(handler)
-        root.setLevel(max(logging.WARNING, chosen))
+        libraries = library_level(chosen)
+        for f in handler.filters:
+            if isinstance(f, _LibraryFilter):
+                f.level = libraries
+        root.setLevel(libraries)
         for name in APP_LOGGERS:
             logging.getLogger(name).setLevel(chosen)
+        _quiet_libraries()
     if bad_env is not None:
         logging.getLogger(__name__).warning("%s=%r is not a log level; using %s", ENV, bad_env,
                                             logging.getLevelName(chosen))
@@ -130,7 +231,9 @@ def configure(level: Union[str, int, None] = None, *, default: Union[str, int] =
 def quiet_transformers():
     """transformers' "Loading weights" / "Writing model shards" bars off for the block (noise for a
     sub-second load), back on after if they were on. The switch is process-wide: a transformers
-    load in another thread at the same moment loses its bar too, which is harmless."""
+    load in another thread at the same moment loses its bar too, which is harmless. Where
+    configure() ran (the CLI, the app) the bars are off for good already; this is for the processes
+    that never call it (the service's replicas)."""
     from transformers.utils import logging as hf_logging
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

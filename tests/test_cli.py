@@ -225,3 +225,48 @@ def test_models_list_shows_presence(tiny_sam):
     assert "present" in line
     vit_b = next(l for l in out.splitlines() if "sam-vit-b" in l)
     assert "missing" in vit_b
+
+
+def assert_only_the_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """stderr is exactly the one `error:` line: no library progress bar (they redraw with \\r,
+    so a blank-line filter would not see them), warning or log record before or after it."""
+    line = assert_one_line_error(proc, *fragments)
+    assert proc.stderr == line + "\n", proc.stderr
+
+
+def test_a_library_warning_stays_off_the_error_line(tmp_path, chelsea):
+    """A photo with corrupt EXIF makes PIL warn ("Tag data larger than file") while it is read;
+    the run then fails (the segmenter is not downloaded): only the `error:` line reaches stderr."""
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "a description"                              # ImageDescription, 14 bytes
+    Image.fromarray(chelsea).save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    entry = data.index(b"\x01\x0e\x00\x02", data.index(b"Exif\x00\x00"))
+    data[entry + 4:entry + 8] = (0x7FFF).to_bytes(4, "big")   # its byte count: far past the file
+    photo = tmp_path / "odd-exif.jpg"
+    photo.write_bytes(bytes(data))
+    proc = cli("segment", photo, "--out", tmp_path / "m.png", "--point", "10,10", "--segmenter",
+               "sam-vit-b", check=False)
+    assert_only_the_error_line(proc, "python -m core models download sam-vit-b")
+
+
+def test_library_bars_and_log_lines_stay_off_stderr(tmp_path, cat_png, tiny_fast, weights_dir, monkeypatch):
+    """The tiny pipeline in fast mode: diffusers logs warnings through its own handler (the tiny
+    autoencoder's config, the LoRA's missing text-encoder keys) and diffusers and transformers draw
+    "Loading pipeline components" / "Loading weights" bars. A run prints nothing on stderr, and a
+    run that fails after the load (a corrupt LoRA) only its `error:` line."""
+    import shutil
+    weights = tmp_path / "weights"
+    for name in ("tiny-inpainting", "tiny-lcm-lora", "tiny-taesd"):
+        shutil.copytree(weights_dir / name, weights / name)
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(weights))
+    run = ["replace", cat_png, "--point", "220,150", "--segmenter", "grabcut", "--background", "sd",
+           "--prompt", "a quiet harbour", "--model", "tiny", "--mode", "fast"]
+    proc = cli(*run, "--out", tmp_path / "ok.png")
+    assert proc.stderr == "" and proc.stdout.startswith("wrote ")
+    lora = weights / "tiny-lcm-lora" / "pytorch_lora_weights.safetensors"
+    lora.write_bytes(lora.read_bytes()[:500])
+    proc = cli(*run, "--out", tmp_path / "bad.png", check=False)
+    assert_only_the_error_line(proc, "LoRA 'tiny-lcm'", "python -m core models download tiny-lcm")
+    assert not (tmp_path / "bad.png").exists()

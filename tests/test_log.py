@@ -69,3 +69,44 @@ def test_escapes_control_characters(fresh_logging, monkeypatch, capsys):
     assert any(line.startswith("Traceback") for line in lines)         # a traceback keeps its lines
     assert "ValueError: bad file evil\\x1b[2J\\x1b]0;title\\x07\\nFAKE core: forged line.png" in lines
     assert " WARNING core.images: " in lines[0]
+
+
+def test_other_libraries_log_one_level_above_ours(fresh_logging, monkeypatch, capsys):
+    """The CLI's WARNING keeps other libraries' warnings, Python warnings and transformers' own
+    handler off stderr (its one `error:` line); the app's INFO shows them, escaped, as our log
+    lines. A library that gave its logger a level of its own (huggingface_hub: WARNING) is held
+    to the rule too."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.delenv(log.ENV, raising=False)
+    lib = logging.getLogger("some_library")
+    saved = lib.level
+    lib.setLevel(logging.WARNING)
+    logging.captureWarnings(False)          # as a fresh process has it, whatever ran before here
+    try:
+        assert log.configure(default="WARNING") == logging.WARNING
+        assert log.library_level(logging.WARNING) == logging.ERROR
+        lib.warning("library warning, hidden")
+        lib.error("library error, shown")
+        hf_logging.get_logger("transformers.modeling_utils").warning("transformers warning, hidden")
+        warnings.warn("python warning, hidden", UserWarning)
+        logging.getLogger("core.images").warning("our warning, shown")
+        assert not hf_logging.is_progress_bar_enabled()
+        assert log.configure("INFO") == logging.INFO
+        lib.warning("library warning\x1b[2J, shown")
+        hf_logging.get_logger("transformers.modeling_utils").warning("transformers warning, shown")
+        warnings.warn("python warning\nFAKE line, shown", FutureWarning)
+    finally:
+        logging.captureWarnings(False)
+        lib.setLevel(saved)
+    err = capsys.readouterr().err
+    assert "hidden" not in err
+    lines = err.splitlines()
+    assert [line.split(" ", 2)[2] for line in lines[:3]] == [
+        "ERROR some_library: library error, shown", "WARNING core.images: our warning, shown",
+        "WARNING some_library: library warning\\x1b[2J, shown"]
+    assert " WARNING transformers.modeling_utils: transformers warning, shown" in lines[3]
+    assert " WARNING py.warnings: " in lines[4] and "FutureWarning: python warning\\nFAKE line" in lines[4]
+    assert len(lines) == 5 and "\x1b" not in err

@@ -600,10 +600,11 @@ def test_sam2_loads_quietly(tiny_sam2_dir, capfd):
 
     from core import weights
 
+    before = hf_logging.is_progress_bar_enabled()   # off where core.log.configure() ran in this process
     seg.load_sam2(weights.spec_for("sam2-tiny", "segment"), tiny_sam2_dir / "sam2-tiny")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
-    assert hf_logging.is_progress_bar_enabled()         # the global setting is restored
+    assert hf_logging.is_progress_bar_enabled() == before     # the global setting is restored
 
 
 @pytest.mark.parametrize("owner, attribute, multimask", [
