@@ -537,15 +537,23 @@ def _kept(n: int) -> str:
 
 def _hf_tqdm(progress: Optional[ProgressFn], cancel: Optional[CancelFn] = None):
     """A tqdm class for snapshot_download that forwards its byte counter to progress() and stops
-    the download (CancelledError) at its next update once `cancel` is set."""
+    the download (CancelledError) at its next update once `cancel` is set. It draws nothing (the
+    CLI draws its own bar on a terminal, the app its own progress): a bar of the hub's on stderr
+    would land around the CLI's one `error:` line and in the app's server log."""
     from tqdm.auto import tqdm
 
     class _Forward(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self.bytes = kwargs.get("unit") == "B"      # a disabled bar keeps no unit
+
         def update(self, n=1):
-            r = super().update(n)
+            r = super().update(n)           # a disabled bar neither draws nor counts: count here
+            self.n += n or 0
             if _cancelled(cancel):
                 raise CancelledError("download cancelled; the files fetched so far are kept to resume")
-            if progress and self.unit == "B":
+            if progress and self.bytes:
                 try:
                     progress(int(self.n), int(self.total or 0))
                 except Exception:  # progress reporting never breaks a download

@@ -326,6 +326,20 @@ def test_repo_download_offline_is_one_line_and_leaves_nothing(weights_dir):
     assert not (weights_dir / "sd15-inpainting").exists()
 
 
+def test_repo_download_bars_count_without_drawing(capfd):
+    """snapshot_download builds its byte and file bars from weights._hf_tqdm: they forward the byte
+    count to progress() and draw nothing on stderr (the CLI's `error:` line stays alone there)."""
+    seen = []
+    bar = weights._hf_tqdm(lambda done, total: seen.append((done, total)))(
+        desc="Downloading bytes", total=1000, initial=0, unit="B", unit_scale=True)
+    bar.update(400)
+    bar.update(600)
+    bar.close()
+    assert list(weights._hf_tqdm(None)(range(3), desc="Fetching 3 files")) == [0, 1, 2]
+    assert seen == [(400, 1000), (1000, 1000)]
+    assert capfd.readouterr().err == ""
+
+
 def test_builtin_needs_no_download():
     with pytest.raises(InvalidOptionError, match="built in"):
         weights.download("grabcut", "segment")
