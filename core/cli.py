@@ -569,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_arguments(sv)
     sv.set_defaults(func=cmd_serve)
 
-    h = sub.add_parser("history", help="list or export recorded runs")
+    h = sub.add_parser("history", help="list or export recorded runs; see and release the image store's claims",
+                       description="Recorded runs: list them, export them, and see (store) or release "
+                                   "(store forget ID) the image store's claims of other or dead databases.")
     hs = h.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     hl = hs.add_parser("list", help="newest runs first")
     hl.add_argument("--json", action="store_true")

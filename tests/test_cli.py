@@ -61,6 +61,16 @@ def test_help_lists_commands():
         assert command in out
 
 
+def test_history_help_names_every_subcommand():
+    top = next(line for line in cli("--help").stdout.splitlines() if line.split()[:1] == ["history"])
+    assert "list or export" in top and "release" in top
+    out = cli("history", "--help").stdout
+    for sub in ("list", "export", "store"):
+        assert any(line.split()[:1] == [sub] for line in out.splitlines()), out
+    assert "store forget ID" in " ".join(out.split())
+    assert "forget" in cli("history", "store", "--help").stdout
+
+
 def test_segment_grabcut_writes_mask_at_exif_corrected_size(tmp_path, coffee_rotated, coffee):
     out = tmp_path / "mask.png"
     # The cup sits in the middle of the (upright) coffee photo.
