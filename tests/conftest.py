@@ -10,12 +10,17 @@ Markers (registered in pyproject.toml), set here by `pytest_collection_modifyite
 so `pytest -m "not slow and not browser"` is the quick inner loop (add `and not postgres` to skip
 the PostgreSQL server, ~2 s to start once per session).
 
+S3: one local server per test session (moto, fixture `s3_server`; `s3_url` gives each test a fresh
+bucket, `s3_env` points the AWS settings at an endpoint); the tests using it carry the `s3` marker.
+
 PostgreSQL: one real server per test session (tests/pg.py: initdb + pg_ctl in a temp folder, run
 as `nobody` when we are root), a fresh database per test. No binaries: the tests skip, unless
 BACKDROP_REQUIRE_POSTGRES=1 (what .ci/run sets), where they fail."""
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -98,6 +103,45 @@ def history_url(request):
         return request.getfixturevalue("pg_url")
     from core import config
     return config.database_url()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One local S3 server (moto's ThreadedMotoServer) for the whole session: its endpoint URL.
+    Skipped where moto is not installed."""
+    server_mod = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no line per request
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch):
+    """A function pointing this test's AWS settings (test credentials, no profile or config file)
+    and BACKDROP_S3_ENDPOINT_URL at an S3 endpoint URL."""
+    def point(endpoint: str) -> None:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "backdrop-test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "backdrop-test")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        monkeypatch.setenv("BACKDROP_S3_ENDPOINT_URL", endpoint)
+    return point
+
+
+@pytest.fixture
+def s3_url(s3_server, s3_env):
+    """s3://<a fresh bucket>/team, with the AWS settings pointing at the session's S3 server."""
+    import boto3
+    s3_env(s3_server)
+    bucket = f"backdrop-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/team"
 
 
 @pytest.fixture(scope="session")

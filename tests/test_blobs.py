@@ -5,7 +5,6 @@ nothing, another database's claims are respected, and embedded mode is the folde
 from __future__ import annotations
 
 import io
-import logging
 import socket
 import subprocess
 import sys
@@ -27,39 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------ fixtures --
-@pytest.fixture(scope="session")
-def s3_server():
-    """One local S3 server (moto) for the session: its endpoint URL."""
-    server_mod = pytest.importorskip("moto.server", reason="pip install 'moto[server]'")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no line per request
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def _s3_env(monkeypatch, endpoint: str) -> None:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "backdrop-test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "backdrop-test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("BACKDROP_S3_ENDPOINT_URL", endpoint)
-
-
-@pytest.fixture
-def s3_url(s3_server, monkeypatch):
-    """s3://<a fresh bucket>/team, with the AWS settings pointing at the local server."""
-    import boto3
-    _s3_env(monkeypatch, s3_server)
-    bucket = f"backdrop-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/team"
-
-
+# s3_server, s3_env and s3_url: tests/conftest.py (one S3 server for the whole session)
 @pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.s3)])
 def blob_url(request, tmp_path, monkeypatch):
     """BACKDROP_BLOB_URL for each backend: a shared folder (outside the data dir), or S3."""
@@ -291,7 +258,7 @@ def test_failed_upload_leaves_no_row_pointing_at_nothing(s3_url, monkeypatch, tm
 
 
 @pytest.mark.s3
-def test_stopped_server_fails_in_one_line_with_no_row(s3_server, monkeypatch, tmp_path):
+def test_stopped_server_fails_in_one_line_with_no_row(s3_server, s3_env, monkeypatch, tmp_path):
     """An S3 server that goes away between two runs: the next run fails with one line naming
     the store, and no row is written."""
     import boto3
@@ -300,7 +267,7 @@ def test_stopped_server_fails_in_one_line_with_no_row(s3_server, monkeypatch, tm
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    _s3_env(monkeypatch, f"http://{host}:{port}")
+    s3_env(f"http://{host}:{port}")
     bucket = f"gone-soon-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket=bucket)
     monkeypatch.setenv("BACKDROP_BLOB_URL", f"s3://{bucket}/p")

@@ -24,7 +24,6 @@ import pytest
 from core.errors import HistoryError
 from core.history import HistoryStore, db, open_store
 from runs import record
-from test_blobs import _s3_env, s3_server  # noqa: F401  (the session's moto server)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,11 +222,11 @@ class HangingProxy:
 
 @pytest.mark.s3
 def test_a_hung_s3_endpoint_fails_in_bounded_time_says_so_and_never_holds_the_write_lock(
-        s3_server, monkeypatch, tmp_path, caplog):  # noqa: F811
+        s3_server, s3_env, monkeypatch, tmp_path, caplog):
     import boto3
 
     from core.history.blobs import S3Backend
-    _s3_env(monkeypatch, s3_server)
+    s3_env(s3_server)
     monkeypatch.delenv("BACKDROP_S3_TIMEOUT_S", raising=False)
     default = S3Backend("s3://b/p").client.meta.config          # the budget out of the box
     assert default.read_timeout * default.retries["total_max_attempts"] <= 30
