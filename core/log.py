@@ -193,8 +193,9 @@ def _ours() -> Optional[logging.Handler]:
 
 def configure(level: Union[str, int, None] = None, *, default: Union[str, int] = "INFO") -> int:
     """Set up logging: the first call adds one stderr handler to the root logger (and routes Python
-    warnings and transformers' and diffusers' output to it); every call (re)sets the levels. Returns the level Backdrop's loggers now use. Safe to call on every rerun
-    of the Streamlit script and from several threads."""
+    warnings and transformers' and diffusers' output to it); every call (re)sets the levels.
+    Returns the level Backdrop's loggers now use. Safe to call on every rerun of the Streamlit
+    script and from several threads."""
     bad_env = None
     chosen = _level_from(level)
     if chosen is None:
