@@ -151,6 +151,38 @@ def test_one_database_through_two_paths_keeps_its_id_and_a_dead_id_can_be_releas
     all_readable(HistoryStore(b_url, data))          # ... b's, the shared photo too, are all there
 
 
+def test_store_forget_refuses_an_id_in_use_recently_used_or_unchecked(tmp_path):
+    """`history store forget` releases nothing it cannot show is dead: an id whose database is
+    still there (in use), one used within the grace period, and, without --force, one whose
+    database it cannot check (no marker: claims made by an older Backdrop)."""
+    data = tmp_path / "data"
+    a_url, b_url = (f"sqlite:///{tmp_path / n}" for n in ("a.db", "b.db"))
+    a = HistoryStore(a_url, data)
+    record(a, source=picture(1), outputs=[picture(2)])
+    sid_a = a.store_id
+    close_sqlite(a)
+    b = HistoryStore(b_url, data)
+    record(b, source=picture(3), outputs=[picture(4)])
+    close_sqlite(b)
+    images = sorted(p.name for p in (data / "images").rglob("*.png"))
+    env = {"BACKDROP_DATABASE_URL": b_url, "BACKDROP_SWEEP_GRACE_S": "0"}
+
+    line = one_error_line(cli("history", "store", "forget", sid_a, env=env))
+    assert "still in use" in line and "a.db" in line, line
+    (tmp_path / "a.db").unlink()                                     # a is gone now, but just used
+    line = one_error_line(cli("history", "store", "forget", sid_a,
+                              env={**env, "BACKDROP_SWEEP_GRACE_S": "3600"}))
+    assert "something may still be writing with it" in line, line
+    (data / "refs" / sid_a / ".store").unlink()                      # no record of its database
+    line = one_error_line(cli("history", "store", "forget", sid_a, env=env))
+    assert "cannot check" in line and "--force" in line, line
+    assert sorted(p.name for p in (data / "images").rglob("*.png")) == images   # nothing went yet
+
+    forgot = cli("history", "store", "forget", sid_a, "--force", env=env)
+    assert forgot.returncode == 0 and "deleted 4 files" in forgot.stdout, (forgot.stdout, forgot.stderr)
+    all_readable(HistoryStore(b_url, data))
+
+
 # --------------------------------------------------------------- 5. passwords are never shown --
 def test_a_password_in_the_database_url_is_never_shown(tmp_path):
     secret = "Hunter2-s3cr3t"
