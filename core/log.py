@@ -22,6 +22,7 @@ sent here and their bars turned off as soon as they are imported (`_tame_hf_logg
 Logged text may hold user text (file names, prompts, exception messages): `SafeFormatter` writes
 control characters as escapes (core.files.terminal_safe), so a log line cannot move the cursor,
 recolour or clear a terminal, or forge a second log line; a traceback keeps its own line breaks.
+Nor can it show a password (core.config.redact: a URL printed or logged anywhere is masked).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import threading
 import traceback
 from typing import Optional, Union
 
+from core.config import redact
 from core.files import terminal_safe
 
 ENV = "BACKDROP_LOG_LEVEL"
@@ -46,14 +48,16 @@ _lock = threading.Lock()
 class SafeFormatter(logging.Formatter):
     """A Formatter whose output has no raw control characters: the message line is escaped whole
     (a newline in it becomes `\\n`); a traceback keeps the line breaks of its frames, while each
-    exception message in it is escaped whole, as the message is."""
+    exception message in it is escaped whole, as the message is. No password either: URLs'
+    user:PASSWORD@ and password=... parameters, and the configured URLs' passwords anywhere in the
+    line, are shown as *** (core.config.redact)."""
 
     def format(self, record: logging.LogRecord) -> str:
         # another handler's formatter may have cached its own (unescaped) traceback text
         saved = record.exc_text
         record.exc_text = None if record.exc_info else (saved and _escape_lines(saved))
         try:
-            return super().format(record)
+            return redact(super().format(record))
         finally:
             record.exc_text = saved
 

@@ -110,3 +110,23 @@ def test_other_libraries_log_one_level_above_ours(fresh_logging, monkeypatch, ca
     assert " WARNING transformers.modeling_utils: transformers warning, shown" in lines[3]
     assert " WARNING py.warnings: " in lines[4] and "FutureWarning: python warning\\nFAKE line" in lines[4]
     assert len(lines) == 5 and "\x1b" not in err
+
+
+def test_no_password_reaches_the_log(fresh_logging, monkeypatch, capsys):
+    """A URL's password (user:PASSWORD@, password=...) and the configured URLs' passwords are masked
+    in every log line, message and traceback alike: e.g. the app's warning that it cannot make a
+    client for BACKDROP_SERVER_URL (here: a token it refuses), which named the URL as set."""
+    monkeypatch.delenv(log.ENV, raising=False)
+    monkeypatch.setenv("BACKDROP_SERVER_URL", "http://alice:hunter2@127.0.0.1:9")
+    monkeypatch.setenv("BACKDROP_API_TOKEN", "tök")
+    log.configure()
+    from ui import remote
+    assert remote.load_segmenter({}, "tiny")[1] is None
+    try:
+        raise ValueError("could not connect to postgresql://bob:Sw0rdfish@db/h?sslpassword=Sekrit9")
+    except ValueError:
+        logging.getLogger("core.history").warning("open failed", exc_info=True)
+    err = capsys.readouterr().err
+    assert "no client for the Backdrop service at http://alice:***@127.0.0.1:9" in err
+    assert "postgresql://bob:***@db/h" in err
+    assert not any(s in err for s in ("hunter2", "Sw0rdfish", "Sekrit9")), err
