@@ -90,6 +90,12 @@ def resolved(spec: RunSpec) -> RunSpec:
     return spec.replace(generation=resolve_generation(gen).model_dump())
 
 
+def no_subject(segmenter: Optional[str]) -> InvalidOptionError:
+    """The one line for a segmentation that found nothing (no background-only result is "done")."""
+    return InvalidOptionError(f"no subject found: {segmenter} found nothing at the clicks / in the box; "
+                              "click on the subject, draw a box around it, or try another segmenter")
+
+
 def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Progress] = None,
             cancel: Optional[threading.Event] = None, preview: Optional[Preview] = None) -> JobResult:
     """Run one background replacement. Raises BackdropError subclasses with one-line messages.
@@ -126,9 +132,7 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         report("mask", 0.0)
         mask = subject_mask(request)
         if request.mask is None and not mask.any():
-            raise InvalidOptionError(
-                f"no subject found: {request.spec.subject.segmenter} found nothing at the clicks / in "
-                "the box; click on the subject, draw a box around it, or try another segmenter")
+            raise no_subject(request.spec.subject.segmenter)
         mask = refine(mask, request.spec.mask)
         timings["mask"] = time.perf_counter() - t
         if cancel is not None and cancel.is_set():

@@ -203,6 +203,8 @@ def service(tmp_path_factory, weights_dir, tiny_sam):
     data = tmp_path_factory.mktemp("service-data")
     env = {"BACKDROP_DATA_DIR": str(data), "BACKDROP_WEIGHTS_DIR": str(weights_dir),
            "BACKDROP_DATABASE_URL": f"sqlite:///{data / 'history.db'}", "BACKDROP_MODE": "quality",
+           # the service's defaults are the tiny models (a request that names none runs them)
+           "BACKDROP_SEGMENTER": "tiny", "BACKDROP_INPAINT_MODEL": "tiny",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -5,8 +5,9 @@ are aware UTC."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -172,15 +173,21 @@ def aware_utc(dt: Optional[datetime]) -> Optional[datetime]:
     return dt.replace(tzinfo=timezone.utc) if dt is not None else None
 
 
+_EPOCH = datetime(1970, 1, 1)
+_CURSOR = re.compile(r"^([0-9]{1,16})-([0-9]{1,18})$")
+
+
 def encode_cursor(created: datetime, run_id: int) -> str:
-    return f"{created.isoformat()}|{run_id}"
+    """A page cursor: "<microseconds since 1970 UTC>-<run id>" (every string of that shape decodes,
+    so the API's documented pattern is exactly what it accepts)."""
+    return f"{(naive_utc(created) - _EPOCH) // timedelta(microseconds=1)}-{run_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        created, run_id = cursor.rsplit("|", 1)
-        return naive_utc(datetime.fromisoformat(created)), int(run_id)
-    except (ValueError, AttributeError) as e:
-        raise InvalidOptionError(f"not a history page cursor: {cursor!r}") from e
+    m = _CURSOR.match(cursor) if isinstance(cursor, str) else None
+    if m is None:
+        raise InvalidOptionError(f"not a history page cursor: {str(cursor)[:80]!r} (give the "
+                                 "next_cursor of the previous page)")
+    return _EPOCH + timedelta(microseconds=int(m.group(1))), int(m.group(2))
 
 

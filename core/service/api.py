@@ -26,16 +26,17 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,7 +49,7 @@ from core.service.config import ServiceConfig, apply_env
 from core.images import MAX_PIXELS
 from core.service.deployments import ReplicaLost, call, hide_paths
 from core.service.photos import NotFound
-from core.spec import RunSpec, one_line
+from core.spec import KINDS, RunSpec, one_line
 
 log = logging.getLogger("backdrop.service")
 
@@ -56,6 +57,7 @@ API_VERSION = "1"
 HASH = r"^[0-9a-f]{64}$"
 _HASH = re.compile(HASH)
 MAX_PAGE = 200
+CURSOR = r"^[0-9]{1,16}-[0-9]{1,18}$"     # core.history.records.encode_cursor
 MAX_ID = 2**63 - 1        # the largest run id a history database can hold (BIGINT)
 
 
@@ -64,64 +66,123 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PhotoFrom(_Body):
-    source: Optional[str] = Field(None, pattern=HASH,
-                                  description="content hash of a photo already in the history "
-                                              "(instead of uploading file `photo`)")
+def _segmenters() -> list[str]:
+    """The segmenter names a request may give: those of the weights registry whose files this
+    service has (GrabCut needs none), and its default (BACKDROP_SEGMENTER; a 503 saying which
+    file is missing when it has not been downloaded)."""
+    names = [s.name for s in weights.specs("segment") if weights.is_present(s)]
+    default = config.default_segmenter()
+    return names if default in names else [*names, default]
 
 
-class EmbedRequest(PhotoFrom):
-    segmenter: str = Field(default_factory=config.default_segmenter, max_length=200,
-                           description="segmentation model name")
+def _known_segmenter(name: str) -> str:
+    names = _segmenters()
+    if name not in names:
+        raise ValueError(f"unknown segmenter {name[:80]!r} on this service; available: "
+                         f"{', '.join(names)}")
+    return name
 
 
-class SegmentBody(PhotoFrom):
-    segmenter: str = Field(default_factory=config.default_segmenter, max_length=200,
-                           description="segmentation model name")
-    embedding: Optional[str] = Field(None, max_length=300,
-                                     description="handle from /v1/embed (instead of a photo)")
+Segmenter = Annotated[str, AfterValidator(_known_segmenter), Field(
+    max_length=200, description="segmentation model (one this service has the weights of)",
+    json_schema_extra=lambda js: js.update(enum=_segmenters()))]
+Hash = Annotated[str, Field(pattern=HASH, description="content hash of a photo already in the history")]
+PHOTO_TYPES = "image/jpeg, image/png, image/webp, image/tiff, image/bmp, image/gif, image/heic, image/avif"
+
+
+def _photo_field(required: bool = True, what: str = "the photo"):
+    text = (f"{what}: JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC or AVIF, at most the service's upload limit "
+            f"(BACKDROP_API_MAX_UPLOAD_MB, 413 above it) and {MAX_PIXELS / 1e6:.0f} MP "
+            f"(422 above it); an unreadable image is a 422")
+    return Field(... if required else None, description=text)
+
+
+class EmbedJson(_Body):
+    """/v1/embed with a photo already in the history."""
+    source: Hash
+    segmenter: Segmenter = Field(default_factory=config.default_segmenter)
+
+
+class EmbedForm(_Body):
+    """/v1/embed with the photo uploaded (multipart/form-data)."""
+    photo: bytes = _photo_field()
+    segmenter: Segmenter = Field(default_factory=config.default_segmenter)
+
+
+MAX_MASK_SIDE = math.isqrt(MAX_PIXELS)
+
+
+class _SegmentFields(_Body):
+    segmenter: Segmenter = Field(default_factory=config.default_segmenter)
     request: SegmentRequest = Field(description="clicks and/or box, original pixels; multimask")
-    width: Optional[int] = Field(None, ge=1, le=65535, description="masks at this size (default: the "
-                                 "photo's); with height, at most the upload pixel cap")
-    height: Optional[int] = Field(None, ge=1, le=65535)
+    width: Optional[int] = Field(None, ge=1, le=MAX_MASK_SIDE,
+                                 description="masks at this size (default: the photo's); give width "
+                                             "and height together")
+    height: Optional[int] = Field(None, ge=1, le=MAX_MASK_SIDE)
+    model_config = ConfigDict(json_schema_extra={"dependentRequired": {"width": ["height"],
+                                                                        "height": ["width"]}})
 
     @model_validator(mode="after")
     def _size(self):
         if (self.width is None) != (self.height is None):
             raise ValueError("give the mask size as both width and height, or neither")
-        if self.width and self.height and self.width * self.height > MAX_PIXELS:
-            raise ValueError(f"masks of {self.width}x{self.height} would be "
-                             f"{self.width * self.height / 1e6:.0f} MP; the limit is "
-                             f"{MAX_PIXELS / 1e6:.0f} MP, as for uploaded photos")
         return self
 
 
-class ReplaceRequest(PhotoFrom):
-    spec: RunSpec = Field(description="every parameter of the run (core/spec.py RunSpec); "
-                                      "generation.model must be a registry name")
+class SegmentBySource(_SegmentFields):
+    """/v1/segment on a photo already in the history."""
+    source: Hash
+
+
+class SegmentByEmbedding(_SegmentFields):
+    """/v1/segment on an embedding kept by the service (from /v1/embed or an earlier segment)."""
+    embedding: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}:[0-9a-f]{64}$", max_length=300,
+                           description="handle from /v1/embed: SEGMENTER:HASH (404 when the service no "
+                                       "longer keeps it: send the photo again)")
+
+
+class SegmentForm(_SegmentFields):
+    """/v1/segment with the photo uploaded (multipart/form-data; `request` as JSON text)."""
+    photo: bytes = _photo_field()
+
+
+def _registry_model(spec: RunSpec) -> RunSpec:
+    gen = spec.generation
+    if gen is not None and ("inpaint", gen.model) not in weights.REGISTRY:
+        known = ", ".join(s.name for s in weights.specs("inpaint"))
+        raise ValueError(f"unknown inpainting model {gen.model[:80]!r}: the API takes a model name "
+                         f"from the service's registry ({known}), never a file, folder or repo id")
+    if spec.background.kind == "image":
+        raise ValueError("an image background names a file on the server; it is not available "
+                         "through the API")
+    return spec
+
+
+ApiSpec = Annotated[RunSpec, AfterValidator(_registry_model), Field(
+    description="every parameter of the run (the RunSpec of core/spec.py); over the API "
+                "generation.model is a registry name and the background is not an image file")]
+
+
+class _ReplaceFields(_Body):
+    spec: ApiSpec
     source_name: str = Field("", max_length=500, description="display name kept with the run")
     reuse: bool = Field(False, description="if this photo, subject mask, spec and source_name already "
                                            "ran (or are running), answer with that run instead of "
                                            "running again (`batch` sends it, so a rerun after a kill "
                                            "records nothing twice)")
 
-    @model_validator(mode="after")
-    def _registry_model(self):
-        gen = self.spec.generation
-        if gen is not None and ("inpaint", gen.model) not in weights.REGISTRY:
-            known = ", ".join(s.name for s in weights.specs("inpaint"))
-            raise ValueError(f"unknown inpainting model {gen.model[:80]!r}: the API takes a model name "
-                             f"from the service's registry ({known}), never a file, folder or repo id")
-        return self
+
+class ReplaceJson(_ReplaceFields):
+    """/v1/replace on a photo already in the history; the subject from the spec's clicks or box."""
+    source: Hash
 
 
-class Upload(BaseModel):
-    """multipart/form-data: the photo (and mask) as files, the other fields of the JSON body as
-    form fields (objects as JSON text)."""
-    photo: Optional[bytes] = Field(None, json_schema_extra={"format": "binary"},
-                                   description="the photo: JPEG, PNG, WebP, TIFF, BMP, GIF or HEIC")
-    mask: Optional[bytes] = Field(None, json_schema_extra={"format": "binary"},
-                                  description="replace only: subject mask, same size, 255 = subject")
+class ReplaceForm(_ReplaceFields):
+    """/v1/replace with the photo (and optionally the subject mask) uploaded (multipart/form-data;
+    `spec` as JSON text). Without a mask the subject comes from the spec's clicks or box."""
+    photo: bytes = _photo_field()
+    mask: Optional[bytes] = _photo_field(False, "the subject mask (same size as the photo, white = "
+                                                "subject), instead of the spec's clicks or box")
 
 
 # ------------------------------------------------------------------------------ response models --
@@ -163,6 +224,79 @@ class SegmentResponse(BaseModel):
     masks: list[str] = Field(description="PNG (L, 255 = subject) per candidate, base64")
     embedding: str
     embedded: bool = Field(False, description="true when this call had to compute the embedding")
+
+
+class ErrorBody(BaseModel):
+    """Every error: one line saying what went wrong and what to do (header X-Backdrop-Error names
+    the core.errors class where there is one)."""
+    error: str = Field(examples=["no run with id 7 in the history"])
+
+
+class OutputOut(BaseModel):
+    id: int
+    index: int
+    seed: Optional[int] = None
+    favorite: bool
+    hash: str
+    width: int
+    height: int
+    url: str
+
+
+class RunOut(BaseModel):
+    """One recorded run (no server paths)."""
+    model_config = ConfigDict(extra="allow")
+    id: int
+    created: str
+    finished: Optional[str] = None
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    source_name: str
+    background: str
+    prompt: Optional[str] = None
+    model: Optional[str] = None
+    favorite: bool
+    duration: Optional[float] = None
+    error: Optional[str] = None
+    spec: dict[str, Any]
+    timings: Optional[dict[str, float]] = None
+    device: Optional[str] = None
+    source: FileRef
+    mask: Optional[FileRef] = None
+    outputs: list[OutputOut]
+
+
+class RunsPage(BaseModel):
+    runs: list[RunOut]
+    next_cursor: Optional[str] = Field(None, description="pass as `cursor` for the next page; null "
+                                                         "on the last")
+    total: Optional[int] = Field(None, description="with total=true: how many runs match")
+
+
+class Health(BaseModel):
+    ok: bool
+    version: str
+    retried: int
+
+
+_MEANING = {
+    400: "malformed request: not JSON, a broken multipart body, nested too deeply",
+    401: "missing or wrong bearer token",
+    403: "a cross-site request from a browser page",
+    404: "no such run, file, history photo or kept embedding",
+    409: "the run was cancelled",
+    413: "the body is over the upload limit (BACKDROP_API_MAX_UPLOAD_MB)",
+    415: "a body that is neither application/json nor multipart/form-data",
+    422: "an invalid option, or an image that cannot be read; the line says which",
+    500: "an unexpected error; the traceback is in the service log",
+    503: "model weights missing on the service, a replica lost, or the history unreachable",
+}
+_POST_ERRORS = (400, 401, 403, 404, 413, 415, 422, 500, 503)
+_GET_ERRORS = (401, 422, 500, 503)
+
+
+def _responses(*codes: int) -> dict:
+    """FastAPI `responses=`: each status an operation can answer, with the error body's schema."""
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in sorted(codes)}
 
 
 # ---------------------------------------------------------------------------------------- app --
@@ -331,8 +465,10 @@ def _loads(raw, what: str) -> Any:
         raise HttpError(400, f"{what} is not valid JSON") from None
 
 
-async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, dict[str, bytes]]:
-    """(the validated body, {"photo": bytes, "mask": bytes} uploads) of a JSON or multipart request."""
+async def _body(request: Request, json_model, form_model: type[BaseModel]) -> tuple[BaseModel, dict[str, bytes]]:
+    """(the validated body, {"photo": bytes, "mask": bytes} uploads) of a JSON or multipart request:
+    JSON is validated with `json_model` (a model, or a function of the data choosing one), a
+    multipart form with `form_model` (its bytes fields are the file parts)."""
     limit = _settings["max_upload_bytes"]
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
@@ -341,54 +477,144 @@ async def _body(request: Request, model: type[BaseModel]) -> tuple[BaseModel, di
     if kind not in ("multipart/form-data", "application/json", ""):
         raise HttpError(415, f"send application/json or multipart/form-data, not {kind[:80]!r}")
     raw = await _read(request, limit)
-    files: dict[str, bytes] = {}
-    if kind == "multipart/form-data":
-        objects = _object_fields(model)
-        try:
-            form = await request.form(max_files=2, max_fields=20)
-        except Exception as e:   # malformed multipart: starlette's own message, one line
-            raise HttpError(400, f"could not read the multipart body: {getattr(e, 'detail', e)}") from None
-        data: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                if key not in ("photo", "mask"):
-                    raise HttpError(400, f"unexpected file field {key!r}: send the photo as 'photo' "
-                                         "(and a subject mask as 'mask')")
-                blob = await value.read()
-                if len(blob) > limit:
-                    raise HttpError(413, f"{key} is {len(blob) / 2**20:.1f} MB; the limit is "
-                                         f"{limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
-                files[key] = blob
-            elif key in objects:
-                data[key] = _loads(str(value), f"form field {key!r}")
-            else:
-                data[key] = str(value)
-    else:
+    if kind != "multipart/form-data":
         data = _loads(raw or b"{}", "the request body")
-    return _validate(model, data), files
+        model = json_model(data) if not isinstance(json_model, type) else json_model
+        return _validate(model, data), {}
+    objects, uploads = _object_fields(form_model), _file_fields(form_model)
+    try:
+        form = await request.form(max_files=2, max_fields=20)
+    except Exception as e:   # malformed multipart: starlette's own message, one line
+        raise HttpError(400, f"could not read the multipart body: {getattr(e, 'detail', e)}") from None
+    data: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):
+            if key not in uploads:
+                raise HttpError(400, f"unexpected file field {key[:40]!r}: send the photo as 'photo'"
+                                     + (" (and a subject mask as 'mask')" if "mask" in uploads else ""))
+            blob = await value.read()
+            if len(blob) > limit:
+                raise HttpError(413, f"{key} is {len(blob) / 2**20:.1f} MB; the limit is "
+                                     f"{limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
+            data[key] = blob
+        elif key in uploads:
+            raise InvalidOptionError(f"{key} must be sent as a file part, not a text field")
+        elif key in objects:
+            data[key] = _loads(str(value), f"form field {key!r}")
+        else:
+            data[key] = str(value)
+    body = _validate(form_model, data)
+    return body, {k: getattr(body, k) for k in uploads if getattr(body, k, None) is not None}
 
 
-def _doc(model: type[BaseModel]) -> dict:
-    """openapi_extra: the body may be JSON (`model`) or multipart (its fields + the uploads)."""
-    name = model.__name__
+def _file_fields(model: type[BaseModel]) -> set[str]:
+    import typing
+    return {name for name, f in model.model_fields.items()
+            if bytes in (f.annotation, *typing.get_args(f.annotation))}
+
+
+def _segment_model(data: Any):
+    return SegmentByEmbedding if isinstance(data, dict) and "embedding" in data else SegmentBySource
+
+
+# ------------------------------------------------------------------------------------ document --
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _doc(json_models: tuple[type[BaseModel], ...], form_model: type[BaseModel]) -> dict:
+    """openapi_extra: the body is JSON (one of `json_models`) or multipart/form-data (`form_model`:
+    its bytes fields are file parts, its object fields JSON text)."""
+    json_schema = _ref(json_models[0]) if len(json_models) == 1 else {"oneOf": [_ref(m) for m in json_models]}
+    encoding = {name: {"contentType": "application/json"} for name in _object_fields(form_model)}
+    encoding.update({name: {"contentType": PHOTO_TYPES} for name in _file_fields(form_model)})
     return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}},
-        "multipart/form-data": {"schema": {"allOf": [
-            {"$ref": f"#/components/schemas/{name}"}, {"$ref": "#/components/schemas/Upload"}]}}}}}
+        "application/json": {"schema": json_schema},
+        "multipart/form-data": {"schema": _ref(form_model), "encoding": encoding}}}}
+
+
+_BODIES = (EmbedJson, EmbedForm, SegmentBySource, SegmentByEmbedding, SegmentForm, ReplaceJson,
+           ReplaceForm)
+
+
+def _fix_bounds(node: Any) -> None:
+    """pydantic writes a constraint of an annotated custom type as "ge"/"le"/"gt"/"lt" where JSON
+    Schema says minimum/maximum/exclusiveMinimum/exclusiveMaximum: rename them, everywhere."""
+    names = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+    if isinstance(node, dict):
+        if node.get("type") in ("integer", "number"):
+            for old, new in names.items():
+                if old in node:
+                    node[new] = node.pop(old)
+        for v in node.values():
+            _fix_bounds(v)
+    elif isinstance(node, list):
+        for v in node:
+            _fix_bounds(v)
+
+
+def _spec_rules(comps: dict) -> None:
+    """The run spec's rules across fields, stated in its schema: a Stable Diffusion background
+    needs `generation` (its prompt), every other background has none; over the API the
+    background is never an image file and generation.model is a registry name; a click-based
+    subject (no mask uploaded: always in JSON) needs clicks or a box and a segmenter."""
+    spec = comps["RunSpec"]
+    def background(sd: bool) -> dict:
+        kinds = ["sd"] if sd else [k for k in KINDS if k not in ("sd", "image")]
+        short = "^sd$" if sd else "^(transparent|color:|blur)"
+        return {"anyOf": [{"type": "string", "pattern": short},
+                          {"type": "object", "properties": {"kind": {"enum": kinds}}}]}
+    spec["properties"]["background"] = {"anyOf": [_ref_name("Background"), {
+        "type": "string", "description": "short form: sd, transparent, color:#RRGGBB or blur[:RADIUS]",
+        "pattern": "^(sd|transparent|color:#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})|blur(:[0-9]{1,3}(\\.[0-9]{1,3})?)?)$"}]}
+    spec.update({"if": {"properties": {"background": background(True)}},
+                 "then": {"required": ["generation"], "properties": {"generation": _ref_name("Generation")}},
+                 "else": {"properties": {"generation": {"type": "null"}}}})
+    comps["Background"]["properties"]["kind"]["enum"] = [k for k in KINDS if k != "image"]
+    comps["Background"]["properties"].pop("path", None)
+    comps["Generation"]["properties"]["model"]["enum"] = [s.name for s in weights.specs("inpaint")]
+    # clicks or a box; clicks alone need one on the subject (label 1, the default)
+    prompts = {"if": {"properties": {"box": {"type": "null"}}},
+               "then": {"required": ["clicks"], "properties": {"clicks": {
+                   "type": "array", "minItems": 1,
+                   "contains": {"type": "object", "properties": {"label": {"const": 1}}}}}}}
+    comps["SegmentRequest"].update(prompts)
+    subject = {"type": "object", "properties": {"subject": {
+        "type": "object", "required": ["segmenter"], "properties": {"segmenter": {"type": "string", "enum": _segmenters()}},
+        **prompts}}, "required": ["subject"]}
+    comps["ReplaceJson"]["properties"]["spec"] = {"allOf": [_ref_name("RunSpec"), subject]}
+    # A multipart form refers to copies without the if/then rules (the service applies the same
+    # rules; schema tools, schemathesis 4.32 among them, fail on conditions in a form that has a
+    # file part). A form without `mask` needs a subject like the JSON body's.
+    for form, field, name in (("ReplaceForm", "spec", "RunSpec"), ("SegmentForm", "request", "SegmentRequest")):
+        plain = {k: v for k, v in comps[name].items() if k not in ("if", "then", "else")}
+        plain["title"] = name + "Form"
+        plain["description"] = (comps[name].get("description", "") + " In a form, the same rules "
+                                "apply as in the JSON body's " + name + ".").strip()
+        comps[name + "Form"] = plain
+        comps[form]["properties"][field] = {**_ref_name(name + "Form"),
+                                            "description": "JSON text (content type application/json)"}
+
+
+def _ref_name(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _openapi() -> dict:
-    if app.openapi_schema:
-        return app.openapi_schema
+    """The document, made anew on each request (a few ms): its segmenter list follows the weights
+    this service has now."""
     from fastapi.openapi.utils import get_openapi
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
                          routes=app.routes)
     comps = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in (EmbedRequest, SegmentBody, ReplaceRequest, Upload):
+    for model in _BODIES:
         js = model.model_json_schema(ref_template="#/components/schemas/{model}")
         comps.update(js.pop("$defs", {}))
         comps[model.__name__] = js
-    app.openapi_schema = schema
+    comps.pop("HTTPValidationError", None)
+    comps.pop("ValidationError", None)
+    _spec_rules(comps)
+    _fix_bounds(schema)
     return schema
 
 
@@ -401,9 +627,9 @@ def _store():
     return open_store()
 
 
-async def _photo(body: PhotoFrom, files: dict[str, bytes]):
+async def _photo(body: BaseModel, files: dict[str, bytes]):
     from core.service import photos
-    return await run_in_threadpool(photos.photo, files.get("photo"), body.source)
+    return await run_in_threadpool(photos.photo, files.get("photo"), getattr(body, "source", None))
 
 
 def _file_url(request: Request, digest: str) -> str:
@@ -429,26 +655,35 @@ def _run_json(request: Request, run) -> dict:
     return out
 
 
-def _utc(value: Optional[datetime]) -> Optional[datetime]:
-    """A query's date in UTC; one whose offset takes it past year 1 or 9999 is refused (422)."""
-    if value is None or value.tzinfo is None:
-        return value
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+def _when(value: Any) -> Optional[datetime]:
+    """A query's date: RFC 3339 with its offset (what format date-time means), in UTC; anything
+    else (a bare number, no offset) or a date whose offset takes it past year 1 or 9999 is a 422."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with its offset, e.g. 2026-12-06T09:30:00Z")
+    text = value[:10] + "T" + value[11:17] + min(value[17:19], "59") + value[19:]   # leap second
+    text = re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", text).replace("z", "Z")
     try:
-        return value.astimezone(timezone.utc)
-    except OverflowError:
-        raise ValueError("the date is out of range once taken to UTC") from None
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise ValueError("is not a date-time that exists in UTC") from None
 
 
-When = Annotated[Optional[datetime], AfterValidator(_utc)]
+When = Annotated[Optional[datetime], BeforeValidator(_when)]
 
 
-def _reuse_key(body: "ReplaceRequest", files: dict[str, bytes]) -> Optional[str]:
+def _reuse_key(body: "_ReplaceFields", files: dict[str, bytes]) -> Optional[str]:
     """For a `reuse` request: a hash of everything it asks for, so a repeat goes to the inpainter
     replica that ran (or is running) the first one."""
     if not body.reuse:
         return None
     h = hashlib.sha256()
-    for part in (files.get("photo") or (body.source or "").encode(), files.get("mask") or b"",
+    for part in (files.get("photo") or (getattr(body, "source", None) or "").encode(), files.get("mask") or b"",
                  json.dumps(body.spec.to_json(), sort_keys=True).encode(), body.source_name.encode()):
         h.update(hashlib.sha256(part).digest())
     return "run-" + h.hexdigest()
@@ -479,26 +714,26 @@ class Api:
             self.retried += retried[0]
 
     # -- routes ----------------------------------------------------------------------------------
-    @app.get("/v1/health", summary="liveness; no token needed")
-    async def health(self) -> dict:
+    @app.get("/v1/health", summary="liveness; no token needed", responses=_responses(500))
+    async def health(self) -> Health:
         return {"ok": True, "version": API_VERSION, "retried": self.retried}
 
     @app.post("/v1/embed", response_model=EmbedResponse, dependencies=[Depends(_auth)],
-              openapi_extra=_doc(EmbedRequest), summary="photo -> embedding handle")
+              openapi_extra=_doc((EmbedJson,), EmbedForm), responses=_responses(*_POST_ERRORS),
+              summary="photo -> embedding handle")
     async def embed(self, request: Request):
-        body, files = await _body(request, EmbedRequest)
+        body, files = await _body(request, EmbedJson, EmbedForm)
         image = await _photo(body, files)
         out = await self._call(self.segmenter.embed, body.segmenter, image.rgb, photo=image.hash)
         return {**out, "embedding": f"{out['segmenter']}:{out['image']}"}
 
     @app.post("/v1/segment", response_model=SegmentResponse, dependencies=[Depends(_auth)],
-              openapi_extra=_doc(SegmentBody), summary="clicks/box -> masks")
+              openapi_extra=_doc((SegmentBySource, SegmentByEmbedding), SegmentForm),
+              responses=_responses(*_POST_ERRORS), summary="clicks/box -> masks")
     async def segment(self, request: Request):
-        body, files = await _body(request, SegmentBody)
+        body, files = await _body(request, _segment_model, SegmentForm)
         name, key, rgb = body.segmenter, None, None
-        if body.embedding and ("photo" in files or body.source):
-            raise InvalidOptionError("give either an embedding handle or a photo, not both")
-        if body.embedding:
+        if isinstance(body, SegmentByEmbedding):
             name, _, key = body.embedding.rpartition(":")
             if not name or not _HASH.match(key):
                 raise InvalidOptionError(f"not an embedding handle: {body.embedding[:80]!r}")
@@ -513,10 +748,10 @@ class Api:
                 "masks": [base64.b64encode(m).decode() for m in out["masks"]]}
 
     @app.post("/v1/replace", response_model=ReplaceResponse, dependencies=[Depends(_auth)],
-              openapi_extra=_doc(ReplaceRequest),
+              openapi_extra=_doc((ReplaceJson,), ReplaceForm), responses=_responses(*_POST_ERRORS, 409),
               summary="photo or history source + a RunSpec -> a recorded run and its outputs")
     async def replace(self, request: Request):
-        body, files = await _body(request, ReplaceRequest)
+        body, files = await _body(request, ReplaceJson, ReplaceForm)
         spec: RunSpec = body.spec
         if spec.background.kind == "image":
             raise InvalidOptionError("an image background names a file on the server; it is not "
@@ -527,27 +762,31 @@ class Api:
                 raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
             if not subject.segmenter:
                 raise InvalidOptionError("no segmenter chosen for the clicks")
-        if "photo" in files and body.source:
-            raise InvalidOptionError("give the photo either as an upload or as a history source, not both")
         # the photo is decoded (and the subject found) in the inpainter's replica, not here
         key = await run_in_threadpool(_reuse_key, body, files)
-        result = await self._call(self.inpainter.run, files.get("photo"), body.source,
+        result = await self._call(self.inpainter.run, files.get("photo"), getattr(body, "source", None),
                                   files.get("mask"), spec.to_json(), body.source_name, body.reuse,
                                   photo=key)
         self.retried += result.pop("retried", 0)
         result["outputs"] = [{**o, "url": _file_url(request, o["hash"])} for o in result["outputs"]]
         return result
 
-    @app.get("/v1/runs", dependencies=[Depends(_auth)], summary="history, newest first")
+    @app.get("/v1/runs", dependencies=[Depends(_auth)], summary="history, newest first",
+             response_model=RunsPage, responses=_responses(*_GET_ERRORS))
     async def runs(self, request: Request,
                    q: str = Query("", max_length=500, description="words of the prompt"),
                    favorites: bool = False, model: Optional[str] = Query(None, max_length=500),
-                   background: Optional[str] = Query(None, description="background kind"),
-                   status: Optional[str] = Query(None, description="running, succeeded, failed, cancelled"),
+                   background: Optional[Literal[KINDS]] = Query(None, description="background kind"),
+                   status: Optional[Literal["running", "succeeded", "failed", "cancelled"]] = None,
                    source: Optional[str] = Query(None, pattern=HASH, description="source photo hash"),
-                   since: When = None, until: When = None,
-                   limit: int = Query(48, ge=1, le=MAX_PAGE), cursor: Optional[str] = None,
-                   offset: int = Query(0, ge=0, le=10**9), total: bool = False) -> dict:
+                   since: Annotated[When, Query(description="runs created at or after (RFC 3339, "
+                                                             "with offset)")] = None,
+                   until: Annotated[When, Query(description="runs created before (RFC 3339, with "
+                                                             "offset)")] = None,
+                   limit: int = Query(48, ge=1, le=MAX_PAGE),
+                   cursor: Optional[str] = Query(None, pattern=CURSOR,
+                                                 description="next_cursor of the previous page"),
+                   offset: int = Query(0, ge=0, le=10**9), total: bool = False):
         from core.history import RunQuery
         query = RunQuery(text=q, favorites=favorites, model=model, background_kind=background,
                          status=status, since=since, until=until, source_hash=source)
@@ -561,17 +800,20 @@ class Api:
         return {"runs": [_run_json(request, r) for r in page.runs], "next_cursor": page.next_cursor,
                 "total": count}
 
-    @app.get("/v1/runs/{run_id}", dependencies=[Depends(_auth)], summary="one run")
-    async def run(self, request: Request, run_id: int = Path(ge=1, le=MAX_ID)) -> dict:
+    @app.get("/v1/runs/{run_id}", dependencies=[Depends(_auth)], summary="one run",
+             response_model=RunOut, responses=_responses(*_GET_ERRORS, 404))
+    async def run(self, request: Request, run_id: int = Path(ge=1, le=MAX_ID)):
         record = await run_in_threadpool(lambda: _store().get_run(run_id))
         return _run_json(request, record)
 
     @app.get("/v1/files/{digest}", dependencies=[Depends(_auth)], summary="a stored image",
              response_class=Response,
-             responses={200: {"content": {"image/png": {}, "image/webp": {}}}})
-    async def file(self, digest: str, thumb: bool = False):
-        if not _HASH.match(digest):
-            raise HttpError(404, "not a file hash (64 lowercase hex digits)")
+             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
+                                          "image/webp": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the PNG, or with thumb=true the WebP thumbnail"},
+                        **_responses(*_GET_ERRORS, 404)})
+    async def file(self, digest: str = Path(pattern=HASH, description="the file's content hash"),
+                   thumb: bool = False):
         from core.service.photos import blob_bytes
         blob = await run_in_threadpool(lambda: blob_bytes(_store(), digest, thumb))
         if blob is None:

@@ -276,7 +276,11 @@ class Inpainter:
         index = out["best"] if subject.candidate is None else subject.candidate
         if not 0 <= index < len(out["masks"]):
             raise InvalidOptionError(f"mask candidate {index} does not exist (there are {len(out['masks'])})")
-        return np.where(out["masks"][index], 255, 0).astype(np.uint8)
+        mask = np.where(out["masks"][index], 255, 0).astype(np.uint8)
+        if not mask.any():
+            from core.jobs import no_subject
+            raise no_subject(subject.segmenter)
+        return mask
 
     def _run(self, image, spec, mask, source_name) -> dict:
         from core.errors import HistoryError
