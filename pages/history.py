@@ -60,23 +60,40 @@ def _edit_from_here(run_id: int, autorun: bool) -> None:
     st.switch_page("pages/editor.py")
 
 
-# ------------------------------------------------------------------ one run, in full
+def _dismissed() -> None:
+    """A dialog closed with its ✕, Esc or a click beside it: it stays closed."""
+    state["hist_open"] = None
+    state["hist_confirm_delete"] = None
+    state["hist_compare"] = False
+
+
+def _open(run_id: int) -> None:
+    state["hist_open"] = run_id
+    state["hist_confirm_delete"] = None
+
+
+# ------------------------------------------------------------------ one run, in full (a dialog:
+# it opens where the person is, not at the top of a long page)
+@st.dialog("Run details", width="large", on_dismiss=_dismissed)
 def run_details(run_id: int) -> None:
     run = guarded("reading the run", store.get_run, run_id)
     if run is None:
         state["hist_open"] = None
         return
-    with st.container(border=True):
+    with st.container():
         head, close = st.columns([6, 1])
         head.subheader(f"Run #{run.id} · {uh.local_time(run.created, tz)} · {run.status}")
         if close.button("Close", key="detail-close", width="stretch"):
             state["hist_open"] = None
             st.rerun()
+        badge = uh.status_badge(run)
+        if badge:
+            st.badge(badge[0], color=badge[1], icon=badge[2])
         if run.error:
             st.error(escape_md(run.error))
         cols = st.columns(2 + max(len(run.outputs), 1))
         # every picture is read through the store (a folder or S3), never opened by path here
-        source_pic = guarded("reading the source photo", uh.stored_image, store,
+        source_pic = guarded("reading the source photo", uh.shown_image, store,
                              run.source.thumb_path, run.source.path)
         if source_pic is not None:
             cols[0].image(source_pic, caption="Source", width="stretch")
@@ -85,7 +102,7 @@ def run_details(run_id: int) -> None:
         if mask_png is not None:
             cols[1].image(uh.mask_preview(mask_png), caption="Mask (white = subject)", width="stretch")
         for col, out in zip(cols[2:], run.outputs):
-            pic = guarded("reading an output", uh.stored_image, store, out.thumb_path, out.path)
+            pic = guarded("reading an output", uh.shown_image, store, out.thumb_path, out.path)
             if pic is not None:
                 col.image(pic, width="stretch",
                           caption=f"Variant {out.index + 1}" + (f" · seed {out.seed}" if out.seed is not None else ""))
@@ -131,8 +148,9 @@ def run_details(run_id: int) -> None:
 
 
 # ------------------------------------------------------------------ several runs side by side
+@st.dialog("Compare runs", width="large", on_dismiss=_dismissed)
 def compare_view(ids: list[int]) -> None:
-    with st.container(border=True):
+    with st.container():
         head, close = st.columns([6, 1])
         head.subheader("Compare " + ", ".join(f"#{i}" for i in ids))
         if close.button("Close", key="compare-close", width="stretch"):
@@ -143,7 +161,7 @@ def compare_view(ids: list[int]) -> None:
         if runs is None or table is None:
             return
         cols = st.columns(len(runs))
-        pics = guarded("reading the thumbnails", uh.thumbnails, store, runs) or {}
+        pics = guarded("reading the thumbnails", uh.card_pictures, store, runs) or {}
         for col, run in zip(cols, runs):
             if run.id in pics:
                 col.image(pics[run.id], caption=f"Run #{run.id}")
@@ -157,9 +175,9 @@ def compare_view(ids: list[int]) -> None:
                      height=len(df) * 35 + 40)
 
 
-if state.get("hist_open") is not None:
+if state.get("hist_open") is not None:            # one dialog at a time
     run_details(int(state["hist_open"]))
-if state.get("hist_compare") and len(state["hist_selected"]) >= 2:
+elif state.get("hist_compare") and len(state["hist_selected"]) >= 2:
     compare_view(list(state["hist_selected"]))
 
 # ------------------------------------------------------------------ filters
@@ -191,6 +209,7 @@ t1.markdown(f"**{total}** run{'s' if total != 1 else ''} · **{len(selected)}** 
 if t2.button(f"Compare selected ({len(selected)})", disabled=len(selected) < 2, width="stretch",
              help="Tick two or more runs below."):
     state["hist_compare"] = True
+    state["hist_open"] = None
     st.rerun()
 t3.download_button(f"Export selected ({len(selected)}) as zip", disabled=not selected, width="stretch",
                    data=lambda: uh.export_bytes(store, selected), file_name="backdrop-selected.zip",
@@ -207,17 +226,21 @@ if not runs:
                                                 or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
             else "No runs yet: generate something in the Editor and it will appear here.")
 PER_ROW = 3
-pics = guarded("reading the thumbnails", uh.thumbnails, store, runs) or {}
+pics = guarded("reading the thumbnails", uh.card_pictures, store, runs) or {}
 for start in range(0, len(runs), PER_ROW):
     cols = st.columns(PER_ROW)
     for col, run in zip(cols, runs[start:start + PER_ROW]):
         with col.container(border=True):
-            if run.id in pics:
-                st.image(pics[run.id], width="stretch")
+            badge = uh.status_badge(run)
+            if run.id in pics:         # a run with no output shows its source photo: say so
+                st.image(pics[run.id], width="stretch",
+                         caption="The photo — no result" if not run.outputs else None)
+            if badge:
+                st.badge(badge[0], color=badge[1], icon=badge[2])
             st.text(uh.run_title(run)[:120])
+            if run.status == "failed" and uh.error_line(run):
+                st.text(uh.error_line(run))
             meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
-            if run.status != "succeeded":
-                meta += f" · {run.status}"
             st.caption(escape_md(meta))
             c1, c2 = st.columns(2)
             c1.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
@@ -226,10 +249,8 @@ for start in range(0, len(runs), PER_ROW):
             c2.toggle("★ Favourite", value=run.favorite, key=f"fav-{run.id}",
                       disabled=not run.outputs, on_change=_set_favourite,
                       args=([o.id for o in run.outputs], f"fav-{run.id}"))
-            if st.button("Open", key=f"open-{run.id}", width="stretch"):
-                state["hist_open"] = run.id
-                state["hist_confirm_delete"] = None
-                st.rerun()
+            st.button("Open", key=f"open-{run.id}", width="stretch", on_click=_open, args=(run.id,),
+                      help="See everything about this run; edit, re-run or delete it.")
 
 # ------------------------------------------------------------------ pager
 if pages > 1:

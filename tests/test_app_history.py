@@ -68,6 +68,19 @@ def test_empty_history_explains_what_to_do():
     assert any("No runs yet" in i.value for i in at.info)
 
 
+def blocks(at: AppTest) -> list:
+    """Every container of the page, innermost last (a dialog is a block of type "dialog", drawn
+    in the "event" root beside main and sidebar)."""
+    out, todo = [], list(at._tree.children.values())
+    while todo:
+        node = todo.pop(0)
+        kids = getattr(node, "children", None)
+        if isinstance(kids, dict):
+            out.append(node)
+            todo.extend(kids.values())
+    return out
+
+
 def open_ids(at: AppTest) -> list[int]:
     return [int(b.key.split("-")[1]) for b in at.button if (b.key or "").startswith("open-")]
 
@@ -126,11 +139,15 @@ def test_open_run_shows_source_mask_clicks_and_parameters(store):
     params = next(f for f in frames if "Value" in f.columns)
     values = dict(zip(params.index, params["Value"]))
     assert values["Segmentation model"] == "tiny"
-    assert values["Background"] == str(newest.spec.background)
+    assert values["Background"] == "Colour #00ff00"
+    assert values["Photo"] == "photo 13.png (64×64)"            # its name, not its hash
     clicks = next(f for f in frames if "click" in f.columns)
     assert list(clicks["click"]) == ["add", "remove"]
+    assert any(b.type == "dialog" and any(h.value.startswith("Run #") for h in b.get("subheader"))
+               for b in blocks(at))                      # shown where the person is, not at the top
     button(at, "Close").click().run()
     assert not any(h.value.startswith("Run #") for h in at.subheader)
+    assert not [b for b in blocks(at) if b.type == "dialog"]
 
 
 def test_compare_highlights_differences(store):
@@ -273,3 +290,57 @@ def test_rerun_from_history_generates_again(store, monkeypatch, tiny_sam, tiny_i
     newest = store.list_runs(limit=1).runs[0]
     assert newest.spec == sd_run.spec and newest.spec.generation.seed == 112
     assert newest.status == "succeeded"
+
+
+def test_failed_run_card_is_marked_failed(store, astronaut):
+    small = astronaut[::8, ::8].copy()
+    rid = record(store, source=small, source_name="broken.png", background="sd", prompt="a failing scene",
+                 status="failed", error="the inpainting model is not downloaded", outputs=[])
+    at = history_app()
+    no_exception(at)
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert len(badges) == 1 and "Failed" in badges[0], badges      # only the failed card
+    assert "the inpainting model is not downloaded" in texts(at)
+    assert any(img.captions == ["The photo — no result"] for img in at.image)
+    at.button(key=f"open-{rid}").click().run()
+    no_exception(at)
+    assert any("Failed" in m.value for m in at.markdown if "badge[" in m.value)
+
+
+def test_image_background_is_titled_by_its_file_name(store, astronaut, tmp_path):
+    small = astronaut[::8, ::8].copy()
+    named = record(store, source=small, background=f"image:{tmp_path}/backgrounds/ab12/beach day.png",
+                   outputs=[(small, None)])
+    hashed = record(store, source=small, background=f"image:{tmp_path}/backgrounds/{'0a' * 16}.png",
+                    outputs=[(small, None)])
+    at = history_app()
+    shown = texts(at)
+    assert "Image · beach day.png" in shown and "Image · uploaded photo" in shown
+    assert not any(str(tmp_path) in t or "0a0a0a" in t for t in shown)
+    assert uh.run_title(store.get_run(named)) == "Image · beach day.png"
+    assert uh.run_title(store.get_run(hashed)) == "Image · uploaded photo"
+
+
+def test_compare_has_human_labels_and_no_hashes_or_paths(store, astronaut, tmp_path):
+    small = astronaut[::8, ::8].copy()
+    rid = record(store, source=small, source_name="holiday.jpg", background=f"image:{tmp_path}/bg/sea.png",
+                 clicks=[(10, 12, 1), (30, 31, 0)], box=(1, 2, 40, 50), outputs=[(small, 7)])
+    other = store.list_runs(limit=2).runs[1].id
+    at = history_app()
+    for i in (rid, other):
+        at.checkbox(key=f"pick-{i}").check().run()
+    button(at, "Compare selected (2)").click().run()
+    no_exception(at)
+    assert [b for b in blocks(at) if b.type == "dialog"]
+    shown = at.dataframe[-1].value
+    cells = [str(v) for v in shown.to_numpy().ravel()] + [str(i) for i in shown.index]
+    source_hash = store.get_run(rid).source.hash
+    for cell in cells:
+        assert source_hash[:12] not in cell and str(tmp_path) not in cell, cell
+        assert not cell.startswith(("{", "[")) and "hash" not in cell.lower(), cell
+    col = dict(zip(shown.index, shown[f"Run #{rid}"]))
+    assert col["Photo"] == "holiday.jpg (64×64)"
+    assert col["Background"] == "Image · sea.png"
+    assert col["Clicks"] == "1 add, 1 remove: (10, 12) +, (30, 31) −"
+    assert col["Box"] == "(1, 2) – (40, 50)"
+    assert col["Output seeds"] == "7"

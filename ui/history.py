@@ -8,8 +8,8 @@ everywhere). An app with a database of its own does not list the service's runs 
 from __future__ import annotations
 
 import io
-import json
 import logging
+import re
 import tempfile
 from collections.abc import MutableMapping
 from datetime import datetime, timezone
@@ -27,12 +27,16 @@ KIND_LABELS = {"sd": "AI scene", "color": "Colour", "blur": "Blur", "image": "Im
 # Row labels of the parameter tables; a spec key not listed here ("mask.min_area") is labelled
 # from its name ("Mask · min area"), so a new spec field shows up without an edit here.
 PARAM_LABELS = {
-    "source": "Source photo (hash)", "subject.segmenter": "Segmentation model",
+    "source": "Photo", "subject.segmenter": "Segmentation model",
     "subject.clicks": "Clicks", "subject.box": "Box", "subject.candidate": "Mask candidate",
     "background": "Background", "generation.prompt": "Prompt",
     "generation.negative": "Negative prompt", "generation.model": "Inpainting model",
     "device": "Device", "status": "Status", "output_seeds": "Output seeds",
 }
+STATUS_LABELS = {"succeeded": "Done", "failed": "Failed", "cancelled": "Cancelled", "running": "Running"}
+# A photo uploaded as a background before it was stored under its own name (ui/job.py) is named
+# by its content hash: such a name says nothing to a person.
+_HASH_NAME = re.compile(r"^[0-9a-f]{32,64}$")
 
 
 def param_label(key: str) -> str:
@@ -44,10 +48,78 @@ def param_label(key: str) -> str:
 
 
 def params_table(run) -> dict[str, str]:
-    """{label: text} of everything that made the run, for the detail view."""
-    params = {param_label(k): _cell(v) for k, v in run.params().items()}
-    params["Timings (s)"] = _cell({k: round(v, 2) for k, v in (run.timings or {}).items()})
+    """{label: text} of everything that made the run, for the detail view: human values (no
+    hashes, no server paths, no JSON)."""
+    params = {param_label(k): human_value(k, v, run) for k, v in run.params().items()}
+    params["Timings"] = " · ".join(f"{k} {v:.2f} s" for k, v in (run.timings or {}).items()) or "—"
     return params
+
+
+def image_name(path: Optional[str]) -> str:
+    """The file name of a background photo, never its folder (a server path); a photo stored
+    under its content hash is "uploaded photo"."""
+    name = Path(str(path or "")).name
+    if not name or _HASH_NAME.match(Path(name).stem):
+        return "uploaded photo"
+    return name
+
+
+def background_text(bg) -> str:
+    """A background (core.spec.Background or its text) for a person: "Colour #00ff00",
+    "Blur 25 px", "Image · beach.png", "Transparent", "AI scene"."""
+    from core.spec import Background
+    try:
+        bg = Background.parse(bg)
+    except Exception:              # a value this version cannot read: shown without its path
+        return image_name(str(bg)) if "/" in str(bg) else str(bg)
+    kind = KIND_LABELS.get(bg.kind, bg.kind)
+    if bg.kind == "color":
+        return f"{kind} " + "#%02x%02x%02x" % tuple(int(v) for v in bg.color)
+    if bg.kind == "blur":
+        return f"{kind} {bg.radius:g} px"
+    if bg.kind == "image":
+        return f"{kind} · {image_name(bg.path)}"
+    return kind
+
+
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def human_value(key: str, value: Any, run=None) -> str:
+    """One parameter's value as a person reads it (plain text: shown in a dataframe)."""
+    if key == "source":
+        if run is None:
+            return "—"
+        name = run.source_name or "photo"
+        return f"{name} ({run.source.width}×{run.source.height})"
+    if key == "background":
+        return background_text(value)
+    if key == "status":
+        return STATUS_LABELS.get(value, str(value))
+    if value is None:
+        return "—"
+    if key == "subject.clicks":
+        marks = [(c.get("x"), c.get("y"), c.get("label")) if isinstance(c, dict) else tuple(c)
+                 for c in value]
+        if not marks:
+            return "—"
+        adds = sum(1 for m in marks if len(m) < 3 or m[2] == 1)
+        head = f"{adds} add, {len(marks) - adds} remove"
+        return head + ": " + ", ".join(f"({round(m[0])}, {round(m[1])}) {'+' if len(m) < 3 or m[2] == 1 else '−'}"
+                                       for m in marks[:6]) + (" …" if len(marks) > 6 else "")
+    if key == "subject.box":
+        x1, y1, x2, y2 = (round(v) for v in value)
+        return f"({x1}, {y1}) – ({x2}, {y2})"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join("—" if v is None else _num(v) for v in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_num(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return Path(value).name or value          # a local path (a model folder): its name only
+    return _num(value)
 
 
 def query(state: MutableMapping):
@@ -95,15 +167,25 @@ def local_time(dt: Optional[datetime], tz_name: Optional[str] = None) -> str:
 
 
 def run_title(run) -> str:
-    """One line describing what the run made (plain text: callers show it with st.text/caption)."""
+    """One line describing what the run made (plain text: callers show it with st.text/caption):
+    the prompt, or the background ("Colour #00ff00", "Image · beach.png")."""
     bg = run.spec.background
     if bg.kind == "sd":
         return run.prompt or "(no prompt)"
-    kind = KIND_LABELS.get(bg.kind, bg.kind)
-    detail = str(bg).partition(":")[2]
-    if bg.kind == "image":
-        detail = Path(detail).name
-    return f"{kind} {detail}".strip()
+    return background_text(bg)
+
+
+def status_badge(run) -> Optional[tuple[str, str, str]]:
+    """(text, colour, icon) of the badge a card gets when its run did not succeed, else None."""
+    return {"failed": ("Failed", "red", ":material/error:"),
+            "cancelled": ("Cancelled", "gray", ":material/block:"),
+            "running": ("Running", "orange", ":material/hourglass_top:")}.get(run.status)
+
+
+def error_line(run, limit: int = 160) -> str:
+    """The first line of a failed run's error, cut to `limit` characters (plain text)."""
+    line = str(run.error or "").strip().splitlines()[0] if run.error and str(run.error).strip() else ""
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def thumbnails(store, runs: Sequence[Any]) -> dict[int, bytes]:
@@ -124,6 +206,12 @@ def thumbnails(store, runs: Sequence[Any]) -> dict[int, bytes]:
     return pics
 
 
+def card_pictures(store, runs: Sequence[Any]) -> dict[int, bytes]:
+    """`thumbnails` ready to show: transparency over a checkerboard (ui.widgets.shown_bytes)."""
+    from ui.widgets import shown_bytes
+    return {rid: shown_bytes(b) for rid, b in thumbnails(store, runs).items()}
+
+
 def thumbnail(store, run) -> Optional[bytes]:
     """The card picture of one run (see thumbnails), None if none of its files is there."""
     return thumbnails(store, [run]).get(run.id)
@@ -139,19 +227,15 @@ def stored_image(store, *paths) -> Optional[bytes]:
     return None
 
 
+def shown_image(store, *paths) -> Optional[bytes]:
+    """`stored_image`, ready to show: transparency over a checkerboard."""
+    from ui.widgets import shown_bytes
+    return shown_bytes(stored_image(store, *paths))
+
+
 def toggle_selected(state: MutableMapping, run_id: int) -> None:
     sel = list(state.get("hist_selected") or [])
     state["hist_selected"] = [i for i in sel if i != run_id] if run_id in sel else [*sel, run_id]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
 
 
 def params_frame(params: dict[str, str]):
@@ -177,11 +261,15 @@ def mask_preview(data: bytes, side: int = 512) -> bytes:
 
 
 def comparison_table(store, ids: Sequence[int]):
-    """(pandas DataFrame of parameters with one column per run, list of differing row labels)."""
+    """(pandas DataFrame of parameters with one column per run, list of differing row labels).
+    Values as people read them (human_value): the photo by its file name, clicks counted, no
+    hashes or server paths; which rows differ is decided on the stored values."""
     import pandas as pd
 
     cmp = store.compare(list(ids))
-    rows = {param_label(k): [_cell(v) for v in vals] for k, vals in cmp.params.items()}
+    runs = {r.id: r for r in store.get_runs(list(cmp.ids))}
+    rows = {param_label(k): [human_value(k, v, runs.get(rid)) for rid, v in zip(cmp.ids, vals)]
+            for k, vals in cmp.params.items()}
     df = pd.DataFrame.from_dict(rows, orient="index", columns=[f"Run #{i}" for i in cmp.ids])
     differing = [param_label(k) for k in cmp.differing]
     return df, differing

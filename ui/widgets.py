@@ -63,15 +63,60 @@ def show_notice(state: MutableMapping) -> None:
         state["notice"] = None
 
 
+CHECKER_TILE = 8                          # px of one checkerboard square, as shown
+CHECKER_SHADES = (255, 204)               # white and light grey: tells "transparent" from "white"
+
+
+def checkerboard(width: int, height: int, tile: int = CHECKER_TILE) -> np.ndarray:
+    """An HxWx3 uint8 checkerboard of white and light grey squares, `tile` px each."""
+    ys = (np.arange(height) // tile)[:, None]
+    xs = (np.arange(width) // tile)[None, :]
+    shade = np.where((ys + xs) % 2 == 0, CHECKER_SHADES[0], CHECKER_SHADES[1]).astype(np.uint8)
+    return np.repeat(shade[:, :, None], 3, axis=2)
+
+
+def on_checkerboard(arr: np.ndarray, tile: int = CHECKER_TILE) -> np.ndarray:
+    """What a person should see of an image: an RGBA array is put over a checkerboard (so a
+    transparent background cannot pass for a white one) and comes back HxWx3; any other array is
+    returned as it is. Only for display: downloads keep their alpha."""
+    if arr.ndim != 3 or arr.shape[2] != 4:
+        return arr
+    h, w = arr.shape[:2]
+    a = arr[:, :, 3:4].astype(np.uint16)
+    bg = checkerboard(w, h, tile).astype(np.uint16)
+    return ((arr[:, :, :3].astype(np.uint16) * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def shown_bytes(data: Optional[bytes]) -> Optional[bytes]:
+    """Encoded image bytes (a stored thumbnail or output) ready for st.image: one with alpha is
+    put over the checkerboard and re-encoded (PNG, lossless); one without is returned unchanged."""
+    if data is None:
+        return None
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+                return data
+            arr = np.asarray(img.convert("RGBA"))
+    except Exception:           # not an image Pillow reads: st.image shows what it can
+        log.debug("could not read an image for display", exc_info=True)
+        return data
+    buf = io.BytesIO()
+    Image.fromarray(on_checkerboard(arr)).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
 def display_image(arr: np.ndarray, max_side: int = 1024) -> bytes:
-    """A browser-sized JPEG (or PNG when there is alpha) of a possibly 12 MP array."""
+    """A browser-sized JPEG of a possibly 12 MP array; transparency (RGBA) is shown over a
+    checkerboard (see `on_checkerboard`), PNG so the squares stay crisp."""
     from PIL import Image
 
     img = Image.fromarray(arr)
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     if img.mode == "RGBA":
-        img.save(buf, format="PNG", optimize=False, compress_level=3)
+        Image.fromarray(on_checkerboard(np.asarray(img))).save(buf, format="PNG", optimize=False,
+                                                              compress_level=3)
     else:
         img.convert("RGB").save(buf, format="JPEG", quality=85)
     return buf.getvalue()
