@@ -5,7 +5,7 @@ import streamlit as st
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core import spec, weights
-from ui import canvas, job, photo, prompts, remote, resources, tasks
+from ui import background, canvas, job, photo, prompts, remote, resources, tasks
 from ui import state as S
 from ui import models as um
 from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
@@ -197,7 +197,7 @@ with ctl_col:
         if missing:
             st.warning(missing)
     elif kind == S.BG_COLOR:
-        st.color_picker("Colour", key="bg_color", persist_state="session")
+        background.color_controls(state)
     elif kind == S.BG_BLUR:
         st.slider("Blur radius, px", 1, 150, key="blur_radius", persist_state="session")
     elif kind == S.BG_IMAGE and client_mode:
@@ -211,6 +211,8 @@ with ctl_col:
             st.image(state["bg_image"], width=160)
     else:
         st.caption("The result is a PNG with a transparent background.")
+
+    background.view_control(state)      # colour, blur, image, transparent: live on the photo
 
     has_subject = prompts.has_subject(state)
     image_refused = client_mode and kind == S.BG_IMAGE

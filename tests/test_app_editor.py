@@ -457,12 +457,12 @@ def test_cmyk_background_photo_is_stored_as_rgb_png(tiny_env):
     _background_upload(at, "red cmyk.jpg", data)
     assert not at.error, [e.value for e in at.error]
     path = Path(at.session_state["bg_image_path"])
-    assert path.parent == config.data_dir() / "backgrounds" and path.suffix == ".png"
+    assert path.parent.parent == config.data_dir() / "backgrounds" and path.name == "red cmyk.png"
     stored = Image.open(path)
     assert stored.format == "PNG" and stored.mode == "RGB" and stored.size == (64, 48)
     expected = load_image(data)                                     # decoded and converted once
     assert np.array_equal(np.asarray(stored), expected.rgb)
-    assert path.stem == expected.hash[:32]                          # content-addressed
+    assert path.parent.name == expected.hash[:32]                   # content-addressed, named as uploaded
     assert (np.asarray(stored)[..., 0] > 200).all()                 # red, not inverted CMYK
     # the same photo again: one file
     at.file_uploader(key="bg_upload").set_value(("again.jpg", data, "image/jpeg")).run()

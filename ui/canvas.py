@@ -11,6 +11,7 @@ AppTest.session_state or a plain dict.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from typing import Any, Optional
 
@@ -20,6 +21,7 @@ from ui import prompts
 from ui import state as S
 from ui.photo import preview_size
 
+log = logging.getLogger(__name__)
 CANVAS_JPEG_QUALITY = 75     # sent on every click: q75 at 1:1 looks like q80, ~15 % fewer bytes
 MIN_BOX_PX = 6               # a "drag" shorter than this (displayed px) is a click
 
@@ -94,7 +96,19 @@ def preview_mask(state: MutableMapping, result) -> np.ndarray:
     preview). A hard edge's feather is compose's own matte, so the preview shows the edge the saved
     result gets; a soft edge is core.matte's alpha matte of the preview, always with the fast
     Guided method (a click stays quick; the run may use Closed-form or ViTMatte)."""
-    from core.compose import MAX_FEATHER, alpha_matte
+    from core.compose import alpha_matte
+
+    mask = subject_mask(state, result)
+    if state.get("edge", S.EDGE_HARD) != S.EDGE_HARD:
+        from core.matte import edge_matte
+        return edge_matte(state["preview"].rgb, mask, "guided", preview_band(state),
+                          decontaminate=False).alpha()
+    f = preview_feather(state)
+    return alpha_matte(mask, f) if f > 0 else mask
+
+
+def subject_mask(state: MutableMapping, result) -> np.ndarray:
+    """The chosen candidate at preview size with grow/invert (scaled to the preview), 0/255."""
     from core.masks import MaskOptions, refine
 
     scale = state["preview"].scale
@@ -102,12 +116,29 @@ def preview_mask(state: MutableMapping, result) -> np.ndarray:
     grow_px, inv = _scaled(int(state.get("grow", 0)), scale), bool(state.get("invert", False))
     if grow_px or inv:
         mask = refine(mask, MaskOptions(grow=grow_px, invert=inv))
+    return mask
+
+
+def preview_feather(state: MutableMapping) -> int:
+    from core.compose import MAX_FEATHER
+    return min(_scaled(int(state.get("feather", 0)), state["preview"].scale), MAX_FEATHER)
+
+
+def background_preview(state: MutableMapping, result) -> np.ndarray:
+    """The preview with the new (colour, blur, image, transparent) background behind the subject,
+    as Generate will make it at full size (ui.background.preview_rgb: core.compose at preview
+    size; a soft edge with the Guided matte), with the click dots and box drawn on it."""
+    from core.masks import overlay
+    from ui import background
+
+    mask = subject_mask(state, result)
+    matte, feather = None, preview_feather(state)
     if state.get("edge", S.EDGE_HARD) != S.EDGE_HARD:
         from core.matte import edge_matte
-        return edge_matte(state["preview"].rgb, mask, "guided", preview_band(state),
-                          decontaminate=False).alpha()
-    f = min(_scaled(int(state.get("feather", 0)), scale), MAX_FEATHER)
-    return alpha_matte(mask, f) if f > 0 else mask
+        matte = edge_matte(state["preview"].rgb, mask, "guided", preview_band(state))
+    rgb = overlay(background.preview_rgb(state, mask, feather, matte), None, clicks=_preview_clicks(state))
+    b = prompts.box(state)
+    return rgb if b is None else _draw_box(rgb, b, state["preview"].scale)
 
 
 def _preview_clicks(state: MutableMapping):
@@ -157,14 +188,22 @@ CANVAS_RECENT = 8            # overlays kept per photo: flipping between candida
 
 def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedImage:
     """What the browser receives for the clickable photo: the preview JPEG with overlay, cached per
-    mask key (segmentation, candidate, grow/invert and the edge: feather, or the matte's band).
+    mask key (segmentation, candidate, grow/invert and the edge: feather, or the matte's band) —
+    or, with a simple background chosen, the live preview of it (`background_preview`, keyed by
+    the background too).
     `state["canvas_cache"]` is the current (key, bytes); `state["canvas_recent"]` keeps the last
     few, so going back to one is not redrawn."""
     from core.images import encode_jpeg
+    from ui import background
 
+    shows_background = result is not None and background.preview_on(state)
     key = (prompts.seg_key(state, segmenter_name) if result is not None else state["photo"].hash,
            None if result is None else prompts.chosen(state, result),
-           state.get("grow"), state.get("invert"), edge_settings(state))
+           state.get("grow"), state.get("invert"), edge_settings(state),
+           background.preview_key(state) if shows_background else None)
+    # what the photo was drawn with: a background photo stored later in the same run (its
+    # uploader is below the photo) asks for one more run (ui.background.view_control)
+    state["canvas_bg_drawn"] = (result is not None, key[-1])
     cached = state.get("canvas_cache")
     if cached is None or cached[0] != key:
         recent = state.get("canvas_recent")
@@ -172,6 +211,11 @@ def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedI
             recent = {"photo": state["photo"].hash, "images": {}}
         images = recent["images"]
         data = images.pop(key, None)
+        if data is None and shows_background:
+            try:
+                data = encode_jpeg(background_preview(state, result), quality=CANVAS_JPEG_QUALITY)
+            except Exception:    # e.g. the background photo is gone: the mask, as without preview
+                log.warning("the background preview could not be drawn", exc_info=True)
         if data is None:
             mask = None if result is None else preview_mask(state, result)
             data = encode_jpeg(canvas_rgb(state, mask), quality=CANVAS_JPEG_QUALITY)

@@ -34,14 +34,16 @@ STAGE_TEXT = {"starting": "Starting", "mask": "Cutting out the subject", "edge":
 # ----------------------------------------------------------------------------- background photo
 def store_background_image(state: MutableMapping, data: bytes, name: Optional[str] = None) -> None:
     """Read an uploaded background photo through core.images.load_image (format allow-list, pixel
-    cap, colour conversion to RGB) and keep the decoded RGB as a PNG under the data dir, named by
-    its content hash, for the job. Raises ImageError (one line) and stores nothing when refused."""
+    cap, colour conversion to RGB) and keep the decoded RGB as a PNG under the data dir, in a
+    folder named by its content hash and under its own file name (History titles the run with
+    it; ui.background.background_path), for the job. Raises ImageError (one line) and stores
+    nothing when refused."""
     from core.images import load_image, save_image
+    from ui.background import background_path
 
     image = load_image(data, name=name)
-    folder = config.data_dir() / "backgrounds"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{image.hash[:32]}.png"
+    path = background_path(config.data_dir() / "backgrounds", image.hash, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         save_image(image.rgb, path)
     state["bg_image"] = display_image(image.rgb, BG_PREVIEW_SIDE)    # only the small preview is kept
