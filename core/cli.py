@@ -480,22 +480,43 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_download(args) -> int:
+    """Fetch a model and what its default mode needs on this machine: an inpainting model in fast
+    mode (the default without a CUDA GPU) brings its LCM-LoRA and tiny autoencoder (weights.
+    download_plan). The plan is printed first; --dry-run stops there."""
     from tqdm import tqdm
 
     from core import weights
-    # A registry name may exist for both tasks (`tiny`); anything else is an inpainting repo id / folder.
+    # A registry name may exist for several tasks (`tiny`); anything else is an inpainting repo id / folder.
     tasks = [t for t in weights.TASKS if (t, args.name) in weights.REGISTRY]
     if not tasks and "/" not in args.name:
         weights.get_spec(args.name, "segment")  # raises the "unknown model" error with the known list
+    plan = []
     for task in tasks or ["inpaint"]:
-        with tqdm(unit="B", unit_scale=True, desc=args.name, file=sys.stderr,
+        plan += [s for s in weights.download_plan(args.name, task, args.addons)
+                 if (s.task, s.name) not in {(p.task, p.name) for p in plan}]
+    mode = config.default_mode()
+    for i, spec in enumerate(plan if args.dry_run or len(plan) > 1 else []):   # the plan, when it says more
+        addon = i and spec.task == "fast"
+        why = ("  (Fast mode's add-on" + (": Fast is the default here)" if mode == "fast" else ")")) if addon else ""
+        state = "present" if weights.is_present(spec) else (
+            "built in code" if spec.kind.startswith("tiny") else weights._size_text(spec.size_bytes))
+        print(f"{'+ ' if addon else ''}{terminal_safe(spec.name)} ({spec.task}, {state}) -> "
+              f"{terminal_safe(str(weights.local_path(spec)))}{why}")
+    if args.dry_run:
+        return 0
+    for spec in plan:
+        with tqdm(unit="B", unit_scale=True, desc=spec.name, file=sys.stderr,
                   disable=not sys.stderr.isatty()) as bar:
             def progress(done: int, total: int | None) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
-            path = weights.download(args.name, task, progress=progress)
-        print(f"{terminal_safe(args.name)} ({task}): {terminal_safe(str(path))}")
+            path = weights.download(spec.name, spec.task, progress=progress)
+        print(f"{terminal_safe(spec.name)} ({spec.task}): {terminal_safe(str(path))}")
+        if spec.task == "inpaint" and args.addons is not False:   # a repo id: its family is known now
+            for extra in weights.addons(spec.name, "fast" if args.addons else None):
+                if extra not in plan:
+                    plan.append(extra)
     return 0
 
 
@@ -597,8 +618,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list or download model weights")
     ms = m.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     ms.add_parser("list", help="every known model, its size and whether it is present").set_defaults(func=cmd_models_list)
-    md = ms.add_parser("download", help="fetch (and verify) a model's files")
+    md = ms.add_parser("download", help="fetch (and verify) a model's files, and an inpainting "
+                       "model's Fast-mode add-ons where Fast is the default")
     md.add_argument("name")
+    md.add_argument("--addons", action=argparse.BooleanOptionalAction, default=None,
+                    help="an inpainting model's Fast-mode add-ons (LCM-LoRA, tiny autoencoder): "
+                         "default: where Fast is the default mode (no CUDA GPU, or BACKDROP_MODE=fast)")
+    md.add_argument("--dry-run", action="store_true", help="print what would be fetched, and where")
     md.set_defaults(func=cmd_models_download)
     return p
 

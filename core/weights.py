@@ -26,6 +26,13 @@ Public API:
   partial_path(dst) -> Path                    where an unfinished download is kept to resume
   list_models(task=None) -> list[ModelInfo]    what `python -m core models list` prints
   fast_lora(family, scheduler) / tiny_autoencoder(family) -> registry name or None
+  addons(model, mode=None) -> list[ModelSpec]  what `mode` (default: this machine's) adds to a model
+  run_needs(model, mode, lora, scheduler)      every file an AI run needs: the model (+ its add-ons)
+  download_plan(name, task, addons=None)       the model, then the add-ons its default mode needs
+  starter_set(segmenter, model, mode)          what the app needs on this machine, in one list
+  download_many(specs, progress, cancel, on_item)   one after the other, present ones skipped
+  manual_install(spec) -> str                  where to put a model's files by hand (offline)
+  HostUnreachableError                         a DownloadError: the host cannot be reached
   model_family(model) -> "sd15" | "sdxl" | "sd2" | "tiny" | None   (reads configs, loads nothing)
 
 `progress(done_bytes, total_bytes)`; total_bytes is 0 when the server does not say.
@@ -38,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import logging
 import os
 import re
 import shutil
@@ -52,6 +60,8 @@ from typing import BinaryIO, Callable, Optional, Union
 from core import config, tiny
 from core.errors import CancelledError, DownloadError, InvalidOptionError, MissingWeightsError
 from core.files import resolve_target, short
+
+log = logging.getLogger(__name__)
 
 try:
     import fcntl
@@ -216,6 +226,57 @@ def model_family(model: str) -> Optional[str]:
     return {768: "sd15", 1024: "sd2", 2048: "sdxl", 32: "tiny"}.get(dim if isinstance(dim, int) else 0)
 
 
+def addons(model: str, mode: Optional[str] = None) -> list["ModelSpec"]:
+    """The add-ons `mode` puts on inpainting model `model` (a registry name, folder or repo id):
+    in fast mode (`mode` None = this machine's default, config.default_mode) the family's LCM-LoRA
+    and tiny autoencoder; in quality none. The tiny test model's add-ons are built in code in a
+    moment, so they come in either mode. [] when the family cannot be told yet (a repo id not
+    downloaded) or has no add-ons."""
+    family = model_family(model)
+    if family is None or (family != "tiny" and (mode or config.default_mode()) != "fast"):
+        return []
+    names = [fast_lora(family, "lcm"), tiny_autoencoder(family)]
+    return [get_spec(n, "fast") for n in names if n]
+
+
+def run_needs(model: str, mode: str, lora: Optional[str] = None,
+              scheduler: Optional[str] = None) -> list["ModelSpec"]:
+    """Every model file an AI-background run with `model` in `mode` reads, present or not: the
+    inpainting model and, in fast mode, its few-step LoRA (`lora`, else the family's own for
+    `scheduler`) and tiny autoencoder. Raises InvalidOptionError for a name it does not know."""
+    needed = [spec_for(model, "inpaint")]
+    if mode != "fast":
+        return needed
+    family = model_family(model)
+    for name in (lora or fast_lora(family, scheduler or "lcm"), tiny_autoencoder(family)):
+        if name and (("fast", name) in REGISTRY):
+            needed.append(get_spec(name, "fast"))
+    return needed
+
+
+def download_plan(name: str, task: str, addons_for: Optional[bool] = None,
+                  mode: Optional[str] = None) -> list["ModelSpec"]:
+    """What `models download NAME` fetches for `task`: the model, then (inpainting models) the
+    add-ons its default mode needs on this machine (`addons`). `addons_for` False: the model
+    alone; True: the fast add-ons whatever the default mode."""
+    spec = spec_for(name, task)
+    plan = [spec]
+    if task == "inpaint" and addons_for is not False:
+        plan += addons(name, "fast" if addons_for else mode)
+    return plan
+
+
+def starter_set(segmenter: Optional[str] = None, model: Optional[str] = None,
+                mode: Optional[str] = None) -> list["ModelSpec"]:
+    """What the app needs on this machine for an AI run: the segmenter (BACKDROP_SEGMENTER unless
+    given; none for the built-in GrabCut), the inpainting model (BACKDROP_INPAINT_MODEL unless
+    given) and the add-ons of `mode` (default: this machine's, see `addons`)."""
+    seg = get_spec(segmenter or config.default_segmenter(), "segment")
+    model = model or config.default_inpaint_model()
+    chosen = ([] if seg.kind == "builtin" else [seg]) + [spec_for(model, "inpaint")]
+    return chosen + addons(model, mode)
+
+
 def specs(task: Optional[str] = None) -> list[ModelSpec]:
     return [s for (t, _), s in REGISTRY.items() if task in (None, t)]
 
@@ -342,6 +403,98 @@ def list_models(task: Optional[str] = None) -> list[ModelInfo]:
 
 # ---------------------------------------------------------------------------------------------
 # downloads
+
+OFFLINE = "can't reach the model host — offline?"
+
+
+class HostUnreachableError(DownloadError):
+    """The model host could not be reached (no network, DNS failure, connection refused, offline
+    mode). str() is OFFLINE, then how to put the files in place by hand."""
+
+
+def manual_install(spec: ModelSpec) -> str:
+    """Where a model's files go when they are installed by hand, and where they come from."""
+    path = local_path(spec)
+    if spec.kind == "sam":
+        return f"save {_sam_url(spec)} as {path}"
+    if spec.kind.startswith("tiny"):
+        return f"{spec.name} is built in code: python -m core models download {spec.name}"
+    if spec.kind == "local":
+        return f"{path} must be a diffusers folder (model_index.json and the model's subfolders)"
+    what = {"diffusers": "model_index.json and the scheduler, tokenizer, text_encoder, unet and vae "
+                         "folders (safetensors)",
+            "lora": spec.filename or "the .safetensors file",
+            "taesd": " and ".join(TAESD_FILES)}.get(spec.kind, "config.json and the model weights")
+    return f"put {what} from https://huggingface.co/{spec.repo_id} in {path}{os.sep}"
+
+
+_OFFLINE_ERRNOS = {"ENETUNREACH", "EHOSTUNREACH", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT",
+                   "ENETDOWN", "EHOSTDOWN"}
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether an error (or one it was raised from) means the host could not be reached."""
+    import errno
+    import socket
+    seen = 0
+    while e is not None and seen < 8:
+        names = {c.__name__ for c in type(e).__mro__}
+        if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError", "ConnectTimeout",
+                    "TimeoutException", "NetworkError", "ConnectionError", "gaierror", "timeout",
+                    "TimeoutError", "ConnectionRefusedError"}:
+            return True
+        if isinstance(e, (socket.gaierror, ConnectionError, TimeoutError)):
+            return True
+        code = getattr(e, "errno", None)
+        if isinstance(code, int) and errno.errorcode.get(code) in _OFFLINE_ERRNOS:
+            return True
+        reason = getattr(e, "reason", None)
+        e = reason if isinstance(reason, BaseException) else (e.__cause__ or e.__context__)
+        seen += 1
+    return False
+
+
+def _plain_reason(e: BaseException) -> str:
+    """A short reason a person can read: the HTTP status when there is one, never a class name."""
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None)
+    names = {c.__name__ for c in type(e).__mro__}
+    if "GatedRepoError" in names or status in (401, 403):
+        return "the model host refused it (a gated model: accept its licence and log in first)"
+    if "RepositoryNotFoundError" in names or status == 404:
+        return "the model host has no such model (HTTP 404)"
+    if status:
+        return f"the model host answered HTTP {status}"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return "the download failed (see the log)"
+
+
+def download_many(chosen: list[ModelSpec], progress: Optional[ProgressFn] = None,
+                  cancel: Optional[CancelFn] = None,
+                  on_item: Optional[Callable[[int, ModelSpec], None]] = None) -> list[Path]:
+    """Download (or build) each model of `chosen` in turn, skipping those already present.
+    `progress(done, total)` counts bytes over the whole set (sizes approximate; models built in
+    code count nothing); `on_item(i, spec)` is called as model i starts. Stops at the first error
+    (DownloadError, CancelledError); what was fetched stays, and the next call goes on from there."""
+    todo = [s for s in chosen if not is_present(s)]
+    total = sum(s.size_bytes for s in todo if not s.kind.startswith("tiny"))
+    before = 0
+    for i, spec in enumerate(todo):
+        if on_item:
+            on_item(i, spec)
+        own = 0 if spec.kind.startswith("tiny") else spec.size_bytes
+
+        def step(done: int, _total: int, before=before, own=own) -> None:
+            if progress:
+                progress(before + min(done, own or done), total)
+
+        download(spec.name, spec.task, progress=step, cancel=cancel)
+        before += own
+        if progress:
+            progress(before, total)
+    return [local_path(s) for s in chosen]
+
 
 
 def _sam_url(spec: ModelSpec) -> str:
@@ -498,9 +651,13 @@ def download_file(url: str, dst: str | os.PathLike, *, sha256: Optional[str] = N
                     raise DownloadError(f"could not download {what}: HTTP {e.code} {e.reason}"
                                         + _kept(f.tell())) from None
                 except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+                    if _unreachable(e):
+                        raise HostUnreachableError(f"{OFFLINE} {what}: to install it by hand, save "
+                                                   f"it as {dst}" + _kept(f.tell())) from None
                     reason = getattr(e, "reason", None) or e
-                    raise DownloadError(f"could not download {what}: {short(reason, 120)} (offline? "
-                                        f"place the file at {dst} by hand)" + _kept(f.tell())) from None
+                    reason = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+                    raise DownloadError(f"could not download {what}: {short(reason, 120)} (to "
+                                        f"install it by hand, save it as {dst})" + _kept(f.tell())) from None
             if size and total and total != size:
                 keep = False
                 raise DownloadError(f"the server's {dst.name} has {total} bytes, expected {size}: "
@@ -595,9 +752,14 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
     except CancelledError:
         raise
     except Exception as e:  # huggingface_hub raises many types: offline, 404, gated, network
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DownloadError(f"could not download {spec.repo_id} ({_size_text(spec.size_bytes)}) "
-                            f"into {final}: {type(e).__name__}: {first}") from None
+        what = f"{spec.name} ({_size_text(spec.size_bytes)})"
+        if _unreachable(e):
+            log.info("download of %s: host unreachable: %s", spec.repo_id, e)
+            raise HostUnreachableError(f"{OFFLINE} {what}: to install it by hand, "
+                                       f"{manual_install(spec)}") from None
+        log.warning("download of %s failed", spec.repo_id, exc_info=True)
+        raise DownloadError(f"could not download {what} from {spec.repo_id}: {_plain_reason(e)} "
+                            f"(to install it by hand, {manual_install(spec)})") from None
     # snapshot_download keeps its resume metadata in .cache/; the final folder doesn't need it
     shutil.rmtree(partial / ".cache", ignore_errors=True)
     if final.exists():

@@ -143,10 +143,12 @@ def test_download_http_error_and_offline(server, tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    with pytest.raises(DownloadError) as e:
+    with pytest.raises(weights.HostUnreachableError) as e:
         weights.download_file(f"http://127.0.0.1:{port}/x.pth", tmp_path / "b.pth", size=375_042_383)
     msg = str(e.value)
-    assert "\n" not in msg and "b.pth" in msg and "375.0 MB" in msg
+    assert msg.startswith("can't reach the model host — offline? b.pth (375.0 MB)")
+    assert "\n" not in msg and msg.endswith(f"to install it by hand, save it as {tmp_path / 'b.pth'}")
+    assert "Error" not in msg and "Errno" not in msg
     assert list(tmp_path.iterdir()) == []
 
 
@@ -319,10 +321,13 @@ def test_explicit_url_override(server, fake_sam, weights_dir):
 
 def test_repo_download_offline_is_one_line_and_leaves_nothing(weights_dir):
     # HF_HUB_OFFLINE=1 (conftest): snapshot_download refuses at once
-    with pytest.raises(DownloadError) as e:
+    with pytest.raises(weights.HostUnreachableError) as e:
         weights.download("sd15-inpainting", "inpaint")
     msg = str(e.value)
-    assert "\n" not in msg and "stable-diffusion-v1-5/stable-diffusion-inpainting" in msg
+    assert msg.startswith("can't reach the model host — offline? sd15-inpainting (4.27 GB): to install "
+                          "it by hand, put model_index.json and the scheduler")
+    assert "\n" not in msg and "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-inpainting" in msg
+    assert msg.endswith(f" in {weights_dir / 'sd15-inpainting'}/") and "Error" not in msg
     assert not (weights_dir / "sd15-inpainting").exists()
 
 
@@ -465,3 +470,90 @@ def test_model_family_from_the_registry_or_the_folder(tmp_path, tiny_inpaint):
         cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "cross_attention_dim": dim}))
         assert weights.model_family(str(folder)) == family
     assert weights.model_family("someone/not-downloaded") is None
+
+
+# -- what a model needs, sets of models, and `models download` --------------------------------------
+
+def test_download_plan_brings_the_fast_addons_where_fast_is_the_default(monkeypatch):
+    def plan(name, **kw):
+        return [(s.task, s.name) for s in weights.download_plan(name, "inpaint", **kw)]
+
+    monkeypatch.setenv("BACKDROP_MODE", "fast")
+    assert plan("sd15-inpainting") == [("inpaint", "sd15-inpainting"), ("fast", "lcm-sd15"), ("fast", "taesd")]
+    assert plan("sdxl-inpainting") == [("inpaint", "sdxl-inpainting"), ("fast", "lcm-sdxl"), ("fast", "taesdxl")]
+    assert plan("sd15-inpainting", addons_for=False) == [("inpaint", "sd15-inpainting")]
+    assert plan("someone/not-downloaded") == [("inpaint", "someone/not-downloaded")]   # family unknown yet
+    monkeypatch.setenv("BACKDROP_MODE", "quality")
+    assert plan("sd15-inpainting") == [("inpaint", "sd15-inpainting")]
+    assert plan("sd15-inpainting", addons_for=True)[1:] == [("fast", "lcm-sd15"), ("fast", "taesd")]
+    assert plan("tiny") == [("inpaint", "tiny"), ("fast", "tiny-lcm"), ("fast", "tiny-taesd")]
+
+
+def test_starter_set_is_segmenter_model_and_the_default_modes_addons(monkeypatch):
+    monkeypatch.delenv("BACKDROP_SEGMENTER", raising=False)
+    monkeypatch.delenv("BACKDROP_INPAINT_MODEL", raising=False)
+    monkeypatch.setenv("BACKDROP_MODE", "fast")
+    assert [s.name for s in weights.starter_set()] == ["sam2-tiny", "sd15-inpainting", "lcm-sd15", "taesd"]
+    monkeypatch.setenv("BACKDROP_MODE", "quality")
+    assert [s.name for s in weights.starter_set()] == ["sam2-tiny", "sd15-inpainting"]
+    assert [s.name for s in weights.starter_set("grabcut", "sdxl-inpainting", "fast")] == [
+        "sdxl-inpainting", "lcm-sdxl", "taesdxl"]
+
+
+def test_run_needs_the_model_and_in_fast_mode_its_lora_and_autoencoder():
+    def needs(*args):
+        return [s.name for s in weights.run_needs(*args)]
+
+    assert needs("sd15-inpainting", "quality") == ["sd15-inpainting"]
+    assert needs("sd15-inpainting", "fast") == ["sd15-inpainting", "lcm-sd15", "taesd"]
+    assert needs("sd15-inpainting", "fast", None, "tcd") == ["sd15-inpainting", "tcd-sd15", "taesd"]
+    assert needs("tiny", "fast", "tiny-lcm", "lcm") == ["tiny", "tiny-lcm", "tiny-taesd"]
+
+
+def test_download_many_fetches_the_missing_ones_counting_bytes_over_the_set(server, fake_sam, monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("BACKDROP_SAM_URL_BASE", f"{server}/ok/")
+    chosen = [fake_sam, weights.get_spec("tiny-taesd", "fast"), weights.get_spec("tiny-lcm", "fast")]
+    weights.download("tiny-lcm", "fast")                     # already there: skipped
+    seen, items = [], []
+    paths = weights.download_many(chosen, progress=lambda d, t: seen.append((d, t)),
+                                  on_item=lambda i, s: items.append((i, s.name)))
+    assert items == [(0, "sam-vit-b"), (1, "tiny-taesd")]
+    assert paths == [weights.local_path(s) for s in chosen] and all(weights.is_present(s) for s in chosen)
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and all(t == len(PAYLOAD) for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_cli_models_download_names_the_addons_it_will_fetch(monkeypatch, capsys, tmp_path):
+    from core.cli import main
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("BACKDROP_MODE", "fast")
+    assert main(["models", "download", "sd15-inpainting", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"sd15-inpainting (inpaint, 4.27 GB) -> {tmp_path / 'sd15-inpainting'}",
+        f"+ lcm-sd15 (fast, 135.0 MB) -> {tmp_path / 'lcm-sd15'}  (Fast mode's add-on: Fast is the default here)",
+        f"+ taesd (fast, 9.8 MB) -> {tmp_path / 'taesd'}  (Fast mode's add-on: Fast is the default here)"]
+    assert list(tmp_path.iterdir()) == []
+    assert main(["models", "download", "sd15-inpainting", "--dry-run", "--no-addons"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_cli_models_download_offline_is_the_plain_line(monkeypatch, capsys, tmp_path):
+    from core.cli import main
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    assert main(["models", "download", "taesd"]) == 2          # HF_HUB_OFFLINE=1 (conftest)
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: can't reach the model host — offline? taesd (9.8 MB): to install it by hand, "
+                   f"put config.json and diffusion_pytorch_model.safetensors from "
+                   f"https://huggingface.co/madebyollin/taesd in {tmp_path / 'taesd'}/")
+
+
+def test_cli_models_download_tiny_builds_its_addons_too(monkeypatch, capsys, tmp_path):
+    from core.cli import main
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))     # BACKDROP_MODE=quality (conftest)
+    assert main(["models", "download", "tiny"]) == 0
+    out = capsys.readouterr().out
+    for task, name in (("segment", "tiny"), ("inpaint", "tiny"), ("fast", "tiny-lcm"),
+                       ("fast", "tiny-taesd"), ("matte", "tiny")):
+        assert weights.is_present(weights.get_spec(name, task)) and f"{name} ({task}): " in out
