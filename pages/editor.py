@@ -193,9 +193,7 @@ with ctl_col:
                       help="More steps: finer detail, slower.")
             c2.slider("Guidance", 0.0, spec.MAX_GUIDANCE, step=0.5, key="guidance", persist_state="session",
                       help="How closely to follow the prompt (1 or less: no classifier-free guidance).")
-        missing = None if client_mode else um.inpaint_missing_note(state["inpaint_model"])
-        if missing:
-            st.warning(missing)
+        run_ready = client_mode or um.needs_panel(state)   # what the run needs, and the fix, here
     elif kind == S.BG_COLOR:
         background.color_controls(state)
     elif kind == S.BG_BLUR:
@@ -216,9 +214,12 @@ with ctl_col:
 
     has_subject = prompts.has_subject(state)
     image_refused = client_mode and kind == S.BG_IMAGE
+    models_missing = kind == S.BG_SD and not run_ready
     clicked = st.button("Generate", type="primary",
-                        disabled=tasks.running(state["job"]) or not has_subject or image_refused,
-                        width="stretch", help=None if has_subject else "Click on the subject first.")
+                        disabled=tasks.running(state["job"]) or not has_subject or image_refused
+                        or models_missing, width="stretch",
+                        help="Click on the subject first." if not has_subject else
+                        "Get the models above first, or run in Quality." if models_missing else None)
     start_error = job.start_if_asked(state, clicked, seg_name)   # also History's "Re-run"
     if start_error:
         st.error(escape_md(start_error))

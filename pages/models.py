@@ -1,4 +1,5 @@
-"""Models & settings: which models exist, which are on disk, downloads, device, and defaults."""
+"""Models & settings: the starter set for this machine, then every model (on disk or not, with
+downloads), the device, and the session's defaults."""
 from __future__ import annotations
 
 import streamlit as st
@@ -6,12 +7,35 @@ import streamlit as st
 from core import weights
 from ui import models as um
 from ui import resources, tasks
-from ui.widgets import model_label, show_notice, state_selectbox
+from ui import state as S
+from ui.widgets import escape_md, model_label, show_notice, state_selectbox
 
 state = st.session_state
 
 st.title("Models & settings")
 show_notice(state)
+busy = tasks.running(state.get("download"))
+
+# ------------------------------------------------------------------ the starter set
+starter = um.starter_specs(state)
+with st.container(border=True):
+    st.subheader("Get started on this machine")
+    st.caption(escape_md(f"What the Editor needs for AI backgrounds here ({S.MODE_LABELS.get(state['mode'], '')} "
+                         "mode). Colour, blur, image and transparent backgrounds need no download."))
+    st.dataframe(um.set_rows(starter), hide_index=True, width="stretch")
+    to_get = [s for s in starter if not resources.is_present(s)]
+    if to_get:
+        size = um.size_or_quick(um.missing_size(starter))
+        if st.button(f"Download the starter set ({size})", key="dl-starter", type="primary",
+                     icon=":material/download:", disabled=busy, width="stretch"):
+            state["download"] = um.start_set_download(starter, "the starter set", "starter")
+            state["download_outcome"] = None
+            st.rerun()
+        st.caption("A stopped or failed download goes on where it left off when you press again.")
+    else:
+        st.success("Everything the Editor needs is on this machine.")
+        st.page_link("pages/editor.py", label="Open the Editor", icon=":material/photo_camera:")
+    um.download_status(state, "starter")
 
 dev = um.device_info()
 c1, c2, c3 = st.columns(3)
@@ -24,42 +48,20 @@ st.subheader("Defaults for this session")
 st.caption("Used by the Editor from now on (this browser session only). Server-wide defaults come "
            "from BACKDROP_SEGMENTER and BACKDROP_INPAINT_MODEL.")
 d1, d2 = st.columns(2)
+# labels without "(not downloaded)": the tables say what is on disk, and a label that changes as a
+# download lands would make the choice jump
 state_selectbox(d1, "Segmentation model", [s.name for s in um.visible_specs("segment", state)], state,
                 "segmenter", "default_segmenter",
-                format_func=lambda n: model_label(weights.get_spec(n, "segment"),
-                                                  resources.is_present(weights.get_spec(n, "segment"))))
+                format_func=lambda n: model_label(weights.get_spec(n, "segment"), True))
 state_selectbox(d2, "Inpainting model (AI scene backgrounds)",
                 [s.name for s in um.visible_specs("inpaint", state)], state, "inpaint_model",
-                "default_inpaint_model", format_func=um.inpaint_label)
+                "default_inpaint_model", format_func=lambda n: um.inpaint_label(n, present=True))
 _, note = resources.choose_segmenter(state["segmenter"])
 if note:
-    st.warning(note)
+    st.warning(escape_md(note))
 
 # ------------------------------------------------------------------ the registry
-job = state.get("download")
-
-
-@st.fragment(run_every=1.0 if tasks.running(job) else None)
-def download_panel() -> None:
-    task = state.get("download")
-    if task is None:
-        return
-    _, name = task.model
-    if task.done:
-        state["download"] = None
-        if task.cancelled:
-            state["notice"] = ("info", f"Download of {name} stopped: {task.error}")
-        elif task.error:
-            state["notice"] = ("error", f"Download of {name} failed: {task.error}")
-        else:
-            state["notice"] = ("success", f"{name} downloaded to {task.result}.")
-        st.rerun()
-    st.progress(task.fraction, text=f"Downloading {name}… {int(task.fraction * 100)}% · {task.elapsed:.0f} s")
-    st.button("Cancel download", on_click=task.cancel.set, disabled=task.cancel.is_set())
-
-
-download_panel()
-
+st.header("All models")
 for task_kind in um.TASKS:
     st.subheader(um.TASK_TITLES[task_kind])
     st.dataframe(um.model_rows(task_kind, state), hide_index=True, width="stretch")
@@ -69,7 +71,8 @@ for task_kind in um.TASKS:
         cols = st.columns(min(len(missing), 4))
         for i, spec in enumerate(missing):
             if cols[i % len(cols)].button(f"Download {spec.name}", key=f"dl-{task_kind}-{spec.name}",
-                                          disabled=tasks.running(state.get("download")),
-                                          width="stretch"):
+                                          disabled=busy, width="stretch"):
                 state["download"] = um.start_download(spec.name, task_kind)
+                state["download_outcome"] = None
                 st.rerun()
+    um.download_status(state, task_kind)

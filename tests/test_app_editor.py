@@ -294,7 +294,8 @@ def test_missing_segmenter_weights_fall_back_to_grabcut(monkeypatch, tiny_inpain
     no_exception(at)
     warnings = [w.value for w in at.sidebar.warning]
     assert len(warnings) == 1
-    assert "python -m core models download sam-vit-b" in warnings[0] and "GrabCut" in warnings[0]
+    assert warnings[0] == ("sam-vit-b is not downloaded yet (375.0 MB): get it on the Models page. "
+                           "Using GrabCut (quick fallback) meanwhile.")
     load_sample(at)
     click(at, 256, 256, width=512, height=512, t=1)
     at.run()
@@ -317,7 +318,7 @@ def test_settings_survive_a_visit_to_another_page(tiny_env):
     assert at.session_state["photo"] is not None
 
 
-def test_missing_inpainting_weights_is_one_line_and_app_keeps_working(monkeypatch, tiny_sam):
+def test_missing_inpainting_weights_are_named_before_generate_and_app_keeps_working(monkeypatch, tiny_sam):
     from core.history import open_store
 
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
@@ -327,13 +328,11 @@ def test_missing_inpainting_weights_is_one_line_and_app_keeps_working(monkeypatc
     click(at, 256, 200, width=512, height=512, t=1)
     at.run()
     warnings = [w.value for w in at.warning]
-    assert any("python -m core models download sd15-inpainting" in w for w in warnings), warnings
+    assert warnings == ["Before you generate, get sd15-inpainting (paints the background): 4.3 GB."]
+    assert at.button(key="get-run-needs").label == "Download it (4.3 GB)"
     at.text_area(key="prompt").input("a beach").run()
-    _generate_and_wait(at)
-    errors = [e.value for e in at.error]
-    assert len(errors) == 1 and "sd15-inpainting" in errors[0] and "\n" not in errors[0]
-    assert at.session_state["result"] is None
-    assert [r.status for r in open_store().list_runs().runs] == ["failed"]
+    assert button(at, "Generate").disabled                              # nothing to fail in History
+    assert at.session_state["result"] is None and not open_store().list_runs().runs
     at.segmented_control(key="bg_kind").set_value(S.BG_TRANSPARENT).run()
     _generate_and_wait(at)
     out = at.session_state["result"]["outputs"][0]

@@ -130,6 +130,8 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     from core.images import encode_jpeg
 
     request = job_request(state, segmenter_name)
+    from ui.models import check_run_ready
+    check_run_ready(request.spec)        # models missing: say so, start nothing (History stays clean)
     spec, notice = with_available_edge(request.spec)
     if notice:
         request = dataclasses.replace(request, spec=spec)

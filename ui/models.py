@@ -1,15 +1,19 @@
-"""Models page helpers: the table of known models, the compute device, downloads in the background."""
+"""Models page helpers: the starter set for this machine, the table of known models, the compute
+device, downloads in the background (one model or a set, with progress shown where it was asked
+for), and the Editor's check that everything an AI run needs is on disk before Generate."""
 from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Optional
 
 import streamlit as st
 
 from core import config, weights
+from core.errors import BackdropError, MissingWeightsError
 from ui import resources, tasks
-from ui.widgets import size_text
+from ui import state as S
+from ui.widgets import escape_md, size_text
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +53,16 @@ def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
     return rows
 
 
-def inpaint_label(name: str) -> str:
-    """Select-box label of an inpainting model: registry name + description, or the folder/repo id."""
+def inpaint_label(name: str, present: Optional[bool] = None) -> str:
+    """Select-box label of an inpainting model: registry name + description, or the folder/repo id;
+    "(not downloaded)" when absent, unless `present` says what to show."""
     from ui.widgets import model_label
     try:
         spec = weights.spec_for(name, "inpaint")
     except Exception:  # not a model name (or a path that cannot be looked at): show it as it is
         log.warning("no model label for %r", name, exc_info=True)
         return name
-    return model_label(spec, resources.is_present(spec))
-
-
-def inpaint_missing_note(name: str):
-    """One line when the inpainting model's files are not on disk (with how to get them), else None."""
-    try:
-        spec = weights.spec_for(name, "inpaint")
-    except Exception as e:  # unknown name: the job will say so too
-        log.warning("inpainting model %r: %s", name, e, exc_info=True)
-        return str(e)
-    if resources.is_present(spec):
-        return None
-    return (weights.missing_message(spec) + ". Or choose Colour, Blur, Image or Transparent, "
-            "which need no download.")
+    return model_label(spec, resources.is_present(spec) if present is None else present)
 
 
 @st.cache_resource(show_spinner=False)
@@ -94,17 +86,205 @@ def device_info() -> dict[str, Any]:
     return {"device": "CPU", "detail": f"{torch.get_num_threads()} threads; no GPU found", "fp16": False}
 
 
-def start_download(name: str, task_kind: str) -> tasks.Task:
-    """Fetch a model in the background; the task's fraction follows the bytes received, and the
-    task's cancel event stops the download between chunks (what it got is kept to resume)."""
+def start_download(name: str, task_kind: str, where: str = "") -> tasks.Task:
+    """Fetch one model in the background (see start_set_download)."""
+    return start_set_download([weights.spec_for(name, task_kind)], name, where or task_kind)
+
+
+def start_set_download(chosen: list, title: str, where: str) -> tasks.Task:
+    """Fetch models one after the other in the background (weights.download_many: present ones
+    skipped, each resumable); the task's fraction follows the bytes over the whole set, its stage
+    names the model being fetched, and its cancel event stops between chunks (what was fetched is
+    kept, the next try goes on from there). `where` says which panel shows its progress/outcome."""
+    names = [s.name for s in chosen]
 
     def work(progress, cancel):
+        current = {"name": names[0] if names else "", "fraction": 0.0}
+
+        def on_item(i, spec):
+            current["name"] = spec.name
+            progress(spec.name, current["fraction"])
+
         def on_bytes(done: int, total: int) -> None:
             if total:
-                progress("download", done / total)
+                current["fraction"] = done / total
+            progress(current["name"], current["fraction"])
 
-        return weights.download(name, task_kind, progress=on_bytes, cancel=cancel)
+        return weights.download_many(chosen, progress=on_bytes, cancel=cancel, on_item=on_item)
 
-    task = tasks.start("download", work, label=f"downloading {name}")
-    task.model = (task_kind, name)
+    task = tasks.start("download", work, label=f"downloading {title}")
+    task.specs, task.title, task.where = list(chosen), title, where
+    task.model = (chosen[0].task, chosen[0].name) if len(chosen) == 1 else ("set", title)
     return task
+
+
+# ----------------------------------------------------------------------------- starter set
+def starter_specs(state: MutableMapping) -> list:
+    """The starter set for this machine and session: the segmenter, the inpainting model and the
+    add-ons of the session's mode (weights.starter_set)."""
+    seg = state.get("segmenter") or config.default_segmenter()
+    try:
+        weights.get_spec(seg, "segment")
+    except BackdropError:
+        seg = None
+    return weights.starter_set(seg, state.get("inpaint_model"), state.get("mode"))
+
+
+ROLE = {"segment": "finds the subject", "inpaint": "paints AI backgrounds",
+        "fast": "Fast mode add-on", "matte": "soft edges"}
+
+
+def set_rows(chosen: list) -> list[dict[str, Any]]:
+    """One row per model of a set: name, what it does here, size, and whether it is on disk."""
+    return [{"Model": s.name, "Does": ROLE.get(s.task, s.task),
+             "Size": "built in code" if s.kind.startswith("tiny") else size_text(s.size_bytes),
+             "Status": "✓ ready" if resources.is_present(s) else "to download"} for s in chosen]
+
+
+def missing_size(chosen: list) -> int:
+    return sum(s.size_bytes for s in chosen if not resources.is_present(s) and not s.kind.startswith("tiny"))
+
+
+def size_or_quick(n: int) -> str:
+    return size_text(n) if n else "built in code, quick"
+
+
+# ----------------------------------------------------------------------------- download status
+def _outcome(task: tasks.Task) -> dict[str, Any]:
+    """What a finished download leaves on screen: level, one line, and (when the host could not
+    be reached) where each missing model's files go by hand."""
+    exc = task.future.exception() if task.done else None
+    if exc is None:
+        return {"where": task.where, "level": "success", "manual": [],
+                "text": f"Downloaded {task.title}: ready."}
+    manual = [(s.name, weights.manual_install(s)) for s in task.specs if not weights.is_present(s)]
+    if task.cancelled:
+        return {"where": task.where, "level": "info", "manual": [],
+                "text": f"Download of {task.title} stopped. What was fetched is kept: download again "
+                        "to go on from there."}
+    if isinstance(exc, weights.HostUnreachableError):
+        return {"where": task.where, "level": "error", "manual": manual,
+                "text": weights.OFFLINE[0].upper() + weights.OFFLINE[1:]}
+    return {"where": task.where, "level": "error", "manual": manual,
+            "text": f"Download of {task.title} failed: {task.error}"}
+
+
+def download_status(state: MutableMapping, where: str) -> None:
+    """The progress of this session's download (with Cancel) and, once it ends, its outcome, drawn
+    in the panel that started it (`where`): redrawn every second while it runs, and the whole page
+    once when it ends (so the ready marks and buttons follow)."""
+    task = state.get("download")
+    outcome = state.get("download_outcome")
+    if getattr(task, "where", None) != where and not (task is None and outcome and outcome["where"] == where):
+        return
+
+    @st.fragment(run_every=1.0 if tasks.running(task) else None)
+    def panel() -> None:
+        task = state.get("download")
+        if task is not None and getattr(task, "where", where) == where:
+            if task.done:
+                state["download"] = None
+                state["download_outcome"] = _outcome(task)
+                st.rerun()
+            n = len(task.specs)
+            i = next((k for k, s in enumerate(task.specs) if s.name == task.stage), 0)
+            which = f"{task.stage} ({i + 1} of {n})" if n > 1 and task.stage != "starting" else task.title
+            st.progress(task.fraction, text=escape_md(f"Downloading {which}… {int(task.fraction * 100)}% · "
+                                                      f"{task.elapsed:.0f} s"))
+            st.button("Cancel download", key=f"cancel-dl-{where}", on_click=task.cancel.set,
+                      disabled=task.cancel.is_set())
+        outcome = state.get("download_outcome")
+        if task is None and outcome and outcome["where"] == where:
+            {"error": st.error, "info": st.info}.get(outcome["level"], st.success)(escape_md(outcome["text"]))
+            if outcome["level"] == "success":
+                state["download_outcome"] = None          # said once; errors stay while it matters
+            if outcome["manual"]:
+                with st.expander("Install the files by hand", expanded=outcome["text"].startswith("Can't")):
+                    st.caption("Copy each model's files from a machine that is online into the folder "
+                               "below (the README's Models section explains each one), then reload.")
+                    for name, how in outcome["manual"]:
+                        st.text(f"{name}: {how}")
+
+    panel()
+
+
+# ----------------------------------------------------------------------------- the Editor's check
+def run_missing(state: MutableMapping) -> list:
+    """The model files the Editor's AI run (model, mode, LoRA, sampler from session state) needs
+    that are not on disk; [] when everything is there (or the model name is unknown: the run says)."""
+    try:
+        needed = weights.run_needs(state["inpaint_model"], state.get("mode") or "quality",
+                                   state.get("lora"), state.get("scheduler"))
+    except BackdropError as e:
+        log.info("cannot tell what the run needs: %s", e)
+        return []
+    return [s for s in needed if not resources.is_present(s)]
+
+
+def check_run_ready(spec) -> None:
+    """Raise MissingWeightsError (one plain line) when an AI-background run of `spec` needs model
+    files that are not on disk, so nothing starts (and nothing failed lands in History)."""
+    gen = getattr(spec, "generation", None)
+    if spec.background.kind != "sd" or gen is None:
+        return
+    try:
+        missing = [s for s in weights.run_needs(gen.model, gen.mode, gen.lora, gen.scheduler)
+                   if not resources.is_present(s)]
+    except BackdropError:
+        return                     # the run reports an unknown model itself
+    if missing:
+        raise MissingWeightsError(f"this run needs {_names(missing)}, not downloaded yet: get them "
+                                  "in the Editor or on the Models page, or run in Quality")
+
+
+def _names(chosen: list) -> str:
+    names = [s.name for s in chosen]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _what(missing: list, state: MutableMapping) -> str:
+    """"sd15-inpainting (paints the background) and lcm-sd15 and taesd (Fast mode's add-ons)"."""
+    model = [s for s in missing if s.task == "inpaint"]
+    extra = [s for s in missing if s.task != "inpaint"]
+    mode = S.MODE_LABELS.get(state.get("mode"), "this")
+    parts = ([f"{model[0].name} (paints the background)"] if model else []) + (
+        [f"{_names(extra)} ({mode} mode's add-on{'s' if len(extra) > 1 else ''})"] if extra else [])
+    return " and ".join(parts)
+
+
+def needs_panel(state: MutableMapping) -> bool:
+    """Before Generate: whether everything the AI run needs is on disk. When not, say what is
+    missing (size) and offer the fix in place: download the parts (progress here), or run in
+    Quality when that needs nothing more. Returns True when the run can start."""
+    running_here = getattr(state.get("download"), "where", "") == "editor"    # running, or just ended
+    missing = run_missing(state)
+    if missing or running_here:
+        with st.container(border=True):
+            if missing and not running_here:
+                local = [s for s in missing if s.kind == "local"]
+                if local:
+                    st.warning(escape_md(weights.missing_message(local[0])))
+                else:
+                    size = missing_size(missing)
+                    st.warning(escape_md(f"Before you generate, get {_what(missing, state)}: "
+                                         f"{size_or_quick(size)}."))
+                    c1, c2 = st.columns(2)
+                    if c1.button(f"Download {'it' if len(missing) == 1 else 'them'} ({size_or_quick(size)})",
+                                 key="get-run-needs", type="primary", width="stretch",
+                                 disabled=tasks.running(state.get("download"))):
+                        state["download"] = start_set_download(missing, _names(missing), "editor")
+                        state["download_outcome"] = None
+                        st.rerun()
+                    quality_ok = state.get("mode") == "fast" and all(
+                        resources.is_present(s) for s in weights.run_needs(state["inpaint_model"], "quality"))
+                    if quality_ok:
+                        c2.button("Run in Quality instead", key="run-quality", width="stretch",
+                                  on_click=S.apply_mode, args=(state, "quality"),
+                                  help="The full model, 30 steps: no add-ons needed, slower on a CPU.")
+                    st.caption("Or pick Colour, Blur, Image or Transparent: they need no download.")
+            download_status(state, "editor")
+    else:
+        outcome = state.get("download_outcome")
+        if outcome and outcome["where"] == "editor":
+            download_status(state, "editor")
+    return not missing

@@ -54,4 +54,6 @@ def choose_segmenter(name: str) -> tuple[str, str | None]:
         return GRABCUT, f"{e} — using GrabCut (quick fallback)."
     if is_present(spec):
         return name, None
-    return GRABCUT, f"{weights.missing_message(spec)}. Using GrabCut (quick fallback) meanwhile."
+    size = "built in code" if spec.kind.startswith("tiny") else weights._size_text(spec.size_bytes)
+    return GRABCUT, (f"{name} is not downloaded yet ({size}): get it on the Models page. "
+                     "Using GrabCut (quick fallback) meanwhile.")
