@@ -239,7 +239,7 @@ for start in range(0, len(runs), PER_ROW):
                 st.badge(badge[0], color=badge[1], icon=badge[2])
             st.text(uh.run_title(run)[:120])
             if run.status == "failed" and uh.error_line(run):
-                st.text(uh.error_line(run))
+                st.caption(f":red[{escape_md(uh.error_line(run))}]")     # escaped: no markup
             meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
             st.caption(escape_md(meta))
             c1, c2 = st.columns(2)

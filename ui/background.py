@@ -29,6 +29,8 @@ VIEW_LABELS = {PREVIEW: "New background", MASK: "Mask"}
 PREVIEW_KINDS = (S.BG_COLOR, S.BG_BLUR, S.BG_IMAGE, S.BG_TRANSPARENT)
 PRESETS = {"#FFFFFF": "White", "#D9D9D9": "Light grey", "#808080": "Grey", "#404040": "Dark grey",
            "#000000": "Black"}
+SWATCH_CSS = ("<style>[data-testid='stColorPickerBlock']{outline:1px solid rgba(49,51,63,0.35);"
+              "outline-offset:-1px}</style>")
 RECENT_MAX = 3               # colours of the last colour runs offered besides the presets
 
 
@@ -98,13 +100,14 @@ def color_controls(state: MutableMapping) -> None:
         state["bg_hex"] = current
     options = [*PRESETS, *recent_colors(state)]
     state["bg_color_preset"] = current if current in options else None
+    st.html(SWATCH_CSS)         # a white swatch gets an outline on the white page (no user text here)
     c1, c2 = st.columns([1, 2], vertical_alignment="bottom")
     c1.color_picker("Colour", key="bg_color", persist_state="session", on_change=_on_picker, args=(state,))
-    c2.text_input("Hex", key="bg_hex", max_chars=32, on_change=_on_hex, args=(state,),
+    c2.text_input("Hex", key="bg_hex", on_change=_on_hex, args=(state,),
                   help="Six hex digits (#1E90FF), three (#18F) or a colour name.")
     if state.get("bg_hex_error"):
         st.error(escape_md(state["bg_hex_error"]))
-    st.pills("Presets", options, key="bg_color_preset", on_change=_on_preset, args=(state,),
+    st.pills("Presets", options, key="bg_color_preset", on_change=_on_preset, args=(state,), wrap=True,
              format_func=lambda c: PRESETS.get(c, f"{c} (recent)"), label_visibility="collapsed")
 
 
