@@ -22,7 +22,7 @@ with st.container(border=True):
     st.subheader("Get started on this machine")
     st.caption(escape_md(f"What the Editor needs for AI backgrounds here ({S.MODE_LABELS.get(state['mode'], '')} "
                          "mode). Colour, blur, image and transparent backgrounds need no download."))
-    st.dataframe(um.set_rows(starter), hide_index=True, width="stretch")
+    st.markdown("  \n".join(um.set_lines(starter)))
     to_get = [s for s in starter if not resources.is_present(s)]
     if to_get:
         size = um.size_or_quick(um.missing_size(starter))

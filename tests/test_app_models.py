@@ -39,7 +39,7 @@ def test_lists_every_model_with_presence_and_path(tiny_env, weights_dir):
 
     at = models_app()
     assert at.title[0].value == "Models & settings"
-    seg, inp = at.dataframe[1].value, at.dataframe[2].value     # [0]: the starter set
+    seg, inp = at.dataframe[0].value, at.dataframe[1].value
     assert set(seg["Model"]) == {s.name for s in weights.specs("segment")}
     assert set(inp["Model"]) == {s.name for s in weights.specs("inpaint")}
     row = seg.set_index("Model")
@@ -64,6 +64,13 @@ def empty_weights(monkeypatch, tmp_path):
     return folder
 
 
+def starter_lines(at: AppTest) -> list[str]:
+    """The starter set's lines: [(name, status)]."""
+    [block] = [m.value.replace("\xa0", " ") for m in at.markdown
+               if "· to\xa0download" in m.value or "· ready" in m.value]
+    return [(line.split("**")[1], line.rsplit("· ", 1)[1]) for line in block.split("  \n")]
+
+
 def shown_text(at: AppTest) -> str:
     """Every piece of text the page shows (no widget internals)."""
     parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "error",
@@ -79,9 +86,7 @@ def test_offline_starter_download_is_one_plain_line_with_the_folders_to_fill_by_
 
     monkeypatch.setenv("BACKDROP_MODE", "fast")
     at = models_app()
-    starter = at.dataframe[0].value
-    assert list(starter["Model"]) == ["sam2-tiny", "sd15-inpainting", "lcm-sd15", "taesd"]
-    assert set(starter["Status"]) == {"to download"}
+    assert starter_lines(at) == [(n, "to download") for n in ("sam2-tiny", "sd15-inpainting", "lcm-sd15", "taesd")]
     at.button(key="dl-starter").click().run()
     wait_for_download(at, lambda: at.session_state["download"] is None)
     assert [e.value for e in at.error] == ["Can't reach the model host — offline?"]
@@ -230,12 +235,12 @@ def test_starter_set_in_one_press_then_a_fast_run_in_the_editor(empty_weights, m
 
     tiny_machine(monkeypatch)
     at = models_app()
-    assert list(at.dataframe[0].value["Model"]) == ["tiny", "tiny", "tiny-lcm", "tiny-taesd"]
+    assert [n for n, _ in starter_lines(at)] == ["tiny", "tiny", "tiny-lcm", "tiny-taesd"]
     at.button(key="dl-starter").click().run()
     wait_for_download(at, lambda: at.session_state["download"] is None, timeout=180)
     assert escape_md("Downloaded the starter set: ready.") in [s.value for s in at.success]
     at.run()
-    assert set(at.dataframe[0].value["Status"]) == {"✓ ready"}
+    assert {status for _, status in starter_lines(at)} == {"ready"}
     assert "dl-starter" not in [b.key for b in at.button]
 
     at.switch_page("pages/editor.py").run()

@@ -130,15 +130,21 @@ def starter_specs(state: MutableMapping) -> list:
     return weights.starter_set(seg, state.get("inpaint_model"), state.get("mode"))
 
 
+NBSP = "\u00a0"           # keeps "4.3 GB" and "to download" on one line on a phone
 ROLE = {"segment": "finds the subject", "inpaint": "paints AI backgrounds",
         "fast": "Fast mode add-on", "matte": "soft edges"}
 
 
-def set_rows(chosen: list) -> list[dict[str, Any]]:
-    """One row per model of a set: name, what it does here, size, and whether it is on disk."""
-    return [{"Model": s.name, "Does": ROLE.get(s.task, s.task),
-             "Size": "built in code" if s.kind.startswith("tiny") else size_text(s.size_bytes),
-             "Status": "✓ ready" if resources.is_present(s) else "to download"} for s in chosen]
+def set_lines(chosen: list) -> list[str]:
+    """One Markdown line per model of a set (names escaped): whether it is on disk, its name, what
+    it does here and its size. Lines, not a table, so nothing is cut on a phone."""
+    lines = []
+    for s in chosen:
+        ready = resources.is_present(s)
+        size = "built in code" if s.kind.startswith("tiny") else size_text(s.size_bytes)
+        lines.append(f"{'✅' if ready else '⬇️'} **{escape_md(s.name)}** · {ROLE.get(s.task, s.task)} · "
+                     f"{size.replace(' ', NBSP)} · {'ready' if ready else 'to' + NBSP + 'download'}")
+    return lines
 
 
 def missing_size(chosen: list) -> int:
@@ -268,8 +274,8 @@ def needs_panel(state: MutableMapping) -> bool:
                     size = missing_size(missing)
                     st.warning(escape_md(f"Before you generate, get {_what(missing, state)}: "
                                          f"{size_or_quick(size)}."))
-                    c1, c2 = st.columns(2)
-                    if c1.button(f"Download {'it' if len(missing) == 1 else 'them'} ({size_or_quick(size)})",
+                    # stacked, full width: the Editor's control column is narrow on a laptop too
+                    if st.button(f"Download {'it' if len(missing) == 1 else 'them'} ({size_or_quick(size)})",
                                  key="get-run-needs", type="primary", width="stretch",
                                  disabled=tasks.running(state.get("download"))):
                         state["download"] = start_set_download(missing, _names(missing), "editor")
@@ -278,7 +284,7 @@ def needs_panel(state: MutableMapping) -> bool:
                     quality_ok = state.get("mode") == "fast" and all(
                         resources.is_present(s) for s in weights.run_needs(state["inpaint_model"], "quality"))
                     if quality_ok:
-                        c2.button("Run in Quality instead", key="run-quality", width="stretch",
+                        st.button("Run in Quality instead", key="run-quality", width="stretch",
                                   on_click=S.apply_mode, args=(state, "quality"),
                                   help="The full model, 30 steps: no add-ons needed, slower on a CPU.")
                     st.caption("Or pick Colour, Blur, Image or Transparent: they need no download.")
