@@ -424,7 +424,7 @@ def manual_install(spec: ModelSpec) -> str:
     what = {"diffusers": "model_index.json and the scheduler, tokenizer, text_encoder, unet and vae "
                          "folders (safetensors)",
             "lora": spec.filename or "the .safetensors file",
-            "taesd": " and ".join(TAESD_FILES)}.get(spec.kind, "config.json and the model weights")
+            "taesd": " and ".join(TAESD_FILES)}.get(spec.kind, "the *.json files and model.safetensors")
     return f"put {what} from https://huggingface.co/{spec.repo_id} in {path}{os.sep}"
 
 

@@ -25,7 +25,7 @@ with st.container(border=True):
     st.markdown("  \n".join(um.set_lines(starter)))
     to_get = [s for s in starter if not resources.is_present(s)]
     if to_get:
-        size = um.size_or_quick(um.missing_size(starter))
+        size = um.download_size(starter)
         if st.button(f"Download the starter set ({size})", key="dl-starter", type="primary",
                      icon=":material/download:", disabled=busy, width="stretch"):
             state["download"] = um.start_set_download(starter, "the starter set", "starter")
@@ -35,7 +35,7 @@ with st.container(border=True):
     else:
         st.success("Everything the Editor needs is on this machine.")
         st.page_link("pages/editor.py", label="Open the Editor", icon=":material/photo_camera:")
-    um.download_status(state, "starter")
+    um.download_status(state, "starter", ("editor",))     # one started in the Editor shows here
 
 dev = um.device_info()
 c1, c2, c3 = st.columns(3)

@@ -147,12 +147,17 @@ def set_lines(chosen: list) -> list[str]:
     return lines
 
 
-def missing_size(chosen: list) -> int:
-    return sum(s.size_bytes for s in chosen if not resources.is_present(s) and not s.kind.startswith("tiny"))
-
-
-def size_or_quick(n: int) -> str:
-    return size_text(n) if n else "built in code, quick"
+def download_size(chosen: list) -> str:
+    """What fetching the models of `chosen` not on disk costs, in words: "4.6 GB", "built in code,
+    quick" (only tiny test models), or "size unknown" (a repo id Backdrop has no size for)."""
+    todo = [s for s in chosen if not resources.is_present(s)]
+    real = [s for s in todo if not s.kind.startswith("tiny")]
+    if not real:
+        return "built in code, quick"
+    total = sum(s.size_bytes for s in real)
+    if not total:
+        return "size unknown"
+    return size_text(total) + ("" if all(s.size_bytes for s in real) else " and more")
 
 
 # ----------------------------------------------------------------------------- download status
@@ -175,19 +180,21 @@ def _outcome(task: tasks.Task) -> dict[str, Any]:
             "text": f"Download of {task.title} failed: {task.error}"}
 
 
-def download_status(state: MutableMapping, where: str) -> None:
+def download_status(state: MutableMapping, where: str, also: tuple = ()) -> None:
     """The progress of this session's download (with Cancel) and, once it ends, its outcome, drawn
-    in the panel that started it (`where`): redrawn every second while it runs, and the whole page
+    in the panel that started it (`where`, or one of `also`: a download started on the other
+    page shows here too): redrawn every second while it runs, and the whole page
     once when it ends (so the ready marks and buttons follow)."""
     task = state.get("download")
     outcome = state.get("download_outcome")
-    if getattr(task, "where", None) != where and not (task is None and outcome and outcome["where"] == where):
+    places = (where, *also)
+    if getattr(task, "where", None) not in places and not (task is None and outcome and outcome["where"] in places):
         return
 
     @st.fragment(run_every=1.0 if tasks.running(task) else None)
     def panel() -> None:
         task = state.get("download")
-        if task is not None and getattr(task, "where", where) == where:
+        if task is not None and getattr(task, "where", where) in places:
             if task.done:
                 state["download"] = None
                 state["download_outcome"] = _outcome(task)
@@ -200,7 +207,7 @@ def download_status(state: MutableMapping, where: str) -> None:
             st.button("Cancel download", key=f"cancel-dl-{where}", on_click=task.cancel.set,
                       disabled=task.cancel.is_set())
         outcome = state.get("download_outcome")
-        if task is None and outcome and outcome["where"] == where:
+        if task is None and outcome and outcome["where"] in places:
             {"error": st.error, "info": st.info}.get(outcome["level"], st.success)(escape_md(outcome["text"]))
             if outcome["level"] == "success":
                 state["download_outcome"] = None          # said once; errors stay while it matters
@@ -258,24 +265,26 @@ def _what(missing: list, state: MutableMapping) -> str:
     return " and ".join(parts)
 
 
+OTHER_PLACES = ("starter", *TASKS)     # the Models page's panels
+
+
 def needs_panel(state: MutableMapping) -> bool:
     """Before Generate: whether everything the AI run needs is on disk. When not, say what is
     missing (size) and offer the fix in place: download the parts (progress here), or run in
     Quality when that needs nothing more. Returns True when the run can start."""
-    running_here = getattr(state.get("download"), "where", "") == "editor"    # running, or just ended
+    running_here = state.get("download") is not None    # any download (this page's or the Models page's)
     missing = run_missing(state)
     if missing or running_here:
         with st.container(border=True):
-            if missing and not running_here:
+            if missing and getattr(state.get("download"), "where", "") != "editor":   # not already getting them
                 local = [s for s in missing if s.kind == "local"]
                 if local:
                     st.warning(escape_md(weights.missing_message(local[0])))
                 else:
-                    size = missing_size(missing)
-                    st.warning(escape_md(f"Before you generate, get {_what(missing, state)}: "
-                                         f"{size_or_quick(size)}."))
+                    size = download_size(missing)
+                    st.warning(escape_md(f"Before you generate, get {_what(missing, state)}: {size}."))
                     # stacked, full width: the Editor's control column is narrow on a laptop too
-                    if st.button(f"Download {'it' if len(missing) == 1 else 'them'} ({size_or_quick(size)})",
+                    if st.button(f"Download {'it' if len(missing) == 1 else 'them'} ({size})",
                                  key="get-run-needs", type="primary", width="stretch",
                                  disabled=tasks.running(state.get("download"))):
                         state["download"] = start_set_download(missing, _names(missing), "editor")
@@ -288,9 +297,9 @@ def needs_panel(state: MutableMapping) -> bool:
                                   on_click=S.apply_mode, args=(state, "quality"),
                                   help="The full model, 30 steps: no add-ons needed, slower on a CPU.")
                     st.caption("Or pick Colour, Blur, Image or Transparent: they need no download.")
-            download_status(state, "editor")
+            download_status(state, "editor", OTHER_PLACES)
     else:
         outcome = state.get("download_outcome")
-        if outcome and outcome["where"] == "editor":
-            download_status(state, "editor")
+        if outcome and outcome["where"] in ("editor", *OTHER_PLACES):
+            download_status(state, "editor", OTHER_PLACES)
     return not missing
