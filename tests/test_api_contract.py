@@ -40,11 +40,11 @@ def _tool(name: str) -> str:
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def test_schemathesis_with_every_check_finds_nothing(service, tmp_path, tiny_inpaint):
+def test_schemathesis_with_every_check_finds_nothing(service, tmp_path, tiny_inpaint, tiny_fast):
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.run(
         [_tool("st"), "--config-file", str(CONFIG), "run", f"{service['url']}/openapi.json", "--url", service["url"],
-         "-H", f"Authorization: Bearer {TOKEN}", "--checks", "all", "--max-examples", "25",
+         "-H", f"Authorization: Bearer {TOKEN}", "--checks", "all", "--max-examples", "15",
          "--seed", "20261206", "--generation-deterministic", "--no-shrink", "--workers", "1",
          "--request-timeout", "60", "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

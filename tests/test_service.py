@@ -277,17 +277,19 @@ def test_generation_model_is_a_registry_name_and_no_server_path_comes_back(api, 
         spec = {"background": "sd", "generation": {"prompt": "x", "steps": 1, "model": model}}
         r = api.post("/v1/replace", files=files, data={"spec": json.dumps(spec), "source_name": "probe.png"})
         lines.add(_one_line_error(r, 422).replace(repr(model), "MODEL"))
-    assert len(lines) == 1 and "registry" in lines.pop()        # one answer for all: no directory probe
+    assert len(lines) == 1 and "never a file" in lines.pop()    # one answer for all: no directory probe
     assert not _named_runs(api, "probe.png")
 
-    # a registry model that is not downloaded: the 503 and the failed run say so, without server paths
+    # a registry model this service has not downloaded: refused before any work, naming what it
+    # has and how to add one (the document's enum lists only those), without server paths
     spec = {"background": "sd", "generation": {"prompt": "x", "steps": 1, "model": "sd15-inpainting"}}
     r = api.post("/v1/replace", files=files, data={"spec": json.dumps(spec), "source_name": "no-weights.png"})
-    assert r.status_code == 503 and "models download sd15-inpainting" in r.json()["error"], r.text
-    [run] = _named_runs(api, "no-weights.png")
-    assert run["status"] == "failed" and "not downloaded" in run["error"]
-    for text in (r.json()["error"], run["error"], json.dumps(api.get(f"/v1/runs/{run['id']}").json())):
-        assert str(weights_dir) not in text and "/tmp" not in text, text
+    line = _one_line_error(r, 422)
+    assert "'sd15-inpainting'" in line and "tiny" in line and "models download" in line
+    assert str(weights_dir) not in line and "/tmp" not in line, line
+    assert not _named_runs(api, "no-weights.png")
+    doc = api.get("/openapi.json").json()
+    assert "sd15-inpainting" not in doc["components"]["schemas"]["Generation"]["properties"]["model"]["enum"]
 
 
 def test_segment_masks_have_the_upload_pixel_cap(api, chelsea):
@@ -359,3 +361,38 @@ def test_form_text_fields_are_never_parsed_as_json(api, chelsea):
                      data={"spec": json.dumps({"background": "transparent"}), "source_name": name})
         assert r.status_code == 200, r.text
         assert api.get(f"/v1/runs/{r.json()['run_id']}").json()["source_name"] == name
+
+
+def test_a_file_part_without_a_filename_is_read_as_the_bytes_sent(api, chelsea):
+    """multipart/form-data parts for `photo` / `mask` are files whether or not the client names a
+    filename (schemathesis and some HTTP libraries don't): the bytes arrive as sent, not decoded as
+    text (a PNG is not UTF-8)."""
+    boundary = "bd-test-boundary"
+    photo = _png(chelsea[:48, :64])
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + photo + (
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"segmenter\"\r\n\r\ntiny"
+            f"\r\n--{boundary}--\r\n").encode()
+    r = api.post("/v1/embed", content=body,
+                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200, r.text
+    from core.images import load_image
+    assert r.json()["image"] == load_image(photo).hash and (r.json()["width"], r.json()["height"]) == (64, 48)
+
+
+def test_a_failed_runs_error_read_through_the_api_shows_no_server_path(api, service, chelsea, monkeypatch):
+    """Issue 18 case 8: a run that failed on the service with a path in its error (a model folder,
+    the weights dir) is read through /v1/runs and /v1/runs/{id} with the path cut to its last part."""
+    from core.history import open_store
+    from core.spec import RunSpec
+    monkeypatch.setenv("BACKDROP_DATA_DIR", str(service["data"]))
+    monkeypatch.setenv("BACKDROP_DATABASE_URL", f"sqlite:///{service['data'] / 'history.db'}")
+    store = open_store()
+    run_id = store.start_run(source=chelsea[:40, :40].copy(), spec=RunSpec(background="transparent"),
+                             source_name="path-probe.png")
+    store.fail_run(run_id, "cannot load /srv/backdrop/weights/secret-model/unet: broken file")
+    [listed] = _named_runs(api, "path-probe.png")
+    one = api.get(f"/v1/runs/{run_id}").json()
+    for error in (listed["error"], one["error"]):
+        assert "/srv/backdrop" not in error and "secret-model" not in error.replace("…/unet", ""), error
+        assert "broken file" in error

@@ -146,12 +146,22 @@ class SegmentForm(_SegmentFields):
     photo: bytes = _photo_field()
 
 
+def _inpaint_models() -> list[str]:
+    """The inpainting models a request may name: those of the weights registry this service has,
+    and its default (BACKDROP_INPAINT_MODEL; a 503 saying which file is missing when it has not
+    been downloaded). Never a file, folder or Hugging Face repo id over the API."""
+    names = [s.name for s in weights.specs("inpaint") if weights.is_present(s)]
+    default = config.default_inpaint_model()
+    return names if default in names else [*names, default]
+
+
 def _registry_model(spec: RunSpec) -> RunSpec:
     gen = spec.generation
-    if gen is not None and ("inpaint", gen.model) not in weights.REGISTRY:
-        known = ", ".join(s.name for s in weights.specs("inpaint"))
-        raise ValueError(f"unknown inpainting model {gen.model[:80]!r}: the API takes a model name "
-                         f"from the service's registry ({known}), never a file, folder or repo id")
+    if gen is not None and gen.model not in _inpaint_models():
+        known = ", ".join(_inpaint_models())
+        raise ValueError(f"unknown inpainting model {gen.model[:80]!r}: the API takes the name of a model "
+                         f"this service has ({known}; `python -m core models download NAME` on the "
+                         "service adds one), never a file, folder or repo id")
     if spec.background.kind == "image":
         raise ValueError("an image background names a file on the server; it is not available "
                          "through the API")
@@ -482,29 +492,74 @@ async def _body(request: Request, json_model, form_model: type[BaseModel]) -> tu
         model = json_model(data) if not isinstance(json_model, type) else json_model
         return _validate(model, data), {}
     objects, uploads = _object_fields(form_model), _file_fields(form_model)
-    try:
-        form = await request.form(max_files=2, max_fields=20)
-    except Exception as e:   # malformed multipart: starlette's own message, one line
-        raise HttpError(400, f"could not read the multipart body: {getattr(e, 'detail', e)}") from None
     data: dict[str, Any] = {}
-    for key, value in form.multi_items():
-        if hasattr(value, "read"):
-            if key not in uploads:
-                raise HttpError(400, f"unexpected file field {key[:40]!r}: send the photo as 'photo'"
-                                     + (" (and a subject mask as 'mask')" if "mask" in uploads else ""))
-            blob = await value.read()
-            if len(blob) > limit:
-                raise HttpError(413, f"{key} is {len(blob) / 2**20:.1f} MB; the limit is "
-                                     f"{limit / 2**20:.0f} MB (BACKDROP_API_MAX_UPLOAD_MB)")
+    for key, blob, is_file in _form_parts(raw, request.headers.get("content-type", "")):
+        if is_file and key not in uploads:
+            raise HttpError(400, f"unexpected file field {key[:40]!r}: send the photo as 'photo'"
+                                 + (" (and a subject mask as 'mask')" if "mask" in uploads else ""))
+        if key in uploads:          # a file part, with or without a filename: its bytes as sent
             data[key] = blob
-        elif key in uploads:
-            raise InvalidOptionError(f"{key} must be sent as a file part, not a text field")
-        elif key in objects:
-            data[key] = _loads(str(value), f"form field {key!r}")
-        else:
-            data[key] = str(value)
+            continue
+        try:
+            text = blob.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, f"form field {key[:40]!r} is not UTF-8 text") from None
+        data[key] = _loads(text, f"form field {key!r}") if key in objects else text
     body = _validate(form_model, data)
     return body, {k: getattr(body, k) for k in uploads if getattr(body, k, None) is not None}
+
+
+MAX_PARTS = 24
+
+
+def _form_parts(raw: bytes, content_type: str) -> list[tuple[str, bytes, bool]]:
+    """(name, bytes, has a filename) of each part of a multipart/form-data body, bytes as sent (a
+    file part without a filename is still a file: starlette would decode it as text). HttpError
+    400 for a malformed body or more than MAX_PARTS parts."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HttpError(400, "could not read the multipart body: no boundary in its Content-Type")
+    parts: list[tuple[str, bytes, bool]] = []
+    part: dict[str, Any] = {}
+
+    def begin() -> None:
+        part.clear()
+        part.update(headers={}, name=b"", value=b"", data=bytearray())
+
+    def header_field(d: bytes, a: int, b: int) -> None:
+        part["name"] += d[a:b]
+
+    def header_value(d: bytes, a: int, b: int) -> None:
+        part["value"] += d[a:b]
+
+    def header_end() -> None:
+        part["headers"][part["name"].lower()] = part["value"]
+        part["name"] = part["value"] = b""
+
+    def data(d: bytes, a: int, b: int) -> None:
+        part["data"] += d[a:b]
+
+    def end() -> None:
+        _, options = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        if b"name" not in options:
+            raise HttpError(400, "could not read the multipart body: a part has no name")
+        if len(parts) >= MAX_PARTS:
+            raise HttpError(400, f"too many form parts (at most {MAX_PARTS})")
+        parts.append((options[b"name"].decode("utf-8", "replace"), bytes(part["data"]), b"filename" in options))
+
+    callbacks = {"on_part_begin": begin, "on_header_field": header_field, "on_header_value": header_value,
+                 "on_header_end": header_end, "on_part_data": data, "on_part_end": end}
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(raw)
+        parser.finalize()
+    except HttpError:
+        raise
+    except Exception as e:    # python-multipart's own message, one line
+        raise HttpError(400, f"could not read the multipart body: {e}") from None
+    return parts
 
 
 def _file_fields(model: type[BaseModel]) -> set[str]:
@@ -572,7 +627,7 @@ def _spec_rules(comps: dict) -> None:
                  "else": {"properties": {"generation": {"type": "null"}}}})
     comps["Background"]["properties"]["kind"]["enum"] = [k for k in KINDS if k != "image"]
     comps["Background"]["properties"].pop("path", None)
-    comps["Generation"]["properties"]["model"]["enum"] = [s.name for s in weights.specs("inpaint")]
+    comps["Generation"]["properties"]["model"]["enum"] = _inpaint_models()
     # clicks or a box; clicks alone need one on the subject (label 1, the default)
     prompts = {"if": {"properties": {"box": {"type": "null"}}},
                "then": {"required": ["clicks"], "properties": {"clicks": {
@@ -611,6 +666,13 @@ def _openapi() -> dict:
         js = model.model_json_schema(ref_template="#/components/schemas/{model}")
         comps.update(js.pop("$defs", {}))
         comps[model.__name__] = js
+    for name in ("EmbedForm", "SegmentForm", "ReplaceForm"):
+        for prop in comps[name]["properties"].values():
+            branches = prop.pop("anyOf", None)
+            if branches:
+                prop.update(next(b for b in branches if b.get("type") != "null"))
+                if prop.get("default", 0) is None:
+                    del prop["default"]
     comps.pop("HTTPValidationError", None)
     comps.pop("ValidationError", None)
     _spec_rules(comps)
