@@ -176,8 +176,9 @@ def _outcome(task: tasks.Task) -> dict[str, Any]:
     if isinstance(exc, weights.HostUnreachableError):
         return {"where": task.where, "level": "error", "manual": manual,
                 "text": weights.OFFLINE[0].upper() + weights.OFFLINE[1:]}
+    why = str(exc) if isinstance(exc, BackdropError) else "something went wrong; see the server log"
     return {"where": task.where, "level": "error", "manual": manual,
-            "text": f"Download of {task.title} failed: {task.error}"}
+            "text": f"Download of {task.title} failed: {why}"}
 
 
 def download_status(state: MutableMapping, where: str, also: tuple = ()) -> None:
