@@ -56,9 +56,7 @@ state_selectbox(d1, "Segmentation model", [s.name for s in um.visible_specs("seg
 state_selectbox(d2, "Inpainting model (AI scene backgrounds)",
                 [s.name for s in um.visible_specs("inpaint", state)], state, "inpaint_model",
                 "default_inpaint_model", format_func=lambda n: um.inpaint_label(n, present=True))
-_, note = resources.choose_segmenter(state["segmenter"])
-if note:
-    st.warning(escape_md(note))
+st.caption("What is not on disk yet is listed in the starter set above.")
 
 # ------------------------------------------------------------------ the registry
 st.header("All models")
