@@ -116,6 +116,8 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             expect(st_button(page, "Edit from here")).to_be_visible()
             expect(page.locator("[data-testid='stDataFrame'] canvas").first).to_be_visible()
             shot("history-details")
+            page.keyboard.press("Escape")                     # the details are a dialog: close it
+            expect(page.get_by_role("dialog")).to_have_count(0)
 
             # 7. export the favourites as a zip
             export = page.get_by_role("button", name="Export favourites (1) as zip")
@@ -135,6 +137,7 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             shot("exported")
 
             # 8. edit from here goes back to the Editor with the photo and click
+            st_button(page, "Open").click()
             st_button(page, "Edit from here").click()
             expect(page.get_by_text("Loaded run #1")).to_be_visible()
             expect(page.get_by_text(re.compile(r"Mask ready: candidate \d of \d"))).to_be_visible()
