@@ -28,6 +28,7 @@ Public API:
   fast_lora(family, scheduler) / tiny_autoencoder(family) -> registry name or None
   addons(model, mode=None) -> list[ModelSpec]  what `mode` (default: this machine's) adds to a model
   run_needs(model, mode, lora, scheduler)      every file an AI run needs: the model (+ its add-ons)
+  fast_supported(model) -> bool                whether fast mode has add-ons for the model's family
   download_plan(name, task, addons=None)       the model, then the add-ons its default mode needs
   starter_set(segmenter, model, mode)          what the app needs on this machine, in one list
   download_many(specs, progress, cancel, on_item)   one after the other, present ones skipped
@@ -237,6 +238,13 @@ def addons(model: str, mode: Optional[str] = None) -> list["ModelSpec"]:
         return []
     names = [fast_lora(family, "lcm"), tiny_autoencoder(family)]
     return [get_spec(n, "fast") for n in names if n]
+
+
+def fast_supported(model: str) -> bool:
+    """Whether fast mode has a few-step LoRA and a tiny autoencoder for `model`'s family. False
+    for SD 2.x and architectures Backdrop cannot tell (also a repo id not downloaded yet)."""
+    family = model_family(model)
+    return fast_lora(family, "lcm") is not None and tiny_autoencoder(family) is not None
 
 
 def run_needs(model: str, mode: str, lora: Optional[str] = None,

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import no_exception  # noqa: E402
+from ui.widgets import escape_md  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -309,3 +310,25 @@ def test_editor_downloads_the_missing_addons_in_place(model_without_addons):
     assert weights.is_present(weights.get_spec("tiny-lcm", "fast"))
     assert weights.is_present(weights.get_spec("tiny-taesd", "fast"))
     assert not at.warning and not generate_button(at).disabled
+
+
+def test_editor_offers_quality_when_fast_mode_has_no_addons_for_the_model(monkeypatch, tmp_path, tiny_sam,
+                                                                          tiny_inpaint):
+    """A Stable Diffusion 2.x model (cross_attention_dim 1024) has no LCM-LoRA: said before Generate."""
+    import json
+    import shutil
+    from core.history import open_store
+
+    folder = tmp_path / "sd2-like"
+    shutil.copytree(tiny_inpaint, folder)
+    cfg = folder / "unet" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "cross_attention_dim": 1024}))
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    monkeypatch.setenv("BACKDROP_INPAINT_MODEL", str(folder))
+    monkeypatch.setenv("BACKDROP_MODE", "fast")
+    at = editor_with_subject()
+    assert [w.value for w in at.warning] == [escape_md(f"Fast mode has no add-ons for {folder}: run it in Quality.")]
+    assert generate_button(at).disabled and not open_store().list_runs().runs
+    at.button(key="run-quality").click().run()
+    no_exception(at)
+    assert at.session_state["mode"] == "quality" and not at.warning and not generate_button(at).disabled

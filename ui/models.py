@@ -10,7 +10,7 @@ from typing import Any, Optional
 import streamlit as st
 
 from core import config, weights
-from core.errors import BackdropError, MissingWeightsError
+from core.errors import BackdropError, InvalidOptionError, MissingWeightsError
 from ui import resources, tasks
 from ui import state as S
 from ui.widgets import escape_md, size_text
@@ -249,6 +249,8 @@ def check_run_ready(spec) -> None:
     if missing:
         raise MissingWeightsError(f"this run needs {_names(missing)}, not downloaded yet: get them "
                                   "in the Editor or on the Models page, or run in Quality")
+    if gen.mode == "fast" and gen.lora is None and not weights.fast_supported(gen.model):
+        raise InvalidOptionError(f"fast mode has no add-ons for {gen.model}: run it in Quality")
 
 
 def _names(chosen: list) -> str:
@@ -266,6 +268,17 @@ def _what(missing: list, state: MutableMapping) -> str:
     return " and ".join(parts)
 
 
+def fast_fits(state: MutableMapping) -> bool:
+    """False when the session asks for fast mode (with no LoRA of its own) on a model whose
+    family has no fast add-ons (SD 2.x, an architecture Backdrop cannot tell)."""
+    if state.get("mode") != "fast" or state.get("lora"):
+        return True
+    try:
+        return weights.fast_supported(state["inpaint_model"])
+    except BackdropError:
+        return True                # an unknown model: the run says so itself
+
+
 OTHER_PLACES = ("starter", *TASKS)     # the Models page's panels
 
 
@@ -275,6 +288,11 @@ def needs_panel(state: MutableMapping) -> bool:
     Quality when that needs nothing more. Returns True when the run can start."""
     running_here = state.get("download") is not None    # any download (this page's or the Models page's)
     missing = run_missing(state)
+    if not missing and not fast_fits(state):
+        st.warning(escape_md(f"Fast mode has no add-ons for {state['inpaint_model']}: run it in Quality."))
+        st.button("Run in Quality instead", key="run-quality", width="stretch",
+                  on_click=S.apply_mode, args=(state, "quality"))
+        return False
     if missing or running_here:
         with st.container(border=True):
             if missing and getattr(state.get("download"), "where", "") != "editor":   # not already getting them
