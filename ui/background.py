@@ -180,8 +180,11 @@ def view_control(state: MutableMapping) -> None:
                          required=True, format_func=VIEW_LABELS.get,
                          help="A live preview at screen size; Generate makes the full-size result "
                               "and keeps it in History.")
+    from ui import prompts
     if state.get("bg_kind") == S.BG_IMAGE and not state.get("bg_image_path"):
         st.caption("Upload a background photo to see it behind the subject.")
+    elif not prompts.has_subject(state):
+        st.caption("Click on the subject: the photo then shows the new background behind it.")
     else:
         st.caption("Live preview on the photo (not saved). Generate makes the full-size result and "
                    "keeps it in History.")
