@@ -233,8 +233,7 @@ for start in range(0, len(runs), PER_ROW):
         with col.container(border=True):
             badge = uh.status_badge(run)
             if run.id in pics:         # a run with no output shows its source photo: say so
-                st.image(pics[run.id], width="stretch",
-                         caption="The photo — no result" if not run.outputs else None)
+                st.image(pics[run.id], width="stretch", caption=uh.card_caption(run))
             if badge:
                 st.badge(badge[0], color=badge[1], icon=badge[2])
             st.text(uh.run_title(run)[:120])

@@ -182,6 +182,13 @@ def status_badge(run) -> Optional[tuple[str, str, str]]:
             "running": ("Running", "orange", ":material/hourglass_top:")}.get(run.status)
 
 
+def card_caption(run) -> Optional[str]:
+    """The caption of a card's picture when it is the source photo (the run has no output yet)."""
+    if run.outputs:
+        return None
+    return "The photo — result on its way" if run.status == "running" else "The photo — no result"
+
+
 def error_line(run, limit: int = 160) -> str:
     """The first line of a failed run's error, cut to `limit` characters (plain text)."""
     line = str(run.error or "").strip().splitlines()[0] if run.error and str(run.error).strip() else ""
