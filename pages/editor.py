@@ -11,6 +11,9 @@ from ui import models as um
 from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
 
 state = st.session_state
+# a session can start on this page without the router (a bookmark or reload of its URL makes
+# Streamlit run pages/ files directly): fill in what the router would have (idempotent)
+S.init_session(state)
 
 # ------------------------------------------------------------------ sidebar: segmentation model
 client_mode = remote.is_remote()          # BACKDROP_SERVER_URL: the service segments and runs

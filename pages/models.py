@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import weights
+from core import config, weights
 from ui import models as um
 from ui import resources, tasks
 from ui import state as S
 from ui.widgets import escape_md, model_label, show_notice, state_selectbox
 
 state = st.session_state
+# a session can start on this page without the router (a bookmark or reload of its URL makes
+# Streamlit run pages/ files directly): fill in what the router would have (idempotent)
+S.init_session(state)
 
 st.title("Models & settings")
 show_notice(state)
@@ -20,7 +23,7 @@ busy = tasks.running(state.get("download"))
 starter = um.starter_specs(state)
 with st.container(border=True):
     st.subheader("Get started on this machine")
-    st.caption(escape_md(f"What the Editor needs for AI backgrounds here ({S.MODE_LABELS.get(state['mode'], '')} "
+    st.caption(escape_md(f"What the Editor needs for AI backgrounds here ({S.MODE_LABELS.get(state.get('mode') or config.default_mode(), '')} "
                          "mode). Colour, blur, image and transparent backgrounds need no download."))
     st.markdown("  \n".join(um.set_lines(starter)))
     to_get = [s for s in starter if not resources.is_present(s)]

@@ -332,3 +332,14 @@ def test_editor_offers_quality_when_fast_mode_has_no_addons_for_the_model(monkey
     at.button(key="run-quality").click().run()
     no_exception(at)
     assert at.session_state["mode"] == "quality" and not at.warning and not generate_button(at).disabled
+
+
+def test_a_session_that_starts_on_the_models_page_shows_it_without_an_error():
+    """A bookmark or a reload of /models is a new session's first page: the Editor's widgets (the
+    Fast/Quality control) never ran, and the page must not count on their keys."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/models.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Get started on this machine" in s.value for s in at.subheader)
