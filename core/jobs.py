@@ -133,7 +133,13 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         mask = subject_mask(request)
         if request.mask is None and not mask.any():
             raise no_subject(request.spec.subject.segmenter)
+        given_empty = request.mask is not None and not mask.any()
         mask = refine(mask, request.spec.mask)
+        if not mask.any():      # a background-only picture is not a result: say why instead
+            raise InvalidOptionError(
+                "nothing of the photo would be kept: the subject mask is "
+                + ("all black (white = subject)" if given_empty else
+                   "empty after the mask options (shrink, minimum area, invert)"))
         timings["mask"] = time.perf_counter() - t
         if cancel is not None and cancel.is_set():
             raise CancelledError("cancelled before the background was made")

@@ -280,3 +280,26 @@ def test_library_bars_and_log_lines_stay_off_stderr(tmp_path, cat_png, tiny_fast
     proc = cli(*run, "--out", tmp_path / "bad.png", check=False)
     assert_only_the_error_line(proc, "LoRA 'tiny-lcm'", "python -m core models download tiny-lcm")
     assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("given, flags, fragment", [
+    ("black", [], "all black"),
+    ("square", ["--grow", "-200"], "empty after the mask options"),
+])
+def test_a_mask_that_keeps_nothing_is_one_line_not_a_background_only_result(tmp_path, cat_png, chelsea,
+                                                                             given, flags, fragment):
+    """A run whose subject mask is empty (an all-black mask file, or one shrunk away) used to write
+    a picture of the new background alone and report it done; now it is refused in one line, with no
+    output, and history records the run as failed with the same line."""
+    mask = np.zeros(chelsea.shape[:2], np.uint8)
+    if given == "square":
+        mask[100:140, 200:240] = 255
+    mask_path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(mask_path)
+    out = tmp_path / "out.png"
+    proc = cli("replace", cat_png, "--out", out, "--mask", mask_path, "--background", "color:#00ff00",
+               *flags, check=False)
+    assert_one_line_error(proc, "nothing of the photo would be kept", fragment)
+    assert not out.exists()
+    [run] = json.loads(cli("history", "list", "--json").stdout)
+    assert run["status"] == "failed" and fragment in run["error"]
