@@ -151,6 +151,21 @@ def test_one_database_through_two_paths_keeps_its_id_and_a_dead_id_can_be_releas
     all_readable(HistoryStore(b_url, data))          # ... b's, the shared photo too, are all there
 
 
+def test_a_process_that_read_no_id_adopts_the_one_another_process_committed_meanwhile(tmp_path):
+    """Processes opening a new database at once: one that found no store id, while another
+    committed its own, takes that one (two ids for one database delete each other's images)."""
+    data = tmp_path / "data"
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    first = HistoryStore(url, data)
+    record(first, source=picture(1), outputs=[picture(2)])
+    # The window: this process read "no id yet" (as _identify does) before `first` committed.
+    late = first._new_identity(first.fingerprint, None)
+    assert late == first.store_id
+    assert HistoryStore(url, data).store_id == first.store_id
+    assert sorted(p.name for p in (data / "refs").iterdir() if p.is_dir()) == [first.store_id]
+    close_sqlite(first)
+
+
 def test_store_forget_refuses_an_id_in_use_recently_used_or_unchecked(tmp_path):
     """`history store forget` releases nothing it cannot show is dead: an id whose database is
     still there (in use), one used within the grace period, and, without --force, one whose

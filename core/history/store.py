@@ -154,7 +154,6 @@ class HistoryStore(Writes, Queries, Sweep):
         blobs = BlobStore(self._backend, new)
         for attempt in range(4):
             with self._read() as session:
-                base = identity.read_info(session).get("store_id")
                 digests = self._all_digests(session)
             todo = sorted(digests - claimed)
             if todo:
@@ -165,11 +164,11 @@ class HistoryStore(Writes, Queries, Sweep):
                 info = identity.read_info(session)
                 current = info.get("store_id")
                 recorded = identity.load(info.get(identity.FINGERPRINTS))
-                if current != base:               # another process decided meanwhile
-                    if current and (me is None or identity.known(me, recorded)):
-                        adopted = current
-                        break
-                    continue
+                # Another process of this same database decided since _identify read it (even
+                # before this loop began): its id is the one, whatever we read before.
+                if current and (me is None or identity.known(me, recorded)):
+                    adopted = current
+                    break
                 missing = self._all_digests(session) - claimed
                 if missing and attempt < 3:
                     continue                      # rows added meanwhile: claim those first
