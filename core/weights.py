@@ -770,10 +770,35 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
                             f"(to install it by hand, {manual_install(spec)})") from None
     # snapshot_download keeps its resume metadata in .cache/; the final folder doesn't need it
     shutil.rmtree(partial / ".cache", ignore_errors=True)
-    if final.exists():
-        shutil.rmtree(final)
+    blocker = in_the_way(spec, final)       # something appeared there during the download
+    if blocker:
+        raise DownloadError(blocker + " (the download is kept and used on the next try)")
     os.replace(partial, final)
     return final
+
+
+def in_the_way(spec: ModelSpec, path: Path) -> Optional[str]:
+    """One line when something that is not this model already sits where it goes (a file where
+    a folder goes, a folder holding other files, a link): it may be the user's, so it is never
+    deleted or overwritten; None when the place is free (or an empty folder, or the model's own
+    single file, which a download checks and replaces)."""
+    single = spec.kind in ("sam", "tiny-sam")
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink():
+        what = "a link"
+    elif single:
+        if path.is_file():
+            return None
+        what = "a folder" if path.is_dir() else "something that is not a file"
+    elif not path.is_dir():
+        what = "a file" if path.is_file() else "something that is not a folder"
+    elif not any(path.iterdir()):
+        return None
+    else:
+        what = "a folder that is not a complete copy of the model"
+    return (f"cannot install {spec.name}: {path} is {what}; nothing was changed there — move it "
+            "away (or finish installing the model there by hand) and try again")
 
 
 def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
@@ -793,6 +818,9 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
     path = local_path(spec)
     if is_present(spec) and url is None:
         return path
+    blocker = in_the_way(spec, path)
+    if blocker:
+        raise DownloadError(blocker)
     if spec.kind == "tiny-diffusers":
         return tiny.build_tiny_inpaint(path)
     if spec.kind == "tiny-sam":

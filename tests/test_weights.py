@@ -557,3 +557,31 @@ def test_cli_models_download_tiny_builds_its_addons_too(monkeypatch, capsys, tmp
     for task, name in (("segment", "tiny"), ("inpaint", "tiny"), ("fast", "tiny-lcm"),
                        ("fast", "tiny-taesd"), ("matte", "tiny")):
         assert weights.is_present(weights.get_spec(name, task)) and f"{name} ({task}): " in out
+
+
+def test_what_sits_where_a_model_goes_is_never_replaced_and_the_cli_says_so(monkeypatch, capsys, tmp_path):
+    """A file where a model's folder goes, a folder of someone's files where a download would land,
+    a folder where a checkpoint file goes: one line naming the place, and the thing left as it was."""
+    from core.cli import main
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "tiny-vitmatte").write_bytes(b"my notes")
+    assert main(["models", "download", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot install tiny: ") and "tiny-vitmatte is a file" in err
+    assert "\n" not in err and "Error" not in err
+    assert (tmp_path / "tiny-vitmatte").read_bytes() == b"my notes"
+
+    mine = tmp_path / "sd15-inpainting" / "keep.txt"      # checked before any network use
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    with pytest.raises(DownloadError, match="not a complete copy of the model; nothing was changed"):
+        weights.download("sd15-inpainting", "inpaint")
+    assert mine.read_text() == "mine"
+
+    other = tmp_path / "other"
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(other))
+    (other / "sam_tiny.pth").mkdir(parents=True)
+    (other / "sam_tiny.pth" / "x").write_text("x")
+    with pytest.raises(DownloadError, match="sam_tiny.pth is a folder"):
+        weights.download("tiny", "segment")
+    assert (other / "sam_tiny.pth" / "x").read_text() == "x"
