@@ -396,3 +396,22 @@ def test_the_opening_sweep_logs_what_it_found(tmp_path, monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2 unused file(s) removed" in m and "1 file(s) that runs list are missing" in m
                for m in lines), lines
+
+
+def test_a_container_named_by_backdrop_machine_id_keeps_its_store_id_across_host_names(
+        tmp_path, monkeypatch):
+    """A container gets a new host name at each start: with BACKDROP_MACHINE_ID its history keeps
+    its store id (no claiming every image again); without it, the new host name is a new machine."""
+    from core.history import identity
+    data, url = tmp_path / "data", f"sqlite:///{tmp_path / 'h.db'}"
+    monkeypatch.setenv("BACKDROP_MACHINE_ID", "shop-app")
+    ids = []
+    for host in ("c0ffee01", "c0ffee02"):
+        monkeypatch.setattr(identity, "HOST", host)
+        store = HistoryStore(url, data)
+        record(store, source=picture(len(ids)), outputs=[picture(9)])
+        ids.append(store.store_id)
+        close_sqlite(store)
+    assert ids[0] == ids[1]
+    monkeypatch.delenv("BACKDROP_MACHINE_ID")
+    assert HistoryStore(url, data).store_id != ids[0]

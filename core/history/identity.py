@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -48,8 +49,12 @@ MAX_FINGERPRINTS = 16
 
 
 def machine() -> str:
-    """This machine: its host name, plus the start of /etc/machine-id where there is one (a cloned
-    VM keeps the host name but gets a new machine id)."""
+    """This machine: BACKDROP_MACHINE_ID where set (a container whose host name changes at each
+    start), else its host name plus the start of /etc/machine-id where there is one (a cloned VM
+    keeps the host name but gets a new machine id)."""
+    named = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("BACKDROP_MACHINE_ID", "").strip())[:64]
+    if named:
+        return f"id/{named}"
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
             with open(path) as f:
