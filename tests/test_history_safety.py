@@ -385,6 +385,31 @@ def test_an_atomic_write_syncs_the_file_then_the_folder_after_the_rename(tmp_pat
     assert {str(tmp_path / "new"), str(tmp_path)} <= set(after)   # the folders it made, too
 
 
+def test_a_new_claim_is_synced_to_disk_before_claim_returns(tmp_path, monkeypatch):
+    """An image's claim is what stops another database deleting it: a claim file lost in a power
+    cut after the run was committed could cost the image, so claiming fsyncs the new claim's
+    folder (and the folders it made); claiming again (already on disk) syncs nothing."""
+    from core import files
+    from core.history.blobs import BlobStore, FolderBackend
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    blobs = BlobStore(FolderBackend(tmp_path), "0" * 32)
+    digest = "ab" + "1" * 62
+    blobs.claim([digest])
+    claim = next((tmp_path / "refs" / ("0" * 32)).rglob("*" + digest + "*"))
+    assert str(claim.parent) in synced and str(tmp_path / "refs") in synced
+    synced.clear()
+    blobs.claim([digest])
+    assert synced == []
+
+
 def test_the_opening_sweep_logs_what_it_found(tmp_path, monkeypatch, caplog):
     store = open_store()
     rid = record(store, source=picture(1), outputs=[picture(2)])

@@ -65,7 +65,7 @@ import numpy as np
 
 from core.config import redact
 from core.errors import HistoryError, InvalidOptionError
-from core.files import atomic_write_bytes, is_stale_temp
+from core.files import _make_dirs, atomic_write_bytes, fsync_dir, is_stale_temp
 from core.images import content_hash, encode_png
 
 log = logging.getLogger(__name__)
@@ -256,14 +256,24 @@ class FolderBackend:
         except FileNotFoundError:
             return None
 
-    def touch(self, rel: str) -> None:
-        """Create an empty file, or bring its mtime to now."""
+    def touch(self, rel: str) -> list[Path]:
+        """Create an empty file, or bring its mtime to now. Returns the folders whose entries
+        changed (to fsync with `sync`): none when the file was there."""
         path = self.abs(rel)
         try:
             os.utime(path)
+            return []
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            made = _make_dirs(path.parent)
             path.touch()
+            return [path.parent, *(d.parent for d in made)]
+
+    @staticmethod
+    def sync(folders) -> None:
+        """Make new files in `folders` durable (a claim lost in a power cut would let another
+        database delete an image this one uses)."""
+        for folder in dict.fromkeys(folders):
+            fsync_dir(folder)
 
     def files(self, folder: str) -> Iterator[tuple[str, float, int]]:
         """(rel, mtime, size) of every file under `folder`, temp files included."""
@@ -530,9 +540,14 @@ class S3Backend:
         head = self._head(rel)
         return head["LastModified"].timestamp() if head is not None else None
 
-    def touch(self, rel: str) -> None:
+    def touch(self, rel: str) -> list:
         with self._errors("write", rel):
             self.client.put_object(Bucket=self.bucket, Key=self.key(rel), Body=b"")
+        return []                     # a PUT is durable once answered
+
+    @staticmethod
+    def sync(folders) -> None:
+        pass
 
     def files(self, folder: str) -> Iterator[tuple[str, float, int]]:
         with self._errors("list", folder + "/", watch=False):
@@ -632,14 +647,17 @@ class BlobStore:
         with self.backend.lock():
             yield
 
-    def _claim(self, digest: str) -> None:
-        self.backend.touch(claim_rel(digest, self.owner))
+    def _claim(self, digest: str) -> list:
+        return self.backend.touch(claim_rel(digest, self.owner))
 
     def claim(self, digests: Iterable[str]) -> None:
-        """Record that this database uses these images (idempotent; refreshes the claim's age)."""
+        """Record that this database uses these images (idempotent; refreshes the claim's age);
+        the new claims are on disk (fsynced) when it returns."""
         with self._locked():
+            changed = []
             for d in digests:
-                self._claim(d)
+                changed += self._claim(d)
+            self.backend.sync(changed)
 
     def claims(self) -> Iterator[tuple[str, float]]:
         """(digest, mtime of the claim) for every image this database claims."""
@@ -732,7 +750,7 @@ class BlobStore:
         if blob.thumb:
             wanted.append((blob.thumb_path, lambda: encode_thumbnail(blob.arr)))
         with self._locked():
-            self._claim(blob.digest)
+            self.backend.sync(self._claim(blob.digest))
             missing = [(rel, produce) for rel, produce in wanted if not self.backend.exists(rel)]
         for rel, produce in missing:
             if self.backend.put(rel, produce(), once=True):
