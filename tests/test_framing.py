@@ -139,3 +139,36 @@ def test_bad_frames_and_empty_subjects_are_one_line():
         Shadow("halo")
     with pytest.raises(ImageError, match="nothing to frame"):
         place(np.zeros((10, 10), np.uint8), Frame(100, 100))
+
+
+def test_a_run_staged_without_frame_or_shadow_is_the_plain_composite():
+    """core.catalogue with no frame and no shadow gives what compose gives (the band within one
+    level of rounding), so adding a shadow changes nothing but the shadow."""
+    from core.catalogue import finish, stage
+    from core.compose import feather_matte
+    from core.spec import Background
+    rgb, mask = photo_with_subject(320, 240, (60, 40, 260, 200), seed=3)
+    matte = feather_matte(mask >= 128, 4)
+    for bg in ("color:#336699", "blur:12", "transparent"):
+        want = compose(rgb, mask, bg, matte=matte)
+        got = finish(stage(rgb, mask, matte, None), Background.parse(bg))
+        assert got.shape == want.shape
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, bg
+        core = matte.core
+        assert np.array_equal(got[core], want[core])
+
+
+def test_a_framed_run_paints_the_padding_and_keeps_the_subject():
+    from core.catalogue import finish, stage
+    from core.spec import Background
+    rgb, mask = photo_with_subject(300, 300, (100, 100, 200, 200), seed=4)
+    staged = stage(rgb, mask, None, Frame(200, 200, 25))     # 100 px box + 2 x 50 px: scale 1
+    assert staged.where.exact and staged.size == (200, 200)
+    region = staged.paint_region
+    assert region[0, 0] == 255 and region[100, 100] == 0
+    generated = np.full((200, 200, 3), 7, np.uint8)
+    out = finish(staged, Background.parse("sd"), Shadow("contact"), generated=generated)
+    assert np.array_equal(out[50:150, 50:150], rgb[100:200, 100:200])
+    assert tuple(out[5, 5]) == (7, 7, 7)
+    with pytest.raises(InvalidOptionError, match="200x200"):
+        finish(staged, Background.parse("sd"), generated=np.zeros((10, 10, 3), np.uint8))
