@@ -1,0 +1,343 @@
+"""Automatic subject for studio product shots, no learned weights: what finds the product in a photo
+taken on a plain or gradient backdrop (white sweep, grey paper, a radial light fall-off).
+
+    found = find_subject(rgb)          # rgb HxWx3 uint8
+    found.mask        HxW uint8, 255 = subject, full resolution
+    found.confidence  0..1 (see AutoSubject)
+    found.box         (x1, y1, x2, y2) of the mask, x2/y2 exclusive
+    found.method      "studio"
+
+How (on a copy with long side WORK_SIDE px, then the edge at full resolution):
+  1. The backdrop is modelled from the photo's border: per channel a cubic polynomial in (x, y)
+     fitted to the border strip, refitted without the pixels that do not fit (a product or its
+     shadow may touch the border). Its residual is the photo's noise level. No plain backdrop at the
+     border (most of it does not fit, or it is busy) -> NoBackdropError.
+  2. Each pixel is compared with the backdrop there: a shadow or shade darkens the backdrop and keeps
+     its colour (pixel = s x backdrop, s < 1), so the pixel's colour off that line, its darkness
+     below what a cast shadow does (s < DARK) and any brightening are subject evidence. Pixels that
+     fit s x backdrop are backdrop (s ~ 1) or shadow-like (s < 1).
+  3. A cast shadow and a reflection are soft: they fade into the backdrop. The product's outline is
+     a sharp edge. So the background is grown from the border over backdrop- and shadow-like pixels
+     and never across a sharp edge; what it does not reach is the subject. A white label on a dark
+     bottle is enclosed by the bottle's edges, so it is not reached and stays subject (holes are
+     filled); a grey product is walled off by its own outline even though its colour could be a
+     shadow's. Specks (pieces much smaller than the largest) are dropped.
+  4. The edge is refined at full resolution in a band along the outline only: the upscaled mask
+     smoothed by a colour guided filter (He et al. 2010) on the full photo, cut at 0.5, so the
+     outline follows the photo's own edge rather than the small copy's pixels.
+
+Known limits: a product part that matches the backdrop and touches the outline (a white cap on a
+white sweep) is lost; a see-through hole (a mug's handle) is filled; a product cut by every side of
+the frame has no backdrop to model. Figures: `python bench/catalogue.py`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from core import arrays
+from core.errors import ImageError
+
+__all__ = ["AutoSubject", "NoSubjectError", "NoBackdropError", "find_subject", "WORK_SIDE"]
+
+WORK_SIDE = 640          # long side of the working copy
+BORDER = 0.03            # border strip, share of the short side
+DARK = 0.32              # darker than this share of the backdrop: no cast shadow, subject
+EDGE = 0.05              # a sharp edge: the shading ratio changes faster than this per working px
+MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
+MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
+DEBUG = False
+T_OFF = 10.0             # colour off the backdrop's (levels, RGB distance) that counts as subject
+BAND = 2                 # the outline is decided again at full size within this many working px
+SEE_THROUGH = 0.9       # an enclosed area this plain (backdrop-like) is a see-through hole
+NECK = 3                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
+SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
+
+
+class NoSubjectError(ImageError):
+    """The photo looks like plain backdrop: there is nothing to cut out."""
+
+
+class NoBackdropError(ImageError):
+    """The photo's border is not a plain backdrop: the studio method cannot model it."""
+
+
+@dataclass(frozen=True)
+class AutoSubject:
+    """The subject found in a studio shot.
+
+    mask: HxW uint8, 255 = subject. box: (x1, y1, x2, y2), x2/y2 exclusive. method: "studio".
+    confidence: how clearly the subject stands apart from the backdrop, 0..1: the share of its
+    outline where it differs from the backdrop by a clear margin (weighted by how well the border
+    fits one smooth backdrop). Near 1 for a dark or coloured product on white; about 0.5 or less
+    when much of the outline is faint (a white product on white), where a user should check it.
+    """
+    mask: np.ndarray
+    confidence: float
+    box: tuple[int, int, int, int]
+    method: str = "studio"
+
+
+@contextlib.contextmanager
+def _cv_threads(threads: Optional[int]):
+    import cv2
+    if threads is None:
+        yield
+        return
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(int(threads))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old)
+
+
+def _design(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Cubic polynomial terms of normalised coordinates (-1..1)."""
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys,
+                     xs ** 3, xs * xs * ys, xs * ys * ys, ys ** 3], axis=1)
+
+
+def _backdrop(img: np.ndarray):
+    """Fit the backdrop to the border strip of img (HxWx3 float32). Returns (model HxWx3, noise
+    sigma per channel, share of the border that fits)."""
+    h, w = img.shape[:2]
+    b = max(2, int(round(BORDER * min(h, w))))
+    edge = np.zeros((h, w), bool)
+    edge[:b], edge[-b:], edge[:, :b], edge[:, -b:] = True, True, True, True
+    yy, xx = np.nonzero(edge)
+    step = max(1, len(yy) // 6000)
+    yy, xx = yy[::step], xx[::step]
+    nx = lambda v, n: v.astype(np.float64) / max(n - 1, 1) * 2 - 1  # noqa: E731
+    A = _design(nx(xx, w), nx(yy, h))
+    vals = img[yy, xx].astype(np.float64)
+    keep = np.ones(len(yy), bool)
+    for _ in range(4):
+        coef, *_ = np.linalg.lstsq(A[keep], vals[keep], rcond=None)
+        res = np.abs(vals - A @ coef).max(axis=1)
+        med = np.median(res[keep])
+        tol = max(3.0, 4.0 * 1.4826 * med)
+        keep = res <= tol
+        if keep.sum() < 20:
+            break
+    sigma = np.maximum(1.4826 * np.median(np.abs(vals[keep] - A[keep] @ coef), axis=0), 0.5) \
+        if keep.sum() >= 20 else np.full(3, 99.0)
+    share = float(keep.mean())
+    X, Y = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
+    terms = _design(X.ravel(), Y.ravel())
+    model = (terms @ coef.astype(np.float32)).reshape(h, w, 3)
+    return np.clip(model, 1.0, 300.0), sigma, share
+
+
+def _evidence(img: np.ndarray, model: np.ndarray, sigma: np.ndarray):
+    """Per pixel: shading ratio s (pixel ~ s x backdrop), colour off that line (levels), subject
+    evidence (bool) and shadow-like (bool)."""
+    dot = (img * model).sum(axis=2)
+    nb = (model * model).sum(axis=2)
+    s = dot / nb
+    off = np.sqrt(np.maximum(((img - s[..., None] * model) ** 2).sum(axis=2), 0))
+    sig = float(np.linalg.norm(sigma))
+    bright = np.sqrt(nb) / np.sqrt(3)
+    t_off = max(T_OFF, 4.0 * sig)
+    t_s = max(0.025, 4.0 * sig / np.sqrt(3) / max(float(bright.mean()), 1.0))
+    subject = (off > t_off) | (s < DARK) | (s > 1 + 2 * t_s)
+    shadow = ~subject & (s < 1 - t_s)
+    return s, off, subject, shadow, t_off
+
+
+def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Sharp edges: where the shading ratio or the colour (relative to the backdrop) changes fast."""
+    import cv2
+    rel = img / model
+    rel = cv2.GaussianBlur(rel, (0, 0), 0.8)
+    gx = cv2.Sobel(rel, cv2.CV_32F, 1, 0, ksize=3) / 8
+    gy = cv2.Sobel(rel, cv2.CV_32F, 0, 1, ksize=3) / 8
+    g = np.sqrt((gx * gx + gy * gy).max(axis=2))
+    return g > EDGE
+
+
+def _components_touching_border(passable: np.ndarray) -> np.ndarray:
+    import cv2
+    n, lab = cv2.connectedComponents(passable.view(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    border = border[border > 0]
+    reached = np.zeros(n, bool)
+    reached[border] = True
+    return reached[lab]
+
+
+def _grow(seed: np.ndarray, into: np.ndarray) -> np.ndarray:
+    """seed plus the pieces of `into` (4-connected) that touch it."""
+    import cv2
+    n, lab = cv2.connectedComponents((seed | into).view(np.uint8), connectivity=4)
+    hit = np.zeros(n, bool)
+    hit[np.unique(lab[seed])] = True
+    hit[0] = False
+    return hit[lab]
+
+
+def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """The backdrop and its shadows: grown from the border over backdrop-like pixels, then over the
+    shadow-like pieces whose rim mostly fades into that backdrop (a cast shadow) rather than
+    meeting sharp edges (a grey product, walled by its outline). Shadow-like areas are split at
+    narrow necks first, so a grey product standing in its shadow is not taken with it."""
+    import cv2
+    plain = ~subject & ~shadow
+    bg = _components_touching_border(plain & ~edge)
+    pending = shadow & ~edge & ~bg
+    if pending.any():
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * NECK + 1, 2 * NECK + 1))
+        core = cv2.erode(pending.view(np.uint8), disc) > 0
+        n, lab = cv2.connectedComponents(core.view(np.uint8), connectivity=8)
+        k3 = np.ones((3, 3), np.uint8)
+        lab = lab.astype(np.int32)
+        for _ in range(NECK + 1):                     # give the pixels cut off by the erosion back
+            grown = cv2.dilate(lab.astype(np.float32), k3).astype(np.int32)
+            free = pending & (lab == 0)
+            lab[free] = grown[free]
+        if n > 1:
+            ring = np.zeros(n, np.float64)
+            soft = np.zeros(n, np.float64)
+            big = cv2.dilate(lab.astype(np.float32), np.ones((5, 5), np.uint8)).astype(np.int32)
+            rim = (big > 0) & (lab == 0)
+            np.add.at(ring, big[rim], 1)
+            np.add.at(soft, big[rim & bg], 1)
+            is_shadow = soft >= SOFT_RIM * np.maximum(ring, 1)
+            if DEBUG:
+                areas = np.bincount(lab.ravel(), minlength=n)
+                print([(i, int(areas[i]), round(soft[i] / max(ring[i], 1), 2)) for i in range(1, n) if areas[i] > 30])
+            is_shadow[0] = False
+            bg = bg | is_shadow[lab]
+        # shadow pixels no piece took (thin bits) go with the backdrop they touch
+        bg = _grow(bg, pending & (lab == 0) if n > 1 else pending)
+    # backdrop-like pixels cut off from the border only by shadows, and the backdrop side of edges
+    bg = _grow(bg, plain & ~edge)
+    bg = _grow(bg, plain & edge)
+    return bg
+
+
+def _fill_holes(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, min_area: int) -> np.ndarray:
+    """Fill what the subject encloses (a label, a highlight), except see-through holes: enclosed
+    areas of some size that are almost all plain backdrop (the inside of a mug's handle)."""
+    import cv2
+    n, lab, stats, _ = cv2.connectedComponentsWithStats((~found).view(np.uint8), connectivity=4)
+    if n <= 1:
+        return found
+    outside = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    plain_count = np.bincount(lab[plain], minlength=n)
+    edge_count = np.bincount(lab[edge], minlength=n)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    fill = (plain_count < SEE_THROUGH * (areas - edge_count)) | (areas < min_area)
+    fill[0] = False
+    fill[outside] = False
+    return found | fill[lab]
+
+
+def _drop_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
+    import cv2
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.zeros(n, bool)
+    keep[1:] = (areas >= MIN_PART * areas.max()) & (areas >= min_area)
+    return keep[lab]
+
+
+def _refine(rgb: np.ndarray, found: np.ndarray, img: np.ndarray, model: np.ndarray,
+            evidence: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """The working mask brought to full size, its outline decided again at full resolution: in a
+    band of BAND working px along it, a pixel is subject when its colour is nearer the subject's
+    colour there (the average of the subject pixels within a few working px) than the backdrop's
+    (the fitted model). So the outline follows the photo's own edge, not the small copy's pixels,
+    and JPEG ringing next to the edge falls back to the backdrop."""
+    import cv2
+    h, w = rgb.shape[:2]
+    sh, sw = found.shape
+    u8 = found.view(np.uint8)
+    k = np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)
+    band_small = (cv2.dilate(u8, k) > 0) & ~(cv2.erode(u8, k) > 0)
+    out = cv2.resize(u8 * 255, (w, h), interpolation=cv2.INTER_LINEAR)
+    out = np.where(out >= 128, 255, 0).astype(np.uint8)
+    band = cv2.resize(band_small.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    ys, xs = np.nonzero(band)
+    if len(ys) == 0:
+        return out
+    sure = (found & evidence).astype(np.float32)
+    win = (4 * BAND + 1, 4 * BAND + 1)
+    cnt = cv2.boxFilter(sure, -1, win, normalize=False)
+    colour = cv2.boxFilter(img * sure[..., None], -1, win, normalize=False) / np.maximum(cnt, 1e-6)[..., None]
+    sy = np.minimum((ys * (sh / h)).astype(np.int32), sh - 1)
+    sx = np.minimum((xs * (sw / w)).astype(np.int32), sw - 1)
+    px = rgb[ys, xs].astype(np.float32)
+    d_subject = np.abs(px - colour[sy, sx]).sum(axis=1)
+    back = model[sy, sx]
+    d_back = np.abs(px - back).sum(axis=1)
+    # next to a shadow the coarse copy left out, the backdrop may be shaded: s x backdrop
+    shaded = (shadow & ~found)[sy, sx]
+    if shaded.any():
+        b = back[shaded]
+        k = np.clip((px[shaded] * b).sum(axis=1) / (b * b).sum(axis=1), DARK, 1.0)
+        d_back[shaded] = np.minimum(d_back[shaded], np.abs(px[shaded] - k[:, None] * b).sum(axis=1))
+    known = cnt[sy, sx] >= 1
+    decided = np.where(d_subject < d_back, 255, 0).astype(np.uint8)
+    out[ys[known], xs[known]] = decided[known]
+    return out
+
+
+def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubject:
+    """The product in a studio shot (plain or gradient backdrop), without learned weights.
+
+    Raises NoSubjectError ("no subject found: the photo looks like plain backdrop") and
+    NoBackdropError ("no plain backdrop around the subject: click on it instead"), both
+    core.errors.ImageError with one line. `threads` limits OpenCV's threads for the call.
+    """
+    import cv2
+    rgb = arrays.rgb(rgb, "photo")
+    h, w = rgb.shape[:2]
+    if min(h, w) < 16:
+        raise ImageError(f"the photo is too small to find a subject in ({w}x{h} px)")
+    with _cv_threads(threads):
+        scale = min(1.0, WORK_SIDE / max(h, w))
+        sw, sh = max(16, int(round(w * scale))), max(16, int(round(h * scale)))
+        small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+        img = small.astype(np.float32)
+        model, sigma, share = _backdrop(img)
+        if share < 0.5 or float(np.max(sigma)) > 10:
+            raise NoBackdropError("no plain backdrop around the subject: click on it instead")
+        s, off, subject, shadow, t_off = _evidence(img, model, sigma)
+        edge = _edges(s, img, model)
+        background = _background(subject, shadow, edge)
+        found = ~background
+        # a shadow sliver walled off by its own (contact) edge is not subject: drop thin shadow bits
+        solid = cv2.morphologyEx(found.view(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+        found = found & (solid | ~shadow)
+        found = _drop_specks(found, int(MIN_AREA * sw * sh))
+        if np.count_nonzero(found) < MIN_AREA * sw * sh:
+            raise NoSubjectError("no subject found: the photo looks like plain backdrop")
+        # fill enclosed holes (labels, highlights)
+        found = _fill_holes(found, ~subject & ~shadow & ~edge, edge, int(MIN_AREA * sw * sh))
+        conf = _confidence(found, off, s, t_off, share)
+        mask = _refine(rgb, found, img, model, subject, shadow)
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        raise NoSubjectError("no subject found: the photo looks like plain backdrop")
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return AutoSubject(mask=np.ascontiguousarray(mask), confidence=conf, box=box)
+
+
+def _confidence(found: np.ndarray, off: np.ndarray, s: np.ndarray, t_off: float, share: float) -> float:
+    import cv2
+    inner = found & ~(cv2.erode(found.view(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    # contrast just inside the outline: colour off the backdrop, or darkness
+    strength = np.maximum(off / (2 * t_off), np.abs(1 - s) / 0.2)
+    ring = cv2.erode(found.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    ring = ring & ~(cv2.erode(ring.view(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    vals = strength[ring] if ring.any() else strength[inner]
+    if vals.size == 0:
+        return 0.0
+    clear = float(np.mean(np.clip(vals, 0, 1)))
+    return round(max(0.0, min(1.0, clear * min(1.0, share / 0.9))), 3)

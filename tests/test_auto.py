@@ -1,0 +1,112 @@
+"""The no-weights automatic subject for studio shots (core.auto.find_subject): the product is found
+on white, grey and gradient backdrops, its cast shadow is left out, a white label on a dark bottle is
+kept, and a photo with no subject or no backdrop gets one clear line."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.auto import NoBackdropError, NoSubjectError, find_subject
+from core.errors import ImageError
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H = 480, 360
+
+
+def iou(a, b) -> float:
+    a, b = np.asarray(a) >= 128 if np.asarray(a).dtype == np.uint8 else a, b
+    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
+
+
+def studio(back, shadow=0.5, seed=0):
+    """A dark bottle with a white label on a backdrop (HxWx3 float), a soft cast shadow to its
+    right, noise; returns (photo, truth, shadow region, label region)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    bottle = np.zeros((H, W), np.float32)
+    cv2.rectangle(bottle, (200, 110), (280, 300), 1.0, -1)
+    cv2.rectangle(bottle, (225, 70), (255, 110), 1.0, -1)
+    label = np.zeros((H, W), np.float32)
+    cv2.rectangle(label, (212, 170), (268, 240), 1.0, -1)
+    colour = np.empty((H, W, 3), np.float32)
+    colour[:] = (35, 30, 40)
+    colour[label > 0] = back[label > 0] + 2           # the label is the backdrop's own white
+    cast = np.zeros((H, W), np.float32)
+    cv2.ellipse(cast, (330, 298), (90, 14), 0, 0, 360, 1.0, -1)
+    cast = cv2.GaussianBlur(cast, (0, 0), 8)
+    img = back * (1 - shadow * cast)[..., None]
+    img = img * (1 - bottle[..., None]) + colour * bottle[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    return img, bottle > 0.5, (cast > 0.3) & (bottle < 0.5), label > 0
+
+
+def white(level=245.0):
+    back = np.empty((H, W, 3), np.float32)
+    back[:] = level
+    return back
+
+
+def sweep():
+    """Light at the top to a darker floor, tinted."""
+    ys = np.linspace(0, 1, H, dtype=np.float32)[:, None, None]
+    return (250 - 60 * ys ** 1.3) * np.array([1.0, 0.98, 0.95], np.float32) + np.zeros((H, W, 3), np.float32)
+
+
+def test_dark_bottle_on_white_label_kept_shadow_left_out():
+    img, truth, cast, label = studio(white())
+    found = find_subject(img, threads=2)
+    m = found.mask >= 128
+    assert found.mask.shape == (H, W) and found.mask.dtype == np.uint8
+    assert set(np.unique(found.mask)) <= {0, 255}
+    assert found.method == "studio"
+    assert iou(m, truth) > 0.97
+    assert m[label].mean() > 0.99                      # the white label is subject
+    assert m[cast].mean() < 0.02                       # the cast shadow is not
+    x1, y1, x2, y2 = found.box
+    assert abs(x1 - 200) <= 2 and abs(x2 - 281) <= 2 and abs(y1 - 70) <= 2 and abs(y2 - 301) <= 2
+    assert 0.7 < found.confidence <= 1.0
+
+
+def test_gradient_backdrop_and_grey_backdrop():
+    for back in (sweep(), white(205.0)):
+        img, truth, cast, label = studio(back, shadow=0.45, seed=1)
+        m = find_subject(img).mask >= 128
+        assert iou(m, truth) > 0.97
+        assert m[cast].mean() < 0.02
+
+
+def test_catalogue_shots_at_a_floor():
+    """A few shots of the benchmark's set (bench/catalogue.py), small: products of several kinds,
+    shadows and reflections left out of the truth."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import catalogue
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    scores = []
+    for seed in (0, 2, 12, 20, 38):
+        shot = catalogue.make_shot(seed, (480, 360))
+        scores.append(catalogue.iou(find_subject(shot.image).mask >= 128, shot.truth))
+    assert min(scores) > 0.9 and np.mean(scores) > 0.94, scores
+
+
+def test_blank_photo_is_one_clear_line():
+    rng = np.random.default_rng(3)
+    img = np.clip(sweep() + rng.normal(0, 1.5, (H, W, 3)), 0, 255).astype(np.uint8)
+    with pytest.raises(NoSubjectError) as info:
+        find_subject(img)
+    assert str(info.value) == "no subject found: the photo looks like plain backdrop"
+    assert isinstance(info.value, ImageError)
+
+
+def test_all_subject_photo_is_one_clear_line():
+    from skimage import data
+    import cv2
+    img = cv2.resize(data.astronaut(), (W, H))
+    with pytest.raises(NoBackdropError) as info:
+        find_subject(img)
+    assert str(info.value) == "no plain backdrop around the subject: click on it instead"
+    assert "\n" not in str(info.value) and isinstance(info.value, ImageError)
