@@ -16,18 +16,21 @@ How (on a copy with long side WORK_SIDE px, then the edge at full resolution):
      its colour (pixel = s x backdrop, s < 1), so the pixel's colour off that line, its darkness
      below what a cast shadow does (s < DARK) and any brightening are subject evidence. Pixels that
      fit s x backdrop are backdrop (s ~ 1) or shadow-like (s < 1).
-  3. A cast shadow and a reflection are soft: they fade into the backdrop. The product's outline is
-     a sharp edge. So the background is grown from the border over backdrop- and shadow-like pixels
-     and never across a sharp edge; what it does not reach is the subject. A white label on a dark
+  3. A cast shadow is soft: it fades into the backdrop. The product's outline is
+     a sharp edge. So the background is grown from the border over backdrop-like pixels, never
+     across a sharp edge, then over the shadow-like pieces whose rim mostly fades into it (split at
+     narrow necks first); what it does not reach is the subject. A white label on a dark
      bottle is enclosed by the bottle's edges, so it is not reached and stays subject (holes are
      filled); a grey product is walled off by its own outline even though its colour could be a
      shadow's. Specks (pieces much smaller than the largest) are dropped.
-  4. The edge is refined at full resolution in a band along the outline only: the upscaled mask
-     smoothed by a colour guided filter (He et al. 2010) on the full photo, cut at 0.5, so the
-     outline follows the photo's own edge rather than the small copy's pixels.
+  4. The outline is decided again at full resolution in a band of BAND working px along it only:
+     a pixel is subject when its colour is nearer the subject's colour there than the backdrop's
+     (or the shaded backdrop, next to a shadow), so the outline follows the photo's own edge.
 
 Known limits: a product part that matches the backdrop and touches the outline (a white cap on a
-white sweep) is lost; a see-through hole (a mug's handle) is filled; a product cut by every side of
+white sweep, an off-white product cut by the frame) is lost; a see-through hole (a mug's handle) is
+filled; a floor reflection of a coloured product is partly taken as subject (its colour is not the
+backdrop's); a grey product standing in its own shadow may lose or gain part of it; a product cut by every side of
 the frame has no backdrop to model. Figures: `python bench/catalogue.py`.
 """
 from __future__ import annotations
@@ -49,10 +52,8 @@ DARK = 0.32              # darker than this share of the backdrop: no cast shado
 EDGE = 0.05              # a sharp edge: the shading ratio changes faster than this per working px
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
-DEBUG = False
 T_OFF = 10.0             # colour off the backdrop's (levels, RGB distance) that counts as subject
 BAND = 2                 # the outline is decided again at full size within this many working px
-SEE_THROUGH = 0.9       # an enclosed area this plain (backdrop-like) is a see-through hole
 NECK = 3                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
 SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
 
@@ -116,7 +117,8 @@ def _backdrop(img: np.ndarray):
     vals = img[yy, xx].astype(np.float64)
     keep = np.ones(len(yy), bool)
     for _ in range(4):
-        coef, *_ = np.linalg.lstsq(A[keep], vals[keep], rcond=None)
+        Ak = A[keep]
+        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(A.shape[1]), Ak.T @ vals[keep])
         res = np.abs(vals - A @ coef).max(axis=1)
         med = np.median(res[keep])
         tol = max(3.0, 4.0 * 1.4826 * med)
@@ -126,9 +128,11 @@ def _backdrop(img: np.ndarray):
     sigma = np.maximum(1.4826 * np.median(np.abs(vals[keep] - A[keep] @ coef), axis=0), 0.5) \
         if keep.sum() >= 20 else np.full(3, 99.0)
     share = float(keep.mean())
-    X, Y = np.meshgrid(np.linspace(-1, 1, w, dtype=np.float32), np.linspace(-1, 1, h, dtype=np.float32))
-    terms = _design(X.ravel(), Y.ravel())
-    model = (terms @ coef.astype(np.float32)).reshape(h, w, 3)
+    gw, gh = max(2, w // 4), max(2, h // 4)           # smooth: evaluated on a coarse grid, upscaled
+    X, Y = np.meshgrid(np.linspace(-1, 1, gw), np.linspace(-1, 1, gh))
+    coarse = (_design(X.ravel(), Y.ravel()) @ coef).reshape(gh, gw, 3).astype(np.float32)
+    import cv2
+    model = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(model, 1.0, 300.0), sigma, share
 
 
@@ -206,9 +210,6 @@ def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np
             np.add.at(ring, big[rim], 1)
             np.add.at(soft, big[rim & bg], 1)
             is_shadow = soft >= SOFT_RIM * np.maximum(ring, 1)
-            if DEBUG:
-                areas = np.bincount(lab.ravel(), minlength=n)
-                print([(i, int(areas[i]), round(soft[i] / max(ring[i], 1), 2)) for i in range(1, n) if areas[i] > 30])
             is_shadow[0] = False
             bg = bg | is_shadow[lab]
         # shadow pixels no piece took (thin bits) go with the backdrop they touch
@@ -219,21 +220,9 @@ def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np
     return bg
 
 
-def _fill_holes(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, min_area: int) -> np.ndarray:
-    """Fill what the subject encloses (a label, a highlight), except see-through holes: enclosed
-    areas of some size that are almost all plain backdrop (the inside of a mug's handle)."""
-    import cv2
-    n, lab, stats, _ = cv2.connectedComponentsWithStats((~found).view(np.uint8), connectivity=4)
-    if n <= 1:
-        return found
-    outside = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    plain_count = np.bincount(lab[plain], minlength=n)
-    edge_count = np.bincount(lab[edge], minlength=n)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    fill = (plain_count < SEE_THROUGH * (areas - edge_count)) | (areas < min_area)
-    fill[0] = False
-    fill[outside] = False
-    return found | fill[lab]
+def _fill_holes(found: np.ndarray) -> np.ndarray:
+    """Fill what the subject encloses (a label, a highlight; also a see-through hole)."""
+    return ~_components_touching_border(~found)
 
 
 def _drop_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -261,11 +250,13 @@ def _refine(rgb: np.ndarray, found: np.ndarray, img: np.ndarray, model: np.ndarr
     k = np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)
     band_small = (cv2.dilate(u8, k) > 0) & ~(cv2.erode(u8, k) > 0)
     out = cv2.resize(u8 * 255, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = np.where(out >= 128, 255, 0).astype(np.uint8)
-    band = cv2.resize(band_small.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    ys, xs = np.nonzero(band)
-    if len(ys) == 0:
+    cv2.threshold(out, 127, 255, cv2.THRESH_BINARY, dst=out)
+    band = cv2.resize(band_small.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    pts = cv2.findNonZero(band)
+    if pts is None:
         return out
+    pts = pts.reshape(-1, 2)
+    xs, ys = pts[:, 0], pts[:, 1]
     sure = (found & evidence).astype(np.float32)
     win = (4 * BAND + 1, 4 * BAND + 1)
     cnt = cv2.boxFilter(sure, -1, win, normalize=False)
@@ -319,13 +310,13 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         if np.count_nonzero(found) < MIN_AREA * sw * sh:
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
         # fill enclosed holes (labels, highlights)
-        found = _fill_holes(found, ~subject & ~shadow & ~edge, edge, int(MIN_AREA * sw * sh))
+        found = _fill_holes(found)
         conf = _confidence(found, off, s, t_off, share)
         mask = _refine(rgb, found, img, model, subject, shadow)
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
+    x, y, bw, bh = cv2.boundingRect(mask)
+    if bw == 0:
         raise NoSubjectError("no subject found: the photo looks like plain backdrop")
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    box = (int(x), int(y), int(x + bw), int(y + bh))
     return AutoSubject(mask=np.ascontiguousarray(mask), confidence=conf, box=box)
 
 
