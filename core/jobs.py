@@ -97,11 +97,14 @@ def no_subject(segmenter: Optional[str]) -> InvalidOptionError:
 
 
 def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Progress] = None,
-            cancel: Optional[threading.Event] = None, preview: Optional[Preview] = None) -> JobResult:
+            cancel: Optional[threading.Event] = None, preview: Optional[Preview] = None,
+            started: Optional[Callable[[int], None]] = None) -> JobResult:
     """Run one background replacement. Raises BackdropError subclasses with one-line messages.
 
     `preview(rgb)`, if given, gets small pictures of the background while it is painted (a few per
     second at most; core.inpaint decides how often); the outputs are the same with or without it.
+    `started(run_id)`, if given, gets the history run's id as soon as the run is recorded (so the
+    app's History can show that run's progress).
 
     When `record` is true the run is written to the history store first as "running", then
     finished as succeeded / failed / cancelled, so nothing a person tried is lost. If the history
@@ -124,6 +127,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
                                      source_name=request.source_name)
         except HistoryError as e:
             store, record_error = None, str(e)
+        if run_id is not None and started is not None:
+            started(run_id)
     timings: dict[str, float] = {}
     try:
         if not_runnable is not None:

@@ -236,6 +236,8 @@ for start in range(0, len(runs), PER_ROW):
                 st.image(pics[run.id], width="stretch", caption=uh.card_caption(run))
             if badge:
                 st.badge(badge[0], color=badge[1], icon=badge[2])
+            if run.status == "running":     # its progress and Cancel when this server runs it
+                uh.running_progress(run.id)
             st.text(uh.run_title(run)[:120])
             if run.status == "failed" and uh.error_line(run):
                 st.caption(f":red[{escape_md(uh.error_line(run))}]")     # escaped: no markup

@@ -334,3 +334,37 @@ def load_into_editor(state: MutableMapping, run, store=None) -> None:
         state["bg_image_path"] = None
     state["notice"] = ("success", f"Loaded run #{run.id}: the photo, its clicks and settings are back. "
                        "Change anything, then Generate.")
+
+
+# ----------------------------------------------------------------------------- a running run
+RUNNING_REFRESH_S = 1.0
+
+
+def running_progress(run_id: int) -> None:
+    """On a running run's card: its progress bar and Cancel, redrawn every second, when this
+    server process runs it (started from the Editor); the page is redrawn once when it ends. A run
+    from elsewhere (the command line, another server) says so."""
+    import streamlit as st
+
+    from ui import job, tasks
+
+    task = tasks.find_run(run_id)
+    if task is None:
+        st.caption("Running in another process (the command line or another server): refresh the "
+                   "page to see how it ended.")
+        return
+    was_running = not task.done
+
+    @st.fragment(run_every=RUNNING_REFRESH_S if was_running else None)
+    def progress() -> None:
+        if task.done:
+            if was_running:
+                st.rerun()          # the whole page: the card shows how the run ended
+            st.caption("Finishing…")
+            return
+        st.progress(task.fraction, text=job.progress_text(task))
+        if not getattr(task, "remote", False):
+            st.button("Cancel", key=f"cancel-run-{run_id}", on_click=task.cancel.set,
+                      disabled=task.cancel.is_set(), help="Stops after the current step.")
+
+    progress()

@@ -118,12 +118,13 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     """Validate the widgets, then run the job in the background (raises BackdropError on bad input).
 
     The worker also makes the browser-sized previews of the outputs, so later reruns only send
-    cached bytes.
+    cached bytes. The task is kept under the page's session id (ui.saved): a reload of the page
+    gets its progress and Cancel back, and History finds it by its run id.
     """
     from ui import remote
 
     if remote.is_remote():
-        return start_remote_generation(state, segmenter_name)
+        return _kept(state, start_remote_generation(state, segmenter_name))
 
     from core.jobs import run_job
 
@@ -141,15 +142,29 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     def show(rgb) -> None:               # worker thread: keep JPEG bytes only, never call Streamlit
         live["jpeg"] = encode_jpeg(rgb, quality=80)
 
+    task = tasks.Task(kind="generate", label="generating the background")
+
+    def started(run_id: int) -> None:    # worker thread: History finds the run's progress by this
+        task.run_id = run_id
+
     def work(progress, cancel):
-        job = run_job(request, progress=progress, cancel=cancel, preview=show)
+        job = run_job(request, progress=progress, cancel=cancel, preview=show, started=started)
         return {"job": job, "original": display_image(request.image.rgb),
                 "previews": [display_image(o) for o in job.outputs]}
 
-    task = tasks.start("generate", work, label="generating the background")
     task.request = request
     task.live = live
+    tasks.submit(task, work)
     state["job"] = task
+    return _kept(state, task)
+
+
+def _kept(state: MutableMapping, task: tasks.Task) -> tasks.Task:
+    from ui import saved
+
+    session = state.get(saved.ID_KEY)
+    if session:
+        tasks.keep(session, task)
     return task
 
 

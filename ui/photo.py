@@ -68,6 +68,8 @@ def take_upload(state: MutableMapping, uploaded: Any) -> Optional[str]:
         state["upload_id"] = uploaded.file_id
         try:
             load_upload(state, uploaded.getvalue(), uploaded.name)
+            from ui import saved
+            saved.save(state)        # read in this run, not in a callback: keep it for a reload now
         except BackdropError as e:
             log.info("upload %r not used: %s", uploaded.name, e)
             state["upload_error"] = (uploaded.file_id, one_line(e, "reading the photo"))

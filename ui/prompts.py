@@ -31,6 +31,7 @@ def push(state: MutableMapping, prompt: dict) -> None:
     """Add a click or box (ORIGINAL pixels); a new prompt picks the best candidate again."""
     state["prompts"] = [*state.get("prompts", []), prompt]
     state["candidate"] = None
+    _keep(state)
 
 
 def add_click(state: MutableMapping, x: float, y: float, label: int = 1) -> None:
@@ -153,4 +154,11 @@ def chosen(state: MutableMapping, result) -> int:
 def pick_candidate(state: MutableMapping, result, index: int) -> None:
     """Record the candidate the person picked (None stands for "the best one")."""
     state["candidate"] = None if index == int(result.best) else int(index)
+    _keep(state)
+
+
+def _keep(state: MutableMapping) -> None:
+    """A click runs only the photo's part of the page: keep the work for a reload now (ui.saved)."""
+    from ui import saved
+    saved.save(state)
 

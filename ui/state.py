@@ -205,6 +205,8 @@ STATE_DEFAULTS: dict[str, Any] = {
     "hist_compare": False,    # show the compare view for the selected runs
     "hist_filters": None,     # the filters of the last listing (new filters -> page 1)
     "autorun": False,         # "re-run" from History: start generating when the Editor opens
+    "session_id": None,       # this page's id in its URL (?s=): its work is kept for a reload (ui.saved)
+    "session_saved": None,    # digest of the work last written for a reload
 }
 
 
@@ -233,7 +235,8 @@ def apply_mode(state: MutableMapping, mode: Optional[str] = None) -> None:
 
 
 def init_session(state: MutableMapping) -> None:
-    """Fill in every key that is missing (idempotent; the router calls it on every run)."""
+    """Fill in every key that is missing (idempotent; the router calls it on every run). On a
+    page's first run, its work saved before a reload comes back (ui.saved)."""
     if "segmenter" not in state:
         state["segmenter"] = config.default_segmenter()
     if "inpaint_model" not in state:
@@ -243,3 +246,5 @@ def init_session(state: MutableMapping) -> None:
     for key, value in {**WIDGET_DEFAULTS, **STATE_DEFAULTS}.items():
         if key not in state:
             state[key] = value.copy() if isinstance(value, (list, dict)) else value
+    from ui import saved
+    saved.attach(state)

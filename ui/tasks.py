@@ -13,6 +13,10 @@ shared by every session), so a long download never holds up a generation; work b
 waits its turn. A `Task` is the `Future` plus what the page polls: progress, elapsed time and
 the one-line error. One prepare and one generation at a time per session is the page's rule:
 it starts a new one only when `running()` is false.
+
+Tasks live in the server process, not in a page: a generation is also kept under its session id
+(`keep`/`kept`), so a reloaded page gets its progress and Cancel back, and `find_run` gives
+History the generation recording a given run.
 """
 from __future__ import annotations
 
@@ -38,6 +42,10 @@ OUT_OF_MEMORY = "Out of memory: try a smaller photo, fewer variants or fewer ste
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 _live: "weakref.WeakSet[Task]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+KEEP_DONE_S = 600.0        # a finished generation waits this long for its reloaded page
+_kept: dict[str, "Task"] = {}
+_kept_lock = threading.Lock()
 
 
 @dataclass(eq=False)
@@ -53,6 +61,7 @@ class Task:
     started: float = field(default_factory=time.monotonic)
     finished: Optional[float] = None
     future: Optional[cf.Future] = field(default=None, repr=False)
+    run_id: Optional[int] = None                # the history run a generation records, once started
 
     @property
     def done(self) -> bool:
@@ -108,7 +117,12 @@ def _pool(kind: str) -> ThreadPoolExecutor:
 
 def start(kind: str, work: Work, *, label: str = "") -> Task:
     """Submit `work(progress, cancel)` to the pool for `kind` and return its Task at once."""
-    task = Task(kind=kind, label=label)
+    return submit(Task(kind=kind, label=label), work)
+
+
+def submit(task: Task, work: Work) -> Task:
+    """Run `work(progress, cancel)` for `task` (made by the caller, so the work can refer to it)."""
+    kind = task.kind
 
     def run() -> Any:
         try:
@@ -123,8 +137,38 @@ def start(kind: str, work: Work, *, label: str = "") -> Task:
             task.finished = time.monotonic()
 
     task.future = _pool(kind).submit(run)
-    _live.add(task)
+    with _live_lock:
+        _live.add(task)
     return task
+
+
+def _drop_old_kept() -> None:
+    now = time.monotonic()
+    for owner, task in list(_kept.items()):
+        if task.finished is not None and now - task.finished > KEEP_DONE_S:
+            del _kept[owner]
+
+
+def keep(owner: str, task: Task) -> None:
+    """Remember `task` as the latest generation of `owner` (a session id), so that a reload of that
+    page finds it again: while it runs, and for KEEP_DONE_S after (its result)."""
+    with _kept_lock:
+        _drop_old_kept()
+        _kept[owner] = task
+
+
+def kept(owner: str) -> Optional[Task]:
+    """The generation last kept for `owner`, unless it finished more than KEEP_DONE_S ago."""
+    with _kept_lock:
+        _drop_old_kept()
+        return _kept.get(owner)
+
+
+def find_run(run_id: int) -> Optional[Task]:
+    """The generation of this server process that records history run `run_id`, if any."""
+    with _live_lock:
+        live = list(_live)
+    return next((t for t in live if t.kind == "generate" and t.run_id == run_id), None)
 
 
 def _log_failure(task: Task, e: BaseException) -> None:
@@ -145,7 +189,9 @@ def running(task: Optional[Task]) -> bool:
 def _cancel_all() -> None:
     """At interpreter exit, before the pools join their threads: ask every live task to stop, so
     shutting the server down does not wait for a 100-step generation."""
-    for task in list(_live):
+    with _live_lock:
+        live = list(_live)
+    for task in live:
         task.cancel.set()
 
 

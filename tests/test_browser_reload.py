@@ -1,0 +1,93 @@
+"""A reload keeps the work, in a real browser (`streamlit run` + Playwright + Chromium): load a
+sample, click the subject, type a prompt, reload the page: the photo, the click (the mask's
+caption) and the prompt are there, and the URL still carries the page's id. One server (GrabCut:
+no weights). Skipped when Chromium or Playwright is missing, except under
+BACKDROP_REQUIRE_BROWSER=1 (CI), where that fails. Screenshots: test-artifacts/browser/reload/."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, require_browser
+
+pytestmark = pytest.mark.browser
+
+TIMEOUT_MS = 180_000
+SHOTS = ARTIFACTS / "reload"
+# the clickable photo's iframe (the app's click component; the older one as a fallback)
+PHOTO_FRAME = "iframe[title*='backdrop_clicker'], iframe[title*='streamlit_image_coordinates']"
+PROMPT = "a lighthouse on a cliff at dusk"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_browser()
+    root = tmp_path_factory.mktemp("reload")
+    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
+                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                 SHOTS / "server.log")
+    srv.data = root / "data"
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_saved(path, has, timeout: float = 60.0) -> None:
+    """Until the page's saved work (the JSON the server writes) holds `has(work)`."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if has(json.loads(path.read_text())):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the work was not saved to {path}")
+
+
+def test_reload_keeps_photo_click_and_prompt(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.goto(server.url)
+            page.get_by_role("button", name="Cat").click()
+            img = page.frame_locator(PHOTO_FRAME).first.locator("img")
+            expect(img).to_be_visible()
+            box = img.bounding_box()
+            img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+            mask = page.get_by_text(re.compile(r"Mask ready: .*\(1 add, 0 remove\)"))
+            expect(mask).to_be_visible()
+            prompt = page.get_by_role("textbox", name="Prompt: describe the new scene")
+            prompt.fill(PROMPT)
+            prompt.press("Control+Enter")
+
+            session = re.search(r"[?&]s=([0-9a-f]{32})", page.url)
+            assert session, page.url                      # the page's id is in its URL
+            wait_saved(server.data / "sessions" / f"{session.group(1)}.json",
+                       lambda w: w["settings"].get("prompt") == PROMPT and len(w["prompts"]) == 1)
+
+            page.reload()
+            expect(page.get_by_text(re.compile(r"Mask ready: .*\(1 add, 0 remove\)"))).to_be_visible()
+            expect(page.get_by_text("chelsea.png · 451×300 px", exact=False)).to_be_visible()
+            expect(page.get_by_role("textbox", name="Prompt: describe the new scene")).to_have_value(PROMPT)
+            assert session.group(0)[1:] in page.url
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "after-reload-1440.png"))
+
+            phone = browser.new_page(viewport={"width": 390, "height": 844})   # the same link on a phone
+            phone.set_default_timeout(TIMEOUT_MS)
+            phone.goto(page.url)
+            expect(phone.get_by_text(re.compile(r"Mask ready: .*\(1 add, 0 remove\)"))).to_be_visible()
+            phone.screenshot(path=str(SHOTS / "after-reload-390.png"), full_page=True)
+        finally:
+            browser.close()
