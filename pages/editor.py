@@ -8,9 +8,11 @@ from core import spec, weights
 from ui import background, canvas, job, photo, prompts, remote, resources, tasks
 from ui import state as S
 from ui import models as um
+from ui import layout
 from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
 
 state = st.session_state
+layout.setup_page()       # wide, also on the page's own URL (no router then)
 # a session can start on this page without the router (a bookmark or reload of its URL makes
 # Streamlit run pages/ files directly): fill in what the router would have (idempotent)
 S.init_session(state)
@@ -29,8 +31,6 @@ with st.sidebar:
         st.caption(f"Working with the Backdrop service at {escape_md(remote.shown_url())}.")
     else:
         seg_name, seg_note = resources.choose_segmenter(state["segmenter"])
-    if seg_note:
-        st.warning(seg_note)
 
 if client_mode:
     seg_name, segmenter, seg_errors = remote.load_segmenter(state, seg_name)
@@ -42,6 +42,8 @@ for error in seg_errors:
 st.title("Replace a photo's background")
 st.caption("1 · Load a photo  →  2 · Click on the subject to keep  →  3 · Pick a new background and Generate")
 show_notice(state)
+if seg_note:              # here, not in the sidebar: a phone keeps the sidebar closed
+    st.warning(seg_note)
 
 # ------------------------------------------------------------------ 1. photo
 with st.container(border=True):
@@ -174,7 +176,7 @@ with pic_col:
 with ctl_col:
     st.subheader("3 · New background")
     st.segmented_control("Background", S.BG_KINDS, key="bg_kind", persist_state="session", required=True,
-                         label_visibility="collapsed")
+                         label_visibility="collapsed", wrap=True)   # wraps, never cut
     kind = state["bg_kind"]
     if kind == S.BG_SD:
         st.text_area("Prompt: describe the new scene", key="prompt", persist_state="session", height=80,

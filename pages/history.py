@@ -9,11 +9,14 @@ import streamlit as st
 
 from core.errors import BackdropError
 from ui import history as uh
-from ui import resources
+from ui import layout, resources
+from ui import state as S
 from ui.widgets import escape_md, guarded, one_line, show_notice
 
 log = logging.getLogger(__name__)
 state = st.session_state
+layout.setup_page()       # wide, also on the page's own URL (no router then)
+S.init_session(state)
 
 st.title("History")
 st.caption("Every run is kept here with its photo, mask, clicks and settings. Tick runs to compare "
@@ -180,22 +183,25 @@ if state.get("hist_open") is not None:            # one dialog at a time
 elif state.get("hist_compare") and len(state["hist_selected"]) >= 2:
     compare_view(list(state["hist_selected"]))
 
-# ------------------------------------------------------------------ filters
+# ------------------------------------------------------------------ filters: folded, so a phone
+# shows the runs first; the fold's label says which filters are on
 facets = guarded("reading the filters", store.facets) or {}
-f1, f2, f3, f4, f5 = st.columns([3, 1.5, 2, 2, 1.2], vertical_alignment="bottom")
-f1.text_input("Search prompts", key="hist_search", persist_state="session",
-              placeholder="words from the prompt or negative prompt")
-f2.toggle("★ Favourites", key="hist_favourites", help="Show only runs with a favourite output", persist_state="session")
 models = [uh.ALL, *facets.get("model", [])]
 if state["hist_model"] not in models:
     state["hist_model"] = uh.ALL
-f3.selectbox("Model", models, key="hist_model", persist_state="session")
 kinds = [uh.ALL, *facets.get("background_kind", [])]
 if state["hist_kind"] not in kinds:
     state["hist_kind"] = uh.ALL
-f4.selectbox("Background", kinds, key="hist_kind", persist_state="session",
-             format_func=lambda k: uh.KIND_LABELS.get(k, k))
-f5.selectbox("Per page", [6, 12, 24, 48], key="hist_page_size", persist_state="session")
+with st.expander(uh.filters_label(state), icon=":material/filter_list:", key="hist_filter_fold"):
+    st.text_input("Search prompts", key="hist_search", persist_state="session",
+                  placeholder="words from the prompt or negative prompt")
+    st.toggle("★ Favourites", key="hist_favourites", help="Show only runs with a favourite output",
+              persist_state="session")
+    f1, f2, f3 = st.columns([2, 2, 1])
+    f1.selectbox("Model", models, key="hist_model", persist_state="session")
+    f2.selectbox("Background", kinds, key="hist_kind", persist_state="session",
+                 format_func=lambda k: uh.KIND_LABELS.get(k, k))
+    f3.selectbox("Per page", [6, 12, 24, 48], key="hist_page_size", persist_state="session")
 
 listing = guarded("listing the runs", uh.page_of_runs, store, state)
 if listing is None:
@@ -204,19 +210,20 @@ runs, total, pages = listing
 
 # ------------------------------------------------------------------ toolbar: compare / export
 selected = list(state["hist_selected"])
-t1, t2, t3, t4 = st.columns([2, 2, 2, 2])
-t1.markdown(f"**{total}** run{'s' if total != 1 else ''} · **{len(selected)}** selected")
-if t2.button(f"Compare selected ({len(selected)})", disabled=len(selected) < 2, width="stretch",
-             help="Tick two or more runs below."):
+# one row that wraps: on a phone the buttons share lines instead of taking one each
+toolbar = st.container(horizontal=True, vertical_alignment="center")
+toolbar.markdown(f"**{total}** run{'s' if total != 1 else ''} · **{len(selected)}** selected", width="content")
+if toolbar.button(f"Compare selected ({len(selected)})", disabled=len(selected) < 2,
+                  help="Tick two or more runs below."):
     state["hist_compare"] = True
     state["hist_open"] = None
     st.rerun()
-t3.download_button(f"Export selected ({len(selected)}) as zip", disabled=not selected, width="stretch",
+toolbar.download_button(f"Export selected ({len(selected)}) as zip", disabled=not selected,
                    data=lambda: uh.export_bytes(store, selected), file_name="backdrop-selected.zip",
                    mime="application/zip", key="export-selected", on_click="ignore")
 from core.history import RunQuery  # noqa: E402 - only for the favourites count
 n_fav = guarded("counting favourites", store.count_runs, RunQuery(favorites=True)) or 0
-t4.download_button(f"Export favourites ({n_fav}) as zip", disabled=n_fav == 0, width="stretch",
+toolbar.download_button(f"Export favourites ({n_fav}) as zip", disabled=n_fav == 0,
                    data=lambda: uh.export_bytes(store, favorites=True), file_name="backdrop-favourites.zip",
                    mime="application/zip", key="export-favourites", on_click="ignore")
 
@@ -225,12 +232,11 @@ if not runs:
     st.info("No runs match." if total == 0 and (state["hist_search"] or state["hist_favourites"]
                                                 or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
             else "No runs yet: generate something in the Editor and it will appear here.")
-PER_ROW = 3
 pics = guarded("reading the thumbnails", uh.card_pictures, store, runs) or {}
-for start in range(0, len(runs), PER_ROW):
-    cols = st.columns(PER_ROW)
-    for col, run in zip(cols, runs[start:start + PER_ROW]):
-        with col.container(border=True):
+# cards in a row that wraps: as many per row as fit, two on a phone (widths: ui/layout.py)
+with st.container(horizontal=True, key="hist_grid"):
+    for run in runs:
+        with st.container(border=True, key=f"hist_card_{run.id}"):
             badge = uh.status_badge(run)
             if run.id in pics:         # a run with no output shows its source photo: say so
                 st.image(pics[run.id], width="stretch", caption=uh.card_caption(run))
@@ -243,13 +249,13 @@ for start in range(0, len(runs), PER_ROW):
                 st.caption(f":red[{escape_md(uh.error_line(run))}]")     # escaped: no markup
             meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
             st.caption(escape_md(meta))
-            c1, c2 = st.columns(2)
-            c1.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
-                        on_change=uh.toggle_selected, args=(state, run.id),
-                        help="Tick runs to compare or export them")
-            c2.toggle("★ Favourite", value=run.favorite, key=f"fav-{run.id}",
-                      disabled=not run.outputs, on_change=_set_favourite,
-                      args=([o.id for o in run.outputs], f"fav-{run.id}"))
+            ticks = st.container(horizontal=True, gap="xsmall")   # side by side when they fit
+            ticks.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
+                           on_change=uh.toggle_selected, args=(state, run.id),
+                           help="Tick runs to compare or export them")
+            ticks.toggle("★ Favourite", value=run.favorite, key=f"fav-{run.id}",
+                         disabled=not run.outputs, on_change=_set_favourite,
+                         args=([o.id for o in run.outputs], f"fav-{run.id}"))
             st.button("Open", key=f"open-{run.id}", width="stretch", on_click=_open, args=(run.id,),
                       help="See everything about this run; edit, re-run or delete it.")
 

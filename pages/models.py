@@ -6,11 +6,12 @@ import streamlit as st
 
 from core import config, weights
 from ui import models as um
-from ui import resources, tasks
+from ui import layout, resources, tasks
 from ui import state as S
 from ui.widgets import escape_md, model_label, show_notice, state_selectbox
 
 state = st.session_state
+layout.setup_page()       # wide, also on the page's own URL (no router then)
 # a session can start on this page without the router (a bookmark or reload of its URL makes
 # Streamlit run pages/ files directly): fill in what the router would have (idempotent)
 S.init_session(state)
@@ -63,16 +64,17 @@ st.caption("What is not on disk yet is listed in the starter set above.")
 
 # ------------------------------------------------------------------ the registry
 st.header("All models")
+st.caption(escape_md(f"Model files are kept in {config.weights_dir()} (BACKDROP_WEIGHTS_DIR)."))
 for task_kind in um.TASKS:
     st.subheader(um.TASK_TITLES[task_kind])
-    st.dataframe(um.model_rows(task_kind, state), hide_index=True, width="stretch")
+    st.dataframe(um.model_rows(task_kind, state), hide_index=True, width="stretch",
+                 column_config=um.TABLE_COLUMNS)
     missing = [s for s in um.visible_specs(task_kind, state)
                if um.downloadable(s) and not resources.is_present(s)]
     if missing:
-        cols = st.columns(min(len(missing), 4))
-        for i, spec in enumerate(missing):
-            if cols[i % len(cols)].button(f"Download {spec.name}", key=f"dl-{task_kind}-{spec.name}",
-                                          disabled=busy, width="stretch"):
+        buttons = st.container(horizontal=True)     # a row that wraps: two a line on a phone
+        for spec in missing:
+            if buttons.button(f"Download {spec.name}", key=f"dl-{task_kind}-{spec.name}", disabled=busy):
                 state["download"] = um.start_download(spec.name, task_kind)
                 state["download_outcome"] = None
                 st.rerun()

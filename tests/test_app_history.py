@@ -344,3 +344,14 @@ def test_compare_has_human_labels_and_no_hashes_or_paths(store, astronaut, tmp_p
     assert col["Clicks"] == "1 add, 1 remove: (10, 12) +, (30, 31) −"
     assert col["Box"] == "(1, 2) – (40, 50)"
     assert col["Output seeds"] == "7"
+
+
+def test_folded_filters_say_which_are_on():
+    """The filters are folded (a phone sees the runs first): the fold's label names what is on,
+    the search words Markdown-escaped."""
+    assert uh.filters_label({"hist_search": "", "hist_model": uh.ALL, "hist_kind": uh.ALL}) == "Search and filters"
+    label = uh.filters_label({"hist_search": " *sunset*  beach ", "hist_favourites": True,
+                              "hist_model": "tiny", "hist_kind": "color"})
+    assert label == "Search and filters · “\\*sunset\\* beach” · ★ favourites only · model tiny · Colour"
+    at = history_app()
+    assert [e.label for e in at.expander] == ["Search and filters"]

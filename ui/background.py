@@ -177,7 +177,7 @@ def view_control(state: MutableMapping) -> None:
         st.rerun()     # the background changed after the photo was drawn (a photo just uploaded)
     state.setdefault("canvas_view", PREVIEW)
     st.segmented_control("The photo shows", VIEWS, key="canvas_view", persist_state="session",
-                         required=True, format_func=VIEW_LABELS.get,
+                         required=True, format_func=VIEW_LABELS.get, wrap=True,
                          help="A live preview at screen size; Generate makes the full-size result "
                               "and keeps it in History.")
     from ui import prompts
@@ -188,6 +188,19 @@ def view_control(state: MutableMapping) -> None:
     else:
         st.caption("Live preview on the photo (not saved). Generate makes the full-size result and "
                    "keeps it in History.")
+        phone_preview(state)
+
+
+def phone_preview(state: MutableMapping) -> None:
+    """On a phone the photo sits above these controls, out of sight: a small copy of the live
+    preview here (the page's CSS, ui/layout.py, hides it on a wider screen)."""
+    import streamlit as st
+
+    drawn = state.get("canvas_cache")      # (key, JPEG) of the photo drawn in this run
+    if not drawn or not preview_on(state) or drawn[0][-1] != preview_key(state):
+        return
+    with st.container(key="phone_preview"):
+        st.image(drawn[1], width=240, caption="The photo with this background (live preview)")
 
 
 # ----------------------------------------------------------------------------- stored name

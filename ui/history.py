@@ -134,6 +134,24 @@ def query(state: MutableMapping):
                     background_kind=None if kind in (None, ALL) else kind)
 
 
+def filters_label(state: MutableMapping) -> str:
+    """The label of the folded filters, saying which are on so a person sees them without
+    unfolding: "Search and filters · “beach” · ★ favourites only · model tiny" (Markdown-safe)."""
+    from ui.widgets import escape_md
+
+    on = []
+    text = " ".join(str(state.get("hist_search") or "").split())
+    if text:
+        on.append("“" + (text if len(text) <= 30 else text[:29] + "…") + "”")
+    if state.get("hist_favourites"):
+        on.append("★ favourites only")
+    if state.get("hist_model") not in (None, ALL):
+        on.append(f"model {state['hist_model']}")
+    if state.get("hist_kind") not in (None, ALL):
+        on.append(KIND_LABELS.get(state["hist_kind"], str(state["hist_kind"])))
+    return "Search and filters" + (" · " + escape_md(" · ".join(on)) if on else "")
+
+
 def filters_key(state: MutableMapping) -> tuple:
     return (state.get("hist_search"), state.get("hist_favourites"), state.get("hist_model"),
             state.get("hist_kind"), state.get("hist_page_size"))

@@ -48,9 +48,29 @@ def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
             "Download size": "none" if builtin else ("built in code" if spec.kind.startswith("tiny")
                                                      else size_text(spec.size_bytes)),
             "On this machine": "✓ ready" if present else "not downloaded",
-            "Local path": "—" if builtin else str(weights.local_path(spec)),
+            "File": "—" if builtin else file_name(weights.local_path(spec)),
         })
     return rows
+
+
+def file_name(path) -> str:
+    """A model's file or folder as the table shows it: its path inside the weights folder (the
+    page names the folder once), so the column stays narrow; a path elsewhere in full."""
+    try:
+        return str(path.relative_to(config.weights_dir()))
+    except ValueError:
+        return str(path)
+
+
+# Widths that fit the five columns side by side on a laptop; on a phone the table scrolls sideways
+# with the model's name pinned at the left.
+TABLE_COLUMNS = {
+    "Model": st.column_config.TextColumn(width=110, pinned=True),
+    "What it is": st.column_config.TextColumn(width="large"),
+    "Download size": st.column_config.TextColumn(width=100),
+    "On this machine": st.column_config.TextColumn(width=120),
+    "File": st.column_config.TextColumn(width="medium"),
+}
 
 
 def inpaint_label(name: str, present: Optional[bool] = None) -> str:
