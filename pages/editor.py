@@ -6,6 +6,7 @@ from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core import spec, weights
 from ui import background, canvas, job, photo, prompts, remote, resources, tasks
+from ui import result as result_view
 from ui import state as S
 from ui import models as um
 from ui import layout
@@ -168,7 +169,7 @@ def subject_canvas() -> None:
 
 
 with pic_col:
-    subject_canvas()
+    result_view.photo_area(state, subject_canvas)   # after a run: the result, before/after, download
     photo.prepare_status(state)
 
 
@@ -230,6 +231,3 @@ with ctl_col:
         st.error(escape_md(start_error))
     job.job_panel(state)
 
-
-# ------------------------------------------------------------------ results
-job.results_panel(state)

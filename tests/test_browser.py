@@ -91,7 +91,7 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             page.get_by_label("Prompt: describe the new scene").press("Control+Enter")
             page.get_by_role("button", name="Generate").click()
             expect(page.get_by_text(re.compile(r"Done in [\d.]+ s — saved to History as run #1"))).to_be_visible()
-            expect(page.get_by_role("heading", name="Result")).to_be_visible()
+            expect(page.locator(".bd-compare img.bd-after")).to_be_visible()   # in the photo area
             dl = page.get_by_role("button", name=re.compile(r"Download PNG \(512×512\)"))
             expect(dl).to_be_visible()
             dl.scroll_into_view_if_needed()

@@ -9,7 +9,8 @@ Pages (pages/*.py) hold widgets and session state only; everything they do goes 
                 preview-size masks, the mask candidate chosen
   canvas.py     the clickable image: component value -> clicks, overlay, candidate thumbnails
   job.py        background photo, the JobRequest built from the run spec (`job_request`), start
-                (Generate / re-run), progress, results panel with downloads
+                (Generate / re-run), progress, collecting the outputs
+  result.py     the result in the photo area: before/after slider, variants, download
   tasks.py      bounded thread pools (concurrent.futures) for slow work: progress + cancel
   history.py    history-page helpers: compare table, parameter differences, export, edit from here
   widgets.py    shared widgets: one-line errors, photo previews, model labels

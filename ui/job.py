@@ -1,6 +1,6 @@
 """The run: the background photo upload, the job request built from the editor's state, starting
-it in the background (Generate, or "Re-run" from History), its progress, collecting its outputs,
-and the results panel with downloads.
+it in the background (Generate, or "Re-run" from History), its progress, and collecting its outputs
+(ui.result shows them in the photo area, with the downloads).
 
 `job_request` is the one place that turns session state into a core.jobs.JobRequest.
 """
@@ -229,10 +229,11 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
                            "previews": task.result["previews"],
                            "name": Path(task.request.source_name or "photo").stem,
                            "background": str(task.request.spec.background),
-                           "remote": bool(getattr(task, "remote", False))}
+                           "remote": bool(getattr(task, "remote", False)),
+                           "photo": task.request.image.hash}      # shown on this photo only (ui.result)
         if r.record_error:   # the outputs are fine and downloadable; only the history failed
             state["job_notice"] = ("warning", f"Done in {task.elapsed:.1f} s, but the run is not in "
-                                   f"History: {r.record_error}. Download the result below.")
+                                   f"History: {r.record_error}. Download it next to the photo.")
         else:
             state["job_notice"] = ("success", f"Done in {task.elapsed:.1f} s"
                                    + (f" — saved to History as run #{r.run_id}." if r.run_id else "."))
@@ -280,29 +281,3 @@ def job_panel(state: MutableMapping) -> None:
         level, text = state["job_notice"]
         {"error": st.error, "warning": st.warning}.get(level, st.success)(escape_md(text))
 
-
-def results_panel(state: MutableMapping) -> None:
-    """The last run's outputs next to the original, each with its PNG download (full size)."""
-    from core.images import encode_png
-
-    res = state.get("result")
-    if res is None:
-        return
-    st.divider()
-    st.subheader("Result")
-    outputs = res["outputs"]
-    cols = st.columns(1 + len(outputs))
-    if res.get("remote") and res.get("run_id"):     # client mode: the run is in the service's history
-        if st.button(f"Open run #{res['run_id']} in History", key="open-run", icon=":material/history:"):
-            state["hist_open"] = res["run_id"]
-            st.switch_page("pages/history.py")
-    cols[0].image(res["original"], caption="Original")
-    for i, (col, out) in enumerate(zip(cols[1:], outputs)):
-        seed = res["seeds"][i]
-        col.image(res["previews"][i],
-                  caption=f"Variant {i + 1}" + (f" · seed {seed}" if seed is not None else ""))
-        col.download_button(f"Download PNG ({out.shape[1]}×{out.shape[0]})",
-                            data=lambda out=out: encode_png(out),
-                            file_name=f"{res['name']}-backdrop-{res['run_id'] or 'x'}-{i + 1}.png",
-                            mime="image/png", key=f"dl-{res['run_id']}-{i}", on_click="ignore",
-                            width="stretch")

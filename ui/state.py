@@ -184,6 +184,11 @@ STATE_DEFAULTS: dict[str, Any] = {
     "prepare": None,          # ui.tasks.Task computing the image embedding
     "job": None,              # ui.tasks.Task running the generation
     "result": None,           # dict with the last run's outputs (full size) for this session
+    "result_view": False,     # the photo area shows the result (else the clickable photo; ui.result)
+    "result_pick": 0,         # which variant the result view shows
+    "result_seen": None,      # the result dict last taken in (a new one is shown and scrolled to)
+    "result_scroll": False,   # bring the result into view on its next drawing (once)
+    "result_prompts": None,   # the clicks the shown result stands for (a change goes back to editing)
     "notice": None,           # (level, one-line text) to show once on the next run
     "job_notice": None,       # (level, one line) how the last generation ended, shown by Generate
     "run_notice": None,       # one line about how the last run was started (a fallback), until the next
