@@ -12,7 +12,7 @@ upload. For each segmenter it measures the click path the page runs, function by
     overlay    chosen candidate + grow/feather/invert at preview scale + core.masks.overlay
     jpeg       encoding the preview with its overlay (what the browser gets)
     thumbs     the three small candidate overlays (JPEG)
-    base64     what streamlit_image_coordinates does with the JPEG before sending it
+    base64     what the photo component (ui.clicker) does with the JPEG before sending it
 
 and, with AppTest, the whole script rerun after a click (router + Editor page + widgets + protobuf),
 median over --clicks clicks at different places. Sizes: the preview JPEG as sent (base64 data URL

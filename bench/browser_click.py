@@ -12,8 +12,9 @@ cup and times each one in the page:
     t0  the click event reaches the image inside the component's iframe
     t1  that <img> has a new src, the new image is decoded (img.decode()) and a frame was painted
 
-(measured with performance.now() in the iframe; Python only waits for the answer). The same is then
-measured on a bare page holding only streamlit_image_coordinates with a 1024x768 JPEG of the same
+(measured with performance.now() in the iframe; Python only waits for the answer; the dot the
+component draws at once is not counted, only the new picture). The same is then
+measured on a bare page holding only the app's photo component (ui.clicker) with a 1024x768 JPEG of the same
 photo, redrawn with a dot on each click (on_click callback, one rerun): the component's own round
 trip, the floor the app's click can reach. Both pages are shown at the same width (wide layout,
 left column of [3, 2]). --app-root runs the app of another checkout (e.g. `git archive HEAD~3 | tar
@@ -45,7 +46,9 @@ from browser_helpers import CHROMIUM, CHROMIUM_ARGS, Server, browser_missing  # 
 TARGET_MS = 250.0
 TIMEOUT_MS = 180_000
 VIEWPORT = {"width": 1440, "height": 1100}
-COMPONENT_IFRAME = "iframe[title*='streamlit_image_coordinates']"
+# the app's photo component (ui.clicker); the older streamlit_image_coordinates too, so --app-root
+# can measure a checkout from before it
+COMPONENT_IFRAME = "iframe[title*='backdrop_clicker'], iframe[title*='streamlit_image_coordinates']"
 
 # In the component's iframe: resolve with the ms from the next click on the image to the moment its
 # new src is decoded and painted. Installed before each click; the click itself is a real mouse click.
@@ -76,7 +79,9 @@ import cv2
 import numpy as np
 import streamlit as st
 from skimage import data
-from streamlit_image_coordinates import streamlit_image_coordinates
+
+from core.images import encode_jpeg
+from ui.clicker import clicker
 
 st.set_page_config(layout="wide")
 
@@ -100,8 +105,7 @@ for x, y in dots:
     cv2.circle(img, (int(x), int(y)), 8, (0, 200, 0), thickness=-1)
 left, right = st.columns([3, 2])
 with left:
-    streamlit_image_coordinates(img, key="bare", use_column_width="always", image_format="JPEG",
-                                on_click=on_click)
+    clicker(encode_jpeg(img, quality=75), key="bare", on_change=on_click)
     st.caption(f"{len(dots)} clicks")
 '''
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_image_coordinates import streamlit_image_coordinates
 
 from core import spec, weights
 from ui import background, canvas, job, photo, prompts, remote, resources, tasks
 from ui import result as result_view
 from ui import state as S
+from ui.clicker import clicker
 from ui import models as um
 from ui import layout
 from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
@@ -75,9 +75,9 @@ pic_col, ctl_col = st.columns([3, 2], gap="medium")
 
 with ctl_col:
     st.subheader("2 · Select the subject")
-    st.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session", required=True,
-                         help="Add: click on what to keep. Remove: click on what is not part of it.")
-    st.toggle("Draw a box instead (drag over the subject)", key="box_mode", persist_state="session")
+    st.toggle("Draw a box instead (drag over the subject)", key="box_mode", persist_state="session",
+              help="With a mouse a drag draws a box in either mode; turn this on to drag one with a "
+                   "finger (the photo then does not scroll the page).")
     b1, b2 = st.columns(2)
     b1.button("Undo", icon=":material/undo:", on_click=prompts.undo, args=(state,), disabled=not prompts.has_subject(state),
               width="stretch")
@@ -138,10 +138,13 @@ def subject_canvas() -> None:
         canvas.apply_canvas_value(state, state.get(canvas_key))
 
     if segmenter is not None:
-        value = streamlit_image_coordinates(
-            canvas.canvas_image(state, seg_name, result), key=canvas_key, use_column_width="always",
-            click_and_drag=bool(state["box_mode"]), image_format="JPEG", on_click=_on_canvas,
-            cursor="crosshair")
+        # above the photo, so a phone shows it before the photo (the columns stack there)
+        st.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session",
+                             required=True, help="Add: click on what to keep. Remove: click on what is "
+                                                 "not part of it. Shift-click or right-click removes too.")
+        value = clicker(canvas.canvas_image(state, seg_name, result).data, key=canvas_key,
+                        label=0 if state["click_mode"] == S.REMOVE else 1, box_mode=bool(state["box_mode"]),
+                        seen=state.get("canvas_event"), on_change=_on_canvas)
         if canvas.apply_canvas_value(state, value):   # when the callback did not run (first event)
             st.rerun()
     info = escape_md(f"{state['photo_name'] or 'photo'} · {image.width}×{image.height} px · "
@@ -153,7 +156,8 @@ def subject_canvas() -> None:
     elif state["box_mode"]:
         st.caption(f"Drag a box around the subject. · {info}")
     else:
-        st.caption(f"Click on the subject to select it: green dots add, red dots remove. · {info}")
+        st.caption("Click on the subject to select it: green dots add, red dots remove (or shift-click, "
+                   f"right-click); drag for a box; Ctrl+Z undoes. · {info}")
 
     if result is not None and len(result.masks) > 1:
         thumbs = canvas.candidate_thumbnails(state, result, seg_name)

@@ -71,7 +71,7 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             page.locator("input[type='file']").first.set_input_files(str(photo))
             expect(page.get_by_text("Click on the subject to select it")).to_be_visible()
             expect(page.get_by_text("astronaut photo.jpg · 512×512 px", exact=False)).to_be_visible()
-            frame = page.frame_locator("iframe[title*='streamlit_image_coordinates']").first
+            frame = page.frame_locator("iframe[title*='backdrop_clicker']").first
             img = frame.locator("img")
             expect(img).to_be_visible()
             shot("photo-loaded")

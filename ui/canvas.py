@@ -1,7 +1,7 @@
 """The clickable photo: what the browser shows (the preview JPEG with the mask overlay, click dots
 and box drawn on it, and the candidate thumbnails) and what its clicks mean.
 
-A click travels: pages/editor.py (streamlit_image_coordinates) -> `apply_canvas_value` here (maps
+A click travels: pages/editor.py (ui.clicker, the photo component) -> `apply_canvas_value` here (maps
 DISPLAYED pixels to ORIGINAL pixels and records the click with ui.prompts) ->
 ui.prompts.segment_preview (masks at the PREVIEW size). The browser only ever receives the
 downscaled preview JPEG with the overlay drawn on it. Arrays are HxWx3 uint8 RGB, masks HxW uint8.
@@ -36,19 +36,47 @@ def _to_original(state: MutableMapping, value: dict, x: float, y: float) -> tupl
 
 
 def apply_canvas_value(state: MutableMapping, value: Optional[dict]) -> bool:
-    """Record the click or box the image component reported; True when something new was added.
+    """Record what the photo component (ui.clicker) reported; True when the prompts changed.
 
-    `value` is what streamlit_image_coordinates returns: {"x", "y", "width", "height", "unix_time"}
-    for a click, {"x1", "y1", "x2", "y2", "width", "height", "unix_time"} for a drag. The same value
-    comes back on every rerun, so events are de-duplicated by unix_time.
+    One event is {"x", "y", "width", "height", "unix_time"} for a click (with "label": 0 remove /
+    1 add, or "shift": true for a remove; without either the click mode decides),
+    {"x1", "y1", "x2", "y2", "width", "height", "unix_time"} for a drag (a box) and
+    {"undo": true, "unix_time"} for Ctrl+Z. The component sends the events the page has not drawn
+    yet as "events" (oldest first), so quick clicks are not lost while a slow segmenter runs; each
+    is applied once, in order (by unix_time). A value without "events" is one event; the same
+    value comes back on every rerun, so it is de-duplicated by its unix_time.
     """
     if not value or state.get("photo") is None or state.get("preview") is None:
         return False
-    event = value.get("unix_time")
-    if event is not None and event == state.get("canvas_event"):
-        return False
-    state["canvas_event"] = event
-    label = 0 if state.get("click_mode") == S.REMOVE else 1
+    events = value.get("events")
+    if not isinstance(events, list):
+        event = value.get("unix_time")
+        if event is not None and event == state.get("canvas_event"):
+            return False
+        state["canvas_event"] = event
+        return _apply_event(state, value)
+    changed = False
+    for event in events:
+        t, last = event.get("unix_time"), state.get("canvas_event")
+        if not isinstance(t, (int, float)) or (isinstance(last, (int, float)) and t <= last):
+            continue
+        state["canvas_event"] = t
+        changed = _apply_event(state, event) or changed
+    return changed
+
+
+def _apply_event(state: MutableMapping, value: dict) -> bool:
+    if value.get("undo"):
+        if not prompts.has_subject(state):
+            return False
+        prompts.undo(state)
+        return True
+    if value.get("label") in (0, 1):
+        label = int(value["label"])
+    elif value.get("shift"):
+        label = 0
+    else:
+        label = 0 if state.get("click_mode") == S.REMOVE else 1
     if "x1" in value:
         x1, y1, x2, y2 = (float(value[k]) for k in ("x1", "y1", "x2", "y2"))
         if abs(x2 - x1) >= MIN_BOX_PX and abs(y2 - y1) >= MIN_BOX_PX:
@@ -108,14 +136,18 @@ def preview_mask(state: MutableMapping, result) -> np.ndarray:
 
 
 def subject_mask(state: MutableMapping, result) -> np.ndarray:
-    """The chosen candidate at preview size with grow/invert (scaled to the preview), 0/255."""
+    """The chosen candidate at preview size cleaned up as the run will be: fill holes, drop specks,
+    grow, invert (pixel sizes scaled to the preview), 0/255."""
     from core.masks import MaskOptions, refine
 
     scale = state["preview"].scale
     mask = np.where(result.masks[prompts.chosen(state, result)], 255, 0).astype(np.uint8)
-    grow_px, inv = _scaled(int(state.get("grow", 0)), scale), bool(state.get("invert", False))
-    if grow_px or inv:
-        mask = refine(mask, MaskOptions(grow=grow_px, invert=inv))
+    area = int(state.get("min_area") or 0)
+    options = MaskOptions(grow=_scaled(int(state.get("grow", 0)), scale), invert=bool(state.get("invert", False)),
+                          fill_holes=bool(state.get("fill_holes", False)),
+                          min_area=max(1, round(area * scale * scale)) if area else 0)
+    if options != MaskOptions():
+        mask = refine(mask, options)
     return mask
 
 
@@ -188,7 +220,7 @@ CANVAS_RECENT = 8            # overlays kept per photo: flipping between candida
 
 def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedImage:
     """What the browser receives for the clickable photo: the preview JPEG with overlay, cached per
-    mask key (segmentation, candidate, grow/invert and the edge: feather, or the matte's band) —
+    mask key (segmentation, candidate, the mask clean-up and the edge: feather, or the matte's band) —
     or, with a simple background chosen, the live preview of it (`background_preview`, keyed by
     the background too).
     `state["canvas_cache"]` is the current (key, bytes); `state["canvas_recent"]` keeps the last
@@ -199,7 +231,8 @@ def canvas_image(state: MutableMapping, segmenter_name: str, result) -> EncodedI
     shows_background = result is not None and background.preview_on(state)
     key = (prompts.seg_key(state, segmenter_name) if result is not None else state["photo"].hash,
            None if result is None else prompts.chosen(state, result),
-           state.get("grow"), state.get("invert"), edge_settings(state),
+           state.get("grow"), state.get("invert"), state.get("fill_holes"), state.get("min_area"),
+           edge_settings(state),
            background.preview_key(state) if shows_background else None)
     # what the photo was drawn with: a background photo stored later in the same run (its
     # uploader is below the photo) asks for one more run (ui.background.view_control)
