@@ -1,7 +1,7 @@
 """Catalogue benchmark: the no-weights automatic subject finder (core.auto.find_subject) on
 photograph-like studio product shots, against masks known exactly; and its time at 12 MP.
 
-    python bench/catalogue.py [--quick] [--n 48] [--size 1600x1200] [--reps 3] [--no-12mp]
+    python bench/catalogue.py [--quick] [--n 36] [--size 1600x1200] [--reps 3] [--big 3] [--no-12mp] [--half tune]
 
 The set (fixed seeds, `make_shot(seed, size)`): one product per shot, drawn anti-aliased, 25-75 %
 of the frame's height, standing on the floor of a studio backdrop. Products: bottles (cap, neck,
@@ -522,7 +522,7 @@ def summary(rows, key="iou") -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=48, help="shots per half")
+    ap.add_argument("--n", type=int, default=36, help="shots per half")
     ap.add_argument("--size", default="1600x1200")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--big", type=int, default=3, help="12 MP shots timed")

@@ -50,6 +50,10 @@ WORK_SIDE = 640          # long side of the working copy
 BORDER = 0.03            # border strip, share of the short side
 DARK = 0.32              # darker than this share of the backdrop: no cast shadow, subject
 EDGE = 0.05              # a sharp edge: the shading ratio changes faster than this per working px
+MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
+FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
+EDGE_LOW = 0.012         # ... or more than this per px when it is SHARP times steeper than at 3x the scale
+SHARP = 1.8
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
 T_OFF = 10.0             # colour off the backdrop's (levels, RGB distance) that counts as subject
@@ -153,14 +157,20 @@ def _evidence(img: np.ndarray, model: np.ndarray, sigma: np.ndarray):
 
 
 def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
-    """Sharp edges: where the shading ratio or the colour (relative to the backdrop) changes fast."""
+    """Sharp edges: where the colour relative to the backdrop changes fast (more than EDGE per
+    working px), or changes by a little more than the noise but abruptly (much faster at a fine
+    scale than at a coarse one: an outline, where a soft shadow's ramp is as steep at both)."""
     import cv2
     rel = img / model
-    rel = cv2.GaussianBlur(rel, (0, 0), 0.8)
-    gx = cv2.Sobel(rel, cv2.CV_32F, 1, 0, ksize=3) / 8
-    gy = cv2.Sobel(rel, cv2.CV_32F, 0, 1, ksize=3) / 8
-    g = np.sqrt((gx * gx + gy * gy).max(axis=2))
-    return g > EDGE
+
+    def grad(sigma):
+        r = cv2.GaussianBlur(rel, (0, 0), sigma)
+        gx = cv2.Sobel(r, cv2.CV_32F, 1, 0, ksize=3) / 8
+        gy = cv2.Sobel(r, cv2.CV_32F, 0, 1, ksize=3) / 8
+        return np.sqrt((gx * gx + gy * gy).max(axis=2))
+    fine = grad(0.8)
+    coarse = cv2.dilate(grad(2.5), np.ones((3, 3), np.uint8))
+    return (fine > EDGE) | ((fine > EDGE_LOW) & (fine > SHARP * coarse))
 
 
 def _components_touching_border(passable: np.ndarray) -> np.ndarray:
@@ -223,6 +233,72 @@ def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np
 def _fill_holes(found: np.ndarray) -> np.ndarray:
     """Fill what the subject encloses (a label, a highlight; also a see-through hole)."""
     return ~_components_touching_border(~found)
+
+
+def _drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
+    """Take a floor reflection off the bottom of the subject: below some line y0 every row is a
+    faint mirror image of the rows above it (each pixel's contrast with the backdrop under
+    MIRROR x that of its mirror pixel at 2 y0 - y) in 8 rows of 10, down to the subject's lowest
+    row. The highest such y0 with at least 3 rows below it wins; the faint pixels below it are
+    dropped."""
+    rows = np.nonzero(found.any(axis=1))[0]
+    if len(rows) < 8:
+        return found
+    top, bottom = int(rows[0]), int(rows[-1])
+    height = bottom - top + 1
+    best = None
+    for y0 in range(bottom - 3, bottom - int(0.45 * height), -1):
+        d = bottom - y0                                     # rows below y0
+        if y0 - d < top:
+            break
+        below = found[y0 + 1:bottom + 1]
+        mirror = found[y0 - d:y0][::-1]
+        faint = below & mirror & (contrast[y0 + 1:bottom + 1] < MIRROR * contrast[y0 - d:y0][::-1])
+        n_below = below.sum(axis=1)
+        share = faint.sum(axis=1) / np.maximum(n_below, 1)
+        if np.mean(share[n_below > 0] >= 0.7) < 0.8:       # (a contact shadow's rows may fail)
+            if best is not None:
+                break
+            continue
+        best = (y0, faint)
+    if best is None:
+        return found
+    y0, faint = best
+    out = found.copy()
+    out[y0 + 1:y0 + 1 + faint.shape[0]] &= ~faint
+    return out
+
+
+def _drop_foot_shadow(found: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """Take the contact shadow off the subject's foot: in each column, shadow-like pixels at the
+    bottom of the subject, at most FOOT x the photo's height tall, right under pixels that are
+    clearly subject (the product's base), go back to the backdrop. (A contact shadow is dark and
+    thin, and often sharp enough to be walled in with the product.)"""
+    h, w = found.shape
+    limit = max(2, int(round(FOOT * h)))
+    has = found.any(axis=0)
+    if not has.any():
+        return found
+    bottom = h - 1 - np.argmax(found[::-1], axis=0)          # lowest subject row per column
+    cols = np.nonzero(has)[0]
+    out = found.copy()
+    run = np.zeros(len(cols), np.int32)
+    alive = np.ones(len(cols), bool)
+    for k in range(limit + 1):
+        y = bottom[cols] - k
+        ok = y >= 0
+        yy = np.clip(y, 0, h - 1)
+        sh = ok & found[yy, cols] & shadow[yy, cols]
+        ends = alive & ~sh
+        # the run ended at row y: clear it when that pixel is clearly subject (the product's base)
+        base = ends & ok & found[yy, cols] & (run > 0)
+        for c, r in zip(cols[base], run[base]):
+            out[bottom[c] - r + 1:bottom[c] + 1, c] = False
+        alive &= sh
+        run += alive
+        if not alive.any():
+            break
+    return out
 
 
 def _drop_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -306,6 +382,15 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         # a shadow sliver walled off by its own (contact) edge is not subject: drop thin shadow bits
         solid = cv2.morphologyEx(found.view(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
         found = found & (solid | ~shadow)
+        before = found
+        found = _drop_reflection(found, np.abs(img - model).sum(axis=2))
+        found = _drop_foot_shadow(found, shadow)
+        if (before & ~found).any():
+            # what the contact shadow or the reflection walled in (the floor between a figure's
+            # legs) is backdrop again when it is backdrop-like and reaches what was dropped
+            plain = ~subject & ~shadow
+            back = _grow(~found, found & plain & ~edge)
+            found = ~_grow(back, found & plain & edge)
         found = _drop_specks(found, int(MIN_AREA * sw * sh))
         if np.count_nonzero(found) < MIN_AREA * sw * sh:
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
