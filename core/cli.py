@@ -21,7 +21,6 @@ from core.spec import MODE_DEFAULTS, Generation, MaskOptions, RunSpec, Subject
 
 MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
 MAX_ERROR_CHARS = 300       # an error line never grows past this, whatever the user typed
-CLI_DEFAULTS = {"feather": 2}   # where the command line's default differs from the spec's
 CLI_METAVARS = {"edge": "hard|matte[:METHOD]", "edge_band": "PX"}     # else N, X or TEXT by type
 CLI_DEFAULT_TEXT = {"edge_band": "auto: ~0.6 %% of the long side, at least 3 px"}   # what None means
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
@@ -108,12 +107,12 @@ def _finite(text: str) -> float:
 
 def _spec_options(parser, model, skip: tuple[str, ...] = ()) -> None:
     """One --flag per field of a spec model, its help from the field's description. Flags default
-    to None, so the spec's own default applies (or CLI_DEFAULTS)."""
+    to None, so the spec's own default applies (the editor's and the API's too)."""
     for name, field in model.model_fields.items():
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
-        default = CLI_DEFAULTS.get(name, field.get_default(call_default_factory=True))
+        default = field.get_default(call_default_factory=True)
         by_mode = {m: d[name] for m, d in MODE_DEFAULTS.items() if name in d}
         if field.is_required():
             default = "required"
@@ -140,11 +139,8 @@ def _spec_options(parser, model, skip: tuple[str, ...] = ()) -> None:
 
 
 def _spec_values(args, model) -> dict:
-    """The spec fields the user set on the command line (plus CLI_DEFAULTS)."""
-    values = {k: v for k, v in CLI_DEFAULTS.items() if k in model.model_fields}
-    values.update({k: getattr(args, k) for k in model.model_fields
-                   if getattr(args, k, None) is not None})
-    return values
+    """The spec fields the user set on the command line (the spec's defaults fill in the rest)."""
+    return {k: getattr(args, k) for k in model.model_fields if getattr(args, k, None) is not None}
 
 
 def _protected() -> list[Path]:

@@ -14,8 +14,12 @@ the editor from its widgets (and back, for "edit from here"), the history stores
 (`RunSpec.to_json()` / `RunSpec.from_json()`, with `version`) plus a few indexed columns made by
 `index_columns()`, compare is `diff()`, export writes `flat()` and `a1111_parameters()`.
 
-Adding a parameter = one field here + the widget/flag that sets it. Coordinates are original-image
-pixels, (x, y). Never imports torch, numpy-free except for accepting numpy scalars.
+Adding a parameter = one field here: its default is the default of the CLI, the API and the editor
+alike, its bounds are the editor widget's range, and `ui(...)` in its json_schema_extra gives the
+widget's label, step and help, "advanced" (drawn in the editor's Advanced expander) or "hidden"
+(no widget of its own, and why); tests/test_spec_widgets.py checks that every field has one or the
+other. Coordinates are original-image pixels, (x, y). Never imports torch, numpy-free except for
+accepting numpy scalars.
 """
 from __future__ import annotations
 
@@ -70,6 +74,16 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
 KINDS = ("sd", "color", "blur", "image", "transparent")
 _USAGE = "use sd, color:#RRGGBB, blur:RADIUS, image:PATH or transparent"
 _HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+def ui(label: str = "", **how: Any) -> dict[str, Any]:
+    """A field's editor widget (json_schema_extra={"ui": ...}), read by ui/fields.py: label; step;
+    help (default: the field's description); widget "slider" | "number" | "text" | "textarea" |
+    "select" | "toggle" (default by type); min/max where the spec's bound is open (gt/lt); default
+    where the editor starts a field the spec leaves empty (a blur's radius); key where the
+    widget's session-state key is not the field's name; advanced=True: in the Advanced expander;
+    hidden="why": no widget of its own."""
+    return {"ui": {"label": label, **how}}
 
 
 # ------------------------------------------------------------------------------ value types --
@@ -247,8 +261,10 @@ class Prompts(Spec):
     """Clicks and/or a box on the subject, original-image pixels (what a segmenter is given)."""
 
     clicks: tuple[Click, ...] = Field((), max_length=MAX_CLICKS,
-                                      description="clicks in original pixels, in the order made")
-    box: Optional[Box] = Field(None, description="(x1, y1, x2, y2) around the subject, original pixels")
+                                      description="clicks in original pixels, in the order made",
+                                      json_schema_extra=ui(hidden="made by clicking on the photo"))
+    box: Optional[Box] = Field(None, description="(x1, y1, x2, y2) around the subject, original pixels",
+                               json_schema_extra=ui(hidden="drawn by dragging on the photo"))
 
     @field_validator("box", mode="before")
     @classmethod
@@ -272,9 +288,12 @@ class Subject(Prompts):
     (`segmenter` None)."""
 
     candidate: Optional[Int] = Field(None, ge=0, le=2,
-                                     description="multimask candidate chosen (None = best score)")
+                                     description="multimask candidate chosen (None = best score)",
+                                     json_schema_extra=ui(hidden="picked under the photo when the model "
+                                                                 "offers several masks"))
     segmenter: Optional[str] = Field(None, max_length=200,
-                                     description="segmentation model name; None = a mask was given")
+                                     description="segmentation model name; None = a mask was given",
+                                     json_schema_extra=ui("Segmentation model", key="seg_pick"))
 
 
 class MaskOptions(Spec):
@@ -282,19 +301,35 @@ class MaskOptions(Spec):
     fill_holes, min_area, grow, invert in that order; compose applies feather)."""
 
     grow: Int = Field(0, ge=-MAX_EDGE_PX, le=MAX_EDGE_PX,
-                      description="grow the subject by this many pixels (negative shrinks it)")
-    feather: Int = Field(0, ge=0, le=MAX_FEATHER, description="soft edge radius in pixels, inward")
-    fill_holes: Flag = Field(False, description="fill background regions enclosed by the subject")
-    min_area: Int = Field(0, ge=0, le=MAX_AREA, description="drop subject specks smaller than this (px)")
-    invert: Flag = Field(False, description="swap subject and background (keep the background)")
-    edge: str = Field("hard", description="hard: the mask's own edge (feathered inward); "
+                      description="grow the subject by this many pixels (negative shrinks it)",
+                      json_schema_extra=ui("Grow (+) / shrink (−) the mask, px", widget="number", step=1,
+                                           help="In pixels of the full-resolution photo; a negative "
+                                                "number shrinks the subject."))
+    feather: Int = Field(0, ge=0, le=MAX_FEATHER, description="soft edge radius in pixels, inward",
+                         json_schema_extra=ui("Feather (soft edge), px", step=1,
+                                              help="Fades the subject's edge inward over this many "
+                                                   "pixels of the full-resolution photo (hard edge)."))
+    fill_holes: Flag = Field(False, description="fill background regions enclosed by the subject",
+                             json_schema_extra=ui("Fill holes inside the subject", advanced=True,
+                                                  help="Background wholly enclosed by the subject "
+                                                       "(the gap in a handle) becomes subject."))
+    min_area: Int = Field(0, ge=0, le=MAX_AREA, description="drop subject specks smaller than this (px)",
+                          json_schema_extra=ui("Drop specks smaller than, px", widget="number", step=10,
+                                               advanced=True,
+                                               help="Separate bits of the mask with fewer pixels than "
+                                                    "this (of the full-resolution photo) are dropped. "
+                                                    "0 keeps every bit."))
+    invert: Flag = Field(False, description="swap subject and background (keep the background)",
+                         json_schema_extra=ui("Invert (keep the background, replace the subject)"))
+    edge: str = Field("hard", json_schema_extra=ui("Edge"), description="hard: the mask's own edge (feathered inward); "
                                           "matte[:METHOD]: a soft alpha matte at the border with the old "
                                           "background's colour removed; METHOD guided (default, no "
                                           "weights), cf (closed-form, slower) or vitmatte (learned, "
                                           "needs its weights)")
     edge_band: Optional[Int] = Field(None, ge=1, le=MAX_EDGE_BAND,
                                      description="matte: width in px of the border worked on, each side "
-                                                 "of the mask edge; none = from the image size")
+                                                 "of the mask edge; none = from the image size",
+                                     json_schema_extra=ui("Band width"))
 
     @field_validator("edge", mode="before")
     @classmethod
@@ -326,12 +361,18 @@ class Background(Spec):
 
     _positional: ClassVar[tuple[str, ...]] = ("kind",)
     kind: Literal["sd", "color", "blur", "image", "transparent"] = Field(
-        description="sd | color | blur | image | transparent")
+        description="sd | color | blur | image | transparent",
+        json_schema_extra=ui("Background", key="bg_kind"))
     color: Optional[tuple[Annotated[Int, Field(ge=0, le=255)], ...]] = Field(
-        None, description="(r, g, b) 0-255, kind color")
+        None, description="(r, g, b) 0-255, kind color", json_schema_extra=ui("Colour", key="bg_color"))
     radius: Optional[Annotated[Num, Field(gt=0, le=MAX_BLUR)]] = Field(
-        None, description="blur sigma in pixels, kind blur")
-    path: Optional[str] = Field(None, max_length=4096, description="background photo, kind image")
+        None, description="blur sigma in pixels, kind blur",
+        json_schema_extra=ui("Blur radius, px", key="blur_radius", widget="slider", step=0.5, min=0.5,
+                             default=DEFAULT_BLUR,
+                             help="How strongly the old background is blurred: the blur's sigma in "
+                                  "pixels of the full-resolution photo."))
+    path: Optional[str] = Field(None, max_length=4096, description="background photo, kind image",
+                                json_schema_extra=ui("Background photo", key="bg_upload"))
 
     @field_validator("kind", mode="before")
     @classmethod
@@ -402,25 +443,52 @@ class Generation(Spec):
     """What the inpainting model paints behind the subject (background "sd")."""
 
     _positional: ClassVar[tuple[str, ...]] = ("prompt",)
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="the new background, in words")
-    negative: str = Field("", max_length=MAX_PROMPT_CHARS, description="what not to paint")
-    steps: Int = Field(30, ge=1, le=MAX_STEPS, description="denoising steps")
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="the new background, in words",
+                        json_schema_extra=ui("Prompt: describe the new scene", widget="textarea"))
+    negative: str = Field("", max_length=MAX_PROMPT_CHARS, description="what not to paint",
+                          json_schema_extra=ui("Negative prompt (what to avoid)", widget="text",
+                                               help="Words the model steers away from (only with "
+                                                    "guidance above 1: Quality mode)."))
+    steps: Int = Field(30, ge=1, le=MAX_STEPS, description="denoising steps",
+                       json_schema_extra=ui("Steps", step=1, help="More steps: finer detail, slower."))
     guidance: Num = Field(7.5, ge=0, le=MAX_GUIDANCE,
-                          description="classifier-free guidance scale (<= 1 disables it)")
-    strength: Num = Field(1.0, gt=0, le=1, description="1 = ignore the old background entirely")
+                          description="classifier-free guidance scale (<= 1 disables it)",
+                          json_schema_extra=ui("Guidance", step=0.5,
+                                               help="How closely to follow the prompt (1 or less: no "
+                                                    "classifier-free guidance)."))
+    strength: Num = Field(1.0, gt=0, le=1, description="1 = ignore the old background entirely",
+                          json_schema_extra=ui("Strength", step=0.05, min=0.05, advanced=True,
+                                               help="How much of the old background is painted over: "
+                                                    "1 ignores it entirely, lower keeps more of its "
+                                                    "layout (steps × strength are run)."))
     seed: Optional[Int] = Field(None, ge=0, le=MAX_SEED,
-                                description="seed of the first variant (variant i uses seed + i); None = random")
-    variants: Int = Field(1, ge=1, le=MAX_VARIANTS, description="how many pictures to paint")
+                                description="seed of the first variant (variant i uses seed + i); None = random",
+                                json_schema_extra=ui("Seed (empty = random)", widget="text",
+                                                     help=f"A whole number from 0 to {MAX_SEED}: the same "
+                                                          "seed and settings paint the same picture. "
+                                                          "Variant i uses seed + i."))
+    variants: Int = Field(1, ge=1, le=MAX_VARIANTS, description="how many pictures to paint",
+                          json_schema_extra=ui("Variants", widget="number", step=1))
     scheduler: Optional[str] = Field(None, description=f"sampler: {', '.join(SCHEDULERS)}; "
-                                                       "none = the model's own")
+                                                       "none = the model's own",
+                                     json_schema_extra=ui("Sampler", widget="select", advanced=True,
+                                                          help="The sampling method. Fast mode samples "
+                                                               "with LCM or TCD (what its LoRA was "
+                                                               "made for); Quality with any other."))
     model: str = Field(default_factory=config.default_inpaint_model, max_length=MAX_NAME_CHARS,
-                       description="inpainting model: registry name, local folder or HF repo id")
+                       description="inpainting model: registry name, local folder or HF repo id",
+                       json_schema_extra=ui("Model", key="inpaint_pick"))
     mode: Literal["fast", "quality"] = Field(
         "quality", description="fast: a few-step LoRA (LCM/TCD) and the tiny autoencoder; quality: "
-                               "the full model and VAE")
+                               "the full model and VAE", json_schema_extra=ui("Mode"))
     lora: Optional[str] = Field(None, max_length=MAX_NAME_CHARS,
                                 description="few-step LoRA (weights registry name) for fast mode; "
-                                            "none = the one for the model's family")
+                                            "none = the one for the model's family",
+                                json_schema_extra=ui("Few-step LoRA (Fast mode)", widget="select",
+                                                     advanced=True,
+                                                     help="Which distilled LoRA Fast mode loads; the "
+                                                          "default is the one made for the model's "
+                                                          "family. Not used in Quality mode."))
 
     @field_validator("scheduler")
     @classmethod
@@ -466,7 +534,8 @@ class Generation(Spec):
 class RunSpec(Spec):
     """Everything that defines one run, apart from the photo itself (a content hash in history)."""
 
-    version: Literal[1] = Field(SCHEMA_VERSION, description="schema version of this spec")
+    version: Literal[1] = Field(SCHEMA_VERSION, description="schema version of this spec",
+                                json_schema_extra=ui(hidden="the schema's version, set by the app"))
     subject: Subject = Field(default_factory=Subject)
     mask: MaskOptions = Field(default_factory=MaskOptions)
     background: Background

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import spec, weights
-from ui import background, canvas, job, photo, prompts, remote, resources, tasks
+from ui import background, canvas, fields, job, photo, prompts, remote, resources, tasks
 from ui import result as result_view
 from ui import state as S
 from ui.clicker import clicker
@@ -106,12 +106,11 @@ with ctl_col:
             elif state["edge_method"] != "guided":
                 st.caption("The overlay previews the soft edge with Guided matting (fast, for clicks); "
                            "the result uses the method chosen.")
-        st.slider("Grow (+) / shrink (−) the mask, px", -50, 50, key="grow", persist_state="session",
-                  help="In pixels of the full-resolution photo.")
-        st.slider("Feather (soft edge), px", 0, 50, key="feather", persist_state="session", disabled=matted,
-                  help="Soft (matting) replaces feathering: the matte makes the edge soft."
-                  if matted else "Fades the subject's edge inward over this many pixels (hard edge).")
-        st.toggle("Invert (keep the background, replace the subject)", key="invert", persist_state="session")
+        fields.draw(st, "mask", "grow", state)
+        fields.draw(st, "mask", "feather", state, disabled=matted,
+                    **({"help": "Soft (matting) replaces feathering: the matte makes the edge soft."}
+                       if matted else {}))
+        fields.draw(st, "mask", "invert", state)
 
 # What the rest of the page was drawn with: the clickable photo below reruns alone on a click, and
 # asks for a whole-page run only when this changes (Undo/Clear and Generate enable on the first
@@ -184,30 +183,24 @@ with ctl_col:
                          label_visibility="collapsed", wrap=True)   # wraps, never cut
     kind = state["bg_kind"]
     if kind == S.BG_SD:
-        st.text_area("Prompt: describe the new scene", key="prompt", persist_state="session", height=80,
-                     placeholder="a sunny beach at golden hour, soft light")
+        fields.draw(st, "generation", "prompt", state, height=80,
+                    placeholder="a sunny beach at golden hour, soft light")
         st.segmented_control("Mode", S.MODES, key="mode", persist_state="session", required=True,
                              format_func=S.MODE_LABELS.get, on_change=S.apply_mode, args=(state,),
                              help="Fast: 4 steps with a distilled LoRA and the tiny autoencoder "
                                   "(seconds on a CPU). Quality: the full model, 30 steps.")
         with st.expander("Stable Diffusion settings"):
-            st.text_input("Negative prompt (what to avoid)", key="negative", persist_state="session")
+            fields.draw(st, "generation", "negative", state)
             state_selectbox(st, "Model", [s.name for s in um.visible_specs("inpaint", state)], state,
                             "inpaint_model", "inpaint_pick", format_func=um.inpaint_label)
             c1, c2 = st.columns(2)
-            c1.number_input("Seed (−1 = random)", min_value=-1, max_value=S.UI_LIMITS["seed"][1], step=1,
-                            key="seed", persist_state="session")
-            c2.number_input("Variants", min_value=1, max_value=S.UI_LIMITS["variants"][1], step=1,
-                            key="variants", persist_state="session")
-            c1.slider("Steps", 1, spec.MAX_STEPS, key="steps", persist_state="session",
-                      help="More steps: finer detail, slower.")
-            c2.slider("Guidance", 0.0, spec.MAX_GUIDANCE, step=0.5, key="guidance", persist_state="session",
-                      help="How closely to follow the prompt (1 or less: no classifier-free guidance).")
+            for col, name in zip((c1, c2, c1, c2), ("seed", "variants", "steps", "guidance")):
+                fields.draw(col, "generation", name, state)
         run_ready = client_mode or um.needs_panel(state)   # what the run needs, and the fix, here
     elif kind == S.BG_COLOR:
         background.color_controls(state)
     elif kind == S.BG_BLUR:
-        st.slider("Blur radius, px", 1, 150, key="blur_radius", persist_state="session")
+        fields.draw(st, "background", "radius", state)
     elif kind == S.BG_IMAGE and client_mode:
         st.warning(remote.IMAGE_BACKGROUND_NOTE)
     elif kind == S.BG_IMAGE:
@@ -221,6 +214,13 @@ with ctl_col:
         st.caption("The result is a PNG with a transparent background.")
 
     background.view_control(state)      # colour, blur, image, transparent: live on the photo
+
+    with st.expander("Advanced"):        # the spec's fields marked advanced (core/spec.py)
+        for name in fields.advanced("mask"):
+            fields.draw(st, "mask", name, state)
+        if kind == S.BG_SD:
+            for name in fields.advanced("generation"):
+                fields.draw(st, "generation", name, state, **fields.choices(name, state))
 
     has_subject = prompts.has_subject(state)
     image_refused = client_mode and kind == S.BG_IMAGE

@@ -173,7 +173,7 @@ def test_candidate_choice_and_edge_controls(tiny_env):
     assert f"candidate {other + 1} of 3" in captions(at)
     before = at.session_state["canvas_cache"][1]
     at.toggle(key="invert").set_value(True).run()
-    at.slider(key="grow").set_value(10).run()
+    at.number_input(key="grow").set_value(10).run()
     no_exception(at)
     assert at.session_state["canvas_cache"][1] != before            # overlay follows the controls
     at.text_area(key="prompt").input("a meadow").run()
@@ -198,7 +198,7 @@ def test_generate_with_tiny_sd_records_exactly_one_history_row(tiny_env):
     at.run()
     at.text_area(key="prompt").input("a quiet beach, **bold** <b>not html</b>").run()
     at.slider(key="steps").set_value(2).run()
-    at.number_input(key="seed").set_value(7).run()
+    at.text_input(key="seed").input("7").run()
     _generate_and_wait(at)
     assert not at.error, [e.value for e in at.error]
     res = at.session_state["result"]

@@ -229,7 +229,7 @@ def test_edit_from_here_loads_the_run_into_the_editor(store, monkeypatch, tiny_s
     ss = at.session_state
     assert ss["photo"].hash == sd_run.source.hash
     assert [(p["x"], p["y"], p["label"]) for p in ss["prompts"]] == [(32.0, 32.0, 1), (5.0, 5.0, 0)]
-    assert ss["bg_kind"] == S.BG_SD and ss["prompt"] == "run 12 beach" and ss["seed"] == 112
+    assert ss["bg_kind"] == S.BG_SD and ss["prompt"] == "run 12 beach" and ss["seed"] == "112"
     assert at.text_area(key="prompt").value == "run 12 beach"
     assert ss["grow"] == 12 % 3
     assert any(s.value.startswith(f"Loaded run #{sd_run.id}") for s in at.success)
@@ -254,8 +254,8 @@ def test_a_cli_run_beyond_the_editors_widgets_loads_without_error(store, astrona
     button(at, "Edit from here").click().run()
     no_exception(at)
     ss = at.session_state
-    assert (ss["steps"], ss["guidance"], ss["seed"], ss["scheduler"]) == (150, 0.5, 2**40, "ddim")
-    assert ss["variants"] == 4                        # the editor paints at most 4 at a time
+    assert (ss["steps"], ss["guidance"], ss["seed"], ss["scheduler"]) == (150, 0.5, str(2**40), "ddim")
+    assert ss["variants"] == 8                        # the editor offers the spec's range
 
 
 def test_user_text_is_shown_as_text_not_markup(store, astronaut):

@@ -111,7 +111,7 @@ def test_replace_flags_become_the_recorded_run_spec(tmp_path, cat_png):
     assert RunSpec.from_json(row["spec"]) == RunSpec(
         subject=Subject(clicks=[Click(220, 150), Click(20, 20, 0)], box=(100, 50, 400, 280),
                         candidate=0, segmenter="grabcut"),
-        mask=MaskOptions(grow=3, feather=2, fill_holes=True, min_area=40),   # feather: CLI default
+        mask=MaskOptions(grow=3, fill_holes=True, min_area=40),   # feather: the spec's default, 0
         background="blur:7.5")
     help_text = cli("replace", "--help").stdout
     assert "--min-area N" in help_text and "denoising steps" in help_text   # help from the spec

@@ -11,8 +11,8 @@ from collections.abc import MutableMapping
 from typing import Any, Optional
 
 from core import config
-from core.spec import (EDGE_METHODS, MAX_EDGE_BAND, MODE_DEFAULTS, Background, Generation, MaskOptions,
-                        RunSpec, Subject)
+from core.spec import (DEFAULT_BLUR, EDGE_METHODS, MAX_EDGE_BAND, MAX_SEED, MODE_DEFAULTS, Background,
+                        Generation, MaskOptions, RunSpec, Subject)
 
 ADD = "Add (include)"
 REMOVE = "Remove (exclude)"
@@ -31,15 +31,15 @@ MODE_LABELS = {"fast": "Fast", "quality": "Quality"}
 # ---------------------------------------------------------------- session state <-> run spec
 # The widget of a mask or generation parameter has the field's own name as its key ("steps",
 # "grow"), so a new field of core.spec.MaskOptions / Generation needs only its widget: its state
-# default comes from the spec (or UI_DEFAULTS), spec_from_state and spec_to_state find it by name.
+# default comes from the spec, spec_from_state and spec_to_state find it by name; its widget's
+# label, range, step and help come from the field too (ui/fields.py). The spec's default is the
+# editor's, the CLI's and the API's: one policy, no second list of defaults here.
 SPEC_PARTS = {"mask": MaskOptions, "generation": Generation}
 STATE_KEYS = {"generation.model": "inpaint_model"}    # where the widget key is not the field name
-UI_DEFAULTS: dict[str, Any] = {                       # where the editor starts elsewhere than the spec
-    "prompt": "", "negative": "blurry, low quality, distorted", "seed": -1,
-}
-# The editor's widget range where it is narrower than the spec's: a run loaded back gets the
-# nearest value the widget can show (the seed widget stays within what a browser number holds).
-UI_LIMITS = {"variants": (1, 4), "seed": (-1, 2**53 - 1)}
+UI_DEFAULTS: dict[str, Any] = {"prompt": ""}          # the spec requires a prompt: the box starts empty
+# Widgets that show the spec's None as an empty choice: the seed (a text box: a browser number
+# cannot hold every seed the spec allows), the sampler and the LoRA ("the model's own").
+EMPTY_IS_NONE = ("seed", "scheduler", "lora")
 # The edge: the "edge" widget says Hard or Soft, the "edge_method" widget which matting method
 # (the spec's single "matte:METHOD" value is split in two here and joined in spec_from_state); the
 # "edge_band" widget shows 0 for "auto" (the spec's None).
@@ -61,21 +61,36 @@ def _key(part: str, name: str) -> str:
 
 
 def _to_state(name: str, value: Any) -> Any:
-    if name == "seed":                       # the seed widget shows -1 for "random"
-        value = -1 if value is None else int(value)
-    elif name == "edge":                     # "matte:cf" -> "matte" (the method has its own widget)
+    if name in EMPTY_IS_NONE:                # None -> "" (random seed, the model's own sampler)
+        return "" if value is None else str(value)
+    if name == "edge":                       # "matte:cf" -> "matte" (the method has its own widget)
         return EDGE_HARD if value in (None, EDGE_HARD) else EDGE_MATTE
-    elif name == "edge_band":                # None ("auto") -> 0
+    if name == "edge_band":                  # None ("auto") -> 0
         return BAND_AUTO if value is None else int(value)
-    if name in UI_LIMITS:
-        lo, hi = UI_LIMITS[name]
-        return max(lo, min(hi, value))
     return value
+
+
+def _seed(value: Any) -> Optional[int]:
+    """The seed box's text as the spec's seed: empty = random (None); InvalidOptionError if it is
+    not a whole number (the spec checks the range)."""
+    from core.errors import InvalidOptionError
+
+    if isinstance(value, int) and not isinstance(value, bool):   # a number kept from before
+        return None if value < 0 else value
+    text = str(value or "").strip().replace(" ", "").replace("_", "")
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 30:
+        raise InvalidOptionError(f"seed must be a whole number from 0 to {MAX_SEED}, or empty for a "
+                                 f"random one, got {str(value)[:30]!r}")
+    return int(text)
 
 
 def _from_state(name: str, value: Any) -> Any:
     if name == "seed":
-        return None if value is None or int(value) < 0 else int(value)
+        return _seed(value)
+    if name in EMPTY_IS_NONE:
+        return value or None
     if name == "edge_band":
         return None if value in (None, BAND_AUTO) else value
     if isinstance(value, str) and name in ("prompt", "negative"):
@@ -115,7 +130,7 @@ def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> R
         raise InvalidOptionError("upload a background photo first (Background → Image)")
     background = Background.parse({"sd": "sd", "transparent": "transparent",
                                    "color": f"color:{state.get('bg_color', '#FFFFFF')}",
-                                   "blur": f"blur:{state.get('blur_radius', 25)}",
+                                   "blur": f"blur:{float(state.get('blur_radius') or DEFAULT_BLUR)!r}",
                                    "image": f"image:{state.get('bg_image_path')}"}[kind])
     generation = None
     if kind == "sd":
@@ -151,7 +166,7 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
     if bg.kind == "color":
         state["bg_color"] = "#%02X%02X%02X" % tuple(bg.color)
     elif bg.kind == "blur":
-        state["blur_radius"] = int(round(bg.radius))
+        state["blur_radius"] = float(bg.radius)
     elif bg.kind == "image":
         state["bg_image_path"] = bg.path
 
@@ -164,7 +179,7 @@ WIDGET_DEFAULTS: dict[str, Any] = {
     "edge_method": EDGE_METHODS[0],
     "bg_kind": BG_SD,
     "bg_color": "#FFFFFF",
-    "blur_radius": 25,
+    "blur_radius": DEFAULT_BLUR,
     "hist_search": "",
     "hist_favourites": False,
     "hist_model": "All",
@@ -236,7 +251,7 @@ def apply_mode(state: MutableMapping, mode: Optional[str] = None) -> None:
     for name, value in MODE_DEFAULTS[mode].items():
         state[name] = _to_state(name, value)
     if mode == "quality":
-        state["lora"] = None
+        state["lora"] = _to_state("lora", None)
 
 
 def init_session(state: MutableMapping) -> None:
