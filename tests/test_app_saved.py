@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import no_exception  # noqa: E402
 
 from core.errors import CancelledError  # noqa: E402
-from ui import canvas, saved, tasks  # noqa: E402
+from ui import prompts, saved, tasks  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
@@ -37,10 +37,10 @@ def app(session: str | None = None) -> AppTest:
     return at
 
 
-def click(at: AppTest, x: float, y: float, t: int) -> None:
-    """What the image component sends for a click at (x, y) on the Cat shown at 451x300."""
-    canvas.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": 451, "height": 300,
-                                                 "unix_time": t})
+def click(at: AppTest, x: float, y: float) -> None:
+    """A click on the photo at (x, y) in its own pixels, as the click component's handler makes it
+    (it runs in the photo's fragment: no whole-page run follows)."""
+    prompts.add_click(at.session_state, x, y, 1)
 
 
 def captions(at: AppTest) -> str:
@@ -51,9 +51,11 @@ def edited_page() -> AppTest:
     """The Cat loaded, two clicks, a prompt and a feather: a page with work on it."""
     at = app()
     at.button(key="sample-Cat").click().run()
-    click(at, 220, 150, 1)
+    click(at, 220, 150)
     at.run()
-    click(at, 20, 280, 2)           # a second click: only the photo's part of the page reruns
+    click(at, 20, 280)              # a second click, saved without a whole-page run
+    kept = json.loads(saved.session_file(at.session_state[saved.ID_KEY]).read_text())
+    assert len(kept["prompts"]) == 2     # a click reruns only the photo's fragment: kept at once
     at.text_area(key="prompt").input("a quiet harbour at dawn").run()
     at.slider(key="feather").set_value(9).run()
     no_exception(at)
