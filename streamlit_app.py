@@ -7,11 +7,13 @@ import streamlit as st
 
 from core import log
 from ui import state as ui_state
+from ui.widgets import check_settings
 
 log.configure()   # once per process (idempotent): our loggers to the server's stderr, escaped
 st.set_page_config(page_title="Backdrop — replace a photo's background", page_icon="🖼️",
                    layout="wide")
 
+check_settings()          # a bad BACKDROP_* value: one line on the page, not a traceback
 ui_state.init_session(st.session_state)
 
 pages = [

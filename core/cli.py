@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 from core import config
 from core.errors import BackdropError, InvalidOptionError
 from core.files import check_output, short, terminal_safe
+from core.settings import settings
 from core.spec import MODE_DEFAULTS, Generation, MaskOptions, RunSpec, Subject
 
 MAX_ID = 2**63 - 1          # SQLite's (and PostgreSQL's BIGINT) largest integer
@@ -434,11 +434,7 @@ def cmd_history_export(args) -> int:
 
 
 def _grace_s() -> float:
-    from core.history.sweep import SWEEP_GRACE_S
-    try:
-        return float(os.environ.get("BACKDROP_SWEEP_GRACE_S", SWEEP_GRACE_S))
-    except ValueError:
-        return SWEEP_GRACE_S
+    return settings().sweep_grace_s
 
 
 def cmd_history_store(args) -> int:
@@ -625,9 +621,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _debug() -> bool:
+    """BACKDROP_DEBUG: an internal error shows its traceback (a bad setting there is no help)."""
+    try:
+        return settings().debug
+    except BackdropError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     from core import log
     log.configure(default="WARNING")      # stderr stays the one `error:` line unless asked
+    try:
+        settings()                       # a bad BACKDROP_* value: one line, whatever the command
+    except BackdropError as e:
+        _error(e)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -645,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory: try a smaller photo or fewer variants", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, not bad input: still one line; BACKDROP_DEBUG=1 shows the traceback
-        if os.environ.get("BACKDROP_DEBUG"):
+        if _debug():
             raise
         logging.getLogger(__name__).debug("internal error", exc_info=True)
         _error(f"internal error ({type(e).__name__}: {short(e, 120)}); rerun with BACKDROP_DEBUG=1 "

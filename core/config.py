@@ -1,4 +1,5 @@
-"""Where things live, read from the environment at call time (so tests can point elsewhere)."""
+"""Where things live: readers of the settings (core/settings.py), current at each call (so tests
+can point elsewhere)."""
 from __future__ import annotations
 
 import os
@@ -6,16 +7,19 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from core.errors import InvalidOptionError
+from core.settings import Settings, raw, settings
+
 
 def data_dir() -> Path:
     """History images and the default SQLite DB. `BACKDROP_DATA_DIR`, default ./data."""
-    return Path(os.environ.get("BACKDROP_DATA_DIR", "data")).resolve()
+    return settings().data_dir.resolve()
 
 
 def database_url() -> str:
     """`BACKDROP_DATABASE_URL`, default sqlite:///<data dir>/history.db. A team shares one
     PostgreSQL history with postgresql+psycopg://user:password@host:5432/dbname (core/history)."""
-    return os.environ.get("BACKDROP_DATABASE_URL") or f"sqlite:///{data_dir() / 'history.db'}"
+    return settings().database_url or f"sqlite:///{data_dir() / 'history.db'}"
 
 
 def blob_url() -> str:
@@ -23,22 +27,31 @@ def blob_url() -> str:
     A folder path (or file:///folder: a mounted network filesystem works as is) or
     s3://bucket/prefix for S3-compatible object storage shared by a team (core/history/blobs.py;
     endpoint BACKDROP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, credentials from the AWS_* settings)."""
-    return os.environ.get("BACKDROP_BLOB_URL", "").strip()
+    return settings().blob_url
 
 
 def weights_dir() -> Path:
     """Model files. `BACKDROP_WEIGHTS_DIR`, default ./weights."""
-    return Path(os.environ.get("BACKDROP_WEIGHTS_DIR", "weights")).resolve()
+    return settings().weights_dir.resolve()
+
+
+def _default(field: str) -> str:
+    """A default the run spec and the app's state are built from, also on import: a bad value of
+    another setting does not stop it (the CLI and every page of the app report that one first)."""
+    try:
+        return getattr(settings(), field)
+    except InvalidOptionError:
+        return Settings.model_fields[field].default
 
 
 def default_segmenter() -> str:
     """`BACKDROP_SEGMENTER`, default sam2-tiny (fastest image embedding on a CPU)."""
-    return os.environ.get("BACKDROP_SEGMENTER", "sam2-tiny")
+    return _default("segmenter")
 
 
 def default_inpaint_model() -> str:
     """`BACKDROP_INPAINT_MODEL`, default SD 1.5 inpainting."""
-    return os.environ.get("BACKDROP_INPAINT_MODEL", "sd15-inpainting")
+    return _default("inpaint_model")
 
 
 MODES = ("fast", "quality")
@@ -47,7 +60,7 @@ MODES = ("fast", "quality")
 def default_mode() -> str:
     """`BACKDROP_MODE` (fast | quality), else fast without a CUDA GPU (CPU, Apple silicon: a
     few-step distilled LoRA) and quality with one (30 full steps)."""
-    mode = os.environ.get("BACKDROP_MODE", "").strip().lower()
+    mode = _default("mode").lower()
     if mode in MODES:
         return mode
     from core import devices
@@ -60,7 +73,7 @@ def default_mode() -> str:
 def server_url() -> str:
     """`BACKDROP_SERVER_URL`: the team service (python -m core serve) the app and the CLI hand their
     work to; empty (the default) = everything runs in this process."""
-    return os.environ.get("BACKDROP_SERVER_URL", "").strip()
+    return settings().server_url
 
 
 # ------------------------------------------------------------------------------ secrets --
@@ -68,7 +81,8 @@ _SCHEME_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]*")
 _SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|sslpassword|token)(\s*=\s*)"
                            r"('[^']*'|\"[^\"]*\"|[^&\s'\";,)]+)")
 _SETTINGS_WITH_SECRETS = ("BACKDROP_DATABASE_URL", "BACKDROP_BLOB_URL", "BACKDROP_S3_ENDPOINT_URL",
-                          "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "BACKDROP_SERVER_URL")
+                          "BACKDROP_SERVER_URL")
+_AWS_WITH_SECRETS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 MASK = "***"
 
 
@@ -98,8 +112,8 @@ def mask_url(url: str) -> str:
 
 def _known_secrets() -> list[str]:
     out = []
-    for name in _SETTINGS_WITH_SECRETS:
-        value = os.environ.get(name, "")
+    values = [raw(name) for name in _SETTINGS_WITH_SECRETS]   # as set: valid or not, hidden
+    for value in values + [os.environ.get(name, "") for name in _AWS_WITH_SECRETS]:
         password = _userinfo_password(value) if value else ""
         if password:
             out.append(password)

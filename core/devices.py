@@ -18,11 +18,11 @@ kernels lack it).
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Optional
 
 from core.errors import InvalidOptionError
+from core.settings import settings
 
 __all__ = ["ENV", "DTYPE_ENV", "pick", "name", "dtype"]
 
@@ -65,7 +65,7 @@ def pick(requested: Optional[str] = None) -> str:
     """The device to run a model on (see the module docstring for the order)."""
     if requested:
         return _check(requested, "requested")
-    env = os.environ.get(ENV, "").strip()
+    env = settings().device
     if env:
         return _check(env, ENV)
     if _cuda():
@@ -89,7 +89,7 @@ def dtype(device: Optional[str] = None):
     float32 on MPS and the CPU, or `BACKDROP_DTYPE` (see the module docstring)."""
     import torch
     device = pick(device)
-    env = os.environ.get(DTYPE_ENV, "").strip().lower()
+    env = settings().dtype.lower()
     if env:
         if env not in _DTYPES:
             raise InvalidOptionError(f"unknown dtype {env!r} ({DTYPE_ENV}); use float16, bfloat16 or float32")

@@ -59,7 +59,6 @@ import functools
 import gc
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -71,6 +70,7 @@ import numpy as np
 
 from core import arrays, config, devices, weights
 from core.spec import SCHEDULERS, Generation
+from core.settings import settings
 from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
                          OutOfMemoryError)
 from core.tiny import _tiny_tokenizer, build_tiny_inpaint, build_tiny_pipeline  # noqa: F401 - re-exported
@@ -330,7 +330,7 @@ class Inpainter:
             _fuse_lora(pipe, fast.lora, model)      # raises; the caller drops the pipeline
             pipe.scheduler = cls._scheduler_class(pipe, "tcd" if fast.lora.name.startswith("tcd")
                                                   else "lcm").from_config(pipe.scheduler.config)
-        compile = (os.environ.get(COMPILE_ENV, "").strip() == "1") if compile is None else compile
+        compile = settings().compile if compile is None else compile
         compile = bool(compile) and device.startswith("cuda") and not offload
         if compile:
             import torch

@@ -29,14 +29,15 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import logging
-import os
 import sys
 import threading
 import traceback
 from typing import Optional, Union
 
 from core.config import redact
+from core.errors import BackdropError
 from core.files import terminal_safe
+from core.settings import settings
 
 ENV = "BACKDROP_LOG_LEVEL"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -203,7 +204,10 @@ def configure(level: Union[str, int, None] = None, *, default: Union[str, int] =
     bad_env = None
     chosen = _level_from(level)
     if chosen is None:
-        env = os.environ.get(ENV)
+        try:
+            env = settings().log_level
+        except BackdropError:     # a bad setting is reported where it is used (one line)
+            env = ""
         chosen = _level_from(env)
         if chosen is None and env:
             bad_env = env

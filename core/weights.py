@@ -61,6 +61,7 @@ from typing import BinaryIO, Callable, Optional, Union
 from core import config, tiny
 from core.errors import CancelledError, DownloadError, InvalidOptionError, MissingWeightsError
 from core.files import resolve_target, short
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +508,7 @@ def download_many(chosen: list[ModelSpec], progress: Optional[ProgressFn] = None
 
 def _sam_url(spec: ModelSpec) -> str:
     """The SAM checkpoint URL; BACKDROP_SAM_URL_BASE replaces the official base (mirrors, tests)."""
-    base = os.environ.get("BACKDROP_SAM_URL_BASE")
+    base = settings().sam_url_base
     if base:
         return base.rstrip("/") + "/" + spec.filename
     return spec.url

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import MutableMapping
 from typing import Any, Optional
 
 import numpy as np
 import streamlit as st
 
+from core import config
 from core.errors import BackdropError, ImageError, InvalidOptionError
+from core.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ IMAGE_BACKGROUND_NOTE = ("A background photo cannot be used through the Backdrop
 
 def server_url() -> str:
     """The service's base URL (BACKDROP_SERVER_URL), "" in embedded mode."""
-    return (os.environ.get("BACKDROP_SERVER_URL") or "").strip()
+    return config.server_url()
 
 
 def shown_url() -> str:
@@ -79,7 +80,7 @@ def _client(url: str, token: str):
 def remote_client():
     """The process's ServiceClient for BACKDROP_SERVER_URL and BACKDROP_API_TOKEN (one per URL and
     token, shared by every session: it is thread-safe, one connection pool)."""
-    return _client(server_url(), os.environ.get("BACKDROP_API_TOKEN") or "")
+    return _client(server_url(), settings().api_token)
 
 
 # ----------------------------------------------------------------------------- clicks

@@ -63,6 +63,18 @@ def show_notice(state: MutableMapping) -> None:
         state["notice"] = None
 
 
+def check_settings() -> None:
+    """A BACKDROP_* variable with a bad value (BACKDROP_SWEEP_GRACE_S=1h): the page says which, in
+    one line, and stops (never a traceback). Call before anything reads the settings."""
+    from core.settings import settings
+    try:
+        settings()
+    except BackdropError as e:
+        st.error(f"Backdrop cannot start: {escape_md(str(e))}. Correct it and restart the app "
+                 "(README: Configuration).")
+        st.stop()
+
+
 CHECKER_TILE = 8                          # px of one checkerboard square, as shown
 CHECKER_SHADES = (255, 204)               # white and light grey: tells "transparent" from "white"
 

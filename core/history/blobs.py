@@ -67,6 +67,7 @@ from core.config import redact
 from core.errors import HistoryError, InvalidOptionError
 from core.files import _make_dirs, atomic_write_bytes, fsync_dir, is_stale_temp
 from core.images import content_hash, encode_png
+from core.settings import Settings, settings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ THUMB_QUALITY = 80
 AREAS = ("images", "thumbs")  # the only folders of the data dir the store writes and sweeps
 REFS = "refs"                 # refs/<store id>/ab/<digest>: claims
 MARKER = ".store"             # refs/<store id>/.store: which database that id belongs to (JSON)
-S3_TIMEOUT_S = 30.0           # the most one S3 request may wait, retry included (BACKDROP_S3_TIMEOUT_S)
+S3_TIMEOUT_S = Settings.model_fields["s3_timeout_s"].default  # the most one S3 request may wait, in all
 _thread_lock = threading.Lock()
 
 
@@ -97,10 +98,7 @@ def marker_rel(owner: str) -> str:
 
 def s3_timeout() -> float:
     """BACKDROP_S3_TIMEOUT_S (default S3_TIMEOUT_S): how long one request to S3 may take in all."""
-    try:
-        value = float(os.environ.get("BACKDROP_S3_TIMEOUT_S", "") or S3_TIMEOUT_S)
-    except ValueError:
-        value = S3_TIMEOUT_S
+    value = settings().s3_timeout_s
     return min(max(value, 2.0), 600.0) if value == value else S3_TIMEOUT_S
 
 
@@ -328,7 +326,9 @@ class FolderBackend:
 
 
 def _s3_endpoint() -> Optional[str]:
-    for name in ("BACKDROP_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+    if settings().s3_endpoint_url:
+        return settings().s3_endpoint_url
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         value = os.environ.get(name, "").strip()
         if value:
             return value
@@ -369,7 +369,7 @@ class S3Backend:
         except ImportError as e:
             raise HistoryError("BACKDROP_BLOB_URL is an s3:// URL but boto3 is not installed "
                                "(pip install boto3)") from e
-        style = os.environ.get("BACKDROP_S3_ADDRESSING_STYLE") or ("path" if self.endpoint else "auto")
+        style = settings().s3_addressing_style or ("path" if self.endpoint else "auto")
         # Two attempts of at most half the budget each: a hung endpoint costs one request
         # self.timeout_s in all, and then _errors fails every request at once for as long.
         config = Config(retries={"total_max_attempts": 2, "mode": "standard"},

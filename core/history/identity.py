@@ -43,6 +43,7 @@ from core.files import HOST
 from core.history import db
 from core.history.blobs import BlobStore
 from core.history.models import StoreInfo
+from core.settings import settings
 
 FINGERPRINTS = "fingerprints"
 MAX_FINGERPRINTS = 16
@@ -52,7 +53,7 @@ def machine() -> str:
     """This machine: BACKDROP_MACHINE_ID where set (a container whose host name changes at each
     start), else its host name plus the start of /etc/machine-id where there is one (a cloned VM
     keeps the host name but gets a new machine id)."""
-    named = re.sub(r"[^A-Za-z0-9_.-]", "_", os.environ.get("BACKDROP_MACHINE_ID", "").strip())[:64]
+    named = re.sub(r"[^A-Za-z0-9_.-]", "_", settings().machine_id)[:64]
     if named:
         return f"id/{named}"
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):

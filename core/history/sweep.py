@@ -4,7 +4,6 @@ A mixin of HistoryStore (core/history/store.py). Deletes only images this databa
 other database claims (core/history/blobs.py), and only claims older than the grace period."""
 from __future__ import annotations
 
-import os
 import time
 from datetime import timedelta
 from typing import Optional
@@ -16,8 +15,9 @@ from core.history.blobs import digest_of, image_rel, thumb_rel
 from core.history.models import Mask, Output, Run, Source
 from core.history.records import SweepReport, now_utc
 from core.history.writes import referenced
+from core.settings import Settings, settings
 
-SWEEP_GRACE_S = 3600.0           # claims/temp files used more recently are never swept
+SWEEP_GRACE_S = Settings.model_fields["sweep_grace_s"].default   # used more recently: never swept
 STALE_RUNNING_S = 24 * 3600.0    # a "running" run this old is given up on even if its pid lives
 INTERRUPTED = "process stopped: the process recording this run ended before it finished"
 
@@ -41,7 +41,7 @@ class Sweep:
         process keeps its files; an image another database claims, or nobody claims, is never
         deleted (see core/history/blobs.py)."""
         if grace_s is None:
-            grace_s = float(os.environ.get("BACKDROP_SWEEP_GRACE_S", SWEEP_GRACE_S))
+            grace_s = settings().sweep_grace_s
         interrupted = self.recover_runs(stale_after_s)
         cutoff = time.time() - grace_s
         removed = removed_bytes = 0

@@ -21,6 +21,7 @@ import numpy as np
 
 import core.errors as errors
 from core.errors import BackdropError
+from core.settings import settings
 
 Photo = Union[bytes, str, os.PathLike, np.ndarray, Any]     # file bytes, a path, RGB array, LoadedImage
 
@@ -69,12 +70,12 @@ class ServiceClient:
                  timeout: float = 600.0):
         import httpx
 
-        self.url = (url or os.environ.get("BACKDROP_SERVER_URL") or "").rstrip("/")
+        self.url = (url or settings().server_url).rstrip("/")
         if not self.url:
             raise errors.InvalidOptionError("no service URL: set BACKDROP_SERVER_URL (e.g. http://gpu-box:8000)")
         self.display_url = _without_credentials(self.url)     # what messages show
         from core.service.config import clean_token
-        token = clean_token(token if token is not None else os.environ.get("BACKDROP_API_TOKEN"))
+        token = clean_token(token if token is not None else settings().api_token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                   limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))

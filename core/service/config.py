@@ -1,16 +1,8 @@
 """The service's settings, read once from the environment where the application is built and
 handed to every replica (replicas may run on other machines, with another environment).
 
-    BACKDROP_API_TOKEN              bearer token every request must carry; unset = no auth
-    BACKDROP_API_MAX_UPLOAD_MB      largest request body, default 64 (MB)
-    BACKDROP_SERVE_REPLICAS         replicas of each model deployment: "N" or "MIN-MAX"
-                                    (autoscaling between them), default "1"
-    BACKDROP_SERVE_NUM_GPUS         GPUs per model replica (fractions allowed), default 1 when
-                                    torch sees a CUDA GPU here, else 0
-    BACKDROP_SERVE_NUM_CPUS         CPUs per model replica, default 1
-    BACKDROP_SERVE_PRELOAD          comma-separated models each replica loads at start (segmenter
-                                    names and/or inpainting models), default none
-
+BACKDROP_API_TOKEN, BACKDROP_API_MAX_UPLOAD_MB and BACKDROP_SERVE_* (replicas, GPUs and CPUs per
+replica, models to preload) are described with every other setting in core/settings.py.
 Every other BACKDROP_* variable (data dir, weights dir, database URL, blob store, device, mode, ...)
 and the Hugging Face offline switches are forwarded to the replicas as they are here
 (BACKDROP_SERVER_URL and the token are not: replicas run the work themselves).
@@ -22,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from core.errors import InvalidOptionError
+from core.settings import Settings, load
 
 FORWARDED_PREFIXES = ("BACKDROP_",)
 FORWARDED = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")
 # The replicas ARE the service: they never become clients of one, and never see the token.
 NOT_FORWARDED = ("BACKDROP_SERVER_URL", "BACKDROP_API_TOKEN")
-DEFAULT_MAX_UPLOAD_MB = 64
+DEFAULT_MAX_UPLOAD_MB = Settings.model_fields["api_max_upload_mb"].default
 
 
 def _number(name: str, text: str, *, whole: bool = False, low: float = 0.0) -> float:
@@ -88,18 +81,18 @@ class ServiceConfig:
 
     @classmethod
     def from_env(cls, environ: Optional[dict[str, str]] = None, **overrides: Any) -> "ServiceConfig":
+        """The settings of `environ` (default: this process's environment, core/settings.py)."""
+        # The whole environment is copied only to forward it to the replicas (apply_env).
         env = dict(os.environ if environ is None else environ)
-        low, high = _replicas(env.get("BACKDROP_SERVE_REPLICAS", "1"))
-        mb = _number("BACKDROP_API_MAX_UPLOAD_MB", env.get("BACKDROP_API_MAX_UPLOAD_MB",
-                                                           str(DEFAULT_MAX_UPLOAD_MB)), low=0.001)
-        gpus = env.get("BACKDROP_SERVE_NUM_GPUS")
+        s = load(environ)
+        low, high = _replicas(s.serve_replicas)
         cfg = cls(
-            token=clean_token(env.get("BACKDROP_API_TOKEN")),
-            max_upload_bytes=int(mb * 2**20),
+            token=clean_token(s.api_token),
+            max_upload_bytes=int(s.api_max_upload_mb * 2**20),
             min_replicas=low, max_replicas=high,
-            num_gpus=_number("BACKDROP_SERVE_NUM_GPUS", gpus) if gpus else _default_gpus(),
-            num_cpus=_number("BACKDROP_SERVE_NUM_CPUS", env.get("BACKDROP_SERVE_NUM_CPUS", "1")),
-            preload=tuple(p.strip() for p in env.get("BACKDROP_SERVE_PRELOAD", "").split(",") if p.strip()),
+            num_gpus=_default_gpus() if s.serve_num_gpus is None else s.serve_num_gpus,
+            num_cpus=s.serve_num_cpus,
+            preload=tuple(p.strip() for p in s.serve_preload.split(",") if p.strip()),
             env={k: v for k, v in env.items()
                  if (k.startswith(FORWARDED_PREFIXES) or k in FORWARDED) and k not in NOT_FORWARDED},
         )
