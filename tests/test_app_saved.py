@@ -178,3 +178,19 @@ def test_old_saved_work_is_deleted_and_nothing_else(tmp_path):
     assert not old_session.exists() and not old_photo.exists()
     assert new_session.exists() and all(f.exists() for f in others)
     assert (folder / ("e" * 32 + ".json")).is_dir()
+
+
+def test_saved_values_the_page_cannot_show_are_left_at_their_defaults():
+    at = edited_page()
+    session = at.session_state[saved.ID_KEY]
+    file = saved.session_file(session)
+    work = json.loads(file.read_text())
+    work["settings"].update(bg_kind="Nonsense", edge="wobbly", feather="nine", grow=3)
+    work["prompts"].append({"kind": "point", "x": 10_000, "y": 5, "label": 1})   # off the photo
+    file.write_text(json.dumps(work))
+    again = app(session)
+    assert again.session_state["bg_kind"] == at.session_state["bg_kind"] != "Nonsense"
+    assert again.session_state["edge"] == "hard" and again.session_state["feather"] == 0
+    assert again.session_state["grow"] == 3
+    assert again.session_state["photo"] is None          # clicks that do not fit: a fresh start
+    assert any("could not be brought back" in w.value for w in again.warning)

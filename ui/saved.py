@@ -228,8 +228,11 @@ def restore(state: MutableMapping, session: str) -> Optional[str]:
         return LOST.format(why="its file is damaged")
 
     defaults = {**S.WIDGET_DEFAULTS, **{k: state.get(k) for k in EXTRA_KEYS}}
+    choices = {"bg_kind": S.BG_KINDS, "click_mode": S.CLICK_MODES, "edge": S.EDGES,
+               "edge_method": tuple(S.EDGE_METHOD_LABELS), "mode": S.MODES}
     for key in saved_keys():
-        if key in settings and _fits(settings[key], defaults.get(key)):
+        if key in settings and _fits(settings[key], defaults.get(key)) \
+                and settings[key] in choices.get(key, (settings[key],)):
             state[key] = settings[key]
     if (bg := _background_path(work.get("bg_image_path"))) is not None:
         try:
