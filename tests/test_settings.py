@@ -114,8 +114,10 @@ def test_the_app_says_a_bad_setting_in_one_line(monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("BACKDROP_SWEEP_GRACE_S", "1h")
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert [e.value for e in at.error] == [
-        "Backdrop cannot start: BACKDROP\\_SWEEP\\_GRACE\\_S must be a number, got '1h'. Correct "
-        "it and restart the app (README: Configuration)."]
+    # the router, and each page on its own URL (a bookmark or a reload runs it without the router)
+    for script in ("streamlit_app.py", "pages/editor.py", "pages/history.py", "pages/models.py"):
+        at = AppTest.from_file(str(ROOT / script), default_timeout=60).run()
+        assert not at.exception, (script, [e.value for e in at.exception])
+        assert [e.value for e in at.error] == [
+            "Backdrop cannot start: BACKDROP\\_SWEEP\\_GRACE\\_S must be a number, got '1h'. "
+            "Correct it and restart the app (README: Configuration)."], script

@@ -28,7 +28,9 @@ CSS = f"""<style>
 
 
 def setup_page() -> None:
-    """The wide layout and the narrow-screen rules; call at the top of every page."""
+    """The wide layout and the narrow-screen rules; call at the top of every page. A bad
+    BACKDROP_* setting stops the page here with one line (also on a page's own URL)."""
+    from ui.widgets import check_settings
     st.set_page_config(layout="wide")
     st.html(CSS)
-
+    check_settings()
