@@ -75,6 +75,29 @@ def test_metric_is_zero_for_the_truth_and_positive_for_the_binary_mask(edges, sc
     assert 0 < binary["psnr_db"] < 60
 
 
+def test_the_scene_families_have_the_borders_they_claim(edges):
+    from core.matte import band_width
+    scenes = {f: edges.make_scene(next(s for s in edges.SCENES if s.family == f), (320, 240))
+              for f in edges.FAMILIES}
+    base = band_width((240, 320))
+    assert scenes["sharp"].reach <= base                         # a narrow rim: the default band holds it
+    for fam in ("defocus", "softrim", "motion", "mixed"):        # a wide ramp somewhere on the outline
+        assert scenes[fam].reach > 1.5 * base, (fam, scenes[fam].reach)
+        soft = (scenes[fam].alpha > 0.02) & (scenes[fam].alpha < 0.98)
+        assert soft.sum() > 1.5 * ((scenes["sharp"].alpha > 0.02) & (scenes["sharp"].alpha < 0.98)).sum()
+        assert np.array_equal(scenes[fam].mask, np.where(scenes[fam].alpha > 0.5, 255, 0).astype(np.uint8))
+
+
+def test_the_held_out_half_uses_other_photos(edges):
+    tune = {s.family for s in edges.SCENES if s.half == "tune"}
+    held = [s for s in edges.SCENES if s.half == "held"]
+    assert tune == {s.family for s in held} == set(edges.FAMILIES)   # both halves in every family
+    for s in held:
+        photos = {s.fg, s.b1, s.b2.removeprefix("photo:")}
+        assert not photos & set(edges.TUNE_PHOTOS), s.name
+    assert {s.name for s in held} >= set(edges.QUICK_SCENES)
+
+
 def test_benchmark_runs_and_ends_in_json(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "edges.py"), "--quick", "--no-12mp"],
@@ -96,4 +119,11 @@ def test_benchmark_runs_and_ends_in_json(tmp_path):
     assert out["exact"] is True                                 # the sure subject is never touched
     assert out["ratio_feather_best_over_default"] > 0 and out["decontam_gain"] > 0
     assert out["matte_s"] is None                               # --no-12mp
+    # per family on the held-out scenes, with the default before issue 22 in the same run
+    assert f"{q['default_method']}_fixed" in table
+    for fam in ("sharp", "defocus", "softrim", "motion", "mixed"):
+        assert out[f"ratio_held_{fam}"] > 0 and out[f"ratio_before_held_{fam}"] > 0, fam
+    assert out["ratio_held_min"] == min(out[f"ratio_held_{f}"] for f in ("sharp", "defocus", "softrim",
+                                                                           "motion", "mixed"))
+    assert "ratio_held_every_family_ge_2" in out["meets"] and "per family" in proc.stdout
     assert "method" in proc.stdout and "PSNR" in proc.stdout    # the readable table came first

@@ -77,6 +77,92 @@ def test_the_fast_method_softens_an_anti_aliased_edge():
     assert err < 0.6 * binary_err, (err, binary_err)
 
 
+def soft_scene(fg, bg, sigma_left, sigma_right, shape=(360, 480)):
+    """A photo `fg` over a photo `bg` inside an ellipse whose border is blurred by a Gaussian of
+    `sigma_left` px on its left half and `sigma_right` px on its right (0: crisp, anti-aliased),
+    as a defocused or motion-blurred outline looks; returns (image, true alpha, mask alpha > 0.5)."""
+    import cv2
+    h, w = shape
+    hard = ellipse(h, w, 0.33).astype(np.float32) / 255
+    hard = cv2.GaussianBlur(hard, (0, 0), 0.7)
+    left = cv2.GaussianBlur(hard, (0, 0), sigma_left) if sigma_left else hard
+    right = cv2.GaussianBlur(hard, (0, 0), sigma_right) if sigma_right else hard
+    side = np.clip((np.arange(w) - w / 2) / 40 + 0.5, 0, 1)[None, :]   # left -> right over 40 px
+    alpha = (1 - side) * left + side * right
+    F, B = fg[:h, :w].astype(np.float32), bg[:h, :w].astype(np.float32)
+    img = np.clip(B + (F - B) * alpha[..., None] + 0.5, 0, 255).astype(np.uint8)
+    return img, alpha, np.where(alpha > 0.5, 255, 0).astype(np.uint8)
+
+
+def _composite_error(m, img, alpha, fg, where):
+    """Mean abs error of the matte's composite over green against the true one, on `where`."""
+    F = img.astype(np.float32)
+    F.reshape(-1, 3)[m.band_idx] = m.foreground(img)
+    a = full_alpha(m)[..., None]
+    green = np.array([0, 200, 0], np.float32)
+    true = fg[:img.shape[0], :img.shape[1]].astype(np.float32) * alpha[..., None] + green * (1 - alpha[..., None])
+    return np.abs(F * a + green * (1 - a) - true)[where].mean()
+
+
+def test_the_blur_of_a_border_is_measured():
+    import cv2
+    for sigma in (0.7, 3.0, 8.0):
+        step = np.zeros((240, 320), np.float32)
+        step[:, :160] = 1
+        step = cv2.GaussianBlur(step, (0, 0), sigma)
+        img = np.clip(20 + 200 * step[..., None] * np.array([1.0, 0.6, 0.2]), 0, 255).astype(np.uint8)
+        soft = M.edge_blur(img, step > 0.5)
+        assert abs(float(np.median(soft.sigma)) - sigma) < 0.2 * sigma + 0.2, sigma
+
+
+def test_the_default_follows_a_wide_defocused_border(coffee, astronaut):
+    # a border blurred by a Gaussian of 7 px (a ramp ~18 px wide): the small window alone (the
+    # default before) leaves most of the ramp hard; the default now measures the blur and follows it
+    img, alpha, mask = soft_scene(coffee, astronaut, 7, 7)
+    soft = (alpha > 0.02) & (alpha < 0.98)
+    now = M.edge_matte(img, mask)
+    before = M.edge_matte(img, mask, adapt=False)
+    binary_err = np.abs(mask / 255.0 - alpha)[soft].mean()
+    err_now = np.abs(full_alpha(now) - alpha)[soft].mean()
+    err_before = np.abs(full_alpha(before) - alpha)[soft].mean()
+    assert err_now < 0.35 * binary_err and err_now < 0.5 * err_before, (err_now, err_before, binary_err)
+    assert _composite_error(now, img, alpha, coffee, soft) < 0.5 * _composite_error(before, img, alpha, coffee, soft)
+    # the band grew to hold the ramp; the core is still copied bit for bit
+    assert now.band_idx.size > 2 * before.band_idx.size
+    out = compose(img, mask, "color:#00c800", matte=now)
+    assert np.array_equal(out[now.core], img[now.core]) and now.core.sum() > 0.2 * mask.size
+
+
+def test_a_crisp_border_keeps_the_small_window(coffee, astronaut):
+    # an anti-aliased border between two textured photos: still the narrow band and small window
+    img, alpha, mask = soft_scene(coffee, astronaut, 0, 0)
+    now, before = M.edge_matte(img, mask), M.edge_matte(img, mask, adapt=False)
+    assert now.band_idx.size < 1.1 * before.band_idx.size
+    soft = (alpha > 0.02) & (alpha < 0.98)
+    err_now = np.abs(full_alpha(now) - alpha)[soft].mean()
+    err_before = np.abs(full_alpha(before) - alpha)[soft].mean()
+    assert err_now < 1.1 * err_before, (err_now, err_before)
+
+
+def test_one_outline_sharp_on_one_side_and_blurred_on_the_other(coffee, astronaut):
+    img, alpha, mask = soft_scene(coffee, astronaut, 0, 7)
+    now, before = M.edge_matte(img, mask), M.edge_matte(img, mask, adapt=False)
+    h, w = mask.shape
+    left, right = np.zeros(mask.shape, bool), np.zeros(mask.shape, bool)
+    left[:, : w // 2 - 40], right[:, w // 2 + 40:] = True, True
+    band_now = np.zeros(mask.shape, bool)
+    band_now.ravel()[now.band_idx] = True
+    band_before = np.zeros(mask.shape, bool)
+    band_before.ravel()[before.band_idx] = True
+    # the sharp side keeps its narrow band, the blurred side gets a wide one
+    assert (band_now & left).sum() < 1.5 * (band_before & left).sum()
+    assert (band_now & right).sum() > 4 * (band_before & right).sum()
+    soft = (alpha > 0.02) & (alpha < 0.98)
+    err = lambda m, side: np.abs(full_alpha(m) - alpha)[soft & side].mean()   # noqa: E731
+    assert err(now, right) < 0.5 * err(before, right)
+    assert err(now, left) < 1.1 * err(before, left)
+
+
 def test_a_solid_subject_with_a_hard_edge_stays_solid():
     img = np.empty((60, 90, 3), np.uint8)
     img[:] = (20, 40, 200)
