@@ -206,7 +206,8 @@ def canvas_rgb(state: MutableMapping, mask: Optional[np.ndarray]) -> np.ndarray:
 
 
 class EncodedImage:
-    """Already-encoded JPEG bytes that streamlit_image_coordinates can 'save' (no re-encode)."""
+    """The clickable photo's JPEG bytes (`.data`, what ui.clicker shows), encoded once; `save` writes
+    them as they are (no re-encode)."""
 
     def __init__(self, data: bytes):
         self.data = data
