@@ -149,11 +149,13 @@ def result_area(state: MutableMapping) -> None:
     c2.button("Back to editing", key="result-back", icon=":material/edit:", on_click=_set_view,
               args=(state, False), width="stretch",
               help="The clickable photo again, to change the selection; the result stays here.")
-    if n > 1:
-        for j, col in enumerate(st.columns(max(n, 3))[:n]):
-            col.image(shown_bytes(res["previews"][j]), width="stretch")
-            col.button(f"Variant {j + 1}", key=f"result-pick-{j}", on_click=_pick, args=(state, j),
-                       type="primary" if j == i else "secondary", width="stretch")
+    if n > 1:       # a row that wraps (columns would stack full width on a phone)
+        with st.container(horizontal=True, gap="small", key="result-variants"):
+            for j in range(n):
+                with st.container(width=THUMB_WIDTH, gap="small"):
+                    st.image(shown_bytes(res["previews"][j]), width="stretch")
+                    st.button(f"Variant {j + 1}", key=f"result-pick-{j}", on_click=_pick, args=(state, j),
+                              type="primary" if j == i else "secondary", width="stretch")
     if res.get("remote") and res.get("run_id"):     # client mode: the run is in the service's history
         if st.button(f"Open run #{res['run_id']} in History", key="open-run", icon=":material/history:"):
             state["hist_open"] = res["run_id"]
