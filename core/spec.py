@@ -64,6 +64,7 @@ SCHEDULERS: dict[str, str] = {
     "tcd": "TCDScheduler",          # fast mode: what TCD-LoRA was distilled for
 }
 FAST_SCHEDULERS = ("lcm", "tcd")
+FAST_MAX_STEPS = 50           # LCM/TCD sample from the 50 steps they were distilled with, no more
 # What a mode starts from when a value is not given (the CLI and the editor fill these in;
 # anything given explicitly wins). Fast: 4 steps of a few-step LoRA without classifier-free guidance
 # (one UNet pass per step); quality: the full model.
@@ -511,6 +512,10 @@ class Generation(Spec):
         if self.mode == "fast" and self.scheduler not in FAST_SCHEDULERS:
             raise ValueError(f"fast mode samples with {' or '.join(FAST_SCHEDULERS)}, not "
                              f"{self.scheduler or 'the model default'}")
+        if self.mode == "fast" and self.steps > FAST_MAX_STEPS:
+            raise ValueError(f"fast mode takes at most {FAST_MAX_STEPS} steps (its {self.scheduler} "
+                             f"sampler was distilled from {FAST_MAX_STEPS}), got {self.steps}: use "
+                             "mode quality for more")
         if self.mode == "quality" and self.scheduler in FAST_SCHEDULERS:
             raise ValueError(f"the {self.scheduler} scheduler needs its LoRA: use mode fast")
         if self.mode == "quality" and self.lora is not None:

@@ -167,6 +167,18 @@ def test_editor_cli_and_api_start_from_the_specs_defaults(tmp_path, coffee):
     assert Generation(prompt="x").negative == ""                         # what the API fills in
 
 
+def test_fast_mode_beyond_its_samplers_steps_is_one_line_not_an_internal_error(tmp_path, coffee):
+    from test_cli import assert_one_line_error
+
+    photo = tmp_path / "cup.png"
+    Image.fromarray(coffee[::4, ::4]).save(photo)
+    proc = cli("replace", photo, "--out", tmp_path / "o.png", "--point", "75,50", "--segmenter", "grabcut",
+               "--background", "sd", "--prompt", "x", "--model", "tiny", "--mode", "fast",
+               "--steps", str(core_spec.FAST_MAX_STEPS + 1), check=False)
+    assert_one_line_error(proc, f"fast mode takes at most {core_spec.FAST_MAX_STEPS} steps")
+    assert Generation.for_mode("fast", prompt="x", steps=core_spec.FAST_MAX_STEPS).steps == core_spec.FAST_MAX_STEPS
+
+
 def _history_open(at: AppTest, run_id: int, action: str) -> None:
     at.switch_page("pages/history.py").run()
     at.button(key=f"open-{run_id}").click().run()
@@ -186,7 +198,7 @@ def test_a_cli_run_at_the_specs_limits_opens_in_the_editor_and_reruns_to_the_sam
         "--grow", str(core_spec.MAX_EDGE_PX), "--fill-holes", "--min-area", "40")
     cli("replace", photo, "--out", tmp_path / "b.png", *point, "--background", "sd",
         "--prompt", "a beach", "--negative", "fog", "--model", "tiny", "--mode", "fast",
-        "--scheduler", "tcd", "--lora", "tiny-lcm", "--steps", "50",    # (LCM/TCD take at most 50)
+        "--scheduler", "tcd", "--lora", "tiny-lcm", "--steps", str(core_spec.FAST_MAX_STEPS),
         "--strength", "0.02", "--guidance", str(core_spec.MAX_GUIDANCE), "--seed", str(core_spec.MAX_SEED),
         "--variants", str(core_spec.MAX_VARIANTS), "--edge", "matte", "--edge-band",
         str(core_spec.MAX_EDGE_BAND), "--invert", "--grow", "-5")

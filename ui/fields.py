@@ -89,7 +89,8 @@ def draw(where, part: str, name: str, state: MutableMapping, *, options: Optiona
     f = field(part, name)
     kind = ui.get("widget") or ("toggle" if "bool" in str(f.annotation) else
                                 "slider" if _whole(part, name) or "float" in str(f.annotation) else "text")
-    args: dict[str, Any] = {"key": key, "help": ui.get("help") or f.description.capitalize(),
+    about = f.description or ""
+    args: dict[str, Any] = {"key": key, "help": ui.get("help") or about[:1].upper() + about[1:],
                             "persist_state": "session"} | extra
     label = ui["label"]
     if kind == "toggle":
