@@ -87,8 +87,8 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             shot("mask-overlay")
 
             # 4. AI-scene background with the tiny model: prompt, Generate, progress, result
-            page.get_by_label("Prompt: describe the new scene").fill("a calm beach at sunset")
-            page.get_by_label("Prompt: describe the new scene").press("Control+Enter")
+            page.get_by_role("textbox", name="Prompt: describe the new scene").fill("a calm beach at sunset")
+            page.get_by_role("textbox", name="Prompt: describe the new scene").press("Control+Enter")
             page.get_by_role("button", name="Generate").click()
             expect(page.get_by_text(re.compile(r"Done in [\d.]+ s — saved to History as run #1"))).to_be_visible()
             expect(page.locator(".bd-compare img.bd-after")).to_be_visible()   # in the photo area
