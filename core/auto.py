@@ -48,18 +48,18 @@ __all__ = ["AutoSubject", "NoSubjectError", "NoBackdropError", "find_subject", "
 
 WORK_SIDE = 640          # long side of the working copy
 BORDER = 0.03            # border strip, share of the short side
-DARK = 0.32              # darker than this share of the backdrop: no cast shadow, subject
-EDGE = 0.05              # a sharp edge: the shading ratio changes faster than this per working px
-MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
-FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
-EDGE_LOW = 0.012         # ... or more than this per px when it is SHARP times steeper than at 3x the scale
-SHARP = 1.8
-MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
-MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
 T_OFF = 10.0             # colour off the backdrop's (levels, RGB distance) that counts as subject
-BAND = 2                 # the outline is decided again at full size within this many working px
+DARK = 0.32              # darker than this share of the backdrop: no cast shadow, subject
+EDGE = 0.05              # a sharp edge: the colour relative to the backdrop changes this much per px
+EDGE_LOW = 0.012         # ... or this much, when it is SHARP times steeper than at 3x the scale
+SHARP = 1.8
 NECK = 3                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
 SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
+MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
+FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
+MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
+MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
+BAND = 2                 # the outline is decided again at full size within this many working px
 
 
 class NoSubjectError(ImageError):
@@ -106,9 +106,26 @@ def _design(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
                      xs ** 3, xs * xs * ys, xs * ys * ys, ys ** 3], axis=1)
 
 
+def _robust_fit(A: np.ndarray, vals: np.ndarray, keep: np.ndarray):
+    """Least squares of vals on A, refitted without the samples that do not fit (4 rounds).
+    Returns (coefficients, the samples kept) or None when too few are left."""
+    for _ in range(4):
+        if keep.sum() < 2 * A.shape[1] + 10:
+            return None
+        Ak = A[keep]
+        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(A.shape[1]), Ak.T @ vals[keep])
+        res = np.abs(vals - A @ coef).max(axis=1)
+        tol = max(3.0, 4.0 * 1.4826 * float(np.median(res[keep])))
+        keep = keep & (res <= tol)
+    return coef, keep
+
+
 def _backdrop(img: np.ndarray):
     """Fit the backdrop to the border strip of img (HxWx3 float32). Returns (model HxWx3, noise
-    sigma per channel, share of the border that fits)."""
+    sigma per channel, share of the border that fits). Candidates: a cubic on all four sides and
+    a quadratic on each three of them (a product cut by the frame's bottom edge hides most of that
+    side); the one that most of the whole border fits wins."""
+    import cv2
     h, w = img.shape[:2]
     b = max(2, int(round(BORDER * min(h, w))))
     edge = np.zeros((h, w), bool)
@@ -116,26 +133,38 @@ def _backdrop(img: np.ndarray):
     yy, xx = np.nonzero(edge)
     step = max(1, len(yy) // 6000)
     yy, xx = yy[::step], xx[::step]
+    side = np.where(yy < b, 0, np.where(yy >= h - b, 1, np.where(xx < b, 2, 3)))
     nx = lambda v, n: v.astype(np.float64) / max(n - 1, 1) * 2 - 1  # noqa: E731
     A = _design(nx(xx, w), nx(yy, h))
     vals = img[yy, xx].astype(np.float64)
-    keep = np.ones(len(yy), bool)
-    for _ in range(4):
-        Ak = A[keep]
-        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(A.shape[1]), Ak.T @ vals[keep])
-        res = np.abs(vals - A @ coef).max(axis=1)
-        med = np.median(res[keep])
-        tol = max(3.0, 4.0 * 1.4826 * med)
-        keep = res <= tol
-        if keep.sum() < 20:
-            break
-    sigma = np.maximum(1.4826 * np.median(np.abs(vals[keep] - A[keep] @ coef), axis=0), 0.5) \
-        if keep.sum() >= 20 else np.full(3, 99.0)
+    fits = []
+    for left_out in (None, 0, 1, 2, 3):
+        terms = 10 if left_out is None else 6
+        fit = _robust_fit(A[:, :terms], vals, side != left_out)
+        if fit is not None:
+            res = np.abs(vals - A[:, :terms] @ fit[0]).max(axis=1)
+            fits.append((left_out, terms, res, 1.4826 * float(np.median(res[fit[1]]))))
+    best = None
+    if fits:
+        # one tolerance for all (from the best fit's noise), so that a bad fit cannot widen its own
+        tol = max(6.0, 4.0 * min(f[3] for f in fits))
+        for left_out, terms, res, _ in fits:
+            inliers = res <= tol
+            score = inliers.sum() * (1.02 if left_out is None else 1.0)
+            if best is None or score > best[0]:
+                best = (score, terms, inliers)
+    if best is None:
+        return np.repeat(img.mean(axis=(0, 1), keepdims=True), h, 0).repeat(w, 1), np.full(3, 99.0), 0.0
+    _, terms, inliers = best
+    fit = _robust_fit(A[:, :terms], vals, inliers)
+    if fit is None:
+        return np.repeat(img.mean(axis=(0, 1), keepdims=True), h, 0).repeat(w, 1), np.full(3, 99.0), 0.0
+    coef, keep = fit
+    sigma = np.maximum(1.4826 * np.median(np.abs(vals[keep] - A[keep, :terms] @ coef), axis=0), 0.5)
     share = float(keep.mean())
     gw, gh = max(2, w // 4), max(2, h // 4)           # smooth: evaluated on a coarse grid, upscaled
     X, Y = np.meshgrid(np.linspace(-1, 1, gw), np.linspace(-1, 1, gh))
-    coarse = (_design(X.ravel(), Y.ravel()) @ coef).reshape(gh, gw, 3).astype(np.float32)
-    import cv2
+    coarse = (_design(X.ravel(), Y.ravel())[:, :terms] @ coef).reshape(gh, gw, 3).astype(np.float32)
     model = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(model, 1.0, 300.0), sigma, share
 
