@@ -90,6 +90,8 @@ def test_result_takes_the_photo_area_then_back_to_editing_and_back(tiny_env):
     assert downloads(at) == ["Download PNG (512×512)"]   # one download, next to the picture
     assert "Back to editing" in labels(at) and "Show the result" not in labels(at)
     assert any("run #1 in History" in c.value for c in at.caption)
+    at.run()                       # any rerun: the same slider, so the browser keeps it as it is
+    assert compare(at) == html
 
     [b for b in at.button if b.label == "Back to editing"][0].click().run()
     no_exception(at)

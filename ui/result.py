@@ -41,14 +41,16 @@ COMPARE_CSS = """<style>
 .bd-compare input:focus-visible+.bd-handle{outline:2px solid #ff4b4b}
 </style>""".replace("{VH}", str(COMPARE_MAX_VH))
 
-# Binds the range input to the handle; with `scroll`, brings the picture fully into view (once:
-# Streamlit keeps an unchanged element, so this runs when a new result is drawn).
+# Binds the range input to the handle, and brings the picture fully into view the first time this
+# page draws result number SCROLL (0: never); a redraw (another variant, Back and Show) leaves the
+# page where the person put it.
 COMPARE_JS = """<script>(() => {
   const box = document.currentScript.previousElementSibling;
   const cmp = box.querySelector('.bd-compare'), range = box.querySelector('input');
   const set = () => cmp.style.setProperty('--pos', range.value + '%');
   range.addEventListener('input', set); set();
-  if (!SCROLL) return;
+  if (!SCROLL || window.bdScrolledTo === SCROLL) return;
+  window.bdScrolledTo = SCROLL;
   const img = box.querySelector('img');
   const go = () => {
     const r = box.getBoundingClientRect();
@@ -73,7 +75,7 @@ def take_new(state: MutableMapping, res: dict) -> None:
     state["result_seen"] = res
     state["result_view"] = True
     state["result_pick"] = 0
-    state["result_scroll"] = True
+    state["result_scroll"] = int(state.get("result_scroll") or 0) + 1
     state["result_prompts"] = list(state.get("prompts") or [])
 
 
@@ -111,8 +113,9 @@ def data_url(data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def compare_html(before: bytes, after: bytes, scroll: bool = False) -> str:
-    """The before/after slider of two same-sized pictures (encoded bytes; no user text)."""
+def compare_html(before: bytes, after: bytes, scroll: int = 0) -> str:
+    """The before/after slider of two same-sized pictures (encoded bytes; no user text); `scroll`:
+    the number of the result, brought into view once by the page (0: not)."""
     return (COMPARE_CSS
             + '<div class="bd-result"><div class="bd-compare">'
             + f'<img class="bd-after" src="{data_url(after)}" alt="Result">'
@@ -122,7 +125,7 @@ def compare_html(before: bytes, after: bytes, scroll: bool = False) -> str:
             + '<div class="bd-handle"></div>'
             + '<span class="bd-tag bd-tag-before">Before</span><span class="bd-tag bd-tag-after">After</span>'
             + '</div></div>'
-            + COMPARE_JS.replace("SCROLL", "true" if scroll else "false"))
+            + COMPARE_JS.replace("SCROLL", str(int(scroll))))
 
 
 def result_area(state: MutableMapping) -> None:
@@ -133,9 +136,8 @@ def result_area(state: MutableMapping) -> None:
     res = of_photo(state)
     i = picked(state, res)
     out, seed = res["outputs"][i], res["seeds"][i]
-    st.html(compare_html(res["original"], shown_bytes(res["previews"][i]), bool(state.get("result_scroll"))),
-            unsafe_allow_javascript=True)
-    state["result_scroll"] = False
+    st.html(compare_html(res["original"], shown_bytes(res["previews"][i]), state.get("result_scroll") or 0),
+            unsafe_allow_javascript=True)      # the same HTML on a rerun: the slider stays where it is
     n = len(res["outputs"])
     where = f"run #{res['run_id']} in History" if res.get("run_id") else "not in History"
     st.caption("Drag across the picture to compare: before (left) and after (right). · "

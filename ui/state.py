@@ -202,7 +202,7 @@ STATE_DEFAULTS: dict[str, Any] = {
     "result_view": False,     # the photo area shows the result (else the clickable photo; ui.result)
     "result_pick": 0,         # which variant the result view shows
     "result_seen": None,      # the result dict last taken in (a new one is shown and scrolled to)
-    "result_scroll": False,   # bring the result into view on its next drawing (once)
+    "result_scroll": 0,       # the number of the result taken in (the page scrolls to a new one once)
     "result_prompts": None,   # the clicks the shown result stands for (a change goes back to editing)
     "notice": None,           # (level, one-line text) to show once on the next run
     "job_notice": None,       # (level, one line) how the last generation ended, shown by Generate
