@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import spec, weights
+from core import spec
 from ui import background, canvas, fields, job, photo, prompts, remote, resources, tasks
 from ui import result as result_view
 from ui import state as S
 from ui.clicker import clicker
 from ui import models as um
 from ui import layout
-from ui.widgets import escape_md, guarded, model_label, show_notice, state_selectbox
+from ui.widgets import escape_md, guarded, show_notice, state_selectbox
 
 state = st.session_state
 layout.setup_page()       # wide, also on the page's own URL (no router then)
@@ -23,10 +23,10 @@ client_mode = remote.is_remote()          # BACKDROP_SERVER_URL: the service seg
 with st.sidebar:
     state_selectbox(st, "Segmentation model", [s.name for s in um.visible_specs("segment", state)],
                     state, "segmenter", "seg_pick",
-                    format_func=lambda n: model_label(weights.get_spec(n, "segment"), client_mode or
-                                                      resources.is_present(weights.get_spec(n, "segment"))),
+                    format_func=um.short_label,      # a name fits the sidebar; what it is below
                     help="Which model finds the subject from your clicks. Manage downloads on the "
                          "Models page.")
+    st.caption(um.about(state["segmenter"], "segment", True if client_mode else None))
     if client_mode:                       # the weights are on the service, not here
         seg_name, seg_note = state["segmenter"], None
         st.caption(f"Working with the Backdrop service at {escape_md(remote.shown_url())}.")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import config, weights
+from core import config
 from ui import models as um
 from ui import layout, resources, tasks
 from ui import state as S
-from ui.widgets import escape_md, model_label, show_notice, state_selectbox
+from ui.widgets import escape_md, show_notice, state_selectbox
 
 state = st.session_state
 layout.setup_page()       # wide, also on the page's own URL (no router then)
@@ -52,14 +52,14 @@ st.subheader("Defaults for this session")
 st.caption("Used by the Editor from now on (this browser session only). Server-wide defaults come "
            "from BACKDROP_SEGMENTER and BACKDROP_INPAINT_MODEL.")
 d1, d2 = st.columns(2)
-# labels without "(not downloaded)": the tables say what is on disk, and a label that changes as a
-# download lands would make the choice jump
+# names only (they fit a phone), what each is below; a label never changes as a download lands
 state_selectbox(d1, "Segmentation model", [s.name for s in um.visible_specs("segment", state)], state,
-                "segmenter", "default_segmenter",
-                format_func=lambda n: model_label(weights.get_spec(n, "segment"), True))
+                "segmenter", "default_segmenter", format_func=um.short_label)
+d1.caption(um.about(state["segmenter"], "segment"))
 state_selectbox(d2, "Inpainting model (AI scene backgrounds)",
                 [s.name for s in um.visible_specs("inpaint", state)], state, "inpaint_model",
-                "default_inpaint_model", format_func=lambda n: um.inpaint_label(n, present=True))
+                "default_inpaint_model", format_func=um.short_label)
+d2.caption(um.about(state["inpaint_model"], "inpaint"))
 st.caption("What is not on disk yet is listed in the starter set above.")
 
 # ------------------------------------------------------------------ the registry

@@ -2,7 +2,7 @@
 (by the screen's edge, by the box it sits in, or by an ellipsis), a page opened by its own URL
 has the wide layout, the missing-model warning is on the page (not in the sidebar a phone keeps
 closed), History's filters are folded and its cards two a row on a phone, and the colour preview
-is beside the colour controls on a phone. One `streamlit run` for the module, no model weights
+is beside the colour controls on a phone. The Editor is checked with every fold open too. One `streamlit run` for the module, no model weights
 (GrabCut segments). Screenshots go to test-artifacts/browser/layout/. Skipped without
 Chromium/Playwright, except under BACKDROP_REQUIRE_BROWSER=1 (CI)."""
 from __future__ import annotations
@@ -52,6 +52,9 @@ CUT_CONTROLS_JS = """() => {
     if (r.width < 1 || r.height < 1 || cs.visibility === 'hidden' || cs.opacity === '0') continue;
     if (r.right > vw + 1 || r.left < -1) { out.push('off-screen: ' + name(el)); continue; }
     if (cutBy(el, r)) { out.push('cut by its box: ' + name(el)); continue; }
+    if (el.matches('input[role=combobox]') && el.scrollWidth > el.clientWidth + 1) {
+      out.push('value cut: ' + name(el)); continue;       // a select box's choice
+    }
     for (const t of [el, ...el.querySelectorAll('*')]) {
       const ts = getComputedStyle(t);
       const text = t.matches('input, textarea') ? '' : (t.innerText || '').trim();
@@ -158,6 +161,13 @@ def test_no_control_is_cut_on_a_phone_or_a_laptop(server, size):
             expect(page.get_by_text("Mask ready", exact=False)).to_be_visible()
             kinds = page.locator(".st-key-bg_kind button")
             expect(kinds).to_have_count(5)
+            folds = page.locator("[data-testid=stMain] details summary")   # every fold open
+            for i in range(folds.count()):
+                folds.nth(i).click()
+            expect(page.locator("[data-testid=stMain] details:not([open])")).to_have_count(0)
+            check("editor-folds-open")
+            for i in range(folds.count()):
+                folds.nth(i).click()
 
             kinds.filter(has_text="Colour").click()
             expect(page.get_by_label("Hex", exact=True)).to_be_visible()

@@ -4,6 +4,7 @@ for), and the Editor's check that everything an AI run needs is on disk before G
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from collections.abc import MutableMapping
 from typing import Any, Optional
 
@@ -74,15 +75,35 @@ TABLE_COLUMNS = {
 
 
 def inpaint_label(name: str, present: Optional[bool] = None) -> str:
-    """Select-box label of an inpainting model: registry name + description, or the folder/repo id;
-    "(not downloaded)" when absent, unless `present` says what to show."""
-    from ui.widgets import model_label
+    """Select-box label of an inpainting model, short enough for a phone: its name (a local
+    folder's own name, a repo id as it is) and "(not downloaded)" when absent, unless `present`
+    says what to show. What the model is goes under the box (`about`)."""
     try:
         spec = weights.spec_for(name, "inpaint")
     except Exception:  # not a model name (or a path that cannot be looked at): show it as it is
         log.warning("no model label for %r", name, exc_info=True)
         return name
-    return model_label(spec, resources.is_present(spec) if present is None else present)
+    shown = Path(spec.name).name if spec.kind == "local" else spec.name
+    ready = resources.is_present(spec) if present is None else present
+    return shown + ("" if ready else " (not downloaded)")
+
+
+def short_label(name: str) -> str:
+    """A model as a select box shows it: its name only, so the box fits the sidebar and a phone
+    (what the model is goes under the box: `about`)."""
+    return "GrabCut" if name == "grabcut" else name
+
+
+def about(name: str, task: str, present: Optional[bool] = None) -> str:
+    """The line under a model's select box: what the model is and, when it is not on disk, that
+    it needs a download (Markdown-safe); "" for a name Backdrop knows no model for."""
+    try:
+        spec = weights.spec_for(name, task)
+    except BackdropError as e:
+        log.info("no description for model %r: %s", name, e)
+        return ""
+    ready = resources.is_present(spec) if present is None else present
+    return escape_md(spec.description + ("" if ready else " · not downloaded yet"))
 
 
 @st.cache_resource(show_spinner=False)
