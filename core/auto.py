@@ -124,7 +124,7 @@ def _backdrop(img: np.ndarray):
     """Fit the backdrop to the border strip of img (HxWx3 float32). Returns (model HxWx3, noise
     sigma per channel, share of the border that fits). Candidates: a cubic on all four sides and
     a quadratic on each three of them (a product cut by the frame's bottom edge hides most of that
-    side); the one that most of the whole border fits wins."""
+    side); of those that most of the whole border fits, the tightest wins."""
     import cv2
     h, w = img.shape[:2]
     b = max(2, int(round(BORDER * min(h, w))))
@@ -146,13 +146,16 @@ def _backdrop(img: np.ndarray):
             fits.append((left_out, terms, res, 1.4826 * float(np.median(res[fit[1]]))))
     best = None
     if fits:
-        # one tolerance for all (from the best fit's noise), so that a bad fit cannot widen its own
+        # one tolerance for all (from the best fit's noise), so that a bad fit cannot widen its own;
+        # of the fits most of the border agrees with, the tightest (all four sides preferred)
         tol = max(6.0, 4.0 * min(f[3] for f in fits))
-        for left_out, terms, res, _ in fits:
-            inliers = res <= tol
-            score = inliers.sum() * (1.02 if left_out is None else 1.0)
-            if best is None or score > best[0]:
-                best = (score, terms, inliers)
+        counts = [int((f[2] <= tol).sum()) for f in fits]
+        for (left_out, terms, res, sig), count in zip(fits, counts):
+            if count < 0.8 * max(counts):
+                continue
+            score = sig * (0.9 if left_out is None else 1.0)
+            if best is None or score < best[0]:
+                best = (score, terms, res <= tol)
     if best is None:
         return np.repeat(img.mean(axis=(0, 1), keepdims=True), h, 0).repeat(w, 1), np.full(3, 99.0), 0.0
     _, terms, inliers = best

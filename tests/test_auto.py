@@ -93,6 +93,19 @@ def test_catalogue_shots_at_a_floor():
     assert min(scores) > 0.9 and np.mean(scores) > 0.94, scores
 
 
+def test_product_cut_by_the_frame():
+    """A wide product standing on the frame's bottom edge hides most of that side of the border:
+    the backdrop is fitted on the other three."""
+    import cv2
+    rng = np.random.default_rng(4)
+    back = sweep()
+    box = np.zeros((H, W), np.float32)
+    cv2.rectangle(box, (40, 150), (440, H), 1.0, -1)
+    img = back * (1 - box[..., None]) + np.array([150, 60, 40], np.float32) * box[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    assert iou(find_subject(img).mask >= 128, box > 0.5) > 0.97
+
+
 def test_blank_photo_is_one_clear_line():
     rng = np.random.default_rng(3)
     img = np.clip(sweep() + rng.normal(0, 1.5, (H, W, 3)), 0, 255).astype(np.uint8)
