@@ -118,8 +118,18 @@ with ctl_col:
 state["subject_drawn"] = prompts.has_subject(state)
 
 
-@st.fragment
 def subject_canvas() -> None:
+    """Add/Remove above the clickable photo (a phone, where the columns stack, shows it first),
+    then the photo with its mask and the mask candidates."""
+    if segmenter is not None:     # outside the fragment: a click's rerun stays as small as it was
+        st.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session",
+                             required=True, help="Add: click on what to keep. Remove: click on what is "
+                                                 "not part of it. Shift-click or right-click removes too.")
+    subject_photo()
+
+
+@st.fragment
+def subject_photo() -> None:
     """The clickable photo with its mask, and the mask candidates: a click or a candidate pick
     reruns only this (segment at preview size from the cached embedding, overlay, JPEG)."""
     canvas_key = f"canvas-{image.hash[:12]}"
@@ -137,10 +147,6 @@ def subject_canvas() -> None:
         canvas.apply_canvas_value(state, state.get(canvas_key))
 
     if segmenter is not None:
-        # above the photo, so a phone shows it before the photo (the columns stack there)
-        st.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session",
-                             required=True, help="Add: click on what to keep. Remove: click on what is "
-                                                 "not part of it. Shift-click or right-click removes too.")
         value = clicker(canvas.canvas_image(state, seg_name, result).data, key=canvas_key,
                         label=0 if state["click_mode"] == S.REMOVE else 1, box_mode=bool(state["box_mode"]),
                         seen=state.get("canvas_event"), on_change=_on_canvas)

@@ -11,6 +11,7 @@ const spinner = document.getElementById("spinner");
 
 const CLICK_DRAG_PX = 10;   // a mouse drag longer than this (both ways) in click mode is a box
 const BOX_DRAG_PX = 6;      // ... in box mode (ui/canvas.py MIN_BOX_PX)
+const SPINNER_AFTER_MS = 250;   // a quick mask needs no spinner (and no animation frames meanwhile)
 
 let args = {label: 1, box_mode: false, seen: null};
 let pending = [];           // events sent that the picture does not show yet (unix_time > seen)
@@ -18,6 +19,7 @@ let lastTime = 0;
 let down = null;            // the pointer pressed on the photo: {x, y, id, remove, mouse}
 let drag = null;            // the box being dragged: {x1, y1, x2, y2}
 let frameHeight = 0;
+let spinnerTimer = null;
 
 function send(type, data) {
   window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, data), "*");
@@ -75,7 +77,14 @@ function draw() {
     else mark("dot " + (e.label === 0 ? "remove" : "add"), {left: pct(e.x, e.width), top: pct(e.y, e.height)});
   }
   if (drag) rect(drag, img.clientWidth, img.clientHeight);
-  spinner.hidden = pending.length === 0;
+  if (pending.length === 0) {
+    clearTimeout(spinnerTimer);
+    spinnerTimer = null;
+    spinner.hidden = true;
+  } else if (spinner.hidden && spinnerTimer === null) {
+    spinnerTimer = setTimeout(() => { spinnerTimer = null; spinner.hidden = pending.length === 0; },
+                              SPINNER_AFTER_MS);
+  }
   const last = shown[shown.length - 1];     // the spinner turns around it (an undo: the middle)
   const [x, y, w, h] = !last ? [1, 1, 2, 2] : "x1" in last
     ? [last.x1 + last.x2, last.y1 + last.y2, 2 * last.width, 2 * last.height] : [last.x, last.y, last.width, last.height];
