@@ -21,8 +21,8 @@ opacity 0.1-0.3, fading out). Some products are cropped by the frame's bottom ed
 noise (sigma 0.5-3 levels) and JPEG (quality 70-95). The truth is the product's alpha >= 0.5: the
 shadows and the reflection are not subject, a see-through handle hole is not subject, a label is.
 
-Split: even seeds are the tune half (the thresholds of core.auto were set looking at them only),
-odd seeds the held-out half, reported here. IoU per shot at --size; mean and worst over the half,
+Split: even seeds are the tune half (the thresholds of core.auto were set looking at even seeds
+0-142 only, at 800x600: `--half tune`), odd seeds the held-out half, reported here. IoU per shot at --size; mean and worst over the half,
 per product kind, and the shots under 0.9 are named.
 
 Baseline in the same run (same shots): `border_threshold`: the colour distance from the median
