@@ -11,7 +11,9 @@ const spinner = document.getElementById("spinner");
 
 const CLICK_DRAG_PX = 10;   // a mouse drag longer than this (both ways) in click mode is a box
 const BOX_DRAG_PX = 6;      // ... in box mode (ui/canvas.py MIN_BOX_PX)
-const SPINNER_AFTER_MS = 250;   // a quick mask needs no spinner (and no animation frames meanwhile)
+// a quick mask (SAM: a few hundred ms) needs no spinner, and none runs meanwhile: its animation
+// frames cost the click ~10 % in headless Chromium; GrabCut or a first click (seconds) get it
+const SPINNER_AFTER_MS = 500;
 
 let args = {label: 1, box_mode: false, seen: null};
 let pending = [];           // events sent that the picture does not show yet (unix_time > seen)
