@@ -177,6 +177,8 @@ TILE_PCT = 30              # a tile's blur for choosing the path: this percentil
 SHARP, SOFT = 0.8, 1.8     # blur sigma (px at WORK): below SHARP the small window, above SOFT the ramp path
 RAMP_SIGMA = 0.8           # the ramp path scales the photo down until the blur's sigma is this (px)
 RAMP_R, RAMP_EPS = 1, 0.03  # its guided filter there
+MAX_SIGMA = 16.0           # the widest blur taken (sigma, px at WORK; a 40 px ramp): wider is shading
+MIN_STEP = 30.0            # the least contrast across a border (0..255 colour units) to call it blurred
 BAND_PER_SIGMA = 3.0       # a soft border's band (px each side) per px of its blur's sigma
 
 
@@ -236,7 +238,11 @@ def edge_blur(rgb: np.ndarray, hard: np.ndarray) -> Optional[Softness]:
     r2 = (grads[0][ok] / grads[1][ok]) ** 2
     t1, t2 = SCALES[0] ** 2 + 0.5, SCALES[1] ** 2 + 0.5                 # Sobel's own smoothing
     s2 = (t2 - r2 * t1) / np.maximum(r2 - 1, 1e-3)
-    sigma = np.sqrt(np.clip(s2, 0, (MAX_EDGE_BAND / BAND_PER_SIGMA / k) ** 2))
+    sigma = np.sqrt(np.clip(s2, 0, min(MAX_SIGMA, MAX_EDGE_BAND / BAND_PER_SIGMA / k) ** 2))
+    # a blurred border needs a real step across it: the contrast the fit implies (colour units);
+    # a mask crossing smooth or faint content says nothing about blur and counts as crisp
+    step = grads[1][ok] * np.sqrt(2 * np.pi * (sigma * sigma + t2))
+    sigma = np.where(step >= MIN_STEP, sigma, 0)
     h, w = m.shape
     gh, gw = -(-h // WORK_TILE), -(-w // WORK_TILE)
     cell = (ys // WORK_TILE).astype(np.int64) * gw + xs // WORK_TILE
