@@ -174,6 +174,7 @@ def back_to_result(state: MutableMapping) -> None:
 def photo_area(state: MutableMapping, subject_canvas) -> None:
     """The Editor's photo column: the result after a run, else the clickable photo."""
     if showing(state):
+        state["canvas_bg_drawn"] = None     # no live preview drawn: nothing for it to catch up with
         result_area(state)
     else:
         back_to_result(state)
