@@ -16,6 +16,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import no_exception  # noqa: E402
 
+from core import config  # noqa: E402
 from core.errors import CancelledError  # noqa: E402
 from ui import prompts, saved, tasks  # noqa: E402
 
@@ -122,6 +123,7 @@ def waiting_generation(store, photo) -> tasks.Task:
     spec = RunSpec(subject=Subject(clicks=((220, 150, 1),)), background=Background.parse("color:#00FF00"))
     task = tasks.Task(kind="generate", label="generating the background")
     task.run_id = store.start_run(source=photo, spec=spec, source_name="chelsea.png")
+    task.run_history = config.database_url()
     going = threading.Event()
 
     def work(progress, cancel):
@@ -146,6 +148,8 @@ def test_a_running_generation_comes_back_after_a_reload_and_history_cancels_it()
     task = waiting_generation(store, at.session_state["photo"])
     tasks.keep(session, task)          # what job.start_generation does
     try:
+        # run ids are per database: the same number in another history is another run
+        assert tasks.find_run(task.run_id, "sqlite:////elsewhere/history.db") is None
         again = app(session)           # the reload: the run's progress and Cancel are back
         bars = [p for p in again.get("progress")]
         assert bars and "Painting the background… 40%" in bars[0].proto.text

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from core import config
 from core.errors import BackdropError, HistoryError
 from ui import state as S
 
@@ -366,7 +367,7 @@ def running_progress(run_id: int) -> None:
 
     from ui import job, tasks
 
-    task = tasks.find_run(run_id)
+    task = tasks.find_run(run_id, config.database_url())
     if task is None:
         st.caption("Running in another process (the command line or another server): refresh the "
                    "page to see how it ended.")

@@ -143,6 +143,7 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
         live["jpeg"] = encode_jpeg(rgb, quality=80)
 
     task = tasks.Task(kind="generate", label="generating the background")
+    task.run_history = config.database_url()
 
     def started(run_id: int) -> None:    # worker thread: History finds the run's progress by this
         task.run_id = run_id

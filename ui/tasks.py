@@ -62,6 +62,7 @@ class Task:
     finished: Optional[float] = None
     future: Optional[cf.Future] = field(default=None, repr=False)
     run_id: Optional[int] = None                # the history run a generation records, once started
+    run_history: Optional[str] = None           # ... in this history database (its URL)
 
     @property
     def done(self) -> bool:
@@ -164,11 +165,13 @@ def kept(owner: str) -> Optional[Task]:
         return _kept.get(owner)
 
 
-def find_run(run_id: int) -> Optional[Task]:
-    """The generation of this server process that records history run `run_id`, if any."""
+def find_run(run_id: int, history: str) -> Optional[Task]:
+    """The generation of this server process that records run `run_id` of the history database
+    `history` (its URL: run ids are per database), if any."""
     with _live_lock:
         live = list(_live)
-    return next((t for t in live if t.kind == "generate" and t.run_id == run_id), None)
+    return next((t for t in live if t.kind == "generate" and t.run_id == run_id
+                 and t.run_history == history), None)
 
 
 def _log_failure(task: Task, e: BaseException) -> None:
