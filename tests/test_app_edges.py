@@ -218,13 +218,17 @@ def test_overlay_shows_the_matte_and_is_cached_per_edge_setting(monkeypatch, cof
     scale = state["preview"].scale
     assert canvas.preview_band(state) == max(1, round(band_width((1600, 2400)) * scale))
     alpha = real(state, result)
-    want = edge_matte(state["preview"].rgb, hard, "guided", canvas.preview_band(state)).alpha()
+    # Auto band: the overlay's matte sizes its band itself, as the run does (a blurred border
+    # widens it), not the full-size band scaled down
+    assert canvas.matte_band(state) is None
+    matte = edge_matte(state["preview"].rgb, hard, "guided", None)
+    want = matte.alpha()
     assert np.array_equal(alpha, want)
     assert ((alpha > 0) & (alpha < 255)).sum() > 100                     # soft at the border
     hard_overlay = canvas.canvas_rgb(state, hard)
     soft_overlay = canvas.canvas_rgb(state, alpha)
-    k = 2 * canvas.preview_band(state) + 3           # the band (Guided may fill all of it on a blurred border)
-    near = cv2.dilate(hard, np.ones((k, k), np.uint8)) != cv2.erode(hard, np.ones((k, k), np.uint8))
+    near = np.zeros(hard.shape, bool)                                    # the matte's band
+    near.ravel()[matte.band_idx] = True
     differs = (hard_overlay != soft_overlay).any(axis=-1)
     assert differs[near].sum() > 100 and not differs[~near].any()       # only near the edge
 
@@ -233,7 +237,7 @@ def test_overlay_shows_the_matte_and_is_cached_per_edge_setting(monkeypatch, cof
     state["feather"] = 9                               # feather means nothing to a soft edge
     assert canvas.canvas_image(state, "grabcut", result).data == soft_jpeg and len(drawn) == 2
     state["edge_band"] = 60                            # a wider band: redrawn, scaled to the preview
-    assert canvas.preview_band(state) == round(60 * scale)
+    assert canvas.preview_band(state) == round(60 * scale) == canvas.matte_band(state)
     assert canvas.canvas_image(state, "grabcut", result).data != soft_jpeg and len(drawn) == 3
     state["edge"] = S.EDGE_HARD                        # back to hard with feather 9: a new overlay
     canvas.canvas_image(state, "grabcut", result)
@@ -262,3 +266,34 @@ def test_models_page_offers_the_vitmatte_weights():
     assert any(h.value.startswith("Matting") for h in at.subheader)
     assert "vitmatte-small" in "\n".join(str(d.value) for d in at.dataframe)
     assert any(b.key == "dl-matte-vitmatte-small" for b in at.button)
+
+
+def test_the_overlay_follows_a_defocused_border_as_the_run_does():
+    """A subject whose border is a wide defocused ramp: with the band on Auto the overlay's matte
+    widens its band to hold the ramp, as the full-size run does (not the sharp border's band)."""
+    import cv2
+
+    from core.matte import edge_matte
+    from core.segment import SegmentResult
+
+    h, w = 600, 900
+    disc = np.zeros((h, w), np.float32)
+    cv2.circle(disc, (w // 2, h // 2), 180, 1.0, -1)
+    soft = cv2.GaussianBlur(disc, (0, 0), 10)                       # a defocused outline
+    rgb = (np.array([30, 60, 200], np.float32) * soft[..., None]
+           + np.array([240, 230, 200], np.float32) * (1 - soft[..., None])).astype(np.uint8)
+    state: dict = {}
+    S.init_session(state)
+    photo.load_upload(state, png_bytes(rgb), "defocused.png")
+    prompts.add_click(state, w // 2, h // 2)
+    pw, ph = photo.preview_size(state)
+    hard = cv2.resize((soft >= 0.5).astype(np.uint8) * 255, (pw, ph), interpolation=cv2.INTER_NEAREST)
+    result = SegmentResult(masks=(hard > 0)[None], scores=np.ones(1, np.float32), best=0)
+    state["edge"] = S.EDGE_MATTE
+    alpha = canvas.preview_mask(state, result)
+    soft_px = ((alpha > 0) & (alpha < 255)).sum()
+    fixed = edge_matte(state["preview"].rgb, hard, "guided", canvas.preview_band(state)).alpha()
+    assert soft_px > 2 * ((fixed > 0) & (fixed < 255)).sum()          # the ramp, not a thin rim
+    full = edge_matte(rgb, (soft >= 0.5).astype(np.uint8) * 255, "guided")
+    full_soft = ((full.alpha() > 0) & (full.alpha() < 255)).sum() * (pw * ph) / (w * h)
+    assert 0.4 < soft_px / full_soft < 2.5                            # about what the run gets

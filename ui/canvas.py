@@ -119,6 +119,13 @@ def preview_band(state: MutableMapping) -> int:
     return max(1, int(round(band * state["preview"].scale)))
 
 
+def matte_band(state: MutableMapping) -> Optional[int]:
+    """The band the overlay's matte gets: None while the band is Auto (the matte sizes it itself,
+    and widens it on a blurred border, as the run does at full size), else the chosen width
+    scaled to the preview."""
+    return preview_band(state) if state.get("edge_band") else None
+
+
 def preview_mask(state: MutableMapping, result) -> np.ndarray:
     """The chosen candidate at preview size with grow/invert and the edge applied (scaled to the
     preview). A hard edge's feather is compose's own matte, so the preview shows the edge the saved
@@ -129,7 +136,7 @@ def preview_mask(state: MutableMapping, result) -> np.ndarray:
     mask = subject_mask(state, result)
     if state.get("edge", S.EDGE_HARD) != S.EDGE_HARD:
         from core.matte import edge_matte
-        return edge_matte(state["preview"].rgb, mask, "guided", preview_band(state),
+        return edge_matte(state["preview"].rgb, mask, "guided", matte_band(state),
                           decontaminate=False).alpha()
     f = preview_feather(state)
     return alpha_matte(mask, f) if f > 0 else mask
@@ -167,7 +174,7 @@ def background_preview(state: MutableMapping, result) -> np.ndarray:
     matte, feather = None, preview_feather(state)
     if state.get("edge", S.EDGE_HARD) != S.EDGE_HARD:
         from core.matte import edge_matte
-        matte = edge_matte(state["preview"].rgb, mask, "guided", preview_band(state))
+        matte = edge_matte(state["preview"].rgb, mask, "guided", matte_band(state))
     rgb = overlay(background.preview_rgb(state, mask, feather, matte), None, clicks=_preview_clicks(state))
     b = prompts.box(state)
     return rgb if b is None else _draw_box(rgb, b, state["preview"].scale)
