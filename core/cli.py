@@ -1,4 +1,4 @@
-"""Command-line interface (the contract in DESIGN.md).
+"""Command-line interface (the contract in docs/CONTRACTS.md, "core/jobs.py + core/cli.py").
 
 Exit 0 on success; on bad input exit 2 with one line `error: <what and why>` on stderr, never a
 traceback. Images are written at the input's full (EXIF-corrected) size.

@@ -1,4 +1,4 @@
-"""The command-line contract (DESIGN.md): exit codes, one-line errors, full-size outputs, history."""
+"""The command-line contract (docs/CONTRACTS.md): exit codes, one-line errors, full-size outputs, history."""
 from __future__ import annotations
 
 import io

@@ -62,7 +62,7 @@ class Preview:
                      display_height: float | None = None) -> tuple[int, int]:
         """A click on the preview shown `display_width` (x `display_height`) pixels wide -> original pixel.
 
-        streamlit-image-coordinates reports x, y in displayed pixels together with the displayed
+        The photo component (ui/clicker) reports x, y in displayed pixels together with the displayed
         width/height; pass them here. When display_height is None the aspect ratio is assumed kept.
         """
         dw = _finite(display_width, "display_width")
