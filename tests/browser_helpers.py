@@ -125,3 +125,29 @@ class Shots:
         path = self.folder / f"{self.n:02d}-{name}.png"
         self.page.screenshot(path=str(path))
         return path
+
+
+@contextlib.contextmanager
+def grabcut_app(root: Path, log_path: Path):
+    """The app with GrabCut (no weights to fetch) on a free port, its data and weights folders
+    under `root` (`srv.data` is the data folder), healthy inside the block and stopped after.
+    Skips the test without Chromium/Playwright (fails under BACKDROP_REQUIRE_BROWSER=1)."""
+    require_browser()
+    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
+                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                 log_path)
+    srv.data = root / "data"
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def keep_failure(page, server: Server, path: Path) -> None:
+    """On a failing browser test: what the page showed (best effort) and the server's log tail."""
+    try:
+        page.screenshot(path=str(path))
+    except Exception:
+        pass
+    print(server.log_tail())

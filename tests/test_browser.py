@@ -16,7 +16,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, require_browser, keep_failure
 
 TIMEOUT_MS = 180_000      # the CPU is shared: be generous, but wait on texts, never sleep
 
@@ -150,11 +150,7 @@ def test_upload_click_generate_history_export(server, tmp_path, astronaut):
             expect(page.locator("[data-testid='stDataFrame'] canvas").first).to_be_visible()
             shot("models")
         except Exception:
-            try:
-                page.screenshot(path=str(ARTIFACTS / "failure.png"))
-            except Exception:
-                pass
-            print(server.log_tail())
+            keep_failure(page, server, ARTIFACTS / "failure.png")
             raise
         finally:
             browser.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Shots, grabcut_app, keep_failure
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 180_000
@@ -22,16 +22,8 @@ SHOTS = ARTIFACTS / "backgrounds"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    require_browser()
-    root = tmp_path_factory.mktemp("backgrounds-app")
-    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
-                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                 SHOTS / "server.log")
-    try:
-        srv.wait_healthy()
+    with grabcut_app(tmp_path_factory.mktemp("backgrounds-app"), SHOTS / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def decoded(src: str) -> np.ndarray:
@@ -94,11 +86,7 @@ def test_photo_previews_transparency_on_a_checkerboard_then_a_hex_colour(server)
             page.goto(server.url + "/history")                       # previews are not runs
             expect(page.get_by_text("No runs yet")).to_be_visible()
         except Exception:
-            try:
-                page.screenshot(path=str(SHOTS / "failure.png"))
-            except Exception:
-                pass
-            print(server.log_tail())
+            keep_failure(page, server, SHOTS / "failure.png")
             raise
         finally:
             browser.close()

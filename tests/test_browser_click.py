@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, bench_module, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bench_module, require_browser, grabcut_app
 
 pytestmark = pytest.mark.browser
 
@@ -46,16 +46,8 @@ def test_click_to_overlay_benchmark_runs(browser_click, tmp_path):
 @pytest.fixture(scope="module")
 def grabcut_server(tmp_path_factory):
     """The app with GrabCut (no weights; a click takes seconds: time to see the dot and spinner)."""
-    require_browser()
-    root = tmp_path_factory.mktemp("click-feedback")
-    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
-                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                 SHOTS / "server.log")
-    try:
-        srv.wait_healthy()
+    with grabcut_app(tmp_path_factory.mktemp("click-feedback"), SHOTS / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_shift_click_removes_ctrl_z_undoes_drag_draws_a_box(grabcut_server):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, require_browser, keep_failure
 from runs import record
 
 pytestmark = pytest.mark.browser
@@ -185,11 +185,7 @@ def test_no_control_is_cut_on_a_phone_or_a_laptop(server, size):
             kinds.first.scroll_into_view_if_needed()
             check("editor-transparent")
         except Exception:
-            try:
-                page.screenshot(path=str(SHOTS / f"{tag}-failure.png"))
-            except Exception:
-                pass
-            print(server.log_tail())
+            keep_failure(page, server, SHOTS / f"{tag}-failure.png")
             raise
         finally:
             browser.close()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, grabcut_app
 
 pytestmark = pytest.mark.browser
 
@@ -24,17 +24,8 @@ PROMPT = "a lighthouse on a cliff at dusk"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    require_browser()
-    root = tmp_path_factory.mktemp("reload")
-    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
-                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                 SHOTS / "server.log")
-    srv.data = root / "data"
-    try:
-        srv.wait_healthy()
+    with grabcut_app(tmp_path_factory.mktemp("reload"), SHOTS / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def wait_saved(path, has, timeout: float = 60.0) -> None:

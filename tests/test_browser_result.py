@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, Shots, require_browser
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Shots, grabcut_app, keep_failure
 
 pytestmark = pytest.mark.browser
 TIMEOUT_MS = 180_000
@@ -29,16 +29,8 @@ IN_VIEW = """sel => { const r = document.querySelector(sel)?.getBoundingClientRe
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    require_browser()
-    root = tmp_path_factory.mktemp("result-app")
-    srv = Server({"BACKDROP_DATA_DIR": str(root / "data"), "BACKDROP_WEIGHTS_DIR": str(root / "weights"),
-                  "BACKDROP_SEGMENTER": "grabcut", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                 SHOTS / "server.log")
-    try:
-        srv.wait_healthy()
+    with grabcut_app(tmp_path_factory.mktemp("result-app"), SHOTS / "server.log") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def shown(page, locator) -> np.ndarray:
@@ -128,11 +120,7 @@ def test_result_lands_in_view_with_before_after_and_download(server, viewport, a
                 page.get_by_role("button", name="Show the result").click()
                 expect(compare.locator("img.bd-after")).to_be_visible()
         except Exception:
-            try:
-                page.screenshot(path=str(SHOTS / f"failure-{name}.png"))
-            except Exception:
-                pass
-            print(server.log_tail())
+            keep_failure(page, server, SHOTS / f"failure-{name}.png")
             raise
         finally:
             browser.close()
