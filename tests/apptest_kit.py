@@ -19,3 +19,10 @@ def wait_until(at, cond, timeout: float = 180.0, what: str = "condition", poll: 
             return
         time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def button(at, label: str):
+    """The app's button with this label (a clear failure listing the buttons when there is none)."""
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
+    return matches[0]

@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import button, no_exception, wait_until  # noqa: E402
 
 from runs import record  # noqa: E402
 from ui import canvas, job, photo, prompts  # noqa: E402
@@ -28,11 +28,6 @@ RUN_TIMEOUT = 120
 def grabcut(monkeypatch):
     monkeypatch.setenv("BACKDROP_SEGMENTER", "grabcut")
 
-
-def button(at: AppTest, label: str):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

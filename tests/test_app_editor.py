@@ -14,7 +14,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import button, no_exception, wait_until  # noqa: E402
 
 from ui import canvas, job, photo, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -51,11 +51,6 @@ def load_sample(at: AppTest, label: str = "Astronaut") -> None:
     no_exception(at)
     assert at.session_state["photo"] is not None
 
-
-def button(at: AppTest, label: str):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 def captions(at: AppTest) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception  # noqa: E402
+from apptest_kit import button, no_exception  # noqa: E402
 
 from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -28,11 +28,6 @@ def history_app() -> AppTest:
     no_exception(at)
     return at
 
-
-def button(at: AppTest, label: str):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 def texts(at: AppTest) -> list[str]:

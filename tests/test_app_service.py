@@ -18,7 +18,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 pytest.importorskip("httpx")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import button, no_exception, wait_until  # noqa: E402
 
 from serve_kit import TOKEN, free_port  # noqa: E402
 from ui import canvas, remote  # noqa: E402
@@ -46,11 +46,6 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     Image.fromarray(rgb).save(buf, format="PNG")
     return buf.getvalue()
 
-
-def button(at: AppTest, label: str):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 def captions(at: AppTest) -> str:

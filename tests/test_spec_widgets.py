@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import button, no_exception, wait_until  # noqa: E402
 from test_cli import cli  # noqa: E402
 
 from core import spec as core_spec  # noqa: E402
@@ -32,11 +32,6 @@ WIDGET_KINDS = ("slider", "number_input", "text_input", "text_area", "toggle", "
 def grabcut(monkeypatch):
     monkeypatch.setenv("BACKDROP_SEGMENTER", "grabcut")
 
-
-def button(at: AppTest, label: str):
-    matches = [b for b in at.button if b.label == label]
-    assert matches, f"no button {label!r}: {[b.label for b in at.button]}"
-    return matches[0]
 
 
 def widget_keys(at: AppTest) -> set[str]:
