@@ -8,7 +8,7 @@ set them per test). A value of the wrong type is one InvalidOptionError line nam
 An empty (or blank) variable counts as unset. core/config.py holds the readers most code uses
 (data_dir(), database_url(), …); nothing else reads Backdrop's settings from os.environ.
 
-README.md's Configuration table is generated from this class: `python -m core.settings --readme`
+docs/configuration.md's table is generated from this class: `python -m core.settings --readme`
 rewrites it, and tests/test_settings.py fails when the two disagree.
 """
 from __future__ import annotations
@@ -28,14 +28,14 @@ PREFIX = "BACKDROP_"
 
 
 def _setting(default: Any, description: str, shown: Optional[str] = None, **kw: Any) -> Any:
-    """A field: `description` is the README row; `shown` its Default column where the default is
+    """A field: `description` is the table's row; `shown` its Default column where the default is
     worked out at run time (otherwise the default itself is shown)."""
     return Field(default, description=description, json_schema_extra={"shown": shown} if shown else None,
                  **kw)
 
 
 class Settings(BaseSettings):
-    """Backdrop's settings, from the BACKDROP_* environment variables (README: Configuration)."""
+    """Backdrop's settings, from the BACKDROP_* environment variables (docs/configuration.md)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_ignore_empty=True, extra="ignore",
                                       frozen=True)
@@ -186,8 +186,8 @@ def raw(name: str) -> str:
     return os.environ.get(name, "") if name.startswith(PREFIX) else ""
 
 
-# ------------------------------------------------------------------------- the README table --
-README = Path(__file__).resolve().parent.parent / "README.md"
+# ------------------------------------------------------ the table in docs/configuration.md --
+README = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
@@ -202,7 +202,7 @@ def _default_text(info: Any) -> str:
 
 
 def markdown_table() -> str:
-    """README's Configuration table: one row per setting, in the order of the class."""
+    """docs/configuration.md's table: one row per setting, in the order of the class."""
     rows = ["| variable | default | |", "|---|---|---|"]
     for field, info in Settings.model_fields.items():
         rows.append(f"| `{env_name(field)}` | {_default_text(info)} | {info.description} |")
@@ -210,13 +210,13 @@ def markdown_table() -> str:
 
 
 def readme_table(text: str) -> str:
-    """The table between the markers in README.md's `text`."""
+    """The table between the markers in docs/configuration.md's `text`."""
     start, end = text.index(START) + len(START), text.index(END)
     return text[start:end].strip("\n") + "\n"
 
 
 def write_readme(path: Path = README) -> bool:
-    """Put the generated table between the markers in README.md; whether it changed."""
+    """Put the generated table between the markers in docs/configuration.md; whether it changed."""
     text = path.read_text(encoding="utf-8")
     start, end = text.index(START) + len(START), text.index(END)
     new = text[:start] + "\n" + markdown_table() + text[end:]
@@ -227,6 +227,6 @@ def write_readme(path: Path = README) -> bool:
 
 if __name__ == "__main__":     # python -m core.settings [--markdown | --readme]
     if sys.argv[1:] == ["--readme"]:
-        print("README.md updated" if write_readme() else "README.md already up to date")
+        print("docs/configuration.md updated" if write_readme() else "docs/configuration.md already up to date")
     else:
         sys.stdout.write(markdown_table())

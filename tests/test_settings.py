@@ -1,5 +1,5 @@
 """One settings object (core/settings.py): every BACKDROP_* variable has a type, a default and a
-README row; no other module reads them from os.environ; a bad value is one line naming it, in the
+docs/configuration.md row; no other module reads them from os.environ; a bad value is one line naming it, in the
 CLI and in the app; a changed variable is seen at once (tests set them per test)."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _rel(path: Path) -> str:
 def test_the_readme_table_is_the_one_generated_from_the_settings():
     text = README.read_text(encoding="utf-8")
     assert readme_table(text) == markdown_table(), \
-        "README's Configuration table is out of date: run python -m core.settings --readme"
+        "docs/configuration.md's table is out of date: run python -m core.settings --readme"
     for field, info in Settings.model_fields.items():
         assert info.description and "|" not in info.description, env_name(field)
 
@@ -120,4 +120,4 @@ def test_the_app_says_a_bad_setting_in_one_line(monkeypatch):
         assert not at.exception, (script, [e.value for e in at.exception])
         assert [e.value for e in at.error] == [
             "Backdrop cannot start: BACKDROP\\_SWEEP\\_GRACE\\_S must be a number, got '1h'. "
-            "Correct it and restart the app (README: Configuration)."], script
+            "Correct it and restart the app (docs/configuration.md)."], script

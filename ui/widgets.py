@@ -71,7 +71,7 @@ def check_settings() -> None:
         settings()
     except BackdropError as e:
         st.error(f"Backdrop cannot start: {escape_md(str(e))}. Correct it and restart the app "
-                 "(README: Configuration).")
+                 "(docs/configuration.md).")
         st.stop()
 
 
