@@ -5,7 +5,7 @@ multi-process write stress test on one database.
                             [--postgres [--postgres-only]] [--database-url URL]
 
 Backends: SQLite (the default, a file in the temp data dir); --postgres also runs everything on a
-throwaway PostgreSQL server started for the run (tests/pg.py: initdb + pg_ctl in a temp folder,
+throwaway PostgreSQL server started for the run (tests/kit/pg.py: initdb + pg_ctl in a temp folder,
 as `nobody` when run as root, durable settings: fsync on), same fill, same seed, after SQLite;
 --postgres-only skips SQLite; --database-url URL runs on that (empty) database instead of SQLite.
 On PostgreSQL the tables are VACUUM ANALYZEd after the fill (what autovacuum does in a
@@ -457,7 +457,7 @@ def main(argv=None) -> int:
                 figures |= stress(args.procs, args.per_proc, stress_url)
             runs.append(("sqlite" if not args.database_url else "url", figures))
         if args.postgres:
-            sys.path.insert(0, str(ROOT / "tests"))
+            sys.path.insert(0, str(ROOT / "tests" / "kit"))
             from pg import PostgresServer
 
             print("starting a PostgreSQL server ...", file=sys.stderr, flush=True)

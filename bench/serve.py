@@ -252,11 +252,11 @@ def main(argv=None) -> int:
                     help="after the 2-replica round: python -m core batch of N photos through the service")
     ap.add_argument("--database-url", default=None, help="history database (default: SQLite in the temp dir)")
     ap.add_argument("--postgres", action="store_true",
-                    help="history on a throwaway PostgreSQL server started for the run (tests/pg.py, durable)")
+                    help="history on a throwaway PostgreSQL server started for the run (tests/kit/pg.py, durable)")
     args = ap.parse_args(argv)
     server = None
     if args.postgres:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kit"))
         from pg import PostgresServer
         server = PostgresServer.start(durable=True)
         args.database_url = server.create_database("serve")

@@ -1,30 +1,36 @@
-"""Shared fixtures: every test runs offline, with its own data dir, and a session-wide weights dir
+"""Shared fixtures for every tier (tests/unit, tests/integration, tests/browser; docs/testing.md): every test runs offline, with its own data dir, and a session-wide weights dir
 where the tiny random-initialised models are built on demand (never downloaded).
 
 Markers (registered in pyproject.toml), set here by `pytest_collection_modifyitems`:
-  browser  every test in tests/test_browser.py (a real Chromium through Playwright)
+  browser  every test under tests/browser/ (a real Chromium through Playwright)
   slow     every test that uses the tiny Stable Diffusion pipeline (fixture `tiny_inpaint`, directly
            or through another fixture), i.e. runs diffusion
   postgres every test that uses the PostgreSQL server (fixture `postgres`, directly or through
            `history_url`'s "postgres" case, or `pg_url`)
-so `pytest -m "not slow and not browser"` is the quick inner loop (add `and not postgres` to skip
-the PostgreSQL server, ~2 s to start once per session).
+The quick loop is the unit tier, `bash scripts/test.sh --quick` (tests/unit without its postgres and
+s3 cases). The kits the test modules import (apptest_kit, browser_helpers, cli_kit, runs, pg,
+serve_kit) live in tests/kit/, put on sys.path here.
 
 S3: one local server per test session (moto, fixture `s3_server`; `s3_url` gives each test a fresh
 bucket, `s3_env` points the AWS settings at an endpoint); the tests using it carry the `s3` marker.
 
-PostgreSQL: one real server per test session (tests/pg.py: initdb + pg_ctl in a temp folder, run
+PostgreSQL: one real server per test session (tests/kit/pg.py: initdb + pg_ctl in a temp folder, run
 as `nobody` when we are root), a fresh database per test. No binaries: the tests skip, unless
 BACKDROP_REQUIRE_POSTGRES=1 (what .ci/run sets), where they fail."""
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  imported once, here: tests start app and generation threads that import it,
+#               and two threads importing torch for the first time at once can see it half-initialised
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "kit"))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
@@ -35,7 +41,7 @@ POSTGRES_FIXTURES = {"postgres", "pg_url"}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.name == "test_browser.py":
+        if item.path.parent.name == "browser":
             item.add_marker(pytest.mark.browser)
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
@@ -68,7 +74,7 @@ def isolated_env(monkeypatch, tmp_path, weights_dir):
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One PostgreSQL server for the whole session (tests/pg.py), stopped at the end."""
+    """One PostgreSQL server for the whole session (tests/kit/pg.py), stopped at the end."""
     from pg import PostgresServer, PostgresUnavailable
     try:
         server = PostgresServer.start()

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,7 +44,7 @@ def require_browser() -> None:
 def bench_module(name: str):
     """Import bench/<name>.py (the benchmarks are scripts, not a package) for the block."""
     import importlib
-    folder = str(Path(__file__).resolve().parents[1] / "bench")
+    folder = str(Path(__file__).resolve().parents[2] / "bench")
     sys.path.insert(0, folder)
     try:
         yield importlib.import_module(name)

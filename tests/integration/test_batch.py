@@ -7,7 +7,7 @@ from PIL import Image
 
 from core.history import open_store
 from core.masks import grow
-from test_cli import assert_one_line_error, cli
+from cli_kit import assert_one_line_error, cli
 
 
 def _ellipse(h, w):

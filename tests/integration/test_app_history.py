@@ -18,7 +18,7 @@ from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
 from runs import record
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 def history_app() -> AppTest:

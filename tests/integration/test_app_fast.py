@@ -19,7 +19,7 @@ from core.spec import Generation, RunSpec
 from ui import canvas
 from ui import state as S
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 def ellipse(h: int, w: int) -> np.ndarray:

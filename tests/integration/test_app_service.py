@@ -26,7 +26,7 @@ from ui import state as S  # noqa: E402
 
 pytestmark = pytest.mark.service
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 RUN_TIMEOUT = 120
 
 
@@ -234,7 +234,7 @@ print("httpx" in sys.modules, "ray" in sys.modules)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("BACKDROP_SERVER_URL", "BACKDROP_API_TOKEN")}
     env["BACKDROP_SEGMENTER"] = "grabcut"
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -4,8 +4,6 @@ on a fresh database of the session's PostgreSQL server (tests/conftest.py, marke
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +21,7 @@ from core.spec import Click, Generation, MaskOptions, RunSpec, Subject
 from core.images import content_hash
 from runs import record, start
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def files_under(root: Path) -> set[str]:
@@ -77,12 +75,6 @@ def test_database_url_from_environment(monkeypatch, tmp_path):
     assert s.url == url and (tmp_path / "elsewhere" / "h.sqlite").is_file()
     record(s, source=np.zeros((4, 5, 3), np.uint8), background="transparent")
     assert s.count_runs() == 1
-
-
-def test_history_package_does_not_import_torch():
-    code = ("import sys, core.history, core.export; core.history.open_store(); "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 
 def test_round_trip_every_field(store, chelsea):

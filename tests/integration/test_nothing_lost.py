@@ -20,23 +20,13 @@ from core.images import content_hash, load_image
 from core.jobs import JobRequest, run_job
 from core.spec import RunSpec
 from runs import record
+from cli_kit import assert_one_line_error, run_cli as cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *fragments: str, limit: int = 320) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr and len(lines[0]) <= limit, lines[0][:400]
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(proc, *fragments, limit=limit)
 
 
 def image_files(data: Path) -> dict[str, bytes]:

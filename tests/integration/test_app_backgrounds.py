@@ -18,7 +18,7 @@ from apptest_kit import no_exception, wait_until  # noqa: E402
 from ui import background, canvas  # noqa: E402
 from ui import state as S  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 @pytest.fixture

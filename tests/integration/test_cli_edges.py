@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import assert_one_line_error, cli
+from cli_kit import assert_one_line_error, cli
 
 BAND = 12
 

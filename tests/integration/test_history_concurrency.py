@@ -17,7 +17,7 @@ from core.history import RunQuery, open_store
 from core.history.models import Output, Run, Source
 from runs import record
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("history_url")
 
@@ -27,7 +27,7 @@ WRITER = r"""
 import sys
 import numpy as np
 from core.history import open_store
-sys.path.insert(0, "tests")
+sys.path.insert(0, "tests/kit")
 from runs import record, start  # noqa: E402
 worker, n = int(sys.argv[1]), int(sys.argv[2])
 store = open_store()
@@ -46,7 +46,7 @@ CRASHER = r"""
 import sys, time
 import numpy as np
 from core.history import open_store, store as store_mod
-sys.path.insert(0, "tests")
+sys.path.insert(0, "tests/kit")
 from runs import record, start  # noqa: E402
 mode, marker = sys.argv[1], sys.argv[2]
 s = open_store()

@@ -11,7 +11,6 @@ import shutil
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -24,21 +23,13 @@ import pytest
 from core.errors import HistoryError
 from core.history import HistoryStore, db, open_store
 from runs import record
+from cli_kit import assert_one_line_error, run_cli as cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=300)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
+    return assert_one_line_error(proc)
 
 
 def picture(seed: int, shape=(24, 32, 3)) -> np.ndarray:

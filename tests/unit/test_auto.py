@@ -12,7 +12,7 @@ import pytest
 from core.auto import NoBackdropError, NoSubjectError, find_subject
 from core.errors import ImageError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 W, H = 480, 360
 
 

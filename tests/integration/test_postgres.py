@@ -30,7 +30,7 @@ from core.history import store as store_mod
 from core.history.models import Mask, Output, Run, Source, StoreInfo
 from runs import record, start
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from core.errors import InvalidOptionError
 from core.spec import (SCHEMA_VERSION, Background, Click, Generation, MaskOptions, RunSpec, Subject,
                        a1111_parameters, flat_keys)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "history-0003"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "history-0003"
 
 
 def sd_spec(**gen) -> RunSpec:

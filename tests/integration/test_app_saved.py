@@ -20,7 +20,7 @@ from core import config  # noqa: E402
 from core.errors import CancelledError  # noqa: E402
 from ui import prompts, saved, tasks  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 @pytest.fixture(autouse=True)

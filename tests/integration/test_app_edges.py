@@ -20,7 +20,7 @@ from runs import record  # noqa: E402
 from ui import canvas, job, photo, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 RUN_TIMEOUT = 120
 
 

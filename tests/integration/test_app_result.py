@@ -19,7 +19,7 @@ from apptest_kit import no_exception, wait_until  # noqa: E402
 
 from ui import state as S  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 CLICK = {"kind": "point", "x": 230.0, "y": 180.0, "label": 1}     # on the astronaut
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from serve_kit import TOKEN, free_port
-from test_cli import ROOT, assert_one_line_error, cli
+from cli_kit import ROOT, assert_one_line_error, cli
 
 pytest.importorskip("httpx")
 
