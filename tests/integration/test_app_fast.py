@@ -62,7 +62,7 @@ def test_editor_fast_choice_sets_the_sampler_and_shows_the_painting_forming(monk
                                                                            tiny_fast):
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
     monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
-    monkeypatch.setattr(inpaint, "PREVIEW_INTERVAL", 0.0)     # every step, so 4 steps show some
+    monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 0.0)     # every step, so 4 steps show some
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.button(key="sample-Astronaut").click().run()
     canvas.apply_canvas_value(at.session_state, {"x": 256, "y": 200, "width": 512, "height": 512,

@@ -201,7 +201,7 @@ def test_a_request_of_the_other_mode_is_routed(manager, photo):
 @pytest.mark.parametrize("mode", ["fast", "quality"])
 def test_preview_delivers_images_and_leaves_the_output_alone(manager, photo, monkeypatch, mode):
     rgb, region = photo
-    monkeypatch.setattr(inpaint, "PREVIEW_INTERVAL", 0.0)
+    monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 0.0)
     inp = manager.get("tiny", mode=mode)
     gen = fast() if mode == "fast" else quality(steps=4)
     shown, steps, timings = [], [], {}
@@ -218,7 +218,7 @@ def test_preview_delivers_images_and_leaves_the_output_alone(manager, photo, mon
 
 def test_preview_is_throttled(manager, photo, monkeypatch):
     rgb, region = photo
-    monkeypatch.setattr(inpaint, "PREVIEW_INTERVAL", 3600.0)
+    monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 3600.0)
     shown = []
     manager.get("tiny", mode="fast").inpaint(rgb, region, fast(), preview=shown.append)
     assert len(shown) == 1
@@ -226,7 +226,7 @@ def test_preview_is_throttled(manager, photo, monkeypatch):
 
 def test_preview_stops_on_cancel(manager, photo, monkeypatch):
     rgb, region = photo
-    monkeypatch.setattr(inpaint, "PREVIEW_INTERVAL", 0.0)
+    monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 0.0)
     cancel = threading.Event()
     shown = []
 
@@ -242,7 +242,7 @@ def test_preview_stops_on_cancel(manager, photo, monkeypatch):
 
 def test_a_failing_preview_does_not_stop_the_run(manager, photo, monkeypatch):
     rgb, region = photo
-    monkeypatch.setattr(inpaint, "PREVIEW_INTERVAL", 0.0)
+    monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 0.0)
     calls = []
 
     def broken(img):
