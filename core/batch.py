@@ -169,7 +169,6 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
     With BACKDROP_SERVER_URL set (team mode) each photo is a request to the service (which records
     the run), `workers` (default 8) at a time, so the batch spreads over the service's replicas;
     in-process, photos run one after another unless `workers` says otherwise."""
-    from core import config
 
     suffix = suffix or ".png"
     if suffix == ".jpg" and spec.background.kind == "transparent":
@@ -197,11 +196,8 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
         raise InvalidOptionError(f"cannot create {short(out_dir, 150)}: {e.strerror or e}") from e
     name = name or in_dir.name
     report = BatchReport()
-    remote = bool(config.server_url())
-    client = None
-    if remote:
-        from core.service.client import ServiceClient
-        client = ServiceClient()
+    from core.engine import get_engine
+    engine = get_engine()          # in this process, or the service (BACKDROP_SERVER_URL)
     started = [0]
     lock = threading.Lock()
 
@@ -220,7 +216,7 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
             if subject.masks is not None and masks[photo] is None:
                 raise InvalidOptionError(f"no mask in the mask folder (want {short(photo.stem)}.png)")
             run_id = _one(photo, outputs[photo], masks.get(photo), spec, subject, name, record, cancel,
-                          client)
+                          engine)
         except BackdropError as e:
             with lock:
                 report.failed.append((photo.name, str(e)))
@@ -230,18 +226,14 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
             if run_id is not None:
                 report.run_ids.append(run_id)
 
-    try:
-        n = workers or (8 if remote else 1)
-        if n == 1:
-            for photo in items:
-                one(photo)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(n) as pool:
-                list(pool.map(one, items))
-    finally:
-        if client is not None:
-            client.close()
+    n = workers or engine.parallel_runs
+    if n == 1:
+        for photo in items:
+            one(photo)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(one, items))
     report.done.sort()
     report.skipped.sort()
     report.failed.sort()
@@ -249,10 +241,10 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
 
 
 def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec, subject: BatchSubject,
-         name: str, record: bool, cancel, client) -> Optional[int]:
+         name: str, record: bool, cancel, engine) -> Optional[int]:
     """One photo: its subject, the run (here or on the service), its planned output files; the run id."""
     from core.images import load_image, load_mask, save_image
-    from core.jobs import JobRequest, run_job
+    from core.jobs import JobRequest
 
     image = load_image(photo)
     mask = None
@@ -261,21 +253,12 @@ def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec
         run_spec = spec.replace(subject=Subject())
     else:
         run_spec = spec.replace(subject=subject.for_image(image.width, image.height))
-    if client is not None:
-        import io
-
-        import numpy as np
-        from PIL import Image
-        # reuse: a photo whose run the service already has (this batch was killed while it ran)
-        # is not run or recorded again
-        result = client.replace(run_spec, photo=photo.read_bytes(), mask=mask,
-                                source_name=f"{name}/{photo.name}", reuse=True)
-        outputs = [np.asarray(Image.open(io.BytesIO(client.file(o["hash"])))) for o in result["outputs"]]
-        run_id = result["run_id"]
-    else:
-        result = run_job(JobRequest(image=image, spec=run_spec, mask=mask,
-                                    source_name=f"{name}/{photo.name}"), record=record, cancel=cancel)
-        outputs, run_id = result.outputs, result.run_id
+    # reuse: a photo whose run the service already has (this batch was killed while it ran) is
+    # not run or recorded again
+    result = engine.run(JobRequest(image=image, spec=run_spec, mask=mask,
+                                   source_name=f"{name}/{photo.name}"), record=record, cancel=cancel,
+                        original=photo.read_bytes(), reuse=True)
+    outputs, run_id = result.outputs, result.run_id
     if len(outputs) != len(outs):
         raise BackdropError(f"the run gave {len(outputs)} outputs, {len(outs)} were expected")
     # extra variants first: the first output's file existing means the photo is done

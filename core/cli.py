@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from core import config
+from core.engine import CAN_SKIP_HISTORY, get_engine
 from core.errors import BackdropError, InvalidOptionError
 from core.files import check_output, short, terminal_safe
 from core.settings import settings
@@ -208,7 +209,7 @@ def cmd_replace(args) -> int:
     from tqdm import tqdm
 
     from core.images import load_image, load_mask, save_image
-    from core.jobs import JobRequest, run_job
+    from core.jobs import JobRequest
 
     _require_prompt(args)
     _no_history_locally(args)
@@ -221,8 +222,7 @@ def cmd_replace(args) -> int:
                    spec.background.path if spec.background.kind == "image" else None)
     image = load_image(args.image)
     mask = load_mask(args.mask, image) if args.mask else None
-    if config.server_url():                 # team mode: the service does the work and records it
-        return _replace_remote(args, spec, image, mask, out)
+    engine = get_engine()                   # in this process, or the service (BACKDROP_SERVER_URL)
     request = JobRequest(image=image, spec=spec, source_name=Path(args.image).name, mask=mask)
 
     # The bar only draws on a terminal, so piped stderr keeps the one-line `error:` contract.
@@ -236,14 +236,16 @@ def cmd_replace(args) -> int:
         bar.refresh()
 
     try:
-        result = run_job(request, record=not args.no_history, progress=progress, cancel=threading.Event())
+        result = engine.run(request, record=not args.no_history, progress=progress,
+                            cancel=threading.Event(), original=Path(args.image).read_bytes())
     finally:
         bar.close()
     paths = _output_paths(out, len(result.outputs))
     for path, img in zip(paths, result.outputs):
         save_image(img, path)
     seeds = [s for s in result.seeds if s is not None]
-    run = f" (history run {result.run_id})" if result.run_id is not None else ""
+    on = f" on {terminal_safe(engine.where)}" if engine.where else ""      # whose history
+    run = f" (history run {result.run_id}{on})" if result.run_id is not None else ""
     print(f"wrote {terminal_safe(', '.join(map(str, paths)))}{run}" + (f" seeds {seeds}" if seeds else ""))
     if result.record_error:
         _error(f"the output was written, but the run is not in history: {result.record_error}")
@@ -251,40 +253,9 @@ def cmd_replace(args) -> int:
     return 0
 
 
-def _replace_remote(args, spec: RunSpec, image, mask, out: Path) -> int:
-    from core.service.client import ServiceClient
-
-    with ServiceClient() as client:
-        result = client.replace(spec, photo=Path(args.image).read_bytes(), mask=mask,
-                                source_name=Path(args.image).name)
-        paths = _save_remote_outputs(client, result, _output_paths(out, len(result["outputs"])))
-    seeds = [o["seed"] for o in result["outputs"] if o.get("seed") is not None]
-    print(f"wrote {terminal_safe(', '.join(map(str, paths)))} (history run {result['run_id']} on "
-          f"{terminal_safe(client.display_url)})" + (f" seeds {seeds}" if seeds else ""))
-    return 0
-
-
-def _save_remote_outputs(client, result: dict, paths: list[Path]) -> list[Path]:
-    """Fetch a service run's outputs (PNG) and write them where the user asked, in its format."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    from core.images import save_image
-    for path, o in zip(paths, result["outputs"]):
-        data = client.file(o["hash"])
-        if path.suffix.lower() == ".png":
-            from core.files import atomic_write_bytes
-            atomic_write_bytes(path, data)           # the stored PNG as is
-        else:
-            save_image(np.asarray(Image.open(io.BytesIO(data))), path)
-    return paths
-
-
 def _no_history_locally(args) -> None:
     """--no-history cannot be honoured in team mode: refuse it rather than record anyway."""
-    if getattr(args, "no_history", False) and config.server_url():
+    if getattr(args, "no_history", False) and not get_engine().can(CAN_SKIP_HISTORY):
         raise InvalidOptionError("--no-history is not available in team mode (BACKDROP_SERVER_URL is "
                                  "set): the service records every run")
 
@@ -380,34 +351,11 @@ def _output_paths(out: Path, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(n)]
 
 
-def _service_runs(limit: int) -> tuple[list[dict], str]:
-    """Team mode: the service's newest `limit` runs (GET /v1/runs, page by page) with the keys of
-    a local RunRecord.summary(), and the service's URL as shown."""
-    from core.service.client import ServiceClient
-
-    keys = ("id", "created", "status", "source_name", "background", "prompt", "model", "outputs",
-            "favorite", "duration", "error", "spec")
-    runs: list[dict] = []
-    cursor = None
-    with ServiceClient() as client:
-        while len(runs) < limit:
-            page = client.runs(limit=min(200, limit - len(runs)), cursor=cursor)
-            runs += page["runs"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-    rows = [{k: len(r.get(k) or ()) if k == "outputs" else r.get(k) for k in keys} for r in runs]
-    return rows, client.display_url
-
-
 def cmd_history_list(args) -> int:
-    if config.server_url():         # team mode: the history is the service's
-        rows, where = _service_runs(args.limit)
-        if not args.json:
-            print(f"runs of the Backdrop service at {terminal_safe(where)}")
-    else:
-        from core.history import open_store
-        rows = [r.summary() for r in open_store().list_runs(limit=args.limit)]
+    engine = get_engine()
+    rows = engine.runs(limit=args.limit)
+    if engine.where and not args.json:     # whose runs these are
+        print(f"runs of the Backdrop service at {terminal_safe(engine.where)}")
     if args.json:   # json escapes C0 controls; C1, DEL and bidi controls are escaped here too
         print(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}",
                                json.dumps(rows, default=str, ensure_ascii=False)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import spec
-from ui import background, canvas, fields, job, photo, prompts, remote, resources, tasks
+from core.engine import CAN_IMAGE_BACKGROUND, CAN_LOCAL_MODELS, IMAGE_BACKGROUND_NOTE, get_engine
+from ui import background, canvas, fields, job, photo, prompts, resources, tasks
 from ui import result as result_view
 from ui import state as S
 from ui.clicker import clicker
@@ -19,24 +20,21 @@ layout.setup_page()       # wide, also on the page's own URL (no router then)
 S.init_session(state)
 
 # ------------------------------------------------------------------ sidebar: segmentation model
-client_mode = remote.is_remote()          # BACKDROP_SERVER_URL: the service segments and runs
+engine = get_engine()        # in this process, or the Backdrop service (BACKDROP_SERVER_URL)
+local_models = engine.can(CAN_LOCAL_MODELS)     # else the weights are on the service, not here
 with st.sidebar:
     state_selectbox(st, "Segmentation model", [s.name for s in um.visible_specs("segment", state)],
                     state, "segmenter", "seg_pick",
                     format_func=um.short_label,      # a name fits the sidebar; what it is below
                     help="Which model finds the subject from your clicks. Manage downloads on the "
                          "Models page.")
-    st.caption(um.about(state["segmenter"], "segment", True if client_mode else None))
-    if client_mode:                       # the weights are on the service, not here
-        seg_name, seg_note = state["segmenter"], None
-        st.caption(f"Working with the Backdrop service at {escape_md(remote.shown_url())}.")
-    else:
-        seg_name, seg_note = resources.choose_segmenter(state["segmenter"])
+    st.caption(um.about(state["segmenter"], "segment", None if local_models else True))
+    seg_name, seg_note = (resources.choose_segmenter(state["segmenter"]) if local_models
+                          else (state["segmenter"], None))
+    if engine.where:
+        st.caption(f"Working with the Backdrop service at {escape_md(engine.where)}.")
 
-if client_mode:
-    seg_name, segmenter, seg_errors = remote.load_segmenter(state, seg_name)
-else:
-    seg_name, segmenter, seg_errors = prompts.load_segmenter(seg_name)
+seg_name, segmenter, seg_errors = prompts.load_segmenter(engine, state, seg_name)
 for error in seg_errors:
     st.error(escape_md(error))
 
@@ -100,7 +98,7 @@ with ctl_col:
                              persist_state="session", format_func=S.band_label,
                              help="How far each side of the mask's edge the matte works, in pixels of "
                                   "the full-resolution photo. Auto: about 0.6 % of the photo's long side.")
-            if state["edge_method"] == "vitmatte" and not client_mode and not job.vitmatte_available():
+            if state["edge_method"] == "vitmatte" and local_models and not job.vitmatte_available():
                 st.caption("ViTMatte's weights are not installed: runs use Guided matting until you get "
                            "them on the Models page.")
             elif state["edge_method"] != "guided":
@@ -202,13 +200,13 @@ with ctl_col:
             c1, c2 = st.columns(2)
             for col, name in zip((c1, c2, c1, c2), ("seed", "variants", "steps", "guidance")):
                 fields.draw(col, "generation", name, state)
-        run_ready = client_mode or um.needs_panel(state)   # what the run needs, and the fix, here
+        run_ready = not local_models or um.needs_panel(state)   # what the run needs, and the fix, here
     elif kind == S.BG_COLOR:
         background.color_controls(state)
     elif kind == S.BG_BLUR:
         fields.draw(st, "background", "radius", state)
-    elif kind == S.BG_IMAGE and client_mode:
-        st.warning(remote.IMAGE_BACKGROUND_NOTE)
+    elif kind == S.BG_IMAGE and not engine.can(CAN_IMAGE_BACKGROUND):
+        st.warning(IMAGE_BACKGROUND_NOTE)
     elif kind == S.BG_IMAGE:
         bg_up = st.file_uploader("Background photo", type=photo.UPLOAD_TYPES, key="bg_upload")
         bg_error = job.take_background_upload(state, bg_up)
@@ -229,7 +227,7 @@ with ctl_col:
                 fields.draw(st, "generation", name, state, **fields.choices(name, state))
 
     has_subject = prompts.has_subject(state)
-    image_refused = client_mode and kind == S.BG_IMAGE
+    image_refused = kind == S.BG_IMAGE and not engine.can(CAN_IMAGE_BACKGROUND)
     models_missing = kind == S.BG_SD and not run_ready
     clicked = st.button("Generate", type="primary",
                         disabled=tasks.running(state["job"]) or not has_subject or image_refused

@@ -1,7 +1,7 @@
 """History page helpers: queries from the filter widgets, the compare table, export, and loading a
 past run back into the Editor. The store itself is core.history (via ui.resources.store()).
 
-In client mode (BACKDROP_SERVER_URL set, see ui.remote) runs are made and recorded by the service,
+In client mode (BACKDROP_SERVER_URL set: core.engine.remote) runs are made and recorded by the service,
 and this page still reads the history database directly: it assumes the team setup, where the app
 servers and the service share one history (the same BACKDROP_DATABASE_URL and BACKDROP_BLOB_URL
 everywhere). An app with a database of its own does not list the service's runs (GET /v1/runs does)."""

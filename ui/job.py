@@ -15,7 +15,7 @@ from typing import Any, Optional
 import streamlit as st
 
 from core import config
-from core.errors import BackdropError, InvalidOptionError
+from core.errors import BackdropError
 from ui import prompts, tasks
 from ui import state as S
 from ui.widgets import display_image, escape_md, one_line
@@ -121,35 +121,35 @@ def start_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
     cached bytes. The task is kept under the page's session id (ui.saved): a reload of the page
     gets its progress and Cancel back, and History finds it by its run id.
     """
-    from ui import remote
-
-    if remote.is_remote():
-        return _kept(state, start_remote_generation(state, segmenter_name))
-
-    from core.jobs import run_job
-
+    from core.engine import CAN_CANCEL, CAN_LOCAL_MODELS, get_engine
     from core.images import encode_jpeg
 
+    engine = get_engine()
     request = job_request(state, segmenter_name)
-    from ui.models import check_run_ready
-    check_run_ready(request.spec)        # models missing: say so, start nothing (History stays clean)
-    spec, notice = with_available_edge(request.spec)
-    if notice:
-        request = dataclasses.replace(request, spec=spec)
+    notice = None
+    if engine.can(CAN_LOCAL_MODELS):     # (the service applies its own model and edge fallbacks)
+        from ui.models import check_run_ready
+        check_run_ready(request.spec)    # models missing: say so, start nothing (History stays clean)
+        spec, notice = with_available_edge(request.spec)
+        if notice:
+            request = dataclasses.replace(request, spec=spec)
     state["run_notice"] = notice
     live: dict[str, bytes] = {}          # the latest picture of the painting, for the page
 
     def show(rgb) -> None:               # worker thread: keep JPEG bytes only, never call Streamlit
         live["jpeg"] = encode_jpeg(rgb, quality=80)
 
-    task = tasks.Task(kind="generate", label="generating the background")
-    task.run_history = config.database_url()
+    task = tasks.Task(kind="generate", label=engine.label)
+    task.run_history = engine.history_id
+    task.remote = not engine.can(CAN_CANCEL)     # one request: no steps to count, no Cancel
+    original = engine.kept_upload(state, request.image.hash)    # the file as uploaded, if kept
 
     def started(run_id: int) -> None:    # worker thread: History finds the run's progress by this
         task.run_id = run_id
 
     def work(progress, cancel):
-        job = run_job(request, progress=progress, cancel=cancel, preview=show, started=started)
+        job = engine.run(request, progress=progress, cancel=cancel, preview=show, started=started,
+                         original=original)
         return {"job": job, "original": display_image(request.image.rgb),
                 "previews": [display_image(o) for o in job.outputs]}
 
@@ -166,32 +166,6 @@ def _kept(state: MutableMapping, task: tasks.Task) -> tasks.Task:
     session = state.get(saved.ID_KEY)
     if session:
         tasks.keep(session, task)
-    return task
-
-
-def start_remote_generation(state: MutableMapping, segmenter_name: str) -> tasks.Task:
-    """Client mode (ui.remote): the run goes to the service (POST /v1/replace, recorded in the
-    service's history), in the background like a local job; its outputs are fetched by hash.
-    The service applies its own model and edge fallbacks."""
-    from ui import remote
-
-    request = job_request(state, segmenter_name)
-    if request.spec.background.kind == "image":
-        raise InvalidOptionError(remote.IMAGE_BACKGROUND_NOTE)
-    client = remote.remote_client()
-    original = remote.original_file(state, request.image)
-    state["run_notice"] = None
-
-    def work(progress, cancel):
-        job = remote.run_on_service(client, request, progress, original)
-        return {"job": job, "original": display_image(request.image.rgb),
-                "previews": [display_image(o) for o in job.outputs]}
-
-    task = tasks.start("generate", work, label="running on the Backdrop service")
-    task.request = request
-    task.live = {}
-    task.remote = True
-    state["job"] = task
     return task
 
 

@@ -52,9 +52,8 @@ def load_upload(state: MutableMapping, data: bytes, name: str):
 
     image = load_image(data)
     load_photo(state, image, name)
-    from ui import remote
-    if remote.is_remote():      # client mode: the service gets the file as uploaded (smaller than a PNG)
-        state[remote.ORIGINALS_KEY] = {image.hash: bytes(data)}
+    from core.engine import get_engine
+    get_engine().keep_upload(state, image.hash, data)     # the service gets the file as uploaded
     return image
 
 

@@ -81,17 +81,20 @@ def prompt_summary(state: MutableMapping) -> str:
 
 
 # ----------------------------------------------------------------------------- segmenter
-def load_segmenter(name: str) -> tuple[str, object, list[str]]:
+def load_segmenter(engine, state: MutableMapping, name: str) -> tuple[str, object, list[str]]:
     """(name, segmenter, one-line errors) for the segmenter chosen (after
-    resources.choose_segmenter): when it fails to load, GrabCut instead; segmenter None when even
-    that fails."""
+    resources.choose_segmenter), from `engine` (core.engine: in this process or on the service;
+    `state` keeps a service's embedding handles): when it fails to load, GrabCut instead;
+    segmenter None when even that fails."""
+    from core.engine import CAN_LOCAL_MODELS
+
     errors: list[str] = []
     for what, candidate in (("loading the segmentation model", name), ("loading GrabCut", resources.GRABCUT)):
         try:
-            return candidate, resources.segmenter(candidate), errors
+            return candidate, engine.segmenter(candidate, state), errors
         except Exception as e:
             errors.append(_load_error(e, candidate, what))
-        if name == resources.GRABCUT:
+        if name == resources.GRABCUT or not engine.can(CAN_LOCAL_MODELS):   # (the service's own)
             break
     return resources.GRABCUT, None, errors
 

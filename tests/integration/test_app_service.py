@@ -1,6 +1,6 @@
-"""Client mode of the app (BACKDROP_SERVER_URL set): the Editor through Streamlit's AppTest against
-the running service (tests/conftest.py `service`: one Ray cluster per session, tiny models, a
-bearer token). The app's data dir is the test's own, not the service's: clicks are segmented and
+"""Client mode of the app (BACKDROP_SERVER_URL set: core.engine.remote.RemoteEngine): the Editor
+through Streamlit's AppTest against the running service (tests/conftest.py `service`: one Ray
+cluster per session, tiny models, a bearer token). The app's data dir is the test's own, not the service's: clicks are segmented and
 runs made and recorded by the service; this process loads no model and writes no run.
 
 Clicks go through the handler the image component's callback uses (ui.canvas.apply_canvas_value),
@@ -21,7 +21,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import button, no_exception, wait_until  # noqa: E402
 
 from serve_kit import TOKEN, free_port  # noqa: E402
-from ui import canvas, remote  # noqa: E402
+from core.engine import get_engine  # noqa: E402
+from core.engine.remote import EMBEDDINGS_KEY, RemoteEngine  # noqa: E402
+from ui import canvas  # noqa: E402
 from ui import state as S  # noqa: E402
 
 pytestmark = pytest.mark.service
@@ -78,21 +80,21 @@ def click_centre(at: AppTest, t: int = 1) -> None:
 
 def service_client():
     from core.service.client import ServiceClient
-    return ServiceClient(remote.server_url(), TOKEN, timeout=120)
+    return ServiceClient(get_engine().url, TOKEN, timeout=120)
 
 
 # ---------------------------------------------------------------------------------------------
 def test_click_is_segmented_by_the_service_from_its_embedding(client_env, chelsea):
     from core.segment import SegmentRequest, loaded_segmenters
 
-    assert remote.is_remote()
+    assert isinstance(get_engine(), RemoteEngine)
     at = open_cat(chelsea)
     image = at.session_state["photo"]
     assert any("Backdrop service" in c.value for c in at.sidebar.caption)
     # the photo was sent once, in the background, for its embedding
     task = at.session_state["prepare"]
     assert task is not None and task.wait(120) and task.error is None, task.error
-    handle = at.session_state[remote.EMBEDDINGS_KEY][(image.hash, "tiny")]
+    handle = at.session_state[EMBEDDINGS_KEY][(image.hash, "tiny")]
     assert handle == f"tiny:{image.hash}" and task.result == handle
 
     t = time.perf_counter()
@@ -129,11 +131,11 @@ def test_an_embedding_the_service_dropped_is_made_again(client_env, chelsea):
     image = at.session_state["photo"]
     assert at.session_state["prepare"].wait(120)
     # a handle the service does not hold (evicted, or its replica restarted)
-    at.session_state[remote.EMBEDDINGS_KEY][(image.hash, "tiny")] = "tiny:" + "0" * 64
+    at.session_state[EMBEDDINGS_KEY][(image.hash, "tiny")] = "tiny:" + "0" * 64
     click_centre(at)
     assert not one_line_errors(at)
     assert "Mask ready" in captions(at)
-    assert at.session_state[remote.EMBEDDINGS_KEY][(image.hash, "tiny")] == f"tiny:{image.hash}"
+    assert at.session_state[EMBEDDINGS_KEY][(image.hash, "tiny")] == f"tiny:{image.hash}"
 
 
 def test_colour_run_is_made_and_recorded_by_the_service(client_env, chelsea):
@@ -220,8 +222,11 @@ def test_embedded_mode_imports_no_client(tmp_path):
     code = f"""
 import sys
 from streamlit.testing.v1 import AppTest
-from ui import canvas, remote
-assert not remote.is_remote()
+from core.engine import get_engine
+from core.engine.local import LocalEngine
+from core.engine.remote import EMBEDDINGS_KEY
+from ui import canvas
+assert isinstance(get_engine(), LocalEngine)
 at = AppTest.from_file({APP!r}, default_timeout=120).run()
 at.button(key="sample-Cat").click().run()
 assert at.session_state["prepare"].wait(120)
@@ -229,7 +234,7 @@ canvas.apply_canvas_value(at.session_state, {{"x": 225, "y": 150, "width": 451, 
 at.run()
 assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
 assert "Mask ready" in "\\n".join(c.value for c in at.caption)
-assert remote.EMBEDDINGS_KEY not in at.session_state
+assert EMBEDDINGS_KEY not in at.session_state
 print("httpx" in sys.modules, "ray" in sys.modules)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("BACKDROP_SERVER_URL", "BACKDROP_API_TOKEN")}

@@ -120,8 +120,9 @@ def test_no_password_reaches_the_log(fresh_logging, monkeypatch, capsys):
     monkeypatch.setenv("BACKDROP_SERVER_URL", "http://alice:hunter2@127.0.0.1:9")
     monkeypatch.setenv("BACKDROP_API_TOKEN", "tök")
     log.configure()
-    from ui import remote
-    assert remote.load_segmenter({}, "tiny")[1] is None
+    from core.engine import get_engine
+    from ui import prompts
+    assert prompts.load_segmenter(get_engine(), {}, "tiny")[1] is None
     try:
         raise ValueError("could not connect to postgresql://bob:Sw0rdfish@db/h?sslpassword=Sekrit9")
     except ValueError:
