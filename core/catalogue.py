@@ -20,7 +20,7 @@ import numpy as np
 from core.compose import Matte, blurred, compose, cover_fit, read_background_image, solid
 from core.errors import InvalidOptionError
 from core.framing import Frame, Placement, Shadow, over, place, reframe
-from core.spec import Background
+from core.spec import Background, Framing
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,24 @@ def finish(staged: Staged, background: Background, shadow: Optional[Shadow] = No
     """The output: the shadow on the background, the subject over both (RGBA when transparent:
     the shadow kept as semi-transparent black, see core.framing.over)."""
     return over(background_layer(staged, background, generated), staged.layer, shadow)
+
+
+def frame_of(framing: Framing) -> Optional[Frame]:
+    """The spec's frame as core.framing.Frame (None: no frame, the photo's own size)."""
+    size = framing.size
+    return None if size is None else Frame(size[0], size[1], float(framing.margin), framing.align)
+
+
+def shadow_of(framing: Framing) -> Optional[Shadow]:
+    """The spec's shadow as core.framing.Shadow (None: no shadow)."""
+    if framing.shadow == "none":
+        return None
+    return Shadow(framing.shadow, float(framing.shadow_strength), float(framing.shadow_softness))
+
+
+def auto_subject(rgb: np.ndarray):
+    """The subject found with no clicks: a core.auto.AutoSubject (mask HxW uint8 255 = subject,
+    confidence 0..1, box). Raises a one-line core.errors.ImageError on a blank photo (no subject)
+    or one with no plain backdrop around the subject (an all-subject photo)."""
+    from core.auto import find_subject
+    return find_subject(rgb)

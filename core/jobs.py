@@ -50,13 +50,14 @@ class JobResult:
     mask: np.ndarray                       # full size HxW uint8, 255 = subject (after refine)
     timings: dict[str, float]
     record_error: Optional[str] = None     # why the run is not (fully) in history; outputs are fine
+    auto_confidence: Optional[float] = None   # subject.auto: how sure the automatic subject is, 0..1
 
 
 def _check(request: JobRequest) -> None:
     subject = request.spec.subject
-    if request.mask is None and not subject.clicks and subject.box is None:
+    if request.mask is None and not subject.auto and not subject.clicks and subject.box is None:
         raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
-    if request.mask is None and not subject.segmenter:
+    if request.mask is None and not subject.segmenter and (subject.clicks or subject.box is not None):
         raise InvalidOptionError("no segmenter chosen for the clicks")
     if request.mask is not None and request.mask.shape != (request.image.height, request.image.width):
         raise InvalidOptionError(
@@ -64,13 +65,26 @@ def _check(request: JobRequest) -> None:
             f"{request.image.width}x{request.image.height}; they must be the same size")
 
 
-def subject_mask(request: JobRequest) -> np.ndarray:
-    """The full-size subject mask (uint8, 255 = subject) for the request, before refinement."""
+def subject_mask(request: JobRequest, found: Optional[dict] = None) -> np.ndarray:
+    """The full-size subject mask (uint8, 255 = subject) for the request, before refinement.
+    With subject.auto the subject is found without clicks (core.catalogue.auto_subject) and any
+    clicks refine it (core.refine); `found`, if given, gets its "confidence"."""
     if request.mask is not None:
         return np.where(request.mask > 127, 255, 0).astype(np.uint8)
     from core.segment import get_segmenter
 
     subject = request.spec.subject
+    if subject.auto:
+        from core.catalogue import auto_subject
+        auto = auto_subject(request.image.rgb)
+        if found is not None:
+            found["confidence"] = float(auto.confidence)
+        if not subject.clicks:
+            return auto.mask
+        from core import refine as clicks_refine
+        out = clicks_refine.refine(get_segmenter(subject.segmenter), request.image.rgb, auto.mask,
+                                   subject.clicks, out_size=(request.image.width, request.image.height))
+        return np.where(out.masks[out.best], 255, 0).astype(np.uint8)
     segmenter = get_segmenter(subject.segmenter)
     result = segmenter.segment(request.image.rgb, SegmentRequest(clicks=subject.clicks, box=subject.box))
     index = result.best if subject.candidate is None else subject.candidate
@@ -135,7 +149,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
             raise not_runnable
         t = time.perf_counter()
         report("mask", 0.0)
-        mask = subject_mask(request)
+        found: dict = {}
+        mask = subject_mask(request, found)
         if request.mask is None and not mask.any():
             raise no_subject(request.spec.subject.segmenter)
         given_empty = request.mask is not None and not mask.any()
@@ -151,7 +166,8 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
 
         outputs, seeds = _backgrounds(request, mask, report, cancel, timings, preview)
         report("done", 1.0)
-        result = JobResult(run_id, outputs, seeds, mask, timings)
+        result = JobResult(run_id, outputs, seeds, mask, timings,
+                           auto_confidence=found.get("confidence"))
     except BaseException as e:  # recorded (unexpected ones too), then re-raised for the caller
         if store is not None:
             status = "cancelled" if isinstance(e, CancelledError) else "failed"
@@ -188,6 +204,8 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
     report("edge", 0.0)
     matte = for_options(rgb, mask, spec.mask)     # the hard mask feathered, or an alpha matte
     timings["edge"] = time.perf_counter() - t
+    if spec.framing.active:
+        return _framed(request, mask, matte, report, cancel, timings, preview)
     if spec.generation is None:
         t = time.perf_counter()
         report("compose", 0.5)
@@ -217,5 +235,40 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
     report("compose", 0.95)
     outputs = [compose(rgb, mask, spec.background, generated=v.image, matte=matte)
                for v in variants]
+    timings["compose"] = time.perf_counter() - t
+    return outputs, [v.seed for v in variants]
+
+
+def _framed(request: JobRequest, mask: np.ndarray, matte, report: Progress,
+            cancel: Optional[threading.Event], timings: dict[str, float], preview: Optional[Preview]):
+    """A framed and/or shadowed run (core/catalogue.py): the subject placed on the frame, the
+    background made at the frame's size (an AI one painted there, the padding included:
+    outpainting), the shadow on it, the subject over both."""
+    from core.catalogue import finish, frame_of, shadow_of, stage
+    spec = request.spec
+    t = time.perf_counter()
+    report("frame", 0.5)
+    staged = stage(request.image.rgb, mask, matte, frame_of(spec.framing))
+    shadow = shadow_of(spec.framing)
+    timings["frame"] = time.perf_counter() - t
+    if spec.generation is None:
+        t = time.perf_counter()
+        report("compose", 0.7)
+        out = finish(staged, spec.background, shadow)
+        timings["compose"] = time.perf_counter() - t
+        return [out], [None]
+    from core.inpaint import get_inpainter
+    t = time.perf_counter()
+    report("load model", 0.0)
+    gen = spec.generation
+    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
+    timings["load"] = time.perf_counter() - t
+    extra = {"preview": preview} if preview is not None else {}
+    variants = inpainter.inpaint(staged.canvas, staged.paint_region, gen,
+                                 progress=lambda i, n: report("diffusion", i / max(n, 1)),
+                                 cancel=cancel, timings=timings, **extra)
+    t = time.perf_counter()
+    report("compose", 0.95)
+    outputs = [finish(staged, spec.background, shadow, generated=v.image) for v in variants]
     timings["compose"] = time.perf_counter() - t
     return outputs, [v.seed for v in variants]

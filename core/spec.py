@@ -50,6 +50,8 @@ DEFAULT_BLUR = 20.0
 MAX_BLUR = 500.0
 MAX_CLICKS = 256
 MAX_NAME_CHARS = 500
+MAX_FRAME_SIDE = 12000       # framing: the same bounds as core/framing.py
+MAX_MARGIN = 45.0
 
 # Scheduler names a user may pick -> diffusers class name. None keeps the model's own scheduler.
 SCHEDULERS: dict[str, str] = {
@@ -158,6 +160,7 @@ def _bound(name: str, err: dict) -> str:
 # How the ranged fields are described in errors (the same words the CLI help uses).
 _NAMES = {"radius": "blur radius"}
 _BOUNDS = {
+    "margin": f"from 0 to {MAX_MARGIN:g}", "shadow_strength": "from 0 to 1", "shadow_softness": "from 0 to 1",
     "steps": f"from 1 to {MAX_STEPS}", "guidance": f"from 0 to {MAX_GUIDANCE:g}",
     "strength": "more than 0 and at most 1", "seed": f"from 0 to {MAX_SEED}",
     "variants": f"from 1 to {MAX_VARIANTS}", "feather": f"from 0 to {MAX_FEATHER}",
@@ -295,6 +298,9 @@ class Subject(Prompts):
     segmenter: Optional[str] = Field(None, max_length=200,
                                      description="segmentation model name; None = a mask was given",
                                      json_schema_extra=ui("Segmentation model", key="seg_pick"))
+    auto: Flag = Field(False, description="find the subject without clicks (core.catalogue."
+                                          "auto_subject); clicks or a box, if any, then refine it",
+                       json_schema_extra=ui(hidden="set by the editor's Find the subject button"))
 
 
 class MaskOptions(Spec):
@@ -536,6 +542,74 @@ class Generation(Spec):
         return [int(base) + i for i in range(self.variants)]
 
 
+_FRAME = re.compile(r"\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*")
+
+
+class Framing(Spec):
+    """Catalogue framing and shadow (core/framing.py, core/catalogue.py): the subject placed on a
+    `frame` of WIDTHxHEIGHT px (None: the photo's own size, nothing moved) with `margin` percent
+    free each side of its box and `align`ed center or bottom; a `shadow` made from its silhouette
+    drawn under it. `preset` names the preset these values came from (core/presets.py). The
+    defaults (no frame, no shadow) leave the output as it was without framing."""
+
+    frame: Optional[str] = Field(None, max_length=40,
+                                 description="output size WIDTHxHEIGHT in px, e.g. 2000x2000; none = "
+                                             "the photo's size",
+                                 json_schema_extra=ui("Frame (WxH, empty = photo size)", key="cat_frame",
+                                                      widget="text"))
+    margin: Num = Field(5.0, ge=0, le=MAX_MARGIN,
+                        description="percent of the frame left free each side of the subject's box "
+                                    "(on the tighter side); only with a frame",
+                        json_schema_extra=ui("Margin, % of the frame", key="cat_margin", step=0.5))
+    align: Literal["center", "bottom"] = Field("center", description="center, or bottom: the subject's "
+                                                                      "base one margin above the frame's "
+                                                                      "bottom",
+                                               json_schema_extra=ui("Align", key="cat_align"))
+    shadow: Literal["none", "contact", "drop", "reflection"] = Field(
+        "none", description="none | contact (under the base) | drop (offset) | reflection (mirrored)",
+        json_schema_extra=ui("Shadow", key="cat_shadow"))
+    shadow_strength: Num = Field(0.5, ge=0, le=1, description="how dark the shadow is, 0 to 1",
+                                 json_schema_extra=ui("Shadow strength", key="cat_shadow_strength",
+                                                      step=0.05))
+    shadow_softness: Num = Field(0.5, ge=0, le=1, description="how blurred the shadow is, 0 to 1",
+                                 json_schema_extra=ui("Shadow softness", key="cat_shadow_softness",
+                                                      step=0.05))
+    preset: Optional[str] = Field(None, max_length=100,
+                                  description="the preset these values came from (core/presets.py)",
+                                  json_schema_extra=ui("Preset", key="cat_preset", widget="select"))
+
+    @field_validator("frame", mode="before")
+    @classmethod
+    def _frame(cls, v):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None
+        m = _FRAME.fullmatch(v) if isinstance(v, str) else None
+        if not m:
+            raise ValueError(f"a frame is WIDTHxHEIGHT in pixels (e.g. 2000x2000), got {str(v)[:40]!r}")
+        w, h = int(m.group(1)), int(m.group(2))
+        if not (1 <= w <= MAX_FRAME_SIDE and 1 <= h <= MAX_FRAME_SIDE):
+            raise ValueError(f"a frame side must be from 1 to {MAX_FRAME_SIDE} px, got {w}x{h}")
+        return f"{w}x{h}"
+
+    @field_validator("shadow", "align", mode="before")
+    @classmethod
+    def _word(cls, v):
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @property
+    def size(self) -> Optional[tuple[int, int]]:
+        """(width, height) of the frame, None without one."""
+        if self.frame is None:
+            return None
+        w, h = self.frame.split("x")
+        return int(w), int(h)
+
+    @property
+    def active(self) -> bool:
+        """True when the run is framed or shadowed (core/catalogue.py makes its output)."""
+        return self.frame is not None or self.shadow != "none"
+
+
 class RunSpec(Spec):
     """Everything that defines one run, apart from the photo itself (a content hash in history)."""
 
@@ -545,6 +619,8 @@ class RunSpec(Spec):
     mask: MaskOptions = Field(default_factory=MaskOptions)
     background: Background
     generation: Optional[Generation] = Field(None, description="required with background sd, else None")
+    framing: Framing = Field(default_factory=Framing,
+                             json_schema_extra=ui(hidden="the editor's Catalogue panel draws its fields"))
 
     @field_validator("background", mode="before")
     @classmethod
@@ -587,7 +663,7 @@ class RunSpec(Spec):
         what compare puts side by side and the export manifest lists."""
         data = self.to_json()
         out: dict[str, Any] = {"background": str(self.background)}
-        for part in ("subject", "mask", "generation"):
+        for part in ("subject", "mask", "generation", "framing"):
             for key, value in (data.get(part) or {}).items():
                 out[f"{part}.{key}"] = value
         return out
@@ -600,7 +676,7 @@ class RunSpec(Spec):
 
 
 def _order(key: str) -> tuple[int, str]:
-    for i, part in enumerate(("subject.", "mask.", "background", "generation.")):
+    for i, part in enumerate(("subject.", "mask.", "background", "generation.", "framing.")):
         if key.startswith(part):
             return i, key
     return 9, key
@@ -609,7 +685,8 @@ def _order(key: str) -> tuple[int, str]:
 def flat_keys() -> tuple[str, ...]:
     """Every key RunSpec.flat() can have, in display order (columns of tables and manifests)."""
     return ("background", *(f"{part}.{name}" for part, model in
-                            (("subject", Subject), ("mask", MaskOptions), ("generation", Generation))
+                            (("subject", Subject), ("mask", MaskOptions), ("generation", Generation),
+                             ("framing", Framing))
                             for name in model.model_fields))
 
 
