@@ -256,17 +256,21 @@ def test_cancel_from_another_thread_stops_a_slow_download(server, tmp_path):
 
 def test_second_download_of_the_same_file_is_refused_while_one_runs(server, tmp_path):
     dst = tmp_path / "model.pth"
-    stop, errors = threading.Event(), []
+    stop, holding, errors = threading.Event(), threading.Event(), []
+
+    def cancel():                   # asked while the first holds the file's lock: hold it until told
+        holding.set()
+        return stop.wait(10)
 
     def first():
         try:
-            weights.download_file(f"{server}/slow/model.pth", dst, cancel=stop)
+            weights.download_file(f"{server}/slow/model.pth", dst, cancel=cancel)
         except CancelledError as e:
             errors.append(e)
 
     t = threading.Thread(target=first)
     t.start()
-    time.sleep(0.2)
+    assert holding.wait(10), "the first download never started"
     with pytest.raises(DownloadError, match="already being downloaded"):
         weights.download_file(f"{server}/range/model.pth", dst)
     stop.set()
