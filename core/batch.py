@@ -40,15 +40,17 @@ MASK_SUFFIXES = (".png", ".webp", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 class BatchSubject:
     """Where each photo's subject comes from: `masks` (a folder with one mask per photo, same file
     stem, white = subject), `rel_points` ((fx, fy, label), fractions 0..1 of width/height) and/or
-    `rel_box` ((fx1, fy1, fx2, fy2), fractions), given to `segmenter`."""
+    `rel_box` ((fx1, fy1, fx2, fy2), fractions), given to `segmenter`; `auto`: found without
+    clicks in each photo (the points and box, if any, refine it)."""
     masks: Optional[Path] = None
     rel_points: tuple[tuple[float, float, int], ...] = ()
     rel_box: Optional[tuple[float, float, float, float]] = None
     segmenter: Optional[str] = None
+    auto: bool = False
 
     def __post_init__(self):
-        if self.masks is None and not self.rel_points and self.rel_box is None:
-            raise InvalidOptionError("give each photo's subject: --masks DIR, --rel-point FX,FY or "
+        if self.masks is None and not self.rel_points and self.rel_box is None and not self.auto:
+            raise InvalidOptionError("give each photo's subject: --auto, --masks DIR, --rel-point FX,FY or "
                                      "--rel-box FX1,FY1,FX2,FY2")
         values = [v for p in self.rel_points for v in p[:2]] + list(self.rel_box or ())
         if any(not 0.0 <= float(v) <= 1.0 for v in values):
@@ -62,7 +64,7 @@ class BatchSubject:
         if self.rel_box is not None:
             x1, y1, x2, y2 = self.rel_box
             box = (x1 * width, y1 * height, x2 * width, y2 * height)
-        return Subject(clicks=clicks, box=box, segmenter=self.segmenter)
+        return Subject(clicks=clicks, box=box, segmenter=self.segmenter, auto=self.auto)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)          # output already there
     failed: list[tuple[str, str]] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)
+    review: list[tuple[str, float]] = field(default_factory=list)   # auto confidence below the bar
 
 
 def photos(folder: Path) -> list[Path]:
@@ -158,7 +161,8 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
               name: Optional[str] = None, suffix: Optional[str] = None, record: bool = True,
               check_outputs: Optional[Callable[[list[Path]], None]] = None,
               progress: Optional[Callable[[str, int, int], None]] = None,
-              cancel: Optional[threading.Event] = None, workers: Optional[int] = None) -> BatchReport:
+              cancel: Optional[threading.Event] = None, workers: Optional[int] = None,
+              review_below: float = 0.5) -> BatchReport:
     """Run `spec` (its subject replaced per photo) on every photo of `in_dir`, writing the outputs
     `plan` gives. Before any work (and before OUT_DIR is created) the folders, names and inputs are
     checked (`_check_folders`, `plan`, `_check_inputs`) and `check_outputs(paths)` may refuse the
@@ -168,7 +172,11 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
 
     With BACKDROP_SERVER_URL set (team mode) each photo is a request to the service (which records
     the run), `workers` (default 8) at a time, so the batch spreads over the service's replicas;
-    in-process, photos run one after another unless `workers` says otherwise."""
+    in-process, photos run one after another unless `workers` says otherwise.
+
+    With `subject.auto` each photo's automatic-subject confidence is kept in OUT_DIR/review.json
+    (written after each photo, so a killed batch's rerun keeps it); `report.review` lists the
+    photos below `review_below`, least sure first."""
 
     suffix = suffix or ".png"
     if suffix == ".jpg" and spec.background.kind == "transparent":
@@ -200,6 +208,8 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
     engine = get_engine()          # in this process, or the service (BACKDROP_SERVER_URL)
     started = [0]
     lock = threading.Lock()
+    review_file = out_dir / REVIEW_FILE
+    sure = _read_review(review_file) if subject.auto else {}
 
     def one(photo: Path) -> None:
         if cancel is not None and cancel.is_set():
@@ -215,8 +225,8 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
         try:
             if subject.masks is not None and masks[photo] is None:
                 raise InvalidOptionError(f"no mask in the mask folder (want {short(photo.stem)}.png)")
-            run_id = _one(photo, outputs[photo], masks.get(photo), spec, subject, name, record, cancel,
-                          engine)
+            run_id, confidence = _one(photo, outputs[photo], masks.get(photo), spec, subject, name,
+                                      record, cancel, engine)
         except BackdropError as e:
             with lock:
                 report.failed.append((photo.name, str(e)))
@@ -225,6 +235,9 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
             report.done.append(photo.name)
             if run_id is not None:
                 report.run_ids.append(run_id)
+            if confidence is not None:
+                sure[photo.name] = round(float(confidence), 4)
+                _write_review(review_file, sure, review_below)
 
     n = workers or engine.parallel_runs
     if n == 1:
@@ -237,12 +250,40 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
     report.done.sort()
     report.skipped.sort()
     report.failed.sort()
+    if subject.auto:
+        names = {p.name for p in items}
+        report.review = sorted(((n, c) for n, c in sure.items() if n in names and c < review_below),
+                               key=lambda nc: (nc[1], nc[0]))
     return report
 
 
+REVIEW_FILE = "review.json"
+
+
+def _read_review(path: Path) -> dict[str, float]:
+    """The confidences a previous (killed) run of this batch recorded; {} when none or unreadable."""
+    import json
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): float(v) for k, v in data.get("confidence", {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _write_review(path: Path, sure: dict[str, float], below: float) -> None:
+    """OUT_DIR/review.json: every photo's auto confidence and the ones to review (atomically)."""
+    import json
+    review = sorted((n for n, c in sure.items() if c < below), key=lambda n: (sure[n], n))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"review_below": below, "review": review,
+                               "confidence": dict(sorted(sure.items()))}, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec, subject: BatchSubject,
-         name: str, record: bool, cancel, engine) -> Optional[int]:
-    """One photo: its subject, the run (here or on the service), its planned output files; the run id."""
+         name: str, record: bool, cancel, engine) -> tuple[Optional[int], Optional[float]]:
+    """One photo: its subject, the run (here or on the service), its planned output files; the run
+    id and the automatic subject's confidence (None without --auto)."""
     from core.images import load_image, load_mask, save_image
     from core.jobs import JobRequest
 
@@ -265,4 +306,4 @@ def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec
     for image_k, path in list(zip(outputs, outs))[1:]:
         save_image(image_k, path)
     save_image(outputs[0], outs[0])
-    return run_id
+    return run_id, getattr(result, "auto_confidence", None)

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from core import config
+from core import cli_catalogue, config
 from core.engine import CAN_SKIP_HISTORY, get_engine
 from core.errors import BackdropError, InvalidOptionError
 from core.files import check_output, short, terminal_safe
@@ -197,12 +197,15 @@ def cmd_segment(args) -> int:
 def _subject(args) -> Subject:
     given_mask = getattr(args, "mask", None) is not None
     return Subject(clicks=tuple(args.point or ()), box=args.box, candidate=args.candidate,
-                   segmenter=None if given_mask else args.segmenter)
+                   segmenter=None if given_mask else args.segmenter,
+                   auto=bool(getattr(args, "auto", False)) and not given_mask)
 
 
 def _require_prompt(args) -> None:
-    if not args.point and args.box is None and getattr(args, "mask", None) is None:
-        raise InvalidOptionError("give the subject with --point X,Y (repeatable), --box X1,Y1,X2,Y2 or --mask MASK.png")
+    if not args.point and args.box is None and getattr(args, "mask", None) is None \
+            and not getattr(args, "auto", False):
+        raise InvalidOptionError("give the subject with --auto, --point X,Y (repeatable), --box X1,Y1,X2,Y2 "
+                                 "or --mask MASK.png")
 
 
 def cmd_replace(args) -> int:
@@ -276,7 +279,8 @@ def cmd_batch(args) -> int:
                                  "or --masks DIR, not pixel --point / --box")
     subject = BatchSubject(masks=Path(args.masks) if args.masks else None,
                            rel_points=tuple(args.rel_point or ()), rel_box=args.rel_box,
-                           segmenter=None if args.masks else args.segmenter)
+                           segmenter=None if args.masks else args.segmenter,
+                           auto=args.auto and not args.masks)
     spec = replace_spec(args)
     in_dir, out_dir = Path(args.in_dir), Path(args.out)
     suffix = "." + args.format
@@ -294,11 +298,15 @@ def cmd_batch(args) -> int:
     try:
         report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
                            record=not args.no_history, check_outputs=check, progress=progress,
-                           workers=args.workers)
+                           workers=args.workers, review_below=args.review_below)
     finally:
         bar.close()
     for name, line in report.failed:
         _error(f"{terminal_safe(name)}: {line}")
+    if report.review:
+        print(f"to review ({len(report.review)}: automatic subject less sure than {args.review_below:g}):")
+        for name, confidence in report.review:
+            print(f"  {terminal_safe(name)}  confidence {confidence:.2f}")
     print(f"{len(report.done)} done, {len(report.skipped)} already done, {len(report.failed)} failed "
           f"-> {terminal_safe(str(out_dir))}")
     return 1 if report.failed else 0
@@ -332,8 +340,10 @@ def _fraction_box(text: str):
 
 def replace_spec(args) -> RunSpec:
     """The run spec of `replace`'s arguments (the spec checks every value)."""
+    from core import cli_catalogue
     from core.spec import Background
 
+    framing = cli_catalogue.framing(args)          # a preset may set the background too
     background = Background.parse(args.background)
     generation = None
     if background.kind == "sd":
@@ -342,7 +352,7 @@ def replace_spec(args) -> RunSpec:
         values = _spec_values(args, Generation)
         generation = Generation.for_mode(values.pop("mode", None) or config.default_mode(), **values)
     return RunSpec(subject=_subject(args), mask=MaskOptions(**_spec_values(args, MaskOptions)),
-                   background=background, generation=generation)
+                   background=background, generation=generation, framing=framing)
 
 
 def _output_paths(out: Path, n: int) -> list[Path]:
@@ -481,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image")
     s.add_argument("--out", required=True, metavar="MASK.png", help="L-mode PNG, 255 = subject")
     s.add_argument("--overwrite", action="store_true", help="allow --out to be the input photo")
+    cli_catalogue.add_auto(s)
     subject_args(s)
     s.set_defaults(func=cmd_segment)
 
@@ -492,10 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --out to be one of the inputs (the photo, --mask, the background image)")
     r.add_argument("--mask", metavar="MASK.png", help="subject mask (255 = subject) instead of clicks")
     subject_args(r)
-    r.add_argument("--background", default="sd", metavar="SPEC",
+    r.add_argument("--background", default=None, metavar="SPEC",
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
     _spec_options(r.add_argument_group("generation (background sd)"), Generation)
     _spec_options(r.add_argument_group("mask"), MaskOptions)
+    cli_catalogue.add_arguments(r)
     r.add_argument("--no-history", action="store_true", help="do not record this run")
     r.set_defaults(func=cmd_replace)
 
@@ -515,10 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--name", metavar="TEXT", help="the batch's name in history (default: IN_DIR's name); "
                                                   "runs are recorded as NAME/<file name>")
     subject_args(b)
-    b.add_argument("--background", default="sd", metavar="SPEC",
+    b.add_argument("--background", default=None, metavar="SPEC",
                    help="sd | color:#RRGGBB | blur:RADIUS | image:PATH | transparent (default: sd)")
     _spec_options(b.add_argument_group("generation (background sd)"), Generation)
     _spec_options(b.add_argument_group("mask"), MaskOptions)
+    cli_catalogue.add_arguments(b, batch=True)
     b.add_argument("--no-history", action="store_true", help="do not record the runs (in-process only)")
     b.add_argument("--workers", type=_whole(1, 64), default=None, metavar="N",
                    help="photos in flight at once (default 1 in-process; 8 with BACKDROP_SERVER_URL, "
