@@ -82,7 +82,7 @@ class ModelSpec:
     #                                 | "builtin" | "local" (a diffusers folder given by path)
     #                                 | "lora" | "taesd" | "tiny-lora" | "tiny-taesd" (task "fast")
     #                                 | "vitmatte" | "tiny-vitmatte" (task "matte")
-    task: str                       # "segment" | "inpaint" | "matte" | "fast"
+    task: str                       # "segment" | "inpaint" | "matte" | "fast" | "subject"
     description: str
     size_bytes: int = 0             # approximate download size
     filename: Optional[str] = None  # single-file checkpoint name (kind "sam"; a LoRA's file in its repo)
@@ -165,10 +165,20 @@ REGISTRY: dict[tuple[str, str], ModelSpec] = {
         ModelSpec("tiny-taesd", "tiny-taesd", "fast",
                   "Random-initialised tiny autoencoder for the tiny test model (built in code)",
                   family="tiny"),
+        # the subject found without clicks (core.salient): BiRefNet, MIT licence, loaded into
+        # Backdrop's own copy of the architecture (no trust_remote_code); one safetensors file
+        ModelSpec("birefnet-lite", "birefnet", "subject",
+                  "BiRefNet_lite (Swin-T, MIT): finds the subject without clicks, fine on CPU",
+                  178_000_000, "model.safetensors", repo_id="ZhengPeng7/BiRefNet_lite", revision="main"),
+        ModelSpec("birefnet", "birefnet", "subject",
+                  "BiRefNet general (Swin-L, MIT): finds the subject without clicks, for a GPU",
+                  885_000_000, "model.safetensors", repo_id="ZhengPeng7/BiRefNet", revision="main"),
+        ModelSpec("tiny", "tiny-birefnet", "subject",
+                  "Random-initialised tiny BiRefNet for tests (built in code)", filename="model.safetensors"),
     ]
 }
 
-TASKS = ("segment", "inpaint", "fast", "matte")
+TASKS = ("segment", "inpaint", "fast", "matte", "subject")
 
 # Which add-on a family uses in fast mode: (family, scheduler) -> LoRA, family -> tiny autoencoder.
 FAST_LORAS: dict[tuple[str, str], str] = {
@@ -329,6 +339,8 @@ def local_path(spec: ModelSpec) -> Path:
         return config.weights_dir() / "tiny-vitmatte"
     if spec.kind == "tiny-sam-hq":
         return config.weights_dir() / "tiny-sam-hq"
+    if spec.kind == "tiny-birefnet":
+        return config.weights_dir() / "tiny-birefnet"
     if spec.kind == "local":
         return Path(spec.path)
     if "/" in spec.name:  # an ad-hoc Hugging Face repo id
@@ -349,7 +361,7 @@ def is_present(spec: ModelSpec) -> bool:
         return (path / "config.json").is_file()
     if spec.kind in TRANSFORMERS_KINDS:
         return (path / "config.json").is_file() and any((path / f).is_file() for f in TRANSFORMERS_WEIGHTS)
-    if spec.kind in ("lora", "tiny-lora"):
+    if spec.kind in ("lora", "tiny-lora", "birefnet", "tiny-birefnet"):
         return lora_file(spec).is_file() and lora_file(spec).stat().st_size > 0
     if spec.kind in ("taesd", "tiny-taesd"):
         return all((path / f).is_file() for f in TAESD_FILES)
@@ -749,7 +761,7 @@ def _download_repo(spec: ModelSpec, progress: Optional[ProgressFn],
         kwargs = {}
         if spec.kind == "diffusers":
             kwargs = {"allow_patterns": DIFFUSERS_ALLOW, "ignore_patterns": DIFFUSERS_IGNORE}
-        elif spec.kind == "lora":
+        elif spec.kind in ("lora", "birefnet"):
             kwargs = {"allow_patterns": [spec.filename]}
         elif spec.kind == "taesd":
             kwargs = {"allow_patterns": TAESD_FILES}
@@ -834,10 +846,13 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
         return tiny.build_tiny_vitmatte(path)
     if spec.kind == "tiny-sam-hq":
         return tiny.build_tiny_sam_hq(path)
+    if spec.kind == "tiny-birefnet":
+        from core.salient.tiny import build_tiny_birefnet
+        return build_tiny_birefnet(path)
     if spec.kind == "sam":
         return download_file(url or _sam_url(spec), path, sha256=spec.sha256,
                              size=None if url else spec.size_bytes, progress=progress, cancel=cancel)
-    if spec.kind in ("sam2", "sam-hq", "diffusers", "vitmatte", "lora", "taesd"):
+    if spec.kind in ("sam2", "sam-hq", "diffusers", "vitmatte", "lora", "taesd", "birefnet"):
         return _download_repo(spec, progress, cancel)
     raise InvalidOptionError(f"don't know how to download model {spec.name!r} (kind {spec.kind})")
 
