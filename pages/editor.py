@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import spec
 from core.engine import CAN_IMAGE_BACKGROUND, CAN_LOCAL_MODELS, IMAGE_BACKGROUND_NOTE, get_engine
-from ui import background, canvas, fields, job, photo, prompts, resources, tasks
+from ui import auto, background, canvas, fields, job, photo, prompts, resources, tasks
 from ui import result as result_view
 from ui import state as S
 from ui.clicker import clicker
@@ -50,6 +50,9 @@ with st.container(border=True):
     with up_col:
         uploaded = st.file_uploader("1 · Upload a photo", type=photo.UPLOAD_TYPES, key="upload",
                                     help="JPEG, PNG, WebP, TIFF, BMP, GIF or HEIC, up to 200 MB.")
+        st.toggle("Find the subject on upload", key="auto_on_upload", persist_state="session",
+                  help="Each new photo starts with its subject selected, as with the Find the subject "
+                       "button above the photo (a product on a plain backdrop works best).")
     with sample_col:
         st.markdown("**…or try a sample photo**")
         for label in photo.SAMPLES:
@@ -66,6 +69,7 @@ if image is None:
 
 # Start computing the embedding at once, so the first click does not wait from zero.
 prep = photo.ensure_prepared(state, segmenter, seg_name)
+auto.on_upload(state)      # "Find the subject on upload": once per new photo
 
 
 # ------------------------------------------------------------------ 2. subject
@@ -120,9 +124,16 @@ def subject_canvas() -> None:
     """Add/Remove above the clickable photo (a phone, where the columns stack, shows it first),
     then the photo with its mask and the mask candidates."""
     if segmenter is not None:     # outside the fragment: a click's rerun stays as small as it was
-        st.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session",
-                             required=True, help="Add: click on what to keep. Remove: click on what is "
-                                                 "not part of it. Shift-click or right-click removes too.")
+        mode_col, find_col = st.columns([3, 2], vertical_alignment="bottom")
+        mode_col.segmented_control("Each click will", S.CLICK_MODES, key="click_mode", persist_state="session",
+                                   required=True, help="Add: click on what to keep. Remove: click on what "
+                                                       "is not part of it. Shift-click or right-click removes too.")
+        find_col.button("Find the subject", icon=":material/center_focus_strong:", on_click=auto.find,
+                        args=(state,), width="stretch",
+                        help="Select the subject without clicks (a product on a plain backdrop works "
+                             "best); then click to add or remove parts.")
+        if state.get("auto_note") and state.get("auto_done") == image.hash:
+            st.warning(escape_md(state["auto_note"]))
     subject_photo()
 
 

@@ -45,11 +45,17 @@ def add_box(state: MutableMapping, box: tuple[float, float, float, float]) -> No
 
 
 def undo(state: MutableMapping) -> None:
+    """Take back the last click; with none left, the found subject (ui.auto)."""
+    from ui import auto
+    if not state.get("prompts"):
+        auto.drop(state)
     state["prompts"] = list(state.get("prompts", []))[:-1]
     state["candidate"] = None
 
 
 def clear(state: MutableMapping) -> None:
+    from ui import auto
+    auto.drop(state)
     state["prompts"] = []
     state["candidate"] = None
 
@@ -68,7 +74,9 @@ def box(state: MutableMapping) -> Optional[tuple[float, float, float, float]]:
 
 
 def has_subject(state: MutableMapping) -> bool:
-    return bool(state.get("prompts"))
+    """Clicks or a box made, or the subject found (ui.auto)."""
+    from ui import auto
+    return bool(state.get("prompts")) or auto.current(state) is not None
 
 
 def prompt_summary(state: MutableMapping) -> str:
@@ -77,6 +85,9 @@ def prompt_summary(state: MutableMapping) -> str:
     parts = [f"{pos} add", f"{len(pts) - pos} remove"]
     if box(state):
         parts.append("1 box")
+    from ui import auto
+    if auto.current(state) is not None:
+        parts.insert(0, "found")
     return ", ".join(parts)
 
 
@@ -112,7 +123,8 @@ def _load_error(e: Exception, name: str, what: str) -> str:
 # ----------------------------------------------------------------------------- masks
 def seg_key(state: MutableMapping, segmenter_name: str) -> str:
     """Identifies one segmentation: the photo, the segmenter and the prompts."""
-    raw = repr((state["photo"].hash, segmenter_name, state.get("prompts")))
+    from ui import auto
+    raw = repr((state["photo"].hash, segmenter_name, state.get("prompts"), auto.key(state)))
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
@@ -124,6 +136,16 @@ def segment_preview(state: MutableMapping, segmenter, segmenter_name: str):
         return None
     key = seg_key(state, segmenter_name)
     cache = state.get("seg_cache") or {}
+    found = _auto_mask(state)
+    if key not in cache and found is not None:      # the subject found, refined by the clicks
+        from core.refine import refine
+        local = segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False)
+        s = state["preview"].scale if local else 1.0
+        rgb = state["preview"].rgb if local else state["photo"].rgb
+        result = refine(segmenter, rgb, found, tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state)),
+                        out_size=preview_size(state))
+        cache = {key: result}
+        state["seg_cache"] = cache
     if key not in cache:
         if segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False):
             # GrabCut works on a <= 512 px copy anyway: start from the preview, not the 12 MP photo
@@ -138,6 +160,12 @@ def segment_preview(state: MutableMapping, segmenter, segmenter_name: str):
         cache = {key: result}          # one entry: the current prompts
         state["seg_cache"] = cache
     return cache[key]
+
+
+def _auto_mask(state: MutableMapping):
+    from ui import auto
+    found = auto.current(state)
+    return None if found is None else found["mask"]
 
 
 # ----------------------------------------------------------------------------- candidate

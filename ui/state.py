@@ -175,6 +175,7 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
 WIDGET_DEFAULTS: dict[str, Any] = {
     "click_mode": ADD,
     "box_mode": False,
+    "auto_on_upload": False,         # "Find the subject on upload" (ui/auto.py)
     **{k: v for k, v in spec_defaults().items() if k not in ("inpaint_model", "mode")},
     "edge_method": EDGE_METHODS[0],
     "bg_kind": BG_SD,

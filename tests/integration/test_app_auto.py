@@ -1,0 +1,117 @@
+"""The editor's "Find the subject" through AppTest: the subject of a studio shot selected with no
+click (the mask overlay and Generate follow), a click refines it, Undo/Clear take it back, a blank
+photo gives one line, and "Find the subject on upload" does it for each new photo (and is kept
+like the other options). GrabCut is the segmenter: no weights."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+from apptest_kit import button, no_exception  # noqa: E402
+
+from ui import canvas, saved  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+
+
+@pytest.fixture(autouse=True)
+def grabcut(monkeypatch):
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "grabcut")
+
+
+def shot():
+    """A red product on a white sweep with a soft grey shadow, and a blue object beside it (the
+    auto subject takes both)."""
+    import cv2
+    rgb = np.full((600, 800, 3), 246, np.uint8)
+    shade = np.zeros((600, 800), np.float32)
+    cv2.ellipse(shade, (300, 470), (150, 18), 0, 0, 360, 1.0, -1)
+    shade = cv2.GaussianBlur(shade, (0, 0), 12)
+    rgb = (rgb * (1 - 0.35 * shade[..., None])).astype(np.uint8)
+    rgb[150:470, 200:400] = (170, 25, 30)
+    rgb[300:420, 600:700] = (30, 60, 190)
+    truth = np.zeros((600, 800), bool)
+    truth[150:470, 200:400] = True
+    return rgb, truth
+
+
+def png(rgb) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload(at, rgb, name="shot.png"):
+    at.file_uploader(key="upload").set_value((name, png(rgb), "image/png")).run()
+    no_exception(at)
+
+
+def mask(at) -> np.ndarray:
+    (result,) = at.session_state["seg_cache"].values()
+    return result.masks[result.best]
+
+
+def iou(a, b) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def small(truth, shape):
+    import cv2
+    return cv2.resize(truth.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def test_find_the_subject_then_a_remove_click_corrects_it():
+    rgb, truth = shot()
+    blue = np.zeros_like(truth)
+    blue[300:420, 600:700] = True
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.session_state["bg_kind"] = "Colour"
+    upload(at, rgb)
+    assert button(at, "Generate").disabled                       # nothing selected yet
+    button(at, "Find the subject").click().run()
+    no_exception(at)
+    found = mask(at)
+    both = small(truth | blue, found.shape)
+    assert iou(found, both) > 0.95                                # both objects, not the shadow
+    assert not button(at, "Generate").disabled
+    assert any("Mask ready" in c.value for c in at.caption)
+    # a remove click on the blue object (displayed at the preview's own size) takes it out
+    pw, ph = found.shape[1], found.shape[0]
+    at.session_state["click_mode"] = "Remove (exclude)"
+    canvas.apply_canvas_value(at.session_state, {"x": 650 * pw / 800, "y": 360 * ph / 600,
+                                                 "width": pw, "height": ph, "unix_time": 1})
+    at.run()
+    no_exception(at)
+    assert iou(mask(at), small(truth, found.shape)) > 0.95        # the product alone
+    button(at, "Undo").click().run()        # the click
+    no_exception(at)
+    assert iou(mask(at), both) > 0.95
+    button(at, "Undo").click().run()        # then the subject found
+    no_exception(at)
+    assert button(at, "Generate").disabled
+
+
+def test_a_blank_photo_is_one_line():
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    upload(at, np.full((300, 400, 3), 240, np.uint8), "blank.png")
+    button(at, "Find the subject").click().run()
+    no_exception(at)
+    notes = [w.value for w in at.warning if "subject" in w.value.lower()]
+    assert len(notes) == 1 and "\n" not in notes[0] and "Traceback" not in notes[0], notes
+    assert button(at, "Generate").disabled
+
+
+def test_find_on_upload_is_an_option_kept_with_the_work():
+    rgb, truth = shot()
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.toggle(key="auto_on_upload").set_value(True).run()
+    upload(at, rgb)
+    found = mask(at)                          # found with no button pressed
+    assert iou(found & small(truth, found.shape), small(truth, found.shape)) > 0.95
+    assert saved.work_of(at.session_state)["settings"]["auto_on_upload"] is True     # kept for a reload
