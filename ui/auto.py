@@ -48,9 +48,10 @@ def key(state: MutableMapping) -> Optional[str]:
     return None if found is None else found["key"]
 
 
-def find(state: MutableMapping) -> None:
-    """Find the subject of the photo shown: its mask replaces the clicks; the note says when the
-    result is uncertain, or in one line why there is none (a blank photo, no plain backdrop)."""
+def find(state: MutableMapping, keep_clicks: bool = False) -> None:
+    """Find the subject of the photo shown: its mask replaces the clicks (unless `keep_clicks`: a
+    run opened from History); the note says when the result is uncertain, or in one line why there
+    is none (a blank photo, no plain backdrop)."""
     import cv2
 
     from core.errors import BackdropError
@@ -75,8 +76,9 @@ def find(state: MutableMapping) -> None:
     confidence = float(found.confidence)
     state["auto"] = {"photo": photo.hash, "mask": mask, "confidence": confidence,
                      "key": hashlib.sha1(mask.tobytes()).hexdigest()[:12]}
-    state["prompts"] = []
-    state["candidate"] = None
+    if not keep_clicks:
+        state["prompts"] = []
+        state["candidate"] = None
     state["auto_note"] = (f"Found the subject, but not surely (confidence {confidence:.2f}): check the "
                           "mask and click to add or remove parts." if confidence < LOW_CONFIDENCE else None)
 
@@ -84,7 +86,9 @@ def find(state: MutableMapping) -> None:
 def on_upload(state: MutableMapping) -> None:
     """With "Find the subject on upload" on: find it once for a new photo that has no clicks yet."""
     photo = state.get("photo")
-    if (photo is not None and state.get("auto_on_upload") and state.get("auto_done") != photo.hash
+    if photo is not None and state.pop("auto_redo", False):   # Edit from here / Re-run of such a run
+        find(state, keep_clicks=True)
+    elif (photo is not None and state.get("auto_on_upload") and state.get("auto_done") != photo.hash
             and not state.get("prompts")):
         find(state)
 

@@ -119,7 +119,7 @@ def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> R
     boxes = [p["box"] for p in prompts if p["kind"] == "box"]
     subject = Subject(clicks=tuple((p["x"], p["y"], p["label"]) for p in prompts if p["kind"] == "point"),
                       box=tuple(boxes[-1]) if boxes else None, candidate=state.get("candidate"),
-                      segmenter=segmenter or state.get("segmenter"))
+                      segmenter=segmenter or state.get("segmenter"), auto=_found(state))
     values = {part: {name: _from_state(name, state[_key(part, name)])
                      for name in model.model_fields if _key(part, name) in state}
               for part, model in SPEC_PARTS.items()}
@@ -141,6 +141,12 @@ def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> R
                    generation=generation)
 
 
+def _found(state: MutableMapping) -> bool:
+    """The subject was found by "Find the subject" (ui/auto.py): the run finds it again."""
+    from ui import auto
+    return auto.current(state) is not None
+
+
 def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
     """Set the editor's clicks and widgets from a spec ("edit from here", re-run). Generation
     widgets keep their values when the spec has no generation (a colour run)."""
@@ -151,6 +157,7 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
         prompts.append({"kind": "box", "box": tuple(sub.box)})
     state["prompts"] = prompts
     state["candidate"] = sub.candidate
+    state["auto"], state["auto_redo"] = None, bool(sub.auto)    # found again when the Editor opens
     if sub.segmenter:
         state["segmenter"] = sub.segmenter
     for part, model in SPEC_PARTS.items():

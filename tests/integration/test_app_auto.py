@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import button, no_exception  # noqa: E402
 
 from ui import canvas, saved  # noqa: E402
+from ui import state as S  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -81,6 +82,7 @@ def test_find_the_subject_then_a_remove_click_corrects_it():
     assert iou(found, both) > 0.95                                # both objects, not the shadow
     assert not button(at, "Generate").disabled
     assert any("Mask ready" in c.value for c in at.caption)
+    assert S.spec_from_state(at.session_state).subject.auto        # the run finds it again
     # a remove click on the blue object (displayed at the preview's own size) takes it out
     pw, ph = found.shape[1], found.shape[0]
     at.session_state["click_mode"] = "Remove (exclude)"
@@ -92,6 +94,7 @@ def test_find_the_subject_then_a_remove_click_corrects_it():
     button(at, "Undo").click().run()        # the click
     no_exception(at)
     assert iou(mask(at), both) > 0.95
+    assert S.spec_from_state(at.session_state).subject.clicks == ()
     button(at, "Undo").click().run()        # then the subject found
     no_exception(at)
     assert button(at, "Generate").disabled
