@@ -12,6 +12,7 @@ the frame needs no scaling (core/framing.py), and resampled exactly once when it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,6 +22,8 @@ from core.compose import Matte, blurred, compose, cover_fit, read_background_ima
 from core.errors import InvalidOptionError
 from core.framing import Frame, Placement, Shadow, over, place, reframe
 from core.spec import Background, Framing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,15 @@ def shadow_of(framing: Framing) -> Optional[Shadow]:
 def auto_subject(rgb: np.ndarray):
     """The subject found with no clicks: a core.auto.AutoSubject (mask HxW uint8 255 = subject,
     confidence 0..1, box). Raises a one-line core.errors.ImageError on a blank photo (no subject)
-    or one with no plain backdrop around the subject (an all-subject photo)."""
+    or one with no plain backdrop around the subject (an all-subject photo).
+    With BiRefNet weights downloaded (core.salient: `birefnet` on a GPU, `birefnet-lite`) the
+    learned model finds it (method "birefnet"/"birefnet-lite"); else the studio method, no weights."""
+    from core import salient
     from core.auto import find_subject
+    name = salient.available()
+    if name:
+        try:
+            return salient.find_subject(rgb, name)
+        except salient.ModelLoadError as e:     # a broken download: say so in the log, go on
+            log.warning("%s; finding the subject without it", e)
     return find_subject(rgb)

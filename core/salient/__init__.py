@@ -18,6 +18,7 @@ from core import weights
 from core.errors import BackdropError, MissingWeightsError
 
 TASK = "subject"
+AUTOMATIC = ("birefnet", "birefnet-lite")      # never "tiny"
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -37,15 +38,19 @@ def default_device(name: str) -> str:
     return devices.pick() if name == "birefnet" else "cpu"
 
 
-@functools.lru_cache(maxsize=2)
 def load(name: str, device: Optional[str] = None):
     """The model `name` with its weights, in eval mode on `device`, fp32 on the CPU. Raises
     MissingWeightsError when not downloaded and ModelLoadError (one line) when the file is not
-    that model's checkpoint (keys or shapes differ)."""
+    that model's checkpoint (keys or shapes differ). Kept loaded while the file is unchanged."""
+    path = weights_file(name)
+    return _load(name, str(path), path.stat().st_mtime_ns, device or default_device(name))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(name: str, path: str, _mtime: int, device: str):
     import torch
     from safetensors.torch import load_file
     from core.salient.arch import ARCHS, BiRefNet
-    path = weights_file(name)
     try:
         state = load_file(str(path))
     except Exception as e:
@@ -60,7 +65,6 @@ def load(name: str, device: Optional[str] = None):
         raise ModelLoadError(f"{path} is not a {name} checkpoint: {len(missing)} weights missing, "
                              f"{len(extra)} unexpected, {len(shapes)} of another shape (first: {first})")
     model.load_state_dict(state, strict=True)
-    device = device or default_device(name)
     return model.to(device=device, dtype=torch.float32).eval()
 
 
@@ -103,17 +107,13 @@ def find_subject(rgb: np.ndarray, name: str = "birefnet-lite", device: Optional[
     return AutoSubject(mask, confidence(prob), box, method=name)
 
 
-def available(device_has_gpu: Optional[bool] = None) -> Optional[str]:
+def available() -> Optional[str]:
     """The learned model to use automatically: `birefnet` when present and a GPU is there, else
     `birefnet-lite` when present, else None. The tiny test model is never chosen."""
-    if device_has_gpu is None:
-        from core import devices
-        device_has_gpu = devices.pick() != "cpu"
-    order = ("birefnet", "birefnet-lite") if device_has_gpu else ("birefnet-lite",)
-    for name in order:
-        if weights.is_present(weights.get_spec(name, TASK)):
-            return name
-    return None
+    present = [n for n in AUTOMATIC if weights.is_present(weights.get_spec(n, TASK))]
+    if "birefnet" in present and default_device("birefnet") != "cpu":
+        return "birefnet"
+    return "birefnet-lite" if "birefnet-lite" in present else None
 
 
 __all__ = ["TASK", "load", "predict", "find_subject", "available", "confidence", "weights_file",
