@@ -122,12 +122,8 @@ class RemoteEngine:
                 import httpx
 
                 from core.service.client import ServiceClient
-                try:
-                    self._client = ServiceClient(self.url, self.token, timeout=httpx.Timeout(
-                        REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
-                except Exception as e:
-                    log.warning("no client for the Backdrop service at %s: %s", self.url, e)
-                    raise
+                self._client = ServiceClient(self.url, self.token, timeout=httpx.Timeout(
+                    REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
             return self._client
 
     # -- clicks ------------------------------------------------------------------------------
@@ -137,7 +133,12 @@ class RemoteEngine:
         if not isinstance(handles, dict):
             handles = {}
             session[EMBEDDINGS_KEY] = handles
-        return RemoteSegmenter(name, self.client, handles, session.get(ORIGINALS_KEY))
+        try:
+            client = self.client
+        except Exception as e:       # the app's log says why (the page shows the one line)
+            log.warning("no client for the Backdrop service at %s: %s", self.url, e)
+            raise
+        return RemoteSegmenter(name, client, handles, session.get(ORIGINALS_KEY))
 
     def keep_upload(self, session: MutableMapping, photo_hash: str, data: bytes) -> None:
         session[ORIGINALS_KEY] = {photo_hash: bytes(data)}    # the current photo only

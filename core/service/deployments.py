@@ -1,14 +1,14 @@
 """The model deployments: where the heavy work runs, one model copy per replica.
 
-    Segmenter   the segmenter's image encoder and its click decoder (core.segment.get_segmenter):
+    Segmenter   the segmenter's image encoder and its click decoder (core.engine's LocalEngine):
                 `embed` computes a photo's embedding once and keeps it (and the photo) on this
                 replica; `segment` answers clicks/box from it. The ingress routes every request
                 for a photo to the replica that holds it (Serve model multiplexing keyed by the
                 photo's content hash), so a click never re-embeds while the replica keeps it.
     Inpainter   one run end to end: the photo decoded (upload or history source), the subject
-                mask (uploaded, or from the Segmenter), then core.jobs.run_job: the inpainting
-                model (core.inpaint.get_inpainter, loaded once per replica) for an "sd"
-                background, compose for every background, and the history row and files,
+                mask (uploaded, or from the Segmenter), then LocalEngine.run (core.jobs.run_job):
+                the inpainting model (core.inpaint.get_inpainter, loaded once per replica) for an
+                "sd" background, compose for every background, and the history row and files,
                 written once, here.
 
 Both take the builder's environment (core.service.config.apply_env) before anything loads, and
@@ -30,10 +30,12 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
+from core.engine.local import LocalEngine
 from core.errors import BackdropError, InvalidOptionError
 from core.service.config import apply_env
 
 log = logging.getLogger("backdrop.service")
+LOCAL = LocalEngine()       # what a replica does is what the app does in-process (core/engine)
 
 #: Photos (and so embeddings) a Segmenter replica keeps for `segment` calls by handle.
 HELD_IMAGES = 6
@@ -136,8 +138,8 @@ class Segmenter:
     def _embed(self, name: str, rgb: np.ndarray) -> dict:
         import time
 
-        from core.segment import get_segmenter, image_key
-        segmenter = get_segmenter(name)
+        from core.segment import image_key
+        segmenter = LOCAL.segmenter(name)      # the remote engine's other end: this process's engine
         rgb = _readonly(rgb)
         key = image_key(rgb)
         t = time.perf_counter()
@@ -161,8 +163,8 @@ class Segmenter:
 
     def _segment(self, name, request, rgb, key, out_size, png=False) -> dict:
         from core.errors import ImageError
-        from core.segment import SegmentRequest, get_segmenter, image_key
-        segmenter = get_segmenter(name)
+        from core.segment import SegmentRequest, image_key
+        segmenter = LOCAL.segmenter(name)
         req = SegmentRequest.load(request)
         if rgb is None:
             rgb = self._held(key or "")
@@ -285,9 +287,9 @@ class Inpainter:
     def _run(self, image, spec, mask, source_name) -> dict:
         from core.errors import HistoryError
         from core.history import open_store
-        from core.jobs import JobRequest, run_job
+        from core.jobs import JobRequest
 
-        result = run_job(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name))
+        result = LOCAL.run(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name))
         if result.run_id is None:
             raise HistoryError(f"the run finished but could not be saved in history: {result.record_error}")
         return _result(open_store().get_run(result.run_id), result.timings)
