@@ -25,7 +25,7 @@ def database_url() -> str:
 def blob_url() -> str:
     """Where history images are stored: `BACKDROP_BLOB_URL`; empty (default) = the data dir.
     A folder path (or file:///folder: a mounted network filesystem works as is) or
-    s3://bucket/prefix for S3-compatible object storage shared by a team (core/history/blobs.py;
+    s3://bucket/prefix for S3-compatible object storage shared by a team (core/history/blobs/;
     endpoint BACKDROP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, credentials from the AWS_* settings)."""
     return settings().blob_url
 

@@ -16,7 +16,7 @@ Never imports torch (the History page must load fast). Storage:
                and thumbs/ab/<hash>.webp (long side 256). Files are written (temp + atomic rename)
                BEFORE the row that points at them is committed. refs/<store id>/ab/<hash> records
                which database uses which image: several databases may share one data dir, and
-               an image is deleted only when no database claims it (core/history/blobs.py).
+               an image is deleted only when no database claims it (core/history/blobs/).
                Or elsewhere: BACKDROP_BLOB_URL (config.blob_url()) = another folder (a mounted
                network filesystem works as is) or s3://bucket/prefix (S3-compatible storage, boto3;
                endpoint BACKDROP_S3_ENDPOINT_URL or AWS_ENDPOINT_URL, the usual AWS_* credentials):
@@ -71,7 +71,7 @@ when the images are in S3: read them with store.read_file, never by opening the 
     OutputRecord: id, run_id, index, seed, favorite, hash, width, height, path, thumb_path
 
 Files: store.py (opening, identity, sessions), writes.py, queries.py, sweep.py, records.py (the
-records below), models.py (ORM), blobs.py (image files and claims), db.py (engines, migrations),
+records below), models.py (ORM), blobs/ (image files and claims), db.py (engines, migrations),
 identity.py (store ids: a copied database gets its own; `history store` lists and forgets ids).
 
 Export: core.export.export_runs(out_zip, run_ids=None, *, favorites=False, store=None)

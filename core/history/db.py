@@ -10,7 +10,7 @@ transaction tries to become a write transaction), reads use a plain deferred BEG
 PostgreSQL (postgresql+psycopg://…) gets the same one-writer-at-a-time rule: a write transaction
 starts with pg_advisory_xact_lock(WRITE_LOCK_KEY) under lock_timeout = 30 s (the lock is per
 database and ends with the transaction), so writers queue exactly as on SQLite: source/mask dedupe,
-store identity, migrations and the image-claim protocol of core/history/blobs.py all rely on
+store identity, migrations and the image-claim protocol of core/history/blobs/ all rely on
 it. Reads run at READ COMMITTED and never wait. Other servers get pool_pre_ping and no lock.
 Connections that die (server restarted) are replaced at checkout by pool_pre_ping; a write cut in
 the middle is retried by the store (core/history/writes.py, Writes._retry).

@@ -2,7 +2,7 @@
 hex id) and the location it was last opened at.
 
 The image files under the data dir belong to the databases that claim them (refs/<store id>/…,
-see core/history/blobs.py); the id is created by the store on first open, not here, so that a
+see core/history/blobs/); the id is created by the store on first open, not here, so that a
 database copied elsewhere can be told apart from the original and given an id of its own.
 
 Revision ID: 0003
