@@ -5,7 +5,7 @@ import streamlit as st
 
 from core import spec
 from core.engine import CAN_IMAGE_BACKGROUND, CAN_LOCAL_MODELS, IMAGE_BACKGROUND_NOTE, get_engine
-from ui import auto, background, canvas, fields, job, photo, prompts, resources, tasks
+from ui import auto, background, canvas, catalogue, fields, job, photo, prompts, resources, tasks
 from ui import result as result_view
 from ui import state as S
 from ui.clicker import clicker
@@ -236,6 +236,10 @@ with ctl_col:
         if kind == S.BG_SD:
             for name in fields.advanced("generation"):
                 fields.draw(st, "generation", name, state, **fields.choices(name, state))
+
+    found = (guarded("finding the subject", prompts.segment_preview, state, segmenter, seg_name)
+             if segmenter is not None and prompts.has_subject(state) else None)
+    catalogue.panel(st, state, None if found is None else canvas.subject_mask(state, found))
 
     has_subject = prompts.has_subject(state)
     image_refused = kind == S.BG_IMAGE and not engine.can(CAN_IMAGE_BACKGROUND)

@@ -12,11 +12,11 @@ import typing
 from collections.abc import MutableMapping, Sequence
 from typing import Any, Callable, Optional
 
-from core.spec import Background, Generation, MaskOptions, RunSpec, Subject
+from core.spec import Background, Framing, Generation, MaskOptions, RunSpec, Subject
 from ui import state as S
 
 PARTS = {"subject": Subject, "mask": MaskOptions, "background": Background, "generation": Generation,
-         "run": RunSpec}
+         "run": RunSpec, "framing": Framing}      # framing: the Catalogue panel (ui/catalogue.py)
 SUBMODELS = ("subject", "mask", "background", "generation")       # RunSpec's fields that are parts
 
 

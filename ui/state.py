@@ -137,8 +137,9 @@ def spec_from_state(state: MutableMapping, segmenter: Optional[str] = None) -> R
         if not values["generation"].get("prompt"):
             raise InvalidOptionError("describe the new background in the prompt (e.g. 'a sunny beach')")
         generation = Generation(**values["generation"])
+    from ui import catalogue
     return RunSpec(subject=subject, mask=MaskOptions(**values["mask"]), background=background,
-                   generation=generation)
+                   generation=generation, framing=catalogue.framing(state))
 
 
 def _found(state: MutableMapping) -> bool:
@@ -170,6 +171,8 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
         state["edge_method"] = spec.mask.edge_method
     bg = spec.background
     state["bg_kind"] = BG_KIND_LABELS[bg.kind]
+    from ui import catalogue
+    catalogue.to_state(state, spec.framing)
     if bg.kind == "color":
         state["bg_color"] = "#%02X%02X%02X" % tuple(bg.color)
     elif bg.kind == "blur":
@@ -178,11 +181,17 @@ def spec_to_state(state: MutableMapping, spec: RunSpec) -> None:
         state["bg_image_path"] = bg.path
 
 
+def _catalogue_defaults() -> dict[str, Any]:
+    from ui import catalogue
+    return catalogue.defaults()
+
+
 # Widget-backed keys whose value must survive page switches (not buttons / uploaders).
 WIDGET_DEFAULTS: dict[str, Any] = {
     "click_mode": ADD,
     "box_mode": False,
     "auto_on_upload": False,         # "Find the subject on upload" (ui/auto.py)
+    **_catalogue_defaults(),         # the Catalogue panel (ui/catalogue.py)
     **{k: v for k, v in spec_defaults().items() if k not in ("inpaint_model", "mode")},
     "edge_method": EDGE_METHODS[0],
     "bg_kind": BG_SD,

@@ -118,3 +118,33 @@ def test_find_on_upload_is_an_option_kept_with_the_work():
     found = mask(at)                          # found with no button pressed
     assert iou(found & small(truth, found.shape), small(truth, found.shape)) > 0.95
     assert saved.work_of(at.session_state)["settings"]["auto_on_upload"] is True     # kept for a reload
+
+
+def test_catalogue_panel_frames_the_preview_and_goes_into_the_spec():
+    """The Catalogue panel: a preset fills frame, margin and shadow from the spec's fields; the
+    preview is the framed composite (square, white, the subject inside the margin, a shadow under
+    it); the run's spec carries the values."""
+    rgb, truth = shot()
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.session_state["bg_kind"] = "Colour"
+    upload(at, rgb)
+    button(at, "Find the subject").click().run()
+    at.selectbox(key="cat_preset").set_value("amazon").run()
+    no_exception(at)
+    spec = S.spec_from_state(at.session_state)
+    assert spec.framing.preset == "amazon" and spec.framing.size == (2000, 2000)
+    assert spec.framing.shadow == "contact"
+    from ui import canvas, catalogue
+    (result,) = at.session_state["seg_cache"].values()
+    framed = catalogue.preview_rgb(at.session_state, canvas.subject_mask(at.session_state, result))
+    assert framed.shape == (catalogue.PREVIEW_SIDE, catalogue.PREVIEW_SIDE, 3)      # the square frame
+    assert (framed[:5, :5] == 255).all()                          # pure white (the preset's colour)
+    dark = (framed.astype(int).sum(axis=2) < 600).any(axis=1)
+    rows = np.nonzero(dark)[0]
+    assert rows.min() > 0.05 * catalogue.PREVIEW_SIDE * 0.9        # the margin above the subject
+    at.text_input(key="cat_frame").set_value("1200x600").run()
+    no_exception(at)
+    assert S.spec_from_state(at.session_state).framing.size == (1200, 600)
+    at.text_input(key="cat_frame").set_value("big").run()
+    no_exception(at)
+    assert any("frame" in w.value for w in at.warning)          # one line, no traceback
