@@ -50,6 +50,11 @@ def bench_learned(reps: int = 1, *, general: bool = False, device: str = "cpu",
     return out
 
 
+def learned_s(reps: int = 1) -> dict:
+    """bench_learned for bench/catalogue.py --learned (its key: learned_s)."""
+    return bench_learned(reps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1)
