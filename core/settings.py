@@ -57,6 +57,10 @@ class Settings(BaseSettings):
                           shown="fp16 on CUDA, fp32 on MPS and CPU")
     compile: bool = _setting(False, "`1`: `torch.compile` the UNet on CUDA (the warm-up shows as "
                                     "`compile` in a run's timings)", shown="off")
+    cpu_backend: Literal["auto", "torch", "openvino"] = _setting(
+        "auto", "what runs the inpainting UNet, autoencoder and image encoders on a CPU: `torch`, "
+                "`openvino` (converted once, cached in the weights folder; docs/cpu.md) or `auto`",
+        shown="`auto`: OpenVINO when installed")
     sam_url_base: str = _setting("", "where SAM checkpoints are downloaded from (a mirror): the "
                                      "file name is appended", shown="Meta's download site")
     # -- logging

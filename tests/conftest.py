@@ -70,6 +70,8 @@ def isolated_env(monkeypatch, tmp_path, weights_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The app and CLI start in fast mode without a CUDA GPU; tests that want fast mode say so.
     monkeypatch.setenv("BACKDROP_MODE", "quality")
+    # PyTorch on the CPU unless a test asks for the OpenVINO engine (tests/integration/test_cpu_engine.py)
+    monkeypatch.setenv("BACKDROP_CPU_BACKEND", "torch")
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from core import arrays, config, devices
+from core.weights import local_path as weights_path
 from core.errors import (BackdropError, CancelledError, InvalidOptionError, MissingWeightsError,
                          OutOfMemoryError)
 from core.inpaint.fast import FastParts, fuse_lora, load_taesd, resolve_generation
@@ -143,6 +144,10 @@ class Inpainter:
                                                   else "lcm").from_config(pipe.scheduler.config)
         compile = settings().compile if compile is None else compile
         compile = bool(compile) and device.startswith("cuda") and not offload
+        from core import cpu_engine
+        if cpu_engine.wanted(device):               # OpenVINO on a CPU (docs/cpu.md)
+            cpu_engine.use_for(pipe, model_path=path, lora=fast.lora.name if fast else None,
+                               vae_path=weights_path(fast.autoencoder) if fast else None)
         if compile:
             import torch
             pipe.unet = torch.compile(pipe.unet)
