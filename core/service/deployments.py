@@ -270,6 +270,9 @@ class Inpainter:
         """The subject mask from the Segmenter deployment (as core.jobs.subject_mask picks it)."""
         from core.segment import SegmentRequest
         subject = spec.subject
+        if subject.auto:          # found without clicks here (clicks refine it), as core.jobs does
+            from core.jobs import JobRequest, subject_mask
+            return await asyncio.to_thread(subject_mask, JobRequest(image=image, spec=spec))
         if not subject.segmenter:
             raise InvalidOptionError("no segmenter chosen for the clicks")
         request = SegmentRequest(clicks=subject.clicks, box=subject.box).model_dump()

@@ -76,8 +76,11 @@ def _spec_rules(comps: dict) -> None:
                    "contains": {"type": "object", "properties": {"label": {"const": 1}}}}}}}
     comps["SegmentRequest"].update(prompts)
     subject = {"type": "object", "properties": {"subject": {
-        "type": "object", "required": ["segmenter"], "properties": {"segmenter": {"type": "string", "enum": segmenters()}},
-        **prompts}}, "required": ["subject"]}
+        "type": "object", "if": {"properties": {"auto": {"const": True}}, "required": ["auto"]},
+        "then": {"properties": {"segmenter": {"anyOf": [{"type": "null"},
+                                                        {"type": "string", "enum": segmenters()}]}}},
+        "else": {"required": ["segmenter"], "properties": {"segmenter": {"type": "string", "enum": segmenters()}},
+                 **prompts}}}, "required": ["subject"]}
     comps["ReplaceJson"]["properties"]["spec"] = {"allOf": [_ref_name("RunSpec"), subject]}
     # A multipart form refers to copies without the if/then rules (the service applies the same
     # rules; schema tools, schemathesis 4.32 among them, fail on conditions in a form that has a

@@ -177,7 +177,7 @@ class Api:
             raise InvalidOptionError("an image background names a file on the server; it is not "
                                      "available through the API")
         subject = spec.subject
-        if "mask" not in files:
+        if "mask" not in files and not subject.auto:      # subject.auto: found in the replica
             if not subject.clicks and subject.box is None:
                 raise InvalidOptionError("no subject given: click on the subject, draw a box, or pass a mask")
             if not subject.segmenter:
