@@ -1,7 +1,7 @@
 """Which database a history is, so that a copy never deletes the original's images.
 
 A database's store id (store_info "store_id") names its claims in the image store
-(refs/<store id>/…, core/history/blobs.py), and it must belong to ONE database: two databases with
+(refs/<store id>/…, core/history/blobs/), and it must belong to ONE database: two databases with
 one id delete each other's images. A copy (cp, a backup restored, CREATE DATABASE … TEMPLATE,
 pg_dump + restore, a file taken to another machine) carries the id along, so a database also
 records the fingerprints it has been opened as (store_info "fingerprints", JSON):
@@ -272,7 +272,7 @@ def forget_store(store, sid: str, *, force: bool, grace_s: float) -> Forgotten:
     """Release every claim of store id `sid` and delete the images no other store id claims. Refused
     (InvalidOptionError) for this database's own id, an id whose database is still there, one used
     within `grace_s`, and, unless `force`, one whose database cannot be checked from here."""
-    from core.history.writes import referenced
+    from core.history.shared import referenced
 
     sid = sid.strip().lower()
     if len(sid) != 32 or any(c not in "0123456789abcdef" for c in sid):

@@ -13,7 +13,7 @@ from core.errors import HistoryError, InvalidOptionError
 from core.history.models import Output, Run, Source
 from core.history.records import (Comparison, MaskRecord, OutputRecord, Page, RunQuery, RunRecord,
                                   SourceRecord, aware_utc, naive_utc, decode_cursor, encode_cursor)
-from core.history.writes import _chunks
+from core.history.shared import chunks
 from core.spec import Background, Generation, MaskOptions, RunSpec, Subject
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Queries:
         ids = [int(i) for i in ids]
         found: dict[int, RunRecord] = {}
         with self._read() as session:
-            for chunk in _chunks(sorted(set(ids))):
+            for chunk in chunks(sorted(set(ids))):
                 for run in session.scalars(select(Run).where(Run.id.in_(chunk))):
                     found[run.id] = self._record(run)
         missing = [i for i in ids if i not in found]

@@ -29,6 +29,7 @@ from core.history import db, identity
 from core.history.blobs import BlobStore, open_backend
 from core.history.models import Mask, Output, Source, StoreInfo
 from core.history.queries import Queries
+from core.history.shared import NOT_YET
 from core.history.sweep import INTERRUPTED, STALE_RUNNING_S, SWEEP_GRACE_S, Sweep  # noqa: F401
 from core.history.writes import Writes
 
@@ -302,8 +303,7 @@ class HistoryStore(Writes, Queries, Sweep):
                 row = session.get(StoreInfo, DELETING)
             if begun and row is not None and token in row.value:
                 return begun[0]
-            from core.history.writes import _NOT_YET
-            return _NOT_YET
+            return NOT_YET
 
         while True:
             try:

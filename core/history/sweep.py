@@ -1,7 +1,7 @@
 """Crash recovery: runs left "running" by a dead process, files no row uses any more.
 
 A mixin of HistoryStore (core/history/store.py). Deletes only images this database claims and no
-other database claims (core/history/blobs.py), and only claims older than the grace period."""
+other database claims (core/history/blobs/), and only claims older than the grace period."""
 from __future__ import annotations
 
 import time
@@ -14,7 +14,7 @@ from core.files import HOST, pid_alive
 from core.history.blobs import digest_of, image_rel, thumb_rel
 from core.history.models import Mask, Output, Run, Source
 from core.history.records import SweepReport, now_utc
-from core.history.writes import referenced
+from core.history.shared import referenced
 from core.settings import Settings, settings
 
 SWEEP_GRACE_S = Settings.model_fields["sweep_grace_s"].default   # used more recently: never swept
@@ -39,7 +39,7 @@ class Sweep:
         and our own temp files left by dead writers. Only claims not used for `grace_s` (default
         SWEEP_GRACE_S; env BACKDROP_SWEEP_GRACE_S) are considered, so a run in flight in another
         process keeps its files; an image another database claims, or nobody claims, is never
-        deleted (see core/history/blobs.py)."""
+        deleted (see core/history/blobs/)."""
         if grace_s is None:
             grace_s = settings().sweep_grace_s
         interrupted = self.recover_runs(stale_after_s)

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from sqlalchemy import exists, select
@@ -20,6 +20,7 @@ from core.files import HOST
 from core.history.blobs import Blob, check_image
 from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
 from core.history.records import naive_utc, now_utc
+from core.history.shared import NOT_YET, referenced
 from core.spec import RunSpec
 
 ImageLike = Any   # np.ndarray HxWx3 uint8, or an object with .rgb (and .hash) like LoadedImage
@@ -27,7 +28,6 @@ ImageLike = Any   # np.ndarray HxWx3 uint8, or an object with .rgb (and .hash) l
 log = logging.getLogger(__name__)
 
 RECONNECT_S = 20.0   # how long a write cut by a lost connection keeps trying to reconnect
-_NOT_YET = object()
 
 
 def connection_lost(exc: BaseException | None) -> bool:
@@ -73,20 +73,6 @@ def _timings(timings: Optional[Mapping[str, float]]) -> dict[str, float]:
 
 def _int(v: Any) -> Optional[int]:
     return None if v is None else int(v)
-
-
-def _chunks(items: Sequence[Any], n: int = 500) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
-
-
-def referenced(session: Session, digests: Sequence[str]) -> set[str]:
-    """Which of `digests` a row of this database still uses."""
-    found: set[str] = set()
-    for chunk in _chunks(list(digests)):
-        for model in (Source, Mask, Output):
-            found.update(session.scalars(select(model.hash).where(model.hash.in_(chunk))))
-    return found
 
 
 class Writes:
@@ -208,7 +194,7 @@ class Writes:
         on a fresh connection for up to RECONNECT_S: the server rolled the transaction back, unless
         the COMMIT itself was cut, so `committed()` (run on the new connection before redoing
         anything) says whether the first attempt's work is in fact there: it returns the result
-        to hand back, or _NOT_YET. So a run is recorded exactly once, or the call fails with one
+        to hand back, or NOT_YET. So a run is recorded exactly once, or the call fails with one
         HistoryError line and nothing was written."""
         races = 0
         deadline = None
@@ -236,30 +222,30 @@ class Writes:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 try:
-                    done = committed() if committed is not None else _NOT_YET
+                    done = committed() if committed is not None else NOT_YET
                 except HistoryError as e:
                     if connection_lost(e.__cause__):
                         continue
                     raise
-                if done is not _NOT_YET:
+                if done is not NOT_YET:
                     return done
                 break
 
     def _run_exists(self, run_id: Optional[int]) -> Any:
-        """For _retry: the id of a run whose INSERT was committed after all, else _NOT_YET. Ids come
+        """For _retry: the id of a run whose INSERT was committed after all, else NOT_YET. Ids come
         from the database's sequence and are never handed out twice, so the id alone proves it."""
         if run_id is None:
-            return _NOT_YET
+            return NOT_YET
         with self._read() as session:
             found = session.scalar(select(Run.id).where(Run.id == run_id))
-        return found if found is not None else _NOT_YET
+        return found if found is not None else NOT_YET
 
     def _run_finished_at(self, run_id: int, finished: datetime) -> Any:
         """For _retry: None if the run already carries this exact finish time (ours: committed),
-        else _NOT_YET."""
+        else NOT_YET."""
         with self._read() as session:
             value = session.scalar(select(Run.finished).where(Run.id == run_id))
-        return None if value == finished else _NOT_YET
+        return None if value == finished else NOT_YET
 
     def start_run(self, *, source: Union[ImageLike, str], spec: RunSpec, source_name: str = "",
                   device: Optional[str] = None, created: Optional[datetime] = None) -> int:
@@ -431,7 +417,7 @@ class Writes:
         def deleted() -> Any:
             with self._read() as session:
                 gone = session.get(Run, run_id) is None
-            return None if gone and found else _NOT_YET
+            return None if gone and found else NOT_YET
 
         self._retry(rows, deleted)
         digests = sorted(found[0])
