@@ -221,7 +221,7 @@ def measure_bare(browser, server: Server, n_clicks: int) -> dict:
 def run(n_clicks: int = 10, size: tuple[int, int] = (4000, 3000), bare: bool = True,
         headed: bool = False, workdir: Path | None = None, app_root: Path = ROOT,
         screenshot: Path | None = None) -> dict:
-    """The whole benchmark (also what tests/test_browser_click.py runs, smaller); returns the JSON.
+    """The whole benchmark (also what tests/browser/test_browser_click.py runs, smaller); returns the JSON.
     Server logs go to `workdir` (default a temporary folder, removed after)."""
     from playwright.sync_api import sync_playwright
 

@@ -9,7 +9,7 @@ An empty (or blank) variable counts as unset. core/config.py holds the readers m
 (data_dir(), database_url(), …); nothing else reads Backdrop's settings from os.environ.
 
 docs/configuration.md's table is generated from this class: `python -m core.settings --readme`
-rewrites it, and tests/test_settings.py fails when the two disagree.
+rewrites it, and tests/unit/test_settings.py fails when the two disagree.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ the editor from its widgets (and back, for "edit from here"), the history stores
 Adding a parameter = one field here: its default is the default of the CLI, the API and the editor
 alike, its bounds are the editor widget's range, and `ui(...)` in its json_schema_extra gives the
 widget's label, step and help, "advanced" (drawn in the editor's Advanced expander) or "hidden"
-(no widget of its own, and why); tests/test_spec_widgets.py checks that every field has one or the
+(no widget of its own, and why); tests/integration/test_spec_widgets.py checks that every field has one or the
 other. Coordinates are original-image pixels, (x, y). Never imports torch, numpy-free except for
 accepting numpy scalars.
 """

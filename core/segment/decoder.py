@@ -6,7 +6,7 @@ every click, work that depends only on the image: adding the constant no-mask em
 image tokens, building the dense positional encoding, copying image tensors per prompt batch, and
 the first transformer layer's key, value and query projections of the image tokens. `prepare` does
 that once, when the embedding is cached; `decode` runs the rest. It is the same computation on the
-same weights (results agree to float rounding; tests/test_segment.py compares both models with
+same weights (results agree to float rounding; tests/unit/test_segment.py compares both models with
 their own decoders). The upscaling also runs in channels-last layout with a native layer norm,
 2-3x faster on CPU than the channels-first layout the models use.
 

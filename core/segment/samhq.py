@@ -11,7 +11,7 @@ The click path (`_decode`) follows SysCV's SAM-HQ decoder, which the checkpoints
 with: the masks are built from the two-way transformer's image output. transformers' own
 `SamHQMaskDecoder.forward` (5.x) upscales the image embedding from BEFORE the transformer
 (spatially transposed) instead; its IoU scores are unaffected and match ours exactly
-(tests/test_samhq.py checks both). Where the decoder's parts cannot be found (a transformers
+(tests/unit/test_samhq.py checks both). Where the decoder's parts cannot be found (a transformers
 change), the model's own forward is used, with a warning. torch and transformers are imported
 inside functions.
 """
