@@ -10,6 +10,7 @@ AppTest.session_state or a plain dict.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import MutableMapping
 from typing import Any, Optional
 
@@ -128,8 +129,9 @@ def panel(st, state: MutableMapping, mask: Optional[np.ndarray]) -> None:
         c1, c2 = st.columns(2)
         fields.draw(c1, "framing", "frame", state, placeholder="2000x2000")
         fields.draw(c2, "framing", "margin", state)
-        fields.draw(c1, "framing", "align", state, options=["center", "bottom"])
-        fields.draw(c2, "framing", "shadow", state, options=["none", "contact", "drop", "reflection"])
+        for col, name in ((c1, "align"), (c2, "shadow")):      # a choice of the field's values
+            col.selectbox(fields.meta("framing", name)["label"], typing.get_args(Framing.model_fields[name].annotation),
+                          key=_key(name), persist_state="session", help=Framing.model_fields[name].description)
         fields.draw(c1, "framing", "shadow_strength", state)
         fields.draw(c2, "framing", "shadow_softness", state)
         if mask is None:
