@@ -524,6 +524,8 @@ def evaluate(seeds, size, baselines=True, grabcut=12, log=print) -> dict:
 
 def summary(rows, key="iou") -> dict:
     vals = [r[key] for r in rows]
+    if not vals:                                   # (--grabcut 0)
+        return {"mean": float("nan"), "min": float("nan")}
     return {"mean": statistics.fmean(vals), "min": min(vals)}
 
 
@@ -607,6 +609,9 @@ def main(argv=None) -> int:
         out.update(_optional("learned_s", "salient", "learned_s"))
     if args.batch:
         out.update(_optional("batch_per_min", "catalogue_batch", "run", args.batch))
+    if not gc_rows:                                # no GrabCut shots: no GrabCut figures
+        for key in ("baseline_grabcut_iou_mean", "auto_iou_on_grabcut_shots", "error_ratio_grabcut_over_auto"):
+            out.pop(key, None)
     print(json.dumps(out))
     return 0
 
