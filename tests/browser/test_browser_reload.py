@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
 from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, grabcut_app
+from waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -30,15 +30,12 @@ def server(tmp_path_factory):
 
 def wait_saved(path, has, timeout: float = 60.0) -> None:
     """Until the page's saved work (the JSON the server writes) holds `has(work)`."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def saved():
         try:
-            if has(json.loads(path.read_text())):
-                return
+            return has(json.loads(path.read_text()))
         except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the work was not saved to {path}")
+            return False
+    wait_until(saved, timeout, f"the work saved to {path}", poll=0.2)
 
 
 def test_reload_keeps_photo_click_and_prompt(server):

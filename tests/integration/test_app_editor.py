@@ -5,7 +5,6 @@ clicked in AppTest, so clicks go through the same handler the component's callba
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import button, no_exception, wait_until  # noqa: E402
+import waiting  # noqa: E402
 
 from ui import canvas, job, photo, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -500,8 +500,7 @@ def test_task_future_progress_errors_and_logging(caplog):
 
     with caplog.at_level(logging.INFO, logger="ui.tasks"):
         ok = tasks.start("generate", slow)
-        while ok.stage != "diffusion":
-            time.sleep(0.01)
+        waiting.wait_until(lambda: ok.stage == "diffusion", 30, "the task's diffusion stage", poll=0.01)
         assert tasks.running(ok) and ok.fraction == 1.0 and ok.result is None and ok.error is None
         gate.set()
         assert ok.wait(10) and ok.result == 42 and not ok.cancelled and ok.finished is not None

@@ -4,7 +4,6 @@ re-run, and a fast run that cannot start recorded as failed with one line."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from core.jobs import JobRequest, run_job
 from core.spec import Generation, RunSpec
 from ui import canvas
 from ui import state as S
+from apptest_kit import wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
@@ -77,10 +77,7 @@ def test_editor_fast_choice_sets_the_sampler_and_shows_the_painting_forming(monk
     [generate] = [b for b in at.button if b.label == "Generate"]
     generate.click().run()
     task = at.session_state["job"]
-    end = time.monotonic() + 120
-    while at.session_state["result"] is None and time.monotonic() < end:
-        time.sleep(0.2)
-        at.run()
+    wait_until(at, lambda a: a.session_state["result"] is not None, 120, "the fast run's result", poll=0.2)
     assert not at.exception and at.session_state["result"] is not None, at.session_state["job_notice"]
     assert task.live.get("jpeg", b"").startswith(b"\xff\xd8")  # a JPEG of the painting arrived
     run = open_store().get_run(at.session_state["result"]["run_id"])

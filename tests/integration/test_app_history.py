@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import button, no_exception  # noqa: E402
+from apptest_kit import button, no_exception, wait_until  # noqa: E402
 
 from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -263,8 +263,6 @@ def test_user_text_is_shown_as_text_not_markup(store, astronaut):
 
 
 def test_rerun_from_history_generates_again(store, monkeypatch, tiny_sam, tiny_inpaint):
-    import time
-
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
     monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
     at = history_app()
@@ -275,11 +273,8 @@ def test_rerun_from_history_generates_again(store, monkeypatch, tiny_sam, tiny_i
     assert at.title[0].value == "Replace a photo's background"
     assert at.session_state["job"] is not None                     # started on arrival
     at.switch_page("pages/editor.py")     # AppTest keeps rerunning the page it was on; a browser follows
-    end = time.monotonic() + 180
-    while (at.session_state["job"] is not None or at.session_state["result"] is None) and time.monotonic() < end:
-        time.sleep(0.3)
-        at.run()
-        no_exception(at)
+    wait_until(at, lambda a: a.session_state["job"] is None and a.session_state["result"] is not None,
+               what="the reopened run to finish")
     assert at.session_state["result"] is not None, at.session_state["job_notice"]
     assert store.count_runs() == 15
     newest = store.list_runs(limit=1).runs[0]

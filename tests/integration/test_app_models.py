@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception  # noqa: E402
+from apptest_kit import no_exception, wait_until  # noqa: E402
 from ui.widgets import escape_md  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -173,12 +173,8 @@ def slow_sam(monkeypatch, weights_dir):
 
 
 def wait_for_download(at: AppTest, until, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while not until() and time.monotonic() < end:
-        time.sleep(0.1)
-        at.run()
-    no_exception(at)
-    assert until()
+    if not until():
+        wait_until(at, lambda _: until(), timeout, "the download's state", poll=0.1)
 
 
 def test_cancel_stops_the_download_and_the_next_one_resumes(slow_sam):

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from PIL import Image
 
 from serve_kit import TOKEN, free_port
 from cli_kit import ROOT, assert_one_line_error, cli
+from waiting import wait_until
 
 pytest.importorskip("httpx")
 
@@ -193,10 +193,10 @@ def test_a_batch_killed_mid_photo_is_recorded_once(remote, tmp_path, astronaut, 
     proc = subprocess.Popen([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:                                   # kill the batch while the service paints its photo
-        deadline = time.monotonic() + 180
-        while not any(r["status"] == "running" for r in _service_runs(remote, "killed-shoot/")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        def painting():
+            assert proc.poll() is None, "the batch ended before the service painted"
+            return any(r["status"] == "running" for r in _service_runs(remote, "killed-shoot/"))
+        wait_until(painting, 180, "the service to paint the batch's photo")
     finally:
         proc.kill()
         proc.wait()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from sqlalchemy import func, select
 from core.history import RunQuery, open_store
 from core.history.models import Output, Run, Source
 from runs import record
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,12 +119,9 @@ def test_concurrent_writer_processes_lose_nothing():
 def _kill_when_paused(mode: str, tmp_path: Path) -> None:
     marker = tmp_path / f"{mode}.paused"
     proc = _spawn(CRASHER, mode, marker)
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"crasher exited early: {proc.stderr.read()}")
-        assert time.monotonic() < deadline, "crasher never reached its pause"
-        time.sleep(0.05)
+    wait_until(lambda: marker.exists() or proc.poll() is not None, 60, "the crasher to reach its pause")
+    if proc.poll() is not None:
+        pytest.fail(f"crasher exited early: {proc.stderr.read()}")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL

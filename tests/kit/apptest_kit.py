@@ -1,7 +1,7 @@
-"""Helpers shared by the Streamlit AppTest suites (tests/test_app_*.py)."""
+"""Helpers shared by the Streamlit AppTest suites (tests/integration/test_app_*.py)."""
 from __future__ import annotations
 
-import time
+import waiting
 
 
 def no_exception(at) -> None:
@@ -10,15 +10,12 @@ def no_exception(at) -> None:
 
 
 def wait_until(at, cond, timeout: float = 180.0, what: str = "condition", poll: float = 0.3) -> None:
-    """Rerun the app (as the page's polling fragment would) until cond(at) holds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    """Rerun the app (as the page's polling fragment would) until cond(at) holds (waiting.wait_until)."""
+    def ran_and_holds():
         at.run()
         no_exception(at)
-        if cond(at):
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
+        return cond(at)
+    waiting.wait_until(ran_and_holds, timeout, what, poll)
 
 
 def button(at, label: str):
