@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     compile: bool = _setting(False, "`1`: `torch.compile` the UNet on CUDA (the warm-up shows as "
                                     "`compile` in a run's timings)", shown="off")
     cpu_backend: Literal["auto", "torch", "openvino"] = _setting(
-        "auto", "what runs the inpainting UNet, autoencoder and image encoders on a CPU: `torch`, "
-                "`openvino` (converted once, cached in the weights folder; docs/cpu.md) or `auto`",
-        shown="`auto`: OpenVINO when installed")
+        "torch", "what runs the inpainting UNet and autoencoder on a CPU: `torch`, `openvino` (converted "
+                 "once, cached in the weights folder; not yet measured faster, so not the default: "
+                 "docs/cpu.md) or `auto` (OpenVINO when installed)",
+        shown="`torch`")
     sam_url_base: str = _setting("", "where SAM checkpoints are downloaded from (a mirror): the "
                                      "file name is appended", shown="Meta's download site")
     # -- logging
