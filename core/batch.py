@@ -162,7 +162,7 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
               check_outputs: Optional[Callable[[list[Path]], None]] = None,
               progress: Optional[Callable[[str, int, int], None]] = None,
               cancel: Optional[threading.Event] = None, workers: Optional[int] = None,
-              review_below: float = 0.5) -> BatchReport:
+              review_below: Optional[float] = None) -> BatchReport:
     """Run `spec` (its subject replaced per photo) on every photo of `in_dir`, writing the outputs
     `plan` gives. Before any work (and before OUT_DIR is created) the folders, names and inputs are
     checked (`_check_folders`, `plan`, `_check_inputs`) and `check_outputs(paths)` may refuse the
@@ -176,8 +176,9 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
 
     With `subject.auto` each photo's automatic-subject confidence is kept in OUT_DIR/review.json
     (written after each photo, so a killed batch's rerun keeps it); `report.review` lists the
-    photos below `review_below`, least sure first."""
-
+    photos below `review_below` (default core.auto.REVIEW_BELOW), least sure first."""
+    if review_below is None:
+        from core.auto import REVIEW_BELOW as review_below
     suffix = suffix or ".png"
     if suffix == ".jpg" and spec.background.kind == "transparent":
         raise InvalidOptionError("a transparent background needs .png or .webp outputs")

@@ -11,7 +11,7 @@ import argparse
 
 from core.spec import Framing
 
-DEFAULT_REVIEW_BELOW = 0.5     # batch --auto: photos whose auto confidence is below this are listed
+from core.auto import REVIEW_BELOW as DEFAULT_REVIEW_BELOW  # batch --auto lists photos below it
 
 
 def _percent(text: str) -> float:
