@@ -1,6 +1,9 @@
 """Automatic subject for studio product shots, no learned weights: what finds the product in a photo
 taken on a plain or gradient backdrop (white sweep, grey paper, a radial light fall-off).
 
+Why one file (~500 lines): the steps below pass the backdrop model, the evidence maps and the
+working scale from one to the next; they are one method, tuned together.
+
     found = find_subject(rgb)          # rgb HxWx3 uint8
     found.mask        HxW uint8, 255 = subject, full resolution
     found.confidence  0..1 (see AutoSubject)

@@ -1,5 +1,8 @@
 """Command-line interface (the contract in docs/CONTRACTS.md, "core/jobs.py + core/cli.py").
 
+Why ~620 lines: argparse wiring plus one short function per command; the catalogue flags live in
+core/cli_catalogue.py and the work itself behind core.engine.
+
 Exit 0 on success; on bad input exit 2 with one line `error: <what and why>` on stderr, never a
 traceback. Images are written at the input's full (EXIF-corrected) size.
 """

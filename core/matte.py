@@ -1,6 +1,9 @@
 """Alpha matting at the subject's border: from a photo and a binary subject mask, a soft alpha and the
 subject's own colours where it meets the background.
 
+Why one file (~480 lines): the three methods share the band, the colour decontamination and the
+per-tile choice between them, which only make sense together.
+
     m = edge_matte(rgb, mask)                        # method "guided", band from the image size
     m = edge_matte(rgb, mask, method="cf", band=12)  # closed-form matting (pymatting), slower
     out = core.compose.compose(rgb, mask, "color:#ffffff", matte=m)

@@ -1,5 +1,8 @@
 """What a run *is*: the one typed definition of its parameters, shared by every layer.
 
+Why one file (~700 lines): the one definition of a run, every part's fields and checks, which the CLI,
+the editor, history, compare and the API all read; split, they would have to be read together anyway.
+
     RunSpec(version=1,
             subject=Subject(clicks=(Click(x, y, label), ...), box=(x1, y1, x2, y2), candidate, segmenter),
             mask=MaskOptions(grow, feather, fill_holes, min_area, invert, edge, edge_band),

@@ -1,6 +1,9 @@
 """Loading a user's photo: `load_image` -> `LoadedImage` (RGB uint8 HxWx3 + optional HxW alpha), and
 `content_hash`, the key every cache and the history use.
 
+Why one file (~460 lines): every format's reader goes through the same size, bomb and colour-profile checks
+here; split up, a reader could skip one.
+
 Conventions (see docs/CONTRACTS.md): images are RGB uint8 numpy arrays of shape HxWx3; alpha, where
 kept, is a separate HxW uint8 array (255 = opaque); points are (x, y) pixels of the ORIGINAL,
 EXIF-corrected image; sizes are (width, height). Every failure to read a user's file raises
