@@ -9,7 +9,7 @@ Never imports torch (the History page must load fast). Storage:
                processes at once); writers take a per-database advisory lock, so writes go one
                at a time as on SQLite; a write cut by a lost connection (server restart) is
                retried on a new one and recorded exactly once, or fails with one HistoryError line
-               (writes.py, Writes._retry). Schema = Alembic revisions in
+               (writes.py, retry). Schema = Alembic revisions in
                core/history/migrations/, applied automatically when a store opens.
     files      config.data_dir() (BACKDROP_DATA_DIR): images/ab/<hash>.png (sources, masks,
                outputs; hash = core.images.content_hash of the array, so each image is stored once)

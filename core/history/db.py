@@ -13,7 +13,7 @@ database and ends with the transaction), so writers queue exactly as on SQLite: 
 store identity, migrations and the image-claim protocol of core/history/blobs/ all rely on
 it. Reads run at READ COMMITTED and never wait. Other servers get pool_pre_ping and no lock.
 Connections that die (server restarted) are replaced at checkout by pool_pre_ping; a write cut in
-the middle is retried by the store (core/history/writes.py, Writes._retry).
+the middle is retried by the store (core/history/writes.py, retry).
 """
 from __future__ import annotations
 

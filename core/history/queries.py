@@ -1,6 +1,7 @@
 """Reading runs: one run, pages of runs (newest first, keyset cursors), counts, compare, facets.
 
-A mixin of HistoryStore (core/history/store.py), which provides the sessions and the image store."""
+HistoryStore.queries (core/history/store.py); a Queries is given the sessions (sessions.py) and the
+image store (blobs, for the files' paths)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,11 @@ from typing import Any, Iterator, Optional, Sequence
 from sqlalchemy import and_, func, or_, select
 
 from core.errors import HistoryError, InvalidOptionError
+from core.history.blobs import BlobStore
 from core.history.models import Output, Run, Source
 from core.history.records import (Comparison, MaskRecord, OutputRecord, Page, RunQuery, RunRecord,
                                   SourceRecord, aware_utc, naive_utc, decode_cursor, encode_cursor)
+from core.history.sessions import Database
 from core.history.shared import chunks
 from core.spec import Background, Generation, MaskOptions, RunSpec, Subject
 
@@ -36,6 +39,12 @@ def _spec(run: Run) -> RunSpec:
 
 
 class Queries:
+    """Reading runs from `database`, their files' paths from `blobs`."""
+
+    def __init__(self, database: Database, blobs: BlobStore):
+        self.database = database
+        self.blobs = blobs
+
     # -- reading -------------------------------------------------------------------------------
     def _record(self, run: Run) -> RunRecord:
         ref = self.blobs.ref          # absolute Path (folder) or s3:// URL of a stored file
@@ -63,7 +72,7 @@ class Queries:
         """Several runs in the order of `ids`; HistoryError naming the ids that do not exist."""
         ids = [int(i) for i in ids]
         found: dict[int, RunRecord] = {}
-        with self._read() as session:
+        with self.database.read() as session:
             for chunk in chunks(sorted(set(ids))):
                 for run in session.scalars(select(Run).where(Run.id.in_(chunk))):
                     found[run.id] = self._record(run)
@@ -112,7 +121,7 @@ class Queries:
         stmt = stmt.order_by(Run.created.desc(), Run.id.desc()).limit(limit + 1)
         if offset:
             stmt = stmt.offset(int(offset))
-        with self._read() as session:
+        with self.database.read() as session:
             runs = list(session.scalars(stmt))
             more = len(runs) > limit
             runs = runs[:limit]
@@ -131,7 +140,7 @@ class Queries:
             cursor = page.next_cursor
 
     def count_runs(self, query: Optional[RunQuery] = None) -> int:
-        with self._read() as session:
+        with self.database.read() as session:
             return int(session.scalar(select(func.count(Run.id)).where(*self._where(query))))
 
     def compare(self, ids: Sequence[int]) -> Comparison:
@@ -148,7 +157,7 @@ class Queries:
     def facets(self) -> dict[str, list[str]]:
         """Distinct values for filter widgets: {"model": [...], "background_kind": [...],
         "status": [...]}."""
-        with self._read() as session:
+        with self.database.read() as session:
             return {name: sorted(v for v in session.scalars(select(col).distinct()) if v)
                     for name, col in (("model", Run.model), ("background_kind", Run.background_kind),
                                       ("status", Run.status))}

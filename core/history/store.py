@@ -1,37 +1,36 @@
 """The history store: one database (runs, sources, masks, outputs) + content-addressed image files.
 
-See core/history/__init__.py for the public API and an example. HistoryStore is assembled from
-one file per job: writes.py (record runs, favourites, delete), queries.py (read, search, compare),
-sweep.py (crash recovery); this file holds what they share: opening, identity, sessions, errors.
+See core/history/__init__.py for the public API and an example. HistoryStore is composed of one
+part per job, each given what it needs when it is made: database (sessions.py: sessions, error
+lines), deletions (deletions.py: announced file deletions), writes (writes.py: record runs,
+favourites, delete), queries (queries.py: read, search, compare), cleanup (sweep.py: crash
+recovery). Its methods hand over to those parts; this file holds opening and identity.
 Every method opens its own session (safe to share one store between threads).
 """
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
 import threading
-import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, Optional, Sequence, Union
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import config
-from core.config import redact
-from core.errors import BackdropError, HistoryError
-from core.files import HOST, pid_alive
+from core.errors import HistoryError
 from core.history import db, identity
 from core.history.blobs import BlobStore, open_backend
+from core.history.deletions import (DELETE_WINDOW_S, DELETING, DELETION_GEN,  # noqa: F401
+                                    DeletionBusy, Deletions, FilesMayBeGone)
 from core.history.models import Mask, Output, Source, StoreInfo
 from core.history.queries import Queries
-from core.history.shared import NOT_YET
+from core.history.sessions import Database
 from core.history.sweep import INTERRUPTED, STALE_RUNNING_S, SWEEP_GRACE_S, Sweep  # noqa: F401
-from core.history.writes import Writes
+from core.history.writes import Writes, retry
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +38,17 @@ log = logging.getLogger(__name__)
 # before COMMIT (the crash tests sleep here and get SIGKILLed). Never set in production.
 _before_commit_hook: Optional[Callable[[str], None]] = None
 
-# Deleting image files (delete_run, sweep) happens outside the write lock, announced in store_info:
-# "deletion_gen" counts deletions, "deleting" is the one in progress (token, owner, until). A writer
-# notes both before it checks its files and commits only if no deletion began or ran since (else it
-# checks its files again): see Writes._commit_with_files and HistoryStore._release_files.
-DELETION_GEN, DELETING = "deletion_gen", "deleting"
-DELETE_WINDOW_S = 180.0       # a deletion announced this long ago is over (its process stops at 2/3)
-_SCHEMA_ERRORS = ("no such column", "no such table", "has no column named", "does not exist")
 
-
-class FilesMayBeGone(HistoryError):
-    """A deletion ran while a writer checked its files: check them again, then commit."""
-
-
-class DeletionBusy(HistoryError):
-    """Another process is deleting image files of this database right now."""
+def _part(part: str, cls: type, name: str) -> Callable[..., Any]:
+    """A HistoryStore method that hands over to its part `part` (a `cls`), same name and doc."""
+    @functools.wraps(getattr(cls, name))
+    def method(self, *args, **kwargs):
+        return getattr(getattr(self, part), name)(*args, **kwargs)
+    return method
 
 
 # -------------------------------------------------------------------------------------- store --
-class HistoryStore(Writes, Queries, Sweep):
+class HistoryStore:
     """History of runs in one database (`url`) with image files under `data_dir`, or in the image
     store `blob_url` (default config.blob_url(): BACKDROP_BLOB_URL; empty = the data dir)."""
 
@@ -70,10 +61,32 @@ class HistoryStore(Writes, Queries, Sweep):
         self.engine = db.get_engine(self.url)
         self._writer = db.write_engine(self.engine)
         db.ensure_schema(self.engine)
+        self.database = Database(self.engine, self._writer, self._backend.location)
         self.fingerprint: Optional[identity.Fingerprint] = None
         self.store_id = self._identify()
         self.blobs = BlobStore(self._backend, self.store_id)
+        self.deletions = Deletions(self.database, self.blobs, retry)
+        self.writes = Writes(self.database, self.blobs, self.deletions, self._hook)
+        self.queries = Queries(self.database, self.blobs)
+        self.cleanup = Sweep(self.database, self.blobs, self.deletions, self._note_marker)
         self.swept = False            # open_store: whether this process has swept files yet
+
+    # -- the parts' methods --------------------------------------------------------------------
+    start_run = _part("writes", Writes, "start_run")
+    finish_run = _part("writes", Writes, "finish_run")
+    fail_run = _part("writes", Writes, "fail_run")
+    record_run = _part("writes", Writes, "record_run")
+    set_favorite = _part("writes", Writes, "set_favorite")
+    delete_run = _part("writes", Writes, "delete_run")
+    get_run = _part("queries", Queries, "get_run")
+    get_runs = _part("queries", Queries, "get_runs")
+    list_runs = _part("queries", Queries, "list_runs")
+    iter_runs = _part("queries", Queries, "iter_runs")
+    count_runs = _part("queries", Queries, "count_runs")
+    compare = _part("queries", Queries, "compare")
+    facets = _part("queries", Queries, "facets")
+    sweep = _part("cleanup", Sweep, "sweep")
+    recover_runs = _part("cleanup", Sweep, "recover_runs")
 
     def __repr__(self) -> str:
         extra = f", blob_url={self._backend.location!r}" if self.blob_url else ""
@@ -240,142 +253,19 @@ class HistoryStore(Writes, Queries, Sweep):
         except HistoryError as e:
             log.info("could not record this history's store id in the image store: %s", e)
 
-    # -- deleting files ----------------------------------------------------------------------------
-    def _deletions(self, session: Session) -> tuple[int, Optional[dict]]:
-        """(deletion count, the deletion in progress or None)."""
-        rows = {r.key: r.value for r in session.scalars(
-            select(StoreInfo).where(StoreInfo.key.in_([DELETION_GEN, DELETING])))}
-        gen = int(rows.get(DELETION_GEN) or 0)
-        try:
-            active = json.loads(rows[DELETING]) if DELETING in rows else None
-        except ValueError:
-            active = None
-        if active is not None:
-            host, _, pid = str(active.get("owner", "")).rpartition(":")
-            if time.time() > float(active.get("until", 0)) or (
-                    host == HOST and pid.isdigit() and not pid_alive(int(pid))):
-                active = None             # over: its process ended, or its time is up
-        return gen, active
+    def _note_marker(self) -> None:
+        """Rewrite this store id's marker if it changed (after a sweep)."""
+        self._write_marker(self.store_id, self.fingerprint, if_changed=True)
 
-    def _files_epoch(self, wait: bool = False) -> tuple[int, bool]:
-        """What a writer notes before it checks its files: (deletion count, one in progress?).
-        wait=True: first wait for a deletion in progress to end."""
-        def read() -> tuple[int, Optional[dict]]:
-            with self._errors(), Session(self.engine) as session:
-                try:
-                    return self._deletions(session)
-                finally:
-                    session.rollback()        # read only: nothing to commit
+    # -- sessions (used by identity.py and the tests) --------------------------------------------
+    def _read(self) -> ContextManager[Session]:
+        return self.database.read()
 
-        while True:
-            gen, active = self._retry(read)   # a lost connection is retried like a write
-            if active is None or not wait:
-                return gen, active is not None
-            time.sleep(0.2)
+    def _write(self) -> ContextManager[Session]:
+        return self.database.write()
 
-    def _release_files(self, pick: Callable[[Session], Sequence[str]], *,
-                       older_than: Optional[float] = None) -> tuple[int, int]:
-        """Release this database's claims on the digests `pick(session)` returns (called under the
-        write lock: the ones no row uses) and delete the files no other database claims. The
-        deletion is announced in one short write transaction and done with no lock held, so a
-        slow or hung image store never blocks writers; a writer that checked its files meanwhile
-        checks them again before committing (Writes._commit_with_files). Returns (files, bytes)."""
-        token = uuid.uuid4().hex
-        begun: list = []
-
-        def begin() -> list[str]:
-            with self._write() as session:
-                gen, active = self._deletions(session)
-                if active is not None and active.get("token") != token:
-                    raise DeletionBusy("another process is deleting history files")
-                digests = sorted(pick(session))
-                if not digests:
-                    return []
-                until = time.time() + DELETE_WINDOW_S
-                session.merge(StoreInfo(key=DELETION_GEN, value=str(gen + 1)))
-                session.merge(StoreInfo(key=DELETING, value=json.dumps(
-                    {"token": token, "owner": f"{HOST}:{os.getpid()}", "until": until})))
-                begun[:] = [digests, until]
-                return digests
-
-        def committed():
-            with self._read() as session:
-                row = session.get(StoreInfo, DELETING)
-            if begun and row is not None and token in row.value:
-                return begun[0]
-            return NOT_YET
-
-        while True:
-            try:
-                digests = self._retry(begin, committed)
-                break
-            except DeletionBusy:
-                self._files_epoch(wait=True)
-        if not digests:
-            return 0, 0
-        until = begun[1]
-        try:
-            with self._errors():
-                return self.blobs.release(digests, older_than=older_than,
-                                          deadline=until - DELETE_WINDOW_S / 3)
-        finally:
-            try:
-                with self._write() as session:
-                    row = session.get(StoreInfo, DELETING)
-                    if row is not None and token in row.value:
-                        session.delete(row)
-            except HistoryError as e:      # it ends by itself at `until`
-                log.warning("could not mark the deletion of history files done: %s", e)
-
-    # -- sessions ------------------------------------------------------------------------------
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with self._errors(), Session(self.engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
-
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._errors(), Session(self._writer, expire_on_commit=False) as session:
-            with session.begin():
-                # Take the write lock now (BEGIN IMMEDIATE / the advisory lock), not at the first
-                # query: callers re-check their files (_ensure) first thing, under the lock.
-                session.connection()
-                yield session
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except BackdropError:
-            raise
-        except SQLAlchemyError as e:
-            orig = getattr(e, "orig", None) or e
-            msg = redact(str(orig).splitlines()[0] if str(orig) else type(orig).__name__)
-            if "locked" in msg or "busy" in msg or "lock timeout" in msg:
-                raise HistoryError("the history database is busy (locked by another process "
-                                   "for too long); try again") from e
-            if any(w in msg for w in _SCHEMA_ERRORS):
-                newer = self._newer_schema()
-                if newer is not None:
-                    raise HistoryError(
-                        f"the history database was upgraded by a newer Backdrop while this process "
-                        f"was running (schema {newer!r}; this Backdrop knows up to "
-                        f"{db.head_revision()!r}): restart this process, or upgrade Backdrop here "
-                        "to the version that upgraded it") from e
-            raise HistoryError(f"history database error: {msg}") from e
-        except OSError as e:
-            raise HistoryError(redact(f"cannot write history files under {self._backend.location}: "
-                                      f"{e.strerror or e}")) from e
-
-    def _newer_schema(self) -> Optional[str]:
-        """The database's schema revision when this Backdrop does not know it (a newer one
-        migrated the database after this process opened it), else None."""
-        try:
-            current = db.current_revision(self.engine)
-            return current if current is not None and current not in db.known_revisions() else None
-        except Exception:
-            return None
+    def _errors(self) -> ContextManager[None]:
+        return self.database.errors()
 
     def _hook(self, op: str) -> None:
         if _before_commit_hook is not None:

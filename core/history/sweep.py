@@ -1,19 +1,22 @@
 """Crash recovery: runs left "running" by a dead process, files no row uses any more.
 
-A mixin of HistoryStore (core/history/store.py). Deletes only images this database claims and no
+HistoryStore.cleanup (core/history/store.py); a Sweep is given the sessions (sessions.py), the
+image store (blobs), the announced deletions (deletions.py) and how to refresh this id's marker. Deletes only images this database claims and no
 other database claims (core/history/blobs/), and only claims older than the grace period."""
 from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Optional
+from typing import Callable, Optional
 
 from sqlalchemy import select, update
 
 from core.files import HOST, pid_alive
-from core.history.blobs import digest_of, image_rel, thumb_rel
+from core.history.blobs import BlobStore, digest_of, image_rel, thumb_rel
+from core.history.deletions import Deletions
 from core.history.models import Mask, Output, Run, Source
 from core.history.records import SweepReport, now_utc
+from core.history.sessions import Database
 from core.history.shared import referenced
 from core.settings import Settings, settings
 
@@ -31,6 +34,16 @@ def _owner_gone(owner: str) -> bool:
 
 
 class Sweep:
+    """Crash recovery in `database` and `blobs` (deleting through `deletions`); `note_marker()`
+    rewrites this store id's marker in the image store if it changed (best effort)."""
+
+    def __init__(self, database: Database, blobs: BlobStore, deletions: Deletions,
+                 note_marker: Callable[[], None]):
+        self.database = database
+        self.blobs = blobs
+        self.deletions = deletions
+        self.note_marker = note_marker
+
     # -- sweeping ------------------------------------------------------------------------------
     def sweep(self, grace_s: Optional[float] = None,
               stale_after_s: float = STALE_RUNNING_S) -> SweepReport:
@@ -46,7 +59,7 @@ class Sweep:
         cutoff = time.time() - grace_s
         removed = removed_bytes = 0
         present: set[str] = set()
-        with self._errors():
+        with self.database.errors():
             for rel, mtime, size in self.blobs.walk():
                 if digest_of(rel) is not None:
                     present.add(rel)
@@ -62,11 +75,11 @@ class Sweep:
             unused[:] = sorted(set(candidates) - referenced(session, candidates))
             return unused
 
-        n, freed = self._release_files(pick, older_than=cutoff)
+        n, freed = self.deletions.release(pick, older_than=cutoff)
         removed, removed_bytes = removed + n, removed_bytes + freed
         present.difference_update(r for d in unused for r in (image_rel(d), thumb_rel(d)))
-        self._write_marker(self.store_id, self.fingerprint, if_changed=True)
-        with self._read() as session:
+        self.note_marker()
+        with self.database.read() as session:
             wanted: set[str] = set()
             for model in (Source, Output):
                 for p, t in session.execute(select(model.path, model.thumb_path)):
@@ -78,14 +91,14 @@ class Sweep:
         """Mark failed (error "process stopped: …") the runs left "running" by a process that no
         longer exists (same host), or older than `stale_after_s`. Deletes nothing. Returns how
         many runs it marked."""
-        with self._read() as session:
+        with self.database.read() as session:
             rows = session.execute(select(Run.id, Run.owner, Run.created)
                                    .where(Run.status == "running")).all()
         limit = now_utc() - timedelta(seconds=stale_after_s)
         dead = [r.id for r in rows if r.created < limit or _owner_gone(r.owner)]
         if not dead:
             return 0
-        with self._write() as session:
+        with self.database.write() as session:
             result = session.execute(
                 update(Run).where(Run.id.in_(dead), Run.status == "running")
                 .values(status="failed", error=INTERRUPTED, finished=now_utc(), owner=""))

@@ -1,7 +1,7 @@
 """Writing runs: files first (content-addressed, atomic), then one transaction per change.
 
-A mixin of HistoryStore (core/history/store.py), which provides the sessions (_read, _write),
-error mapping (_errors), the image files (blobs) and the crash-test hook (_hook)."""
+HistoryStore.writes (core/history/store.py); a Writes is given the sessions (sessions.py), the
+image files (blobs), the announced deletions (deletions.py) and the crash-test hook."""
 from __future__ import annotations
 
 import logging
@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session
 
 from core.errors import HistoryError, InvalidOptionError
 from core.files import HOST
-from core.history.blobs import Blob, check_image
+from core.history.blobs import Blob, BlobStore, check_image
+from core.history.deletions import Deletions, FilesMayBeGone
 from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
 from core.history.records import naive_utc, now_utc
+from core.history.sessions import Database
 from core.history.shared import NOT_YET, referenced
 from core.spec import RunSpec
 
@@ -75,7 +77,66 @@ def _int(v: Any) -> Optional[int]:
     return None if v is None else int(v)
 
 
+def retry(fn: Callable[[], Any],
+          committed: Optional[Callable[[], Any]] = None) -> Any:
+    """Run a write transaction `fn`.
+
+    A unique-key race (servers other than SQLite, where BEGIN IMMEDIATE does not serialise
+    writers) is retried twice. A lost connection (server restarted mid-transaction) is retried
+    on a fresh connection for up to RECONNECT_S: the server rolled the transaction back, unless
+    the COMMIT itself was cut, so `committed()` (run on the new connection before redoing
+    anything) says whether the first attempt's work is in fact there: it returns the result
+    to hand back, or NOT_YET. So a run is recorded exactly once, or the call fails with one
+    HistoryError line and nothing was written."""
+    races = 0
+    deadline = None
+    while True:
+        try:
+            return fn()
+        except HistoryError as e:
+            cause = e.__cause__
+            if isinstance(cause, IntegrityError) and races < 2:
+                races += 1
+                continue
+            if not connection_lost(cause):
+                raise
+            first = e
+        if deadline is None:
+            deadline = time.monotonic() + RECONNECT_S
+            log.warning("history database connection lost (%s); retrying", first)
+        delay = 0.1
+        while True:       # reconnect, then find out whether the cut COMMIT went through
+            if time.monotonic() > deadline:
+                raise HistoryError(f"lost the connection to the history database and could not "
+                                   f"reconnect within {RECONNECT_S:.0f} s; nothing was saved "
+                                   f"({str(first).removeprefix('history database error: ')})"
+                                   ) from first
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            try:
+                done = committed() if committed is not None else NOT_YET
+            except HistoryError as e:
+                if connection_lost(e.__cause__):
+                    continue
+                raise
+            if done is not NOT_YET:
+                return done
+            break
+
+
 class Writes:
+    """Recording runs, favourites and deletions in `database`, with image files in `blobs`
+    (claimed under this database's store id); `deletions` announces file deletions and tells a
+    writer whether one ran meanwhile; `hook(op)` is called just before each COMMIT (the crash
+    tests' hook)."""
+
+    def __init__(self, database: Database, blobs: BlobStore, deletions: Deletions,
+                 hook: Callable[[str], None]):
+        self.database = database
+        self.blobs = blobs
+        self.deletions = deletions
+        self.hook = hook
+
     # -- writing -------------------------------------------------------------------------------
     def _source_blob(self, source: Union[ImageLike, str]) -> tuple[Optional[Blob], str]:
         if isinstance(source, str):
@@ -83,7 +144,7 @@ class Writes:
         rgb = getattr(source, "rgb", source)
         rgb = check_image(rgb, "the source image")
         digest = getattr(source, "hash", None)
-        with self._errors():
+        with self.database.errors():
             return self.blobs.prepare(rgb, thumb=True, digest=digest), (digest or "")
 
     def _output_blobs(self, outputs: Iterable[Any]) -> list[tuple[Blob, Optional[int]]]:
@@ -91,7 +152,7 @@ class Writes:
         for i, item in enumerate(outputs or ()):
             arr, seed = (item if isinstance(item, tuple) else (item, None))
             arr = check_image(arr, f"output {i}")
-            with self._errors():
+            with self.database.errors():
                 prepared.append((self.blobs.prepare(arr, thumb=True), _int(seed)))
         return prepared
 
@@ -99,7 +160,7 @@ class Writes:
         if mask is None:
             return None
         arr = check_image(mask, "the mask", mask=True)
-        with self._errors():
+        with self.database.errors():
             return self.blobs.prepare(arr, thumb=False)
 
     def _ensure(self, *blobs: Optional[Blob]) -> None:
@@ -107,14 +168,14 @@ class Writes:
         file we reused); rewrite any that vanished. Never called under the write lock."""
         for blob in blobs:
             if blob is not None:
-                with self._errors():
+                with self.database.errors():
                     self.blobs.ensure(blob)
 
     def _commit_with_files(self, epoch: tuple[int, bool], blobs: Sequence[Optional[Blob]],
                            tx: Callable[[Callable[[Session], None]], Any],
                            committed: Optional[Callable[[], Any]] = None) -> Any:
-        """Run write transaction `tx` (through _retry) for rows that point at `blobs`, whose files
-        were claimed and checked after `epoch` (_files_epoch) was noted, with no lock held.
+        """Run write transaction `tx` (through retry) for rows that point at `blobs`, whose files
+        were claimed and checked after `epoch` (Deletions.epoch) was noted, with no lock held.
 
         `tx` calls the function it is given with its session first thing: that raises
         FilesMayBeGone when a deletion of files began or ran since the files were checked (the
@@ -122,22 +183,20 @@ class Writes:
         checked again (and rewritten if gone) outside the lock, and `tx` runs again. So a row is
         never committed pointing at a file a concurrent delete_run or sweep removed, and nobody
         holds the database's write lock while the image store works."""
-        from core.history.store import FilesMayBeGone
-
         wanted = [b for b in blobs if b is not None]
 
         def check(session: Session) -> None:
             if not wanted:
                 return
-            gen, active = self._deletions(session)
+            gen, active = self.deletions.state(session)
             if active is not None or epoch[1] or gen != epoch[0]:
                 raise FilesMayBeGone("history files were being deleted meanwhile")
 
         for _ in range(8):
             try:
-                return self._retry(lambda: tx(check), committed)
+                return retry(lambda: tx(check), committed)
             except FilesMayBeGone:
-                epoch = self._files_epoch(wait=True)
+                epoch = self.deletions.epoch(wait=True)
                 self._ensure(*wanted)
         raise HistoryError("history files kept being deleted by other processes while this run "
                            "was saved; try again")
@@ -185,65 +244,19 @@ class Writes:
                     **{k: _text(v) for k, v in spec.index_columns().items()},
                     source_name=_text(source_name) or "", device=_text(device))
 
-    def _retry(self, fn: Callable[[], Any],
-               committed: Optional[Callable[[], Any]] = None) -> Any:
-        """Run a write transaction `fn`.
-
-        A unique-key race (servers other than SQLite, where BEGIN IMMEDIATE does not serialise
-        writers) is retried twice. A lost connection (server restarted mid-transaction) is retried
-        on a fresh connection for up to RECONNECT_S: the server rolled the transaction back, unless
-        the COMMIT itself was cut, so `committed()` (run on the new connection before redoing
-        anything) says whether the first attempt's work is in fact there: it returns the result
-        to hand back, or NOT_YET. So a run is recorded exactly once, or the call fails with one
-        HistoryError line and nothing was written."""
-        races = 0
-        deadline = None
-        while True:
-            try:
-                return fn()
-            except HistoryError as e:
-                cause = e.__cause__
-                if isinstance(cause, IntegrityError) and races < 2:
-                    races += 1
-                    continue
-                if not connection_lost(cause):
-                    raise
-                first = e
-            if deadline is None:
-                deadline = time.monotonic() + RECONNECT_S
-                log.warning("history database connection lost (%s); retrying", first)
-            delay = 0.1
-            while True:       # reconnect, then find out whether the cut COMMIT went through
-                if time.monotonic() > deadline:
-                    raise HistoryError(f"lost the connection to the history database and could not "
-                                       f"reconnect within {RECONNECT_S:.0f} s; nothing was saved "
-                                       f"({str(first).removeprefix('history database error: ')})"
-                                       ) from first
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                try:
-                    done = committed() if committed is not None else NOT_YET
-                except HistoryError as e:
-                    if connection_lost(e.__cause__):
-                        continue
-                    raise
-                if done is not NOT_YET:
-                    return done
-                break
-
     def _run_exists(self, run_id: Optional[int]) -> Any:
-        """For _retry: the id of a run whose INSERT was committed after all, else NOT_YET. Ids come
+        """For retry: the id of a run whose INSERT was committed after all, else NOT_YET. Ids come
         from the database's sequence and are never handed out twice, so the id alone proves it."""
         if run_id is None:
             return NOT_YET
-        with self._read() as session:
+        with self.database.read() as session:
             found = session.scalar(select(Run.id).where(Run.id == run_id))
         return found if found is not None else NOT_YET
 
     def _run_finished_at(self, run_id: int, finished: datetime) -> Any:
-        """For _retry: None if the run already carries this exact finish time (ours: committed),
+        """For retry: None if the run already carries this exact finish time (ours: committed),
         else NOT_YET."""
-        with self._read() as session:
+        with self.database.read() as session:
             value = session.scalar(select(Run.finished).where(Run.id == run_id))
         return None if value == finished else NOT_YET
 
@@ -254,12 +267,12 @@ class Writes:
         `source`: HxWx3 uint8 array, an object with `.rgb` (and `.hash`) such as LoadedImage, or
         the content hash of a source already in the history. `spec`: the RunSpec (or its JSON)."""
         cols = self._columns(spec, source_name, device)
-        epoch = self._files_epoch()
+        epoch = self.deletions.epoch()
         blob, digest = self._source_blob(source)
         flushed: list[int] = []
 
         def tx(check) -> int:
-            with self._write() as session:
+            with self.database.write() as session:
                 check(session)
                 src = self._get_source(session, blob, digest)
                 run = Run(created=naive_utc(created) or now_utc(), status="running",
@@ -267,7 +280,7 @@ class Writes:
                 session.add(run)
                 session.flush()
                 flushed.append(run.id)
-                self._hook("start_run")
+                self.hook("start_run")
                 return run.id
         return self._commit_with_files(epoch, [blob], tx,
                                        lambda: self._run_exists(flushed[-1] if flushed else None))
@@ -280,13 +293,13 @@ class Writes:
         and mark it succeeded. Files are written first, then ONE transaction commits the rows."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
-        epoch = self._files_epoch()
+        epoch = self.deletions.epoch()
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
         now = now_utc()
 
         def tx(check) -> None:
-            with self._write() as session:
+            with self.database.write() as session:
                 check(session)
                 run = session.get(Run, run_id)
                 if run is None:
@@ -297,7 +310,7 @@ class Writes:
                 self._add_outputs(run, out_blobs)
                 self._finish(run, status, None, timings, device, duration, now)
                 session.flush()
-                self._hook("finish_run")
+                self.hook("finish_run")
         self._commit_with_files(epoch, [mask_blob, *(b for b, _ in out_blobs)], tx,
                                 lambda: self._run_finished_at(run_id, now))
 
@@ -307,12 +320,12 @@ class Writes:
         """Mark a started run failed or cancelled, keeping the error text (and the mask if any)."""
         if status not in ("failed", "cancelled"):
             raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
-        epoch = self._files_epoch()
+        epoch = self.deletions.epoch()
         mask_blob = self._mask_blob(mask)
         now = now_utc()
 
         def tx(check) -> None:
-            with self._write() as session:
+            with self.database.write() as session:
                 check(session)
                 run = session.get(Run, run_id)
                 if run is None:
@@ -321,7 +334,7 @@ class Writes:
                 if m is not None:
                     run.mask = m
                 self._finish(run, status, error, timings, device, None, now)
-                self._hook("fail_run")
+                self.hook("fail_run")
         self._commit_with_files(epoch, [mask_blob], tx, lambda: self._run_finished_at(run_id, now))
 
     @staticmethod
@@ -347,7 +360,7 @@ class Writes:
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
         cols = self._columns(spec, source_name, device)
-        epoch = self._files_epoch()
+        epoch = self.deletions.epoch()
         blob, digest = self._source_blob(source)
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
@@ -355,7 +368,7 @@ class Writes:
         flushed: list[int] = []
 
         def tx(check) -> int:
-            with self._write() as session:
+            with self.database.write() as session:
                 check(session)
                 src = self._get_source(session, blob, digest)
                 now = now_utc()
@@ -369,33 +382,33 @@ class Writes:
                 self._add_outputs(run, out_blobs)
                 session.flush()
                 flushed.append(run.id)
-                self._hook("record_run")
+                self.hook("record_run")
                 return run.id
         return self._commit_with_files(epoch, [blob, mask_blob, *(b for b, _ in out_blobs)], tx,
                                        lambda: self._run_exists(flushed[-1] if flushed else None))
 
     def set_favorite(self, output_id: int, favorite: bool = True) -> None:
         def tx() -> None:     # idempotent: a retry after a lost connection is harmless
-            with self._write() as session:
+            with self.database.write() as session:
                 out = session.get(Output, output_id)
                 if out is None:
                     raise HistoryError(f"output {output_id} is not in the history")
                 out.favorite = bool(favorite)
-        self._retry(tx)
+        retry(tx)
 
     def delete_run(self, run_id: int) -> int:
         """Delete a run, its outputs, and its mask/source rows when no other run uses them; remove
         the files no remaining row uses. Returns the number of files removed.
 
         The rows go first (committed); then the files no committed row uses are released, with no
-        lock held while the image store works (HistoryStore._release_files announces the deletion
+        lock held while the image store works (Deletions.release announces the deletion
         first, and a writer reusing one of those images checks its files again before it commits:
         _commit_with_files). A COMMIT that fails (connection lost) leaves rows and files as they
         were, and a process dying in between leaves only orphan files for sweep()."""
         found: list[set[str]] = []
 
         def rows() -> None:
-            with self._write() as session:
+            with self.database.write() as session:
                 run = session.get(Run, run_id)
                 if run is None:
                     raise HistoryError(f"run {run_id} is not in the history")
@@ -412,17 +425,17 @@ class Writes:
                     session.delete(source)
                 session.flush()
                 found[:] = [digests]
-                self._hook("delete_run")
+                self.hook("delete_run")
 
         def deleted() -> Any:
-            with self._read() as session:
+            with self.database.read() as session:
                 gone = session.get(Run, run_id) is None
             return None if gone and found else NOT_YET
 
-        self._retry(rows, deleted)
+        retry(rows, deleted)
         digests = sorted(found[0])
         try:
-            removed, _ = self._release_files(
+            removed, _ = self.deletions.release(
                 lambda session: sorted(set(digests) - referenced(session, digests)))
         except HistoryError as e:
             raise HistoryError(f"run {run_id} was deleted, but its files could not be removed now "
