@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch  # noqa: F401  imported once, here: tests start app and generation threads that import it,
+import torch  # imported once, here: tests start app and generation threads that import it,
 #               and two threads importing torch for the first time at once can see it half-initialised
+
+if os.environ.get("PYTEST_XDIST_WORKER"):      # --quick runs two workers: one core each, not two threads
+    torch.set_num_threads(1)                   # fighting over each core
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kit"))
 os.environ["HF_HUB_OFFLINE"] = "1"

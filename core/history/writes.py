@@ -1,5 +1,8 @@
 """Writing runs: files first (content-addressed, atomic), then one transaction per change.
 
+Why one file (~440 lines): every write goes through the same retry, file-first ordering and claims;
+kept together so no write can take a shortcut past them.
+
 HistoryStore.writes (core/history/store.py); a Writes is given the sessions (sessions.py), the
 image files (blobs), the announced deletions (deletions.py) and the crash-test hook."""
 from __future__ import annotations
