@@ -105,7 +105,7 @@ def test_concurrent_writer_processes_lose_nothing():
     store = open_store(sweep=False)
     assert store.count_runs() == workers * runs
     assert store.count_runs(RunQuery(status="succeeded")) == workers * runs
-    with store._read() as s:
+    with store.database.read() as s:
         assert s.scalar(select(func.count(Source.id))) == 1          # dedupe held under contention
         assert s.scalar(select(func.count(Output.id))) == workers * runs
     for w in range(workers):
@@ -133,7 +133,7 @@ def test_kill_during_record_leaves_no_row_and_sweep_removes_orphans(tmp_path):
     assert len(_files(data)) == 5          # source png+thumb, mask png, output png+thumb: orphans
     store = open_store(sweep=False)        # recovers the WAL left by the killed writer
     assert store.count_runs() == 0
-    with store._read() as s:
+    with store.database.read() as s:
         assert s.scalar(select(func.count(Source.id))) == 0
         assert s.scalar(select(func.count(Output.id))) == 0
     report = store.sweep(grace_s=0)
@@ -164,5 +164,5 @@ def test_run_left_running_by_a_dead_process_is_failed_on_open(tmp_path):
     (run,) = store.list_runs().runs
     assert run.status == "failed" and run.error.startswith("process stopped")
     assert run.source.path.is_file()
-    with store._read() as s:
+    with store.database.read() as s:
         assert s.scalar(select(Run.owner).where(Run.id == run.id)) == ""

@@ -166,7 +166,7 @@ def test_images_of_a_database_from_before_claims_are_adopted_not_deleted(tmp_pat
     stray.parent.mkdir(parents=True, exist_ok=True)
     stray.write_bytes(b"not ours to judge")
     shutil.rmtree(data / "refs")             # as an older Backdrop left the folder
-    with store._write() as session:
+    with store.database.write() as session:
         session.execute(delete(StoreInfo))
     from core.history import HistoryStore
     again = HistoryStore(store.url, data)    # opened as by the first Backdrop with claims

@@ -39,7 +39,7 @@ def store(pg_url):
 
 
 def counts(store) -> dict[str, int]:
-    with store._read() as s:
+    with store.database.read() as s:
         return {m.__tablename__: s.scalar(select(func.count()).select_from(m))
                 for m in (Run, Output, Mask, Source)}
 
@@ -81,7 +81,7 @@ def test_engine_and_one_writer_at_a_time(store, pg_url, coffee):
              "FROM pg_locks WHERE locktype = 'advisory'")
     done: list[int] = []
     try:
-        with store._write():
+        with store.database.write():
             t = threading.Thread(target=lambda: done.append(
                 record(store, source=coffee, background="blur:2")))
             t.start()
@@ -110,7 +110,7 @@ def test_a_writer_kept_waiting_too_long_gets_the_busy_line(store, coffee, monkey
             record(store, source=coffee, background="blur:2")
         except HistoryError as e:
             errors.append(e)
-    with store._write():
+    with store.database.write():
         t = threading.Thread(target=second)
         t.start()
         t.join(10)

@@ -149,7 +149,7 @@ def test_source_stored_once_however_often_used(store, astronaut, data_dir):
     c = record(store, source=content_hash(astronaut), background="color:#000000")  # hash only
     runs = store.get_runs([a, b, c])
     assert len({r.source.id for r in runs}) == 1
-    with store._read() as s:
+    with store.database.read() as s:
         assert s.scalar(select(func.count(Source.id))) == 1
     assert files_under(data_dir) == {
         f"images/{runs[0].source.hash[:2]}/{runs[0].source.hash}.png",
@@ -285,7 +285,7 @@ def test_delete_removes_unshared_files_and_keeps_shared(store, astronaut, data_d
         store.get_run(a)
     store.delete_run(b)
     assert files_under(data_dir) == set()
-    with store._read() as s:
+    with store.database.read() as s:
         assert [s.scalar(select(func.count(m.id))) for m in (Run, Output, Source, Mask)] == [0] * 4
     with pytest.raises(HistoryError):
         store.delete_run(b)
