@@ -237,8 +237,12 @@ with ctl_col:
             for name in fields.advanced("generation"):
                 fields.draw(st, "generation", name, state, **fields.choices(name, state))
 
-    found = (guarded("finding the subject", prompts.segment_preview, state, segmenter, seg_name)
-             if segmenter is not None and prompts.has_subject(state) else None)
+    found = None
+    if segmenter is not None and prompts.has_subject(state):
+        try:            # the mask under the photo: a failure is already shown there, once
+            found = prompts.segment_preview(state, segmenter, seg_name)
+        except Exception:   # noqa: BLE001  (the panel then previews without a subject)
+            found = None
     catalogue.panel(st, state, None if found is None else canvas.subject_mask(state, found))
 
     has_subject = prompts.has_subject(state)
