@@ -213,30 +213,30 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
         timings["compose"] = time.perf_counter() - t
         return [out], [None]
 
-    from core.inpaint import get_inpainter
-
-    t = time.perf_counter()
-    report("load model", 0.0)
-    gen = spec.generation
-    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
-    timings["load"] = time.perf_counter() - t
-
-    def step(i: int, total: int) -> None:
-        report("diffusion", i / max(total, 1))
-
     # repaint everything that is not the subject, and under a matted border too (hair shows the
     # new background through it)
     region = 255 - matte.core.view(np.uint8) * np.uint8(255) if spec.mask.matted else 255 - mask
-    # adds "resize", "diffusion" and "upscale" to timings
-    extra = {"preview": preview} if preview is not None else {}
-    variants = inpainter.inpaint(rgb, region, spec.generation, progress=step, cancel=cancel, **extra,
-                                 timings=timings)
+    variants = _paint(rgb, region, spec.generation, report, cancel, timings, preview)
     t = time.perf_counter()
     report("compose", 0.95)
     outputs = [compose(rgb, mask, spec.background, generated=v.image, matte=matte)
                for v in variants]
     timings["compose"] = time.perf_counter() - t
     return outputs, [v.seed for v in variants]
+
+
+def _paint(rgb: np.ndarray, region: np.ndarray, gen, report: Progress,
+           cancel: Optional[threading.Event], timings: dict[str, float], preview: Optional[Preview]):
+    """The AI backgrounds for `rgb`, painted where `region` is 255: loads the model ("load" in
+    timings), then paints (adds "resize", "diffusion" and "upscale")."""
+    from core.inpaint import get_inpainter
+    t = time.perf_counter()
+    report("load model", 0.0)
+    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
+    timings["load"] = time.perf_counter() - t
+    extra = {"preview": preview} if preview is not None else {}
+    return inpainter.inpaint(rgb, region, gen, progress=lambda i, n: report("diffusion", i / max(n, 1)),
+                             cancel=cancel, timings=timings, **extra)
 
 
 def _framed(request: JobRequest, mask: np.ndarray, matte, report: Progress,
@@ -257,16 +257,8 @@ def _framed(request: JobRequest, mask: np.ndarray, matte, report: Progress,
         out = finish(staged, spec.background, shadow)
         timings["compose"] = time.perf_counter() - t
         return [out], [None]
-    from core.inpaint import get_inpainter
-    t = time.perf_counter()
-    report("load model", 0.0)
-    gen = spec.generation
-    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
-    timings["load"] = time.perf_counter() - t
-    extra = {"preview": preview} if preview is not None else {}
-    variants = inpainter.inpaint(staged.canvas, staged.paint_region, gen,
-                                 progress=lambda i, n: report("diffusion", i / max(n, 1)),
-                                 cancel=cancel, timings=timings, **extra)
+    variants = _paint(staged.canvas, staged.paint_region, spec.generation, report, cancel, timings,
+                      preview)
     t = time.perf_counter()
     report("compose", 0.95)
     outputs = [finish(staged, spec.background, shadow, generated=v.image) for v in variants]
