@@ -4,7 +4,9 @@
     report.done, report.skipped, report.failed        # names; failed = [(name, one line)]
 
 Each photo is one run (core.jobs.run_job), recorded in history like any other run, its
-`source_name` = "<batch name>/<file name>" so the History page's search finds the whole batch. The
+`source_name` = "<batch name>/<file name>" (the name: `name`, default the photo folder's name), which
+puts the run in that batch (the history's runs.batch column): the History page's "Batch" filter,
+`history list --batch NAME` and GET /v1/runs?batch=NAME list the batch's runs. The
 subject of each photo comes from a mask folder (a mask with the photo's file stem), a box, or clicks
 given as fractions of the image size (so one set of clicks fits photos of any size).
 

@@ -35,6 +35,8 @@ when the images are in S3: read them with store.read_file, never by opening the 
           source: HxWx3 uint8 array | object with .rgb/.hash (LoadedImage) | hash of a stored source
           spec: core.spec.RunSpec (or its JSON): every parameter, stored as JSON with its version;
                 background_kind, model and search_text are indexed columns derived from it
+          source_name: display only; "<batch name>/<file name>" puts the run in that batch (the
+                indexed column batch, records.batch_name)
       finish_run(run_id, *, mask=None, outputs=(), timings=None, device=None, duration=None,
                  status="succeeded") -> None
           mask: HxW uint8 (255 = subject); outputs: arrays (HxWx3 or HxWx4 uint8) or (array, seed)
@@ -48,6 +50,7 @@ when the images are in S3: read them with store.read_file, never by opening the 
       count_runs(query=None) -> int
       compare(ids) -> Comparison(ids, params: {key: (value per run)}, differing: (keys,))
       facets() -> {"model": [...], "background_kind": [...], "status": [...]}
+      batches() -> [(batch name, number of runs)]  # the batch run most recently first
       set_favorite(output_id, favorite=True) -> None
       delete_run(run_id) -> int                 # files removed (only those no row of any
                                                 # database sharing the data dir still claims)
@@ -61,13 +64,15 @@ when the images are in S3: read them with store.read_file, never by opening the 
           grace_s default 3600 (BACKDROP_SWEEP_GRACE_S): claims used more recently are kept
 
     RunQuery(text="", favorites=False, model=None, background_kind=None, status=None,
-             since=None, until=None, source_hash=None)
-    RunRecord: id, created (aware UTC), finished, status, source: SourceRecord, source_name,
+             since=None, until=None, source_hash=None, batch=None)
+    RunRecord: id, created (aware UTC), finished, status, source: SourceRecord, source_name
+        (a batch's runs: "<batch name>/<file name>", see .batch),
         spec: RunSpec, timings, device, error, duration, mask: MaskRecord | None,
         outputs: tuple[OutputRecord, ...]
-        .favorite (any output is), .prompt (None unless painted), .params() (spec.flat() + source,
-        device, status, output seeds: what compare uses), .summary() (short JSON row for
-        `history list --json`), .to_dict() (everything, JSON-ready)
+        .favorite (any output is), .batch (the batch's name, None for one photo), .prompt (None
+        unless painted), .params() (spec.flat() + source, device, status, output seeds: what
+        compare uses), .summary() (short JSON row for `history list --json`), .to_dict()
+        (everything, JSON-ready)
     OutputRecord: id, run_id, index, seed, favorite, hash, width, height, path, thumb_path
 
 Files: store.py (opening, identity, sessions), writes.py, queries.py, sweep.py, records.py (the

@@ -1,4 +1,5 @@
-"""Reading runs: one run, pages of runs (newest first, keyset cursors), counts, compare, facets.
+"""Reading runs: one run, pages of runs (newest first, keyset cursors), counts, compare, facets,
+batches.
 
 HistoryStore.queries (core/history/store.py); a Queries is given the sessions (sessions.py) and the
 image store (blobs, for the files' paths)."""
@@ -106,6 +107,8 @@ class Queries:
             conds.append(Run.created < naive_utc(q.until))
         if q.source_hash:
             conds.append(Run.source.has(Source.hash == q.source_hash))
+        if q.batch:
+            conds.append(Run.batch == q.batch)
         return conds
 
     def list_runs(self, query: Optional[RunQuery] = None, *, limit: int = 48,
@@ -153,6 +156,15 @@ class Queries:
                           if any(json.dumps(v, sort_keys=True) != json.dumps(vals[0], sort_keys=True)
                                  for v in vals[1:]))
         return Comparison(tuple(r.id for r in runs), table, differing)
+
+    def batches(self) -> list[tuple[str, int]]:
+        """Every batch name with its number of runs, the batch run most recently first (for the
+        History page's batch filter and `history list --batch`)."""
+        newest = func.max(Run.created)
+        stmt = (select(Run.batch, func.count(Run.id)).where(Run.batch.is_not(None))
+                .group_by(Run.batch).order_by(newest.desc(), Run.batch))
+        with self.database.read() as session:
+            return [(name, int(n)) for name, n in session.execute(stmt)]
 
     def facets(self) -> dict[str, list[str]]:
         """Distinct values for filter widgets: {"model": [...], "background_kind": [...],

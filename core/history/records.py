@@ -71,6 +71,11 @@ class RunRecord:
         return any(o.favorite for o in self.outputs)
 
     @property
+    def batch(self) -> Optional[str]:
+        """The name of the batch this run was part of (`python -m core batch`), None otherwise."""
+        return batch_name(self.source_name)
+
+    @property
     def prompt(self) -> Optional[str]:
         """The generation prompt, None for backgrounds that are not painted (for captions)."""
         return self.spec.generation.prompt if self.spec.generation else None
@@ -86,7 +91,7 @@ class RunRecord:
         return {"id": self.id, "created": self.created.isoformat(), "status": self.status,
                 "source_name": self.source_name, "background": str(self.spec.background),
                 "prompt": self.prompt, "model": self.spec.generation.model if self.spec.generation else None,
-                "outputs": len(self.outputs), "favorite": self.favorite,
+                "outputs": len(self.outputs), "favorite": self.favorite, "batch": self.batch,
                 "duration": self.duration, "error": self.error, "spec": self.spec.to_json()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,6 +131,7 @@ class RunQuery:
     since: Optional[datetime] = None
     until: Optional[datetime] = None
     source_hash: Optional[str] = None
+    batch: Optional[str] = None       # runs of this batch only (RunRecord.batch)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,16 @@ class SweepReport:
     removed_bytes: int = 0
     missing_files: int = 0     # files a row points to that are not on disk (reported, not fixed)
 
+
+
+# ------------------------------------------------------------------------------------ batches --
+def batch_name(source_name: Optional[str]) -> Optional[str]:
+    """The batch a run belongs to, from its source name: core.batch records each photo of a batch
+    as "<batch name>/<file name>" (a file name has no "/"), so the batch is what comes before the
+    last "/"; None for a run of one photo (no "/", or nothing before it). Stored in the indexed
+    column runs.batch (revision 0005) for the History page's batch filter."""
+    head, sep, _ = (source_name or "").replace("\x00", "").rpartition("/")
+    return head if sep and head else None
 
 
 # ------------------------------------------------------------------------------ times, cursors --

@@ -85,6 +85,7 @@ class HistoryStore:
     count_runs = _part("queries", Queries, "count_runs")
     compare = _part("queries", Queries, "compare")
     facets = _part("queries", Queries, "facets")
+    batches = _part("queries", Queries, "batches")
     sweep = _part("cleanup", Sweep, "sweep")
     recover_runs = _part("cleanup", Sweep, "recover_runs")
 

@@ -23,7 +23,7 @@ from core.files import HOST
 from core.history.blobs import Blob, BlobStore, check_image
 from core.history.deletions import Deletions, FilesMayBeGone
 from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
-from core.history.records import naive_utc, now_utc
+from core.history.records import batch_name, naive_utc, now_utc
 from core.history.sessions import Database
 from core.history.shared import NOT_YET, referenced
 from core.spec import RunSpec
@@ -245,7 +245,8 @@ class Writes:
             spec = RunSpec.load(spec)
         return dict(spec=_no_nul(spec.to_json()),
                     **{k: _text(v) for k, v in spec.index_columns().items()},
-                    source_name=_text(source_name) or "", device=_text(device))
+                    source_name=_text(source_name) or "", batch=batch_name(source_name),
+                    device=_text(device))
 
     def _run_exists(self, run_id: Optional[int]) -> Any:
         """For retry: the id of a run whose INSERT was committed after all, else NOT_YET. Ids come

@@ -249,6 +249,66 @@ def test_search_treats_wildcards_literally_and_folds_unicode(store):
     assert q("back\\slash") == {c} and q("") == {a, b, c} and q("nothing-like-this") == set()
 
 
+def test_batch_filter_lists_one_batch_and_combines_with_search_and_favourites(store):
+    """A batch's runs (source names "<batch>/<file>", as core.batch records them) are found by the
+    batch's name; batches() counts each batch, the most recent first; single photos are in none."""
+    src = np.zeros((4, 4, 3), np.uint8)
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    at = lambda k: t0 + timedelta(minutes=k)   # noqa: E731
+    shots = [record(store, source=tint(src, k), background="sd", prompt=f"shot {k}",
+                    source_name=f"shots/{k}.jpg", outputs=[tint(src, k)], created=at(k)) for k in range(3)]
+    mug = record(store, source=src, background="sd", prompt="shot mug", source_name="mugs/mug.png",
+                 outputs=[src], created=at(5))
+    nested = record(store, source=src, source_name="2026/march/a.jpg", created=at(6))
+    single = record(store, source=src, background="sd", prompt="shot alone", source_name="alone.jpg",
+                    created=at(7))
+    odd = record(store, source=src, source_name="/rooted.jpg", created=at(8))   # no name before "/"
+    assert store.batches() == [("2026/march", 1), ("mugs", 1), ("shots", 3)]
+    ids = lambda q: [r.id for r in store.list_runs(q, limit=100).runs]   # noqa: E731
+    assert ids(RunQuery(batch="shots")) == shots[::-1] and store.count_runs(RunQuery(batch="shots")) == 3
+    assert ids(RunQuery(batch="2026/march")) == [nested]
+    assert ids(RunQuery(batch="shot")) == [] and ids(RunQuery(batch="SHOTS")) == []   # the exact name
+    assert set(ids(RunQuery())) == {*shots, mug, nested, single, odd}     # no batch: every run
+    assert ids(RunQuery(text="shot", batch="shots")) == shots[::-1]
+    assert ids(RunQuery(text="shot 1", batch="shots")) == [shots[1]]
+    store.set_favorite(store.get_run(shots[2]).outputs[0].id)
+    store.set_favorite(store.get_run(mug).outputs[0].id)
+    assert ids(RunQuery(favorites=True, batch="shots")) == [shots[2]]
+    assert [store.get_run(i).batch for i in (shots[0], mug, nested, single, odd)] == [
+        "shots", "mugs", "2026/march", None, None]
+    assert store.get_run(mug).summary()["batch"] == "mugs"
+    store.delete_run(mug)
+    assert store.batches() == [("2026/march", 1), ("shots", 3)]
+
+
+def test_migration_puts_existing_batch_runs_in_their_batch(history_url):
+    """A database from before revision 0005: its batch runs (source name "<batch>/<file>") land in
+    their batch, every other value of every run is kept."""
+    engine = db.get_engine(history_url)
+    db.upgrade(engine, "0004")
+    names = {1: "shots/a.jpg", 2: "shots/b.jpg", 3: "one photo.jpg", 4: "summer sale/c.png", 5: ""}
+    with engine.begin() as conn:   # rows as a rev-0004 build of Backdrop wrote them
+        conn.execute(text("INSERT INTO sources (id, hash, width, height, path, thumb_path, created) "
+                          "VALUES (1, :h, 4, 3, :p, :t, '2026-01-01 10:00:00.000000')"),
+                     {"h": "a" * 64, "p": f"images/aa/{'a' * 64}.png", "t": f"thumbs/aa/{'a' * 64}.webp"})
+        for rid, name in names.items():
+            conn.execute(text(
+                "INSERT INTO runs (id, created, status, owner, source_id, source_name, spec, "
+                "background_kind, model, timings, search_text) VALUES (:id, :created, 'succeeded', '', 1, "
+                ":name, :spec, 'color', NULL, '{\"mask\": 0.5}', '')"),
+                {"id": rid, "created": f"2026-01-01 10:00:0{rid}.000000", "name": name,
+                 "spec": '{"version": 1, "background": "color:#ffffff"}'})
+    s = open_store(sweep=False)
+    assert db.current_revision(s.engine) == "0005"
+    runs = {r.id: r for r in s.iter_runs()}
+    assert {i: r.source_name for i, r in runs.items()} == names          # nothing lost
+    assert all(r.timings == {"mask": 0.5} and str(r.spec.background) == "color:#ffffff"
+               for r in runs.values())
+    assert s.batches() == [("summer sale", 1), ("shots", 2)]
+    assert [r.id for r in s.list_runs(RunQuery(batch="shots")).runs] == [2, 1]
+    assert s.count_runs() == 5
+
+
 def test_compare_lists_params_side_by_side_with_differences(store, coffee):
     common = dict(background="sd", prompt="a red barn", negative="", steps=30, guidance=7.5,
                   model="sd15", clicks=[(5, 5, 1)])
@@ -335,7 +395,7 @@ def test_migration_from_empty_database_matches_models(history_url):
     from alembic.runtime.migration import MigrationContext
 
     s = open_store()
-    assert db.current_revision(s.engine) == db.head_revision() == "0004"
+    assert db.current_revision(s.engine) == db.head_revision() == "0005"
     with s.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diffs == []
@@ -360,7 +420,7 @@ def test_migration_from_previous_revision_keeps_data(history_url):
                      {"h": "b" * 64, "p": f"images/bb/{'b' * 64}.png",
                       "t": f"thumbs/bb/{'b' * 64}.webp"})
     s = open_store(sweep=False)
-    assert db.current_revision(s.engine) == "0004"
+    assert db.current_revision(s.engine) == "0005"
     r = s.get_run(7)
     gen = r.spec.generation
     assert (gen.prompt, gen.negative, gen.seed, r.source_name, r.spec.subject.clicks) == (

@@ -146,6 +146,7 @@ def old_history(tmp_path, monkeypatch):
 
 def test_migration_moves_every_run_of_a_0003_database_into_its_spec(old_history):
     from core.history import RunQuery
+    from core.history import db
     from core.history.store import HistoryStore
 
     folder, before = old_history
@@ -182,7 +183,7 @@ def test_migration_moves_every_run_of_a_0003_database_into_its_spec(old_history)
     assert [r.id for r in store.list_runs(RunQuery(background_kind="blur"))] == [5]
     assert [r.id for r in store.list_runs(RunQuery(favorites=True))] == [1]
     with sqlite3.connect(folder / "history.db") as con:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == (db.head_revision(),)
         cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
         assert "spec" in cols and not cols & {"prompt", "steps", "clicks", "mask_options"}
         assert con.execute("SELECT count(*) FROM outputs").fetchone() == (6,)
