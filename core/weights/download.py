@@ -13,6 +13,13 @@ from core.weights.messages import sam_url
 from core.weights.registry import ModelSpec, in_the_way, is_present, local_path, missing_message, spec_for
 from core.weights.urls import CancelFn, ProgressFn, download_file
 
+# the models built in code (no network), by kind: what writes one at a path (tiny-birefnet: below)
+BUILT_IN_CODE: dict[str, Callable[[Path], Path]] = {
+    "tiny-diffusers": tiny.build_tiny_inpaint, "tiny-sam": tiny.build_tiny_sam,
+    "tiny-lora": tiny.build_tiny_lora, "tiny-taesd": tiny.build_tiny_taesd,
+    "tiny-vitmatte": tiny.build_tiny_vitmatte, "tiny-sam-hq": tiny.build_tiny_sam_hq}
+
+
 def download_many(chosen: list[ModelSpec], progress: Optional[ProgressFn] = None,
                   cancel: Optional[CancelFn] = None,
                   on_item: Optional[Callable[[int, ModelSpec], None]] = None) -> list[Path]:
@@ -61,19 +68,9 @@ def download(name: str, task: str, progress: Optional[ProgressFn] = None, *,
     blocker = in_the_way(spec, path)
     if blocker:
         raise DownloadError(blocker)
-    if spec.kind == "tiny-diffusers":
-        return tiny.build_tiny_inpaint(path)
-    if spec.kind == "tiny-sam":
-        return tiny.build_tiny_sam(path)
-    if spec.kind == "tiny-lora":
-        return tiny.build_tiny_lora(path)
-    if spec.kind == "tiny-taesd":
-        return tiny.build_tiny_taesd(path)
-    if spec.kind == "tiny-vitmatte":
-        return tiny.build_tiny_vitmatte(path)
-    if spec.kind == "tiny-sam-hq":
-        return tiny.build_tiny_sam_hq(path)
-    if spec.kind == "tiny-birefnet":
+    if spec.kind in BUILT_IN_CODE:
+        return BUILT_IN_CODE[spec.kind](path)
+    if spec.kind == "tiny-birefnet":         # its builder imports core.salient: only when needed
         from core.salient.tiny import build_tiny_birefnet
         return build_tiny_birefnet(path)
     if spec.kind == "sam":

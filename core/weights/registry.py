@@ -128,6 +128,10 @@ TINY_AUTOENCODERS: dict[str, str] = {"sd15": "taesd", "sdxl": "taesdxl", "tiny":
 FAMILY_NAMES = {"sd15": "Stable Diffusion 1.x", "sdxl": "Stable Diffusion XL",
                 "sd2": "Stable Diffusion 2.x", "tiny": "the tiny test model"}
 TAESD_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+# where the models built in code live under the weights dir, by kind (tiny-taesd: its name)
+TINY_PLACES = {"tiny-sam": "sam_tiny.pth", "tiny-diffusers": "tiny-inpainting",
+               "tiny-lora": "tiny-lcm-lora", "tiny-vitmatte": "tiny-vitmatte",
+               "tiny-sam-hq": "tiny-sam-hq", "tiny-birefnet": "tiny-birefnet"}
 
 # What a diffusers snapshot needs: fp32 safetensors + configs/tokenizers. Skips the original .ckpt,
 # .bin duplicates, fp16/non-EMA variants, ONNX/Flax exports and the 1.2 GB safety checker
@@ -267,18 +271,8 @@ def local_path(spec: ModelSpec) -> Path:
     """Where the model's file (or folder) lives under the weights dir."""
     if spec.kind == "sam":
         return config.weights_dir() / spec.filename
-    if spec.kind == "tiny-sam":
-        return config.weights_dir() / "sam_tiny.pth"
-    if spec.kind == "tiny-diffusers":
-        return config.weights_dir() / "tiny-inpainting"
-    if spec.kind == "tiny-lora":
-        return config.weights_dir() / "tiny-lcm-lora"
-    if spec.kind == "tiny-vitmatte":
-        return config.weights_dir() / "tiny-vitmatte"
-    if spec.kind == "tiny-sam-hq":
-        return config.weights_dir() / "tiny-sam-hq"
-    if spec.kind == "tiny-birefnet":
-        return config.weights_dir() / "tiny-birefnet"
+    if spec.kind in TINY_PLACES:
+        return config.weights_dir() / TINY_PLACES[spec.kind]
     if spec.kind == "local":
         return Path(spec.path)
     if "/" in spec.name:  # an ad-hoc Hugging Face repo id
