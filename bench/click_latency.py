@@ -1,7 +1,7 @@
 """Click latency: embed once + cheap clicks (core.segment) vs re-embedding on every click.
 
     python bench/click_latency.py [--quick] [--models sam-vit-b,sam2-tiny] [--clicks 20] [--reps 3]
-                                  [--threads N]
+                                  [--threads N] [--backends torch,openvino]
 
 Real-size architectures with RANDOM weights (nothing is downloaded): SAM ViT-B from
 segment_anything's builder with checkpoint=None, SAM 2.1 Hiera-Tiny from transformers'
@@ -19,17 +19,26 @@ a loaded image. For each model it prints
   and (c)/(b); the prototype's click (sam-vit-b's (c)) over (b); then peak RSS. The very last line
   is one JSON object with the same figures.
 
+Each model runs once per backend (--backends; default both where `openvino` is installed): `torch`
+is PyTorch, `openvino` the same model with its image encoder converted by core.cpu_encoders (into
+a temporary folder, so the one-off conversion is timed too: `openvino_prepare_s`). The openvino
+row carries `first_click_torch_s` and `ratio_first_click_torch_over_openvino` from the same run,
+and every row `first_click_stages_ms`: where a first click's time goes (hashing the photo, image
+prep = resize + normalise, the encoder, the decoder's image-only half, one decode + resample).
+
 Times depend on the load of the machine: other processes sharing the CPU inflate them.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,28 +95,69 @@ def _resample_ms(preview: tuple[int, int], n: int = 20) -> float:
                              for _ in range(n)) * 1000
 
 
-def _build_sam_vit_b():
+def _build_sam_vit_b(backend: str = "torch"):
     import torch
     from segment_anything import sam_model_registry
 
+    from core import cpu_encoders
     from core.segment import SamSegmenter
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = sam_model_registry["vit_b"](checkpoint=None)
+        model = sam_model_registry["vit_b"](checkpoint=None).eval()
+    if backend == "openvino":
+        assert cpu_encoders.use_for_sam(model, None, "cpu", force=True), "OpenVINO conversion failed"
     return SamSegmenter("sam-vit-b", model)
 
 
-def _build_sam2_tiny():
+def _build_sam2_tiny(backend: str = "torch"):
     import torch
     from transformers import Sam2Config, Sam2ImageProcessor, Sam2Model, Sam2Processor
 
+    from core import cpu_encoders
     from core.segment import Sam2Segmenter
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Sam2Model(Sam2Config())
+        model = Sam2Model(Sam2Config()).eval()
+    if backend == "openvino":
+        assert cpu_encoders.use_for_sam2(model, None, "cpu", force=True), "OpenVINO conversion failed"
     return Sam2Segmenter("sam2-tiny", model, Sam2Processor(Sam2ImageProcessor()))
+
+
+def _first_click_stages(seg, rgb, request, preview) -> dict:
+    """Milliseconds of each stage of a first click, run one by one on a fresh copy of the photo."""
+    import torch
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    from core.segment import SamSegmenter, image_key
+
+    photo = np.array(rgb)
+    photo.flags.writeable = False
+    ms = {"hash": _timed(lambda: image_key(photo)) * 1000}
+    with torch.inference_mode():
+        if isinstance(seg, SamSegmenter):
+            t = time.perf_counter()
+            x = torch.as_tensor(ResizeLongestSide(seg.img_size).apply_image(photo)).permute(2, 0, 1)
+            x = seg.model.preprocess(x.contiguous()[None].float())
+            ms["image_prep"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            features = seg.model.image_encoder(x)
+            ms["encoder"] = (time.perf_counter() - t) * 1000
+            if seg.decoder is not None:
+                ms["decoder_prepare"] = _timed(lambda: seg.decoder.prepare(features)) * 1000
+        else:
+            t = time.perf_counter()
+            pixels = seg.processor(images=np.array(photo), return_tensors="pt")["pixel_values"]
+            ms["image_prep"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            f = list(seg.model.get_image_embeddings(pixels))
+            ms["encoder"] = (time.perf_counter() - t) * 1000
+            if seg.decoder is not None:
+                ms["decoder_prepare"] = _timed(lambda: seg.decoder.prepare(f[-1], skips=(f[1], f[0]))) * 1000
+    seg.prepare(photo)      # cached: what is left is one click's decode + resample
+    ms["decode_resample"] = _timed(lambda: seg.segment(photo, request, preview)) * 1000
+    return {k: round(v, 1) for k, v in ms.items()}
 
 
 def _reembed_sam(seg, rgb, click, reps):
@@ -178,10 +228,10 @@ MODELS = {
 }
 
 
-def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
+def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int, backend: str = "torch") -> dict:
     build, reembed = MODELS[name]
     t = time.perf_counter()
-    seg = build()
+    seg = build(backend)
     load_s = time.perf_counter() - t
     h, w = rgb.shape[:2]
     s = PREVIEW_SIDE / max(w, h)
@@ -211,6 +261,8 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
     full_times = [_timed(lambda k=k: seg.segment(rgb, SegmentRequest(tuple(clicks[:k + 1])), None))
                   for k in range(1, 4)]
     assert seg.encoder_calls == 1, seg.encoder_calls
+    stages = _first_click_stages(seg, rgb, SegmentRequest(tuple(clicks[:1])), preview)
+    calls = seg.encoder_calls
 
     # (c) re-embedding on every click
     re_times = reembed(seg, rgb, clicks[0], reps)
@@ -219,9 +271,11 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
     c = statistics.median(re_times)
     return {
         "model": name,
+        "backend": backend,
         "params_m": round(sum(p.numel() for p in seg.model.parameters()) / 1e6, 1),
         "build_s": round(load_s, 2),
         "first_click_s": round(first, 3),
+        "first_click_stages_ms": stages,
         "click_median_ms": round(b * 1000, 1),
         "click_p90_ms": round(float(np.percentile(click_times, 90)) * 1000, 1),
         "click_max_ms": round(max(click_times) * 1000, 1),
@@ -235,7 +289,7 @@ def bench_model(name: str, rgb: np.ndarray, n_clicks: int, reps: int) -> dict:
         "reembed_median_s": round(c, 3),
         "reembed_reps": len(re_times),
         "ratio_reembed_over_click": round(c / b, 1),
-        "encoder_calls": seg.encoder_calls,
+        "encoder_calls": calls,
     }
 
 
@@ -246,6 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clicks", type=int, default=None, help="further clicks to time (default 20, quick 8)")
     ap.add_argument("--reps", type=int, default=None, help="re-embedding repetitions (default 3, quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--backends", default=None,
+                    help="comma-separated: torch,openvino (default: both where openvino is installed)")
     args = ap.parse_args(argv)
     n_clicks = args.clicks or (8 if args.quick else 20)
     reps = args.reps or (1 if args.quick else 3)
@@ -253,6 +309,13 @@ def main(argv=None) -> int:
     unknown = [m for m in names if m not in MODELS]
     if unknown:
         print(f"error: unknown model(s) {unknown}; known: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    from core import cpu_engine
+    backends = [b.strip() for b in (args.backends or ("torch,openvino" if cpu_engine.available() else "torch"))
+                .split(",") if b.strip()]
+    if set(backends) - {"torch", "openvino"} or ("openvino" in backends and not cpu_engine.available()):
+        print(f"error: backends {backends}: torch and/or openvino (installed: {cpu_engine.available()})",
+              file=sys.stderr)
         return 2
 
     import torch
@@ -264,18 +327,37 @@ def main(argv=None) -> int:
     print(f"photo {w}x{h} ({w * h / 1e6:.1f} MP), preview long side {PREVIEW_SIDE}, "
           f"torch {torch.__version__} threads={torch.get_num_threads()}, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    if "openvino" in backends:
+        print(f"openvino {cpu_engine.precision()} (converted into a temporary folder, timed as build)",
+              flush=True)
     rows = []
-    for name in names:
-        print(f"... {name}", flush=True)
-        rows.append(bench_model(name, rgb, n_clicks, reps))
+    with tempfile.TemporaryDirectory(prefix="click-latency-engine-") as engine_dir:
+        os.environ["BACKDROP_WEIGHTS_DIR"] = engine_dir     # the converted encoders go there, then away
+        for name in names:
+            for backend in backends:
+                print(f"... {name} ({backend})", flush=True)
+                before = cpu_engine.cache_size_bytes()
+                rows.append(bench_model(name, rgb, n_clicks, reps, backend))
+                if backend == "openvino":
+                    rows[-1]["openvino_precision"] = cpu_engine.precision()
+                    rows[-1]["openvino_prepare_s"] = rows[-1]["build_s"]
+                    rows[-1]["engine_mb"] = round((cpu_engine.cache_size_bytes() - before) / 2 ** 20)
+                gc.collect()
 
-    # The original prototype = SAM vit_b re-embedding on every click; each model's clicks against it.
-    proto = next((r["reembed_median_s"] for r in rows if r["model"] == "sam-vit-b"), None)
+    for r in rows:          # the backend against PyTorch, same model, same run
+        ref = next((t for t in rows if t["model"] == r["model"] and t["backend"] == "torch"), None)
+        if r["backend"] == "openvino" and ref:
+            r["first_click_torch_s"] = ref["first_click_s"]
+            r["ratio_first_click_torch_over_openvino"] = round(ref["first_click_s"] / r["first_click_s"], 2)
+
+    # The original prototype = SAM vit_b re-embedding on every click (PyTorch); each row's clicks against it.
+    proto = next((r["reembed_median_s"] for r in rows if r["model"] == "sam-vit-b" and r["backend"] == "torch"),
+                 None)
     for r in rows:
         r["ratio_prototype_over_click"] = round(proto / (r["click_median_ms"] / 1000), 1) if proto else None
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-    cols = [("model", "model", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
+    cols = [("model", "model", "{}"), ("backend", "backend", "{}"), ("(a) first click s", "first_click_s", "{:.2f}"),
             ("(b) click median ms", "click_median_ms", "{:.1f}"), ("p90 ms", "click_p90_ms", "{:.1f}"),
             ("cpu ms", "click_cpu_median_ms", "{:.1f}"), ("decoder-only ms", "decoder_only_median_ms", "{:.1f}"),
             ("stock decoder ms", "stock_decoder_median_ms", "{:.1f}"),
@@ -292,6 +374,12 @@ def main(argv=None) -> int:
         print("  ".join(c.rjust(wd) for c, wd in zip(row, widths)))
         if i == 0:
             print("  ".join("-" * wd for wd in widths))
+    for r in rows:
+        print(f"first click {r['model']} ({r['backend']}), ms: "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r["first_click_stages_ms"].items())
+              + (f"; PyTorch/OpenVINO {r['ratio_first_click_torch_over_openvino']:.2f}x, conversion "
+                 f"{r['openvino_prepare_s']:.1f} s, {r['engine_mb']} MB"
+                 if "ratio_first_click_torch_over_openvino" in r else ""))
     print("\nprototype/(b): the prototype's click (SAM vit_b re-embedding every time, (c) of sam-vit-b in "
           "this run) over this model's click; needs sam-vit-b in --models")
     print(f"(b) = {n_clicks} clicks with 2..{n_clicks + 1} points, masks at preview size; "

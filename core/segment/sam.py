@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from core import devices, tiny
+from core import cpu_encoders, devices, tiny
 from core.errors import MissingWeightsError
 from core.segment.cache import DEFAULT_CACHE_SIZE, _EmbeddingSegmenter, _masks_from_low_res, _result
 from core.segment.types import SegmentRequest, SegmentResult, _check_call
@@ -127,4 +127,7 @@ def load_sam(spec: "weights.ModelSpec", path: Path, device: Optional[str] = None
             f"model {spec.name!r}: {path} is unreadable or not a {spec.name} checkpoint "
             f"({type(e).__name__}); delete it and run `python -m core models download {spec.name}`"
         ) from e
-    return model.to(devices.pick(device)).eval()
+    device = devices.pick(device)
+    model = model.to(device).eval()
+    cpu_encoders.use_for_sam(model, path, device)     # OpenVINO on a CPU when set (docs/cpu.md)
+    return model

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from core import devices
+from core import cpu_encoders, devices
 from core.errors import MissingWeightsError
 from core.log import quiet_transformers
 from core.segment.cache import DEFAULT_CACHE_SIZE, _EmbeddingSegmenter, _masks_from_low_res, _result
@@ -103,10 +103,12 @@ def load_sam2(spec: "weights.ModelSpec", path: Path, device: Optional[str] = Non
     with quiet_transformers():
         try:
             processor = Sam2Processor.from_pretrained(path, local_files_only=True)
-            model = Sam2Model.from_pretrained(path, local_files_only=True).to(devices.pick(device))
+            device = devices.pick(device)
+            model = Sam2Model.from_pretrained(path, local_files_only=True).to(device)
         except (OSError, ValueError) as e:
             raise MissingWeightsError(
                 f"model {spec.name!r}: {path} is incomplete or not a SAM 2.1 folder ({type(e).__name__}); "
                 f"delete it and run `python -m core models download {spec.name}`"
             ) from e
+    cpu_encoders.use_for_sam2(model, path, device)    # OpenVINO on a CPU when set (docs/cpu.md)
     return Sam2Segmenter(spec.name, model, processor)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from core import devices
+from core import cpu_encoders, devices
 from core.errors import MissingWeightsError
 from core.log import quiet_transformers
 from core.segment.cache import DEFAULT_CACHE_SIZE, _EmbeddingSegmenter, _masks_from_low_res, _result
@@ -191,4 +191,7 @@ def load_sam_hq(spec: "weights.ModelSpec", path: Path, device: Optional[str] = N
                 f"model {spec.name!r}: {path} is incomplete or not a SAM-HQ folder ({type(e).__name__}); "
                 f"delete it and run `python -m core models download {spec.name}`"
             ) from e
-    return SamHQSegmenter(spec.name, model.to(device=devices.pick(device), dtype=torch.float32), processor)
+    device = devices.pick(device)
+    model = model.to(device=device, dtype=torch.float32)
+    cpu_encoders.use_for_sam_hq(model, path, device)  # OpenVINO on a CPU when set (docs/cpu.md)
+    return SamHQSegmenter(spec.name, model, processor)

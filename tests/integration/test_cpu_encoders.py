@@ -1,0 +1,173 @@
+"""The image encoders of the first click through OpenVINO (core/cpu_encoders.py, docs/cpu.md), on the
+tiny SAM, SAM 2.1 and SAM-HQ built in code and loaded through the registry (get_segmenter): the
+embeddings match PyTorch's (relative error < 1e-4 in fp32, < 3e-2 in the CPU's own precision, bf16
+here), a click gives the same masks (IoU >= 0.99), the encoder is converted once and read back after,
+a damaged cache is rebuilt, and BACKDROP_CPU_BACKEND=torch keeps PyTorch."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+ov = pytest.importorskip("openvino", reason="openvino not installed (pip install -r requirements.txt)")
+
+from core import cpu_encoders, cpu_engine, tiny, weights  # noqa: E402
+from core.segment import Click, SegmentRequest, clear_segmenters, get_segmenter  # noqa: E402
+
+MODELS = ["tiny", "sam2-tiny", "tiny-sam-hq"]
+COMPONENT = {"tiny": "sam-encoder", "sam2-tiny": "sam2-encoder", "tiny-sam-hq": "samhq-encoder"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _build_tiny_sam2(folder):
+    """A SAM 2.1 with a 4-stage Hiera of width 8..64 (as tests/unit/test_segment.py builds it), saved
+    like the hub snapshot: config + weights + processor."""
+    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig,
+                              Sam2Model, Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    backbone = Sam2HieraDetConfig(hidden_size=8, embed_dim_per_stage=[8, 16, 32, 64],
+                                  num_attention_heads_per_stage=[1, 1, 1, 1], blocks_per_stage=[1, 1, 2, 1],
+                                  global_attention_blocks=[3], window_size_per_stage=[8, 4, 4, 4],
+                                  window_positional_embedding_background_size=[4, 4])
+    config = Sam2Config(
+        vision_config=Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
+                                       fpn_hidden_size=32),
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32),
+        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2,
+                                                  iou_head_hidden_dim=32),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Sam2Model(config)
+    model.save_pretrained(folder)
+    Sam2Processor(Sam2ImageProcessor()).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A weights folder with the three tiny segmenters (and, once converted, their engines)."""
+    root = tmp_path_factory.mktemp("encoder-weights")
+    tiny.build_tiny_sam(root / "sam_tiny.pth")
+    _build_tiny_sam2(root / "sam2-tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BACKDROP_WEIGHTS_DIR", str(root))
+        weights.download("tiny-sam-hq", "segment")
+    return root
+
+
+@pytest.fixture
+def load(root, isolated_env, monkeypatch):
+    """load(name, backend): a freshly loaded segmenter under BACKDROP_CPU_BACKEND=backend."""
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(root))
+
+    def load(name: str, backend: str):
+        monkeypatch.setenv("BACKDROP_CPU_BACKEND", backend)
+        clear_segmenters()
+        return get_segmenter(name)
+
+    yield load
+    clear_segmenters()
+
+
+def _embedding(seg, rgb) -> list:
+    """The per-image tensors a click reads: SAM's features, SAM 2.1's three maps, SAM-HQ's two."""
+    emb = seg._embedding(rgb)
+    if hasattr(emb, "hq_features"):
+        return [emb.embeddings, emb.hq_features]
+    return list(emb.features) if isinstance(emb.features, list) else [emb.features]
+
+
+def _rel(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _on_openvino(seg) -> bool:
+    m = seg.model
+    return any(hasattr(x, "openvino") for x in (m, getattr(m, "image_encoder", None),
+                                               getattr(m, "vision_encoder", None)) if x is not None)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+REQUEST = SegmentRequest((Click(220, 150), Click(20, 280, 0)))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_embeddings_and_masks_as_torch(load, name, chelsea):
+    ref = load(name, "torch")
+    assert not _on_openvino(ref)
+    ref_emb, ref_masks = _embedding(ref, chelsea), ref.segment(chelsea, REQUEST).masks
+    seg = load(name, "openvino")
+    assert _on_openvino(seg)
+    for a, b in zip(_embedding(seg, chelsea), ref_emb):
+        assert a.shape == b.shape and _rel(a, b) < 3e-2, (name, _rel(a, b), cpu_engine.precision())
+    masks = seg.segment(chelsea, REQUEST).masks
+    assert masks.shape == ref_masks.shape
+    for a, b in zip(masks, ref_masks):
+        assert _iou(a, b) >= 0.99, (name, _iou(a, b))
+
+
+@pytest.mark.parametrize("name", ["tiny", "sam2-tiny"])
+def test_fp32_embeddings_match_to_rounding(load, name):
+    """In fp32 the converted encoder is the same computation: relative error < 1e-4."""
+    model = load(name, "torch").model
+    x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        if name == "tiny":
+            ref = [model.image_encoder(x)]
+            assert cpu_encoders.use_for_sam(model, None, "cpu", prec="f32", force=True)
+            out = [model.image_encoder(x)]
+        else:
+            ref = model.get_image_embeddings(x)
+            assert cpu_encoders.use_for_sam2(model, None, "cpu", prec="f32", force=True)
+            out = model.get_image_embeddings(x)
+    for a, b in zip(out, ref):
+        assert _rel(a, b) < 1e-4, _rel(a, b)
+
+
+@pytest.mark.parametrize("name", ["tiny", "sam2-tiny"])
+def test_converted_once_then_read_back(load, name, caplog):
+    caplog.set_level(logging.INFO, "backdrop.cpu_engine")
+    load(name, "openvino")                  # converts (or finds the earlier test's engine)
+    caplog.clear()
+    seg = load(name, "openvino")
+    assert _on_openvino(seg)
+    assert not [r for r in caplog.records if "preparing the CPU engine" in r.getMessage()]
+    assert list(cpu_engine.cache_dir().glob(f"{COMPONENT[name]}-*/model.xml"))
+
+
+@pytest.mark.parametrize("name", ["tiny", "sam2-tiny"])
+def test_damaged_cache_is_rebuilt(load, name, chelsea, caplog):
+    before = _embedding(load(name, "openvino"), chelsea)
+    xmls = list(cpu_engine.cache_dir().glob(f"{COMPONENT[name]}-*/model.xml"))
+    assert xmls
+    for xml in xmls:
+        xml.write_text("<not a model")
+    caplog.set_level(logging.INFO, "backdrop.cpu_engine")
+    seg = load(name, "openvino")
+    damaged = [r for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "\n" not in damaged[0].getMessage()
+    assert _on_openvino(seg)
+    for a, b in zip(_embedding(seg, chelsea), before):
+        assert torch.equal(a, b)
+    caplog.clear()
+    load(name, "openvino")
+    assert not [r for r in caplog.records if "damaged" in r.getMessage() or "preparing" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_setting_keeps_pytorch(load, name):
+    assert not _on_openvino(load(name, "torch"))
+    assert _on_openvino(load(name, "auto"))
