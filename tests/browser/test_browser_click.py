@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bench_module, require_browser, grabcut_app
+from browser_helpers import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, bench_module, grabcut_app, open_editor,
+                             require_browser)
 
 pytestmark = pytest.mark.browser
 
@@ -62,13 +63,8 @@ def test_shift_click_removes_ctrl_z_undoes_drag_draws_a_box(grabcut_server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
-            page.goto(grabcut_server.url)
-            page.get_by_role("button", name="Astronaut").click()
-            frame = page.frame_locator(IFRAME_SELECTOR).first
+            frame = open_editor(page, grabcut_server.url, timeout_ms=TIMEOUT_MS)    # the Astronaut sample
             img = frame.locator("img")
-            expect(img).to_be_visible()
             box = img.bounding_box()
 
             def summary(text: str):
@@ -112,10 +108,8 @@ def test_shift_click_removes_ctrl_z_undoes_drag_draws_a_box(grabcut_server):
 
             # a phone: the columns stack, and the Add/Remove choice comes before the photo
             phone = browser.new_page(viewport={"width": 390, "height": 844})
-            phone.goto(grabcut_server.url)
-            phone.get_by_role("button", name="Astronaut").click()
+            open_editor(phone, grabcut_server.url, timeout_ms=TIMEOUT_MS)
             phone_img = phone.locator(IFRAME_SELECTOR).first
-            expect(phone_img).to_be_visible()
             modes = phone.get_by_text("Each click will", exact=True)
             assert modes.bounding_box()["y"] < phone_img.bounding_box()["y"]
             phone.screenshot(path=str(SHOTS / "phone.png"))

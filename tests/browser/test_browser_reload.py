@@ -10,15 +10,13 @@ import re
 
 import pytest
 
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, grabcut_app
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, grabcut_app, open_editor
 from waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 180_000
 SHOTS = ARTIFACTS / "reload"
-# the clickable photo's iframe (the app's click component; the older one as a fallback)
-PHOTO_FRAME = "iframe[title*='backdrop_clicker'], iframe[title*='streamlit_image_coordinates']"
 PROMPT = "a lighthouse on a cliff at dusk"
 
 
@@ -45,12 +43,7 @@ def test_reload_keeps_photo_click_and_prompt(server):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
-            page.goto(server.url)
-            page.get_by_role("button", name="Cat").click()
-            img = page.frame_locator(PHOTO_FRAME).first.locator("img")
-            expect(img).to_be_visible()
+            img = open_editor(page, server.url, sample="Cat", timeout_ms=TIMEOUT_MS).locator("img")
             box = img.bounding_box()
             img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
             mask = page.get_by_text(re.compile(r"Mask ready: .*\(1 add, 0 remove\)"))

@@ -151,3 +151,23 @@ def keep_failure(page, server: Server, path: Path) -> None:
     except Exception:
         pass
     print(server.log_tail())
+
+
+def open_editor(page, url: str, photo: Optional[Path] = None, *, sample: str = "Astronaut",
+                timeout_ms: int = 180_000):
+    """Open the app at `url` in `page` with a photo in the editor: `photo` (a file) uploaded, else
+    the sample `sample` chosen. Waits (up to `timeout_ms`, also set for the page's actions and
+    `expect`) until the photo shows in the click component; returns that component's frame."""
+    from playwright.sync_api import expect
+
+    from ui.clicker import IFRAME_SELECTOR
+    page.set_default_timeout(timeout_ms)
+    expect.set_options(timeout=timeout_ms)
+    page.goto(url)
+    if photo is not None:
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+    else:
+        page.get_by_role("button", name=sample).click()
+    frame = page.frame_locator(IFRAME_SELECTOR).first
+    expect(frame.locator("img")).to_be_visible()
+    return frame
