@@ -192,11 +192,20 @@ if state["hist_model"] not in models:
 kinds = [uh.ALL, *facets.get("background_kind", [])]
 if state["hist_kind"] not in kinds:
     state["hist_kind"] = uh.ALL
+# the batches of `python -m core batch` (each photo's run: "<batch>/<file>"), with their counts
+batch_names, batch_label = uh.batch_choices(guarded("reading the batches", store.batches) or [])
+if state.get("hist_batch") not in batch_names:     # a first visit, or the batch's runs are gone
+    state["hist_batch"] = uh.ALL_RUNS
 with st.expander(uh.filters_label(state), icon=":material/filter_list:", key="hist_filter_fold"):
     st.text_input("Search prompts", key="hist_search", persist_state="session",
                   placeholder="words from the prompt or negative prompt")
     st.toggle("★ Favourites", key="hist_favourites", help="Show only runs with a favourite output",
               persist_state="session")
+    if len(batch_names) > 1:
+        st.selectbox("Batch", batch_names, key="hist_batch", persist_state="session",
+                     format_func=batch_label,
+                     help="Only the runs of one batch (python -m core batch FOLDER: named after the "
+                          "folder, or --name)")
     f1, f2, f3 = st.columns([2, 2, 1])
     f1.selectbox("Model", models, key="hist_model", persist_state="session")
     f2.selectbox("Background", kinds, key="hist_kind", persist_state="session",
@@ -230,7 +239,8 @@ toolbar.download_button(f"Export favourites ({n_fav}) as zip", disabled=n_fav ==
 # ------------------------------------------------------------------ the grid
 if not runs:
     st.info("No runs match." if total == 0 and (state["hist_search"] or state["hist_favourites"]
-                                                or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL)
+                                                or state["hist_model"] != uh.ALL or state["hist_kind"] != uh.ALL
+                                                or state["hist_batch"])
             else "No runs yet: generate something in the Editor and it will appear here.")
 pics = guarded("reading the thumbnails", uh.card_pictures, store, runs) or {}
 # cards in a row that wraps: as many per row as fit, two on a phone (widths: ui/layout.py)

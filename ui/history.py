@@ -23,6 +23,7 @@ from ui import state as S
 log = logging.getLogger(__name__)
 
 ALL = "All"
+ALL_RUNS = ""          # the Batch filter's "All runs" (no batch is named ""; any name may be "All")
 KIND_LABELS = {"sd": "AI scene", "color": "Colour", "blur": "Blur", "image": "Image",
                "transparent": "Transparent"}
 # Row labels of the parameter tables; a spec key not listed here ("mask.min_area") is labelled
@@ -132,7 +133,23 @@ def query(state: MutableMapping):
     return RunQuery(text=str(state.get("hist_search") or "").strip(),
                     favorites=bool(state.get("hist_favourites")),
                     model=None if model in (None, ALL) else model,
-                    background_kind=None if kind in (None, ALL) else kind)
+                    background_kind=None if kind in (None, ALL) else kind,
+                    batch=state.get("hist_batch") or None)
+
+
+def batch_choices(batches) -> tuple[list[str], Any]:
+    """The Batch filter's options (ALL_RUNS first, then each batch name, the most recent batch
+    first) and the function that labels them: "All runs", "shots · 12 runs" (plain text: a select
+    box never renders Markdown). `batches`: store.batches(), [(name, number of runs)]."""
+    counts = dict(batches)
+
+    def label(name: str) -> str:
+        if name == ALL_RUNS:
+            return "All runs"
+        n = counts.get(name, 0)
+        return f"{name} · {n} run{'' if n == 1 else 's'}"
+
+    return [ALL_RUNS, *counts], label
 
 
 def filters_label(state: MutableMapping) -> str:
@@ -150,12 +167,15 @@ def filters_label(state: MutableMapping) -> str:
         on.append(f"model {state['hist_model']}")
     if state.get("hist_kind") not in (None, ALL):
         on.append(KIND_LABELS.get(state["hist_kind"], str(state["hist_kind"])))
+    if state.get("hist_batch"):
+        batch = str(state["hist_batch"])
+        on.append("batch " + (batch if len(batch) <= 30 else batch[:29] + "…"))
     return "Search and filters" + (" · " + escape_md(" · ".join(on)) if on else "")
 
 
 def filters_key(state: MutableMapping) -> tuple:
     return (state.get("hist_search"), state.get("hist_favourites"), state.get("hist_model"),
-            state.get("hist_kind"), state.get("hist_page_size"))
+            state.get("hist_kind"), state.get("hist_batch"), state.get("hist_page_size"))
 
 
 def page_of_runs(store, state: MutableMapping):
@@ -337,8 +357,11 @@ def load_into_editor(state: MutableMapping, run, store=None) -> None:
         if "missing" not in str(e):
             raise
         raise HistoryError(f"the source photo of run #{run.id} is missing from the history files") from e
-    image = load_image(data, name=run.source_name or f"run-{run.id}.png")
-    photo.load_photo(state, image, run.source_name or f"run-{run.id}.png")
+    # a batch's photo comes back under its file name: what is made from it in the Editor is a run
+    # of its own, not one of the batch's (the batch is in the source name, "<batch>/<file>")
+    name = (run.source_name.rpartition("/")[2] if run.batch else run.source_name) or f"run-{run.id}.png"
+    image = load_image(data, name=name)
+    photo.load_photo(state, image, name)
     state["upload_id"] = state.get("upload_id")   # keep: the uploader's file stays "seen"
     S.spec_to_state(state, run.spec)
     bg = run.spec.background

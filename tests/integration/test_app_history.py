@@ -122,6 +122,42 @@ def test_search_and_filters(store):
     assert any("No runs match" in i.value for i in at.info)
 
 
+def test_batch_filter_shows_only_that_batchs_runs(store, astronaut, monkeypatch, tiny_sam):
+    """Runs of `python -m core batch` (source names "<batch>/<file>") are picked by their batch's
+    name, counted in the choices; the filter combines with search and favourites."""
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    small = astronaut[::8, ::8].copy()
+    shots = [record(store, source=small, source_name=f"shots/{k}.png", background="sd",
+                    prompt=f"shot {k} beach", model="tiny", clicks=[(5, 5, 1)], outputs=[(small, k)])
+             for k in range(3)]
+    record(store, source=small, source_name="<b>sale</b>/x.png", outputs=[small])
+    at = history_app()
+    box = at.selectbox(key="hist_batch")
+    assert box.label == "Batch" and box.value == uh.ALL_RUNS
+    assert box.options == ["All runs", "<b>sale</b> · 1 run", "shots · 3 runs"]   # plain text
+    assert summary(at).startswith("**18** runs")
+    box.set_value("shots").run()
+    no_exception(at)
+    assert summary(at).startswith("**3** runs")
+    assert sorted(open_ids(at)) == shots
+    assert at.expander[0].label == "Search and filters · batch shots"
+    at.text_input(key="hist_search").input("shot 1").run()          # with search: both apply
+    assert open_ids(at) == [shots[1]]
+    at.text_input(key="hist_search").input("").run()
+    at.toggle(key="hist_favourites").set_value(True).run()          # none of the batch's yet
+    assert summary(at).startswith("**0** runs") and any("No runs match" in i.value for i in at.info)
+    at.toggle(key="hist_favourites").set_value(False).run()
+    at.selectbox(key="hist_batch").set_value("<b>sale</b>").run()
+    assert summary(at).startswith("**1** run ")
+    at.selectbox(key="hist_batch").set_value(uh.ALL_RUNS).run()
+    assert summary(at).startswith("**18** runs")
+    # a batch's photo opens in the Editor under its file name: a run made there is its own
+    at.button(key=f"open-{shots[2]}").click().run()
+    button(at, "Edit from here").click().run()
+    no_exception(at)
+    assert at.session_state["photo_name"] == "2.png"
+
+
 def test_open_run_shows_source_mask_clicks_and_parameters(store):
     at = history_app()
     newest = store.list_runs(limit=1).runs[0]
