@@ -366,7 +366,7 @@ def _output_paths(out: Path, n: int) -> list[Path]:
 
 def cmd_history_list(args) -> int:
     engine = get_engine()
-    rows = engine.runs(limit=args.limit)
+    rows = engine.runs(limit=args.limit, batch=args.batch)
     if engine.where and not args.json:     # whose runs these are
         print(f"runs of the Backdrop service at {terminal_safe(engine.where)}")
     if args.json:   # json escapes C0 controls; C1, DEL and bidi controls are escaped here too
@@ -374,7 +374,7 @@ def cmd_history_list(args) -> int:
                                json.dumps(rows, default=str, ensure_ascii=False)))
         return 0
     if not rows:
-        print("no runs yet")
+        print(f"no runs in the batch “{terminal_safe(args.batch)}”" if args.batch else "no runs yet")
         return 0
     for r in rows:
         text = terminal_safe((r.get("prompt") or r.get("background") or "").replace("\n", " "))
@@ -553,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     hl = hs.add_parser("list", help="newest runs first")
     hl.add_argument("--json", action="store_true")
     hl.add_argument("--limit", type=_whole(1, 100_000), default=20)
+    hl.add_argument("--batch", metavar="NAME", help="only the runs of this batch (batch's --name, "
+                                                    "by default its folder's name)")
     hl.set_defaults(func=cmd_history_list)
     he = hs.add_parser("export", help="zip of outputs with parameters, masks and a manifest")
     he.add_argument("out", metavar="OUT.zip")

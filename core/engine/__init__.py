@@ -62,8 +62,9 @@ class Engine(Protocol):
     def file(self, digest: str, thumb: bool = False) -> bytes:
         """A stored image's bytes by content hash (PNG; WebP thumbnail with thumb)."""
 
-    def runs(self, limit: int = 48) -> list[dict]:
-        """The newest `limit` runs as short rows (core.history RunRecord.summary() keys)."""
+    def runs(self, limit: int = 48, batch: Optional[str] = None) -> list[dict]:
+        """The newest `limit` runs as short rows (core.history RunRecord.summary() keys); with
+        `batch`, only that batch's runs (core.batch: its name)."""
 
     def get_run(self, run_id: int) -> dict:
         """One run as a row, as runs() gives them."""

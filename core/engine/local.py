@@ -67,8 +67,9 @@ class LocalEngine:
             raise HistoryError(f"no file with hash {digest[:12]}… in the image store")
         return blob
 
-    def runs(self, limit: int = 48) -> list[dict[str, Any]]:
-        return [r.summary() for r in self._store().list_runs(limit=limit)]
+    def runs(self, limit: int = 48, batch: Optional[str] = None) -> list[dict[str, Any]]:
+        from core.history import RunQuery
+        return [r.summary() for r in self._store().list_runs(RunQuery(batch=batch), limit=limit)]
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         return self._store().get_run(run_id).summary()

@@ -33,7 +33,7 @@ REQUEST_TIMEOUT_S = 900.0    # a Quality run on a busy service may take minutes
 EMBEDDINGS_KEY = "remote_embeddings"     # session: {(photo hash, segmenter): embedding handle}
 ORIGINALS_KEY = "remote_originals"       # session: {photo hash: the file as uploaded}, current photo
 ROW_KEYS = ("id", "created", "status", "source_name", "background", "prompt", "model", "outputs",
-            "favorite", "duration", "error", "spec")
+            "favorite", "batch", "duration", "error", "spec")
 
 
 def _expired(error: BaseException) -> bool:
@@ -186,11 +186,11 @@ class RemoteEngine:
     def file(self, digest: str, thumb: bool = False) -> bytes:
         return self.client.file(digest, thumb=thumb)
 
-    def runs(self, limit: int = 48) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 48, batch: Optional[str] = None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         cursor = None
         while len(rows) < limit:
-            page = self.client.runs(limit=min(200, limit - len(rows)), cursor=cursor)
+            page = self.client.runs(limit=min(200, limit - len(rows)), cursor=cursor, batch=batch)
             rows += [_row(r) for r in page["runs"]]
             cursor = page.get("next_cursor")
             if not cursor:

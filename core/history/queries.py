@@ -108,7 +108,7 @@ class Queries:
         if q.source_hash:
             conds.append(Run.source.has(Source.hash == q.source_hash))
         if q.batch:
-            conds.append(Run.batch == q.batch)
+            conds.append(Run.batch == q.batch.replace("\x00", ""))     # stored without NUL
         return conds
 
     def list_runs(self, query: Optional[RunQuery] = None, *, limit: int = 48,

@@ -166,8 +166,8 @@ class ServiceClient:
         return out
 
     def runs(self, **query: Any) -> dict:
-        """A page of history: q, favorites, model, background, status, source, since, until,
-        limit, cursor, offset, total (see GET /v1/runs)."""
+        """A page of history: q, favorites, model, background, status, source, batch, since,
+        until, limit, cursor, offset, total (see GET /v1/runs)."""
         params = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in query.items()
                   if v is not None}
         return self._request("GET", "/v1/runs", params=params).json()

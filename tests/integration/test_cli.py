@@ -137,6 +137,35 @@ def test_models_download_fetches_fast_mode_add_ons(tmp_path, monkeypatch):
                for line in listed.splitlines())
 
 
+def test_history_list_batch_lists_one_batchs_runs(tmp_path, chelsea):
+    """`history list --batch NAME`: only the runs of that batch (named after its folder, or
+    --name), newest first; a run of one photo is in no batch."""
+    mask = np.zeros((60, 80), np.uint8)
+    mask[15:45, 20:60] = 255
+    for folder, count in (("shots", 2), ("mugs", 1)):
+        photos, masks = tmp_path / folder, tmp_path / f"{folder}-masks"
+        photos.mkdir(), masks.mkdir()
+        for k in range(count):
+            Image.fromarray(chelsea[k * 10:k * 10 + 60, :80]).save(photos / f"p{k}.png")
+            Image.fromarray(mask).save(masks / f"p{k}.png")
+    cli("batch", tmp_path / "shots", "--out", tmp_path / "out1", "--masks", tmp_path / "shots-masks",
+        "--background", "color:#ffffff")
+    cli("batch", tmp_path / "mugs", "--out", tmp_path / "out2", "--masks", tmp_path / "mugs-masks",
+        "--background", "color:#ffffff", "--name", "summer sale")
+    cli("replace", tmp_path / "shots" / "p0.png", "--out", tmp_path / "one.png",     # one photo
+        "--mask", tmp_path / "shots-masks" / "p0.png", "--background", "color:#000000")
+    rows = json.loads(cli("history", "list", "--json", "--batch", "shots").stdout)
+    assert sorted((r["source_name"], r["batch"]) for r in rows) == [("shots/p0.png", "shots"),
+                                                                   ("shots/p1.png", "shots")]
+    [sale] = json.loads(cli("history", "list", "--json", "--batch", "summer sale").stdout)
+    assert sale["source_name"] == "summer sale/p0.png" and sale["batch"] == "summer sale"
+    text_rows = cli("history", "list", "--batch", "summer sale").stdout.splitlines()
+    assert len(text_rows) == 1 and text_rows[0].split()[0] == str(sale["id"])
+    every = json.loads(cli("history", "list", "--json").stdout)
+    assert len(every) == 4 and every[0]["source_name"] == "p0.png" and every[0]["batch"] is None
+    assert cli("history", "list", "--batch", "nope").stdout.strip() == "no runs in the batch “nope”"
+
+
 def test_replace_no_history_records_nothing(tmp_path, cat_png):
     out = tmp_path / "out.png"
     cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",

@@ -222,6 +222,8 @@ class RunOut(BaseModel):
     finished: Optional[str] = None
     status: Literal["running", "succeeded", "failed", "cancelled"]
     source_name: str
+    batch: Optional[str] = Field(None, description="the batch the run was part of (source_name "
+                                                   "\"<batch>/<file>\"), null for one photo")
     background: str
     prompt: Optional[str] = None
     model: Optional[str] = None

@@ -3,7 +3,7 @@
     POST /v1/embed          photo (upload or history source) -> embedding handle
     POST /v1/segment        photo, source or embedding handle + clicks/box -> masks (PNG, base64)
     POST /v1/replace        photo or source (+ mask upload) + a RunSpec -> run id and output hashes
-    GET  /v1/runs           history, newest first: search, filters, cursor/offset paging
+    GET  /v1/runs           history, newest first: search, filters (batch=NAME too), cursor/offset paging
     GET  /v1/runs/{id}      one run
     GET  /v1/files/{hash}   a stored image (PNG; ?thumb=true for the WebP thumbnail)
     GET  /v1/health         liveness (no auth)
@@ -199,6 +199,8 @@ class Api:
                    background: Optional[Literal[KINDS]] = Query(None, description="background kind"),
                    status: Optional[Literal["running", "succeeded", "failed", "cancelled"]] = None,
                    source: Optional[str] = Query(None, pattern=HASH, description="source photo hash"),
+                   batch: Optional[str] = Query(None, max_length=500,
+                                                description="runs of this batch only (its name)"),
                    since: Annotated[When, Query(description="runs created at or after (RFC 3339, "
                                                              "with offset)")] = None,
                    until: Annotated[When, Query(description="runs created before (RFC 3339, with "
@@ -209,7 +211,7 @@ class Api:
                    offset: int = Query(0, ge=0, le=10**9), total: bool = False):
         from core.history import RunQuery
         query = RunQuery(text=q, favorites=favorites, model=model, background_kind=background,
-                         status=status, since=since, until=until, source_hash=source)
+                         status=status, since=since, until=until, source_hash=source, batch=batch)
 
         def read():
             store = _store()
