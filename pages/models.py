@@ -69,6 +69,10 @@ for task_kind in um.TASKS:
     st.subheader(um.TASK_TITLES[task_kind])
     st.dataframe(um.model_rows(task_kind, state), hide_index=True, width="stretch",
                  column_config=um.TABLE_COLUMNS)
+    if task_kind == "subject":
+        for line in um.subject_lines():
+            st.markdown(line)
+        st.code(um.SUBJECT_DOWNLOAD, language="bash")
     missing = [s for s in um.visible_specs(task_kind, state)
                if um.downloadable(s) and not resources.is_present(s)]
     if missing:

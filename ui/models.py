@@ -18,7 +18,9 @@ from ui.widgets import escape_md, size_text
 
 log = logging.getLogger(__name__)
 
-TASK_TITLES = {"segment": "Segmentation (finds the subject)", "inpaint": "Inpainting (paints the background)",
+TASK_TITLES = {"segment": "Segmentation (finds the subject from your clicks)",
+               "subject": "Find the subject (no clicks: the Editor's Find the subject, batch --auto)",
+               "inpaint": "Inpainting (paints the background)",
                "fast": "Fast mode add-ons (few-step LoRAs and tiny autoencoders for the inpainting models)",
                "matte": "Matting (the Editor's Soft edge: ViTMatte; Guided and Closed-form need no download)"}
 TASKS = tuple(t for t in TASK_TITLES if t in weights.TASKS)
@@ -27,8 +29,9 @@ TASKS = tuple(t for t in TASK_TITLES if t in weights.TASKS)
 def visible_specs(task: str, state: MutableMapping) -> list:
     """Registry models for a task; the `tiny` test models (and the tiny fast add-ons) only when the
     tiny model is the current choice."""
-    current = state.get("segmenter" if task == "segment" else "inpaint_model")
-    env = config.default_segmenter() if task == "segment" else config.default_inpaint_model()
+    by_segmenter = task in ("segment", "subject")
+    current = state.get("segmenter" if by_segmenter else "inpaint_model")
+    env = config.default_segmenter() if by_segmenter else config.default_inpaint_model()
     tiny = "tiny" in (current, env)
     return [s for s in weights.specs(task) if not s.kind.startswith("tiny") or tiny]
 
@@ -38,8 +41,15 @@ def downloadable(spec) -> bool:
     return spec.kind != "builtin" and not spec.kind.startswith("tiny")
 
 
+# "Find the subject" without downloaded weights: core.auto's studio method, in the subject table
+# like GrabCut in the segmentation one (it is no registry model: nothing to download)
+STUDIO_ROW = {"Model": "studio", "What it is": "No-weights method for studio shots (plain or gradient "
+              "backdrop, e.g. products on white): used when no BiRefNet model is downloaded",
+              "Download size": "none", "On this machine": "✓ ready", "File": "—"}
+
+
 def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
-    rows = []
+    rows = [dict(STUDIO_ROW)] if task == "subject" else []
     for spec in visible_specs(task, state):
         builtin = spec.kind == "builtin"
         present = resources.is_present(spec)
@@ -52,6 +62,32 @@ def model_rows(task: str, state: MutableMapping) -> list[dict[str, Any]]:
             "File": "—" if builtin else file_name(weights.local_path(spec)),
         })
     return rows
+
+
+def subject_lines() -> list[str]:
+    """Under the subject table (Markdown): which method "Find the subject" (core.catalogue.
+    auto_subject) uses on this machine now, and the licence; SUBJECT_DOWNLOAD follows."""
+    from core import salient
+    try:
+        name = salient.available()
+    except BackdropError as e:           # e.g. a BACKDROP_DEVICE this machine does not have
+        log.warning("cannot tell which subject model is used: %s", e)
+        name = None
+    if name:
+        used = (f"**Find the subject uses {name}** here (downloaded"
+                + (", on the GPU)." if name == "birefnet" else ", on the CPU)."))
+        if name == "birefnet-lite" and resources.is_present(weights.get_spec("birefnet", "subject")):
+            used += " birefnet is downloaded too, but it is used only on a GPU."
+    else:
+        used = ("**Find the subject uses the studio method** here: no BiRefNet model is downloaded. "
+                "It is made for product shots on a plain or gradient backdrop; download birefnet-lite "
+                "for any other photo (it is used as soon as it is on disk).")
+    return [used,
+            "Both BiRefNet models are MIT-licensed; Backdrop loads their weights into its own code "
+            "(nothing from the model hub is run). From the command line:"]
+
+
+SUBJECT_DOWNLOAD = "python -m core models download birefnet-lite"
 
 
 def file_name(path) -> str:
@@ -172,7 +208,8 @@ def starter_specs(state: MutableMapping) -> list:
 
 
 NBSP = "\u00a0"           # keeps "4.3 GB" and "to download" on one line on a phone
-ROLE = {"segment": "finds the subject", "inpaint": "paints AI backgrounds",
+ROLE = {"segment": "finds the subject", "subject": "finds the subject without clicks",
+        "inpaint": "paints AI backgrounds",
         "fast": "Fast mode add-on", "matte": "soft edges"}
 
 

@@ -40,7 +40,8 @@ def test_lists_every_model_with_presence_and_path(tiny_env, weights_dir):
 
     at = models_app()
     assert at.title[0].value == "Models & settings"
-    seg, inp = at.dataframe[0].value, at.dataframe[1].value
+    from ui import models as um
+    seg, inp = at.dataframe[um.TASKS.index("segment")].value, at.dataframe[um.TASKS.index("inpaint")].value
     assert set(seg["Model"]) == {s.name for s in weights.specs("segment")}
     assert set(inp["Model"]) == {s.name for s in weights.specs("inpaint")}
     row = seg.set_index("Model")
@@ -103,6 +104,51 @@ def test_offline_starter_download_is_one_plain_line_with_the_folders_to_fill_by_
     at.run()
     no_exception(at)
     assert [e.value for e in at.error] == ["Can't reach the model host — offline?"]   # stays in place
+
+
+def subject_table(at: AppTest):
+    from ui import models as um
+    titles = [h.value for h in at.subheader][-len(um.TASKS):]        # one per table, in order
+    assert titles[um.TASKS.index("subject")].startswith("Find the subject")
+    return at.dataframe[um.TASKS.index("subject")].value.set_index("Model")
+
+
+def test_the_subject_models_are_listed_with_what_find_the_subject_uses(empty_weights):
+    """A new machine: the table of "Find the subject" lists the studio method (ready, no download)
+    and both BiRefNet models with their size and licence, a Download button each; the page says
+    the studio method is what runs until one is downloaded, and how to get one from the shell."""
+    at = models_app()
+    table = subject_table(at)
+    assert list(table.index) == ["studio", "birefnet-lite", "birefnet"]     # tiny: tests only
+    assert table.loc["studio", "On this machine"] == "✓ ready" and table.loc["studio", "Download size"] == "none"
+    assert (table.loc["birefnet-lite", "Download size"], table.loc["birefnet", "Download size"]) == (
+        "178.0 MB", "885.0 MB")
+    assert table.loc["birefnet-lite", "On this machine"] == "not downloaded"
+    assert "MIT" in table.loc["birefnet-lite", "What it is"] and "MIT" in table.loc["birefnet", "What it is"]
+    text = shown_text(at)
+    assert "Find the subject uses the studio method" in text
+    assert "MIT-licensed" in text
+    assert [c.value for c in at.code] == ["python -m core models download birefnet-lite"]
+    labels = [b.label for b in at.button]
+    assert "Download birefnet-lite" in labels and "Download birefnet" in labels
+    at.button(key="dl-subject-birefnet-lite").click().run()       # offline here (conftest)
+    wait_for_download(at, lambda: at.session_state["download"] is None)
+    at.run()
+    no_exception(at)
+    assert [e.value for e in at.error] == ["Can't reach the model host — offline?"]
+
+
+def test_with_birefnet_lite_on_disk_find_the_subject_uses_it(empty_weights):
+    from core import weights
+    spec = weights.get_spec("birefnet-lite", "subject")
+    weights.local_path(spec).mkdir(parents=True)
+    (weights.local_path(spec) / "model.safetensors").write_bytes(b"placeholder")   # present, not loaded
+    at = models_app()
+    assert subject_table(at).loc["birefnet-lite", "On this machine"] == "✓ ready"
+    text = shown_text(at)
+    assert "Find the subject uses birefnet-lite" in text and "studio method**" not in text
+    labels = [b.label for b in at.button]
+    assert "Download birefnet-lite" not in labels and "Download birefnet" in labels
 
 
 def test_defaults_chosen_here_are_used_by_the_editor(tiny_env):
