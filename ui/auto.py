@@ -3,8 +3,9 @@ core.catalogue.auto_subject where it exists), shown as the mask overlay a click 
 refine it (core.refine, through ui.prompts.segment_preview).
 
 `state["auto"]` is {"photo": the photo's hash, "mask": HxW uint8 at the preview size,
-"confidence": 0..1, "key": a digest of the mask} or None; `state["auto_note"]` is the one line
-shown under the button (a low confidence, or why nothing was found).
+"confidence": 0..1, "key": a digest of the mask, "digest": its SHA-256 (the name it is kept under
+for a reload, ui.saved)} or None; `state["auto_note"]` is the one line shown under the button (a
+low confidence, or why nothing was found).
 
 Every function takes the session-state mapping explicitly, so tests can drive it with
 AppTest.session_state or a plain dict.
@@ -72,13 +73,23 @@ def find(state: MutableMapping, keep_clicks: bool = False) -> None:
     w, h = state["preview"].rgb.shape[1], state["preview"].rgb.shape[0]
     small = cv2.resize(found.mask, (w, h), interpolation=cv2.INTER_AREA) if found.mask.shape != (h, w) \
         else found.mask
-    mask = np.where(small >= 128, 255, 0).astype(np.uint8)
-    confidence = float(found.confidence)
-    state["auto"] = {"photo": photo.hash, "mask": mask, "confidence": confidence,
-                     "key": hashlib.sha1(mask.tobytes()).hexdigest()[:12]}
+    put(state, np.where(small >= 128, 255, 0).astype(np.uint8), float(found.confidence))
     if not keep_clicks:
         state["prompts"] = []
         state["candidate"] = None
+
+
+def digest(mask: np.ndarray) -> str:
+    """SHA-256 of a mask's size and pixels (what it is kept and checked under for a reload)."""
+    return hashlib.sha256(b"%dx%d:" % mask.shape[:2] + np.ascontiguousarray(mask).tobytes()).hexdigest()
+
+
+def put(state: MutableMapping, mask: np.ndarray, confidence: float) -> None:
+    """Make `mask` (HxW uint8 at the preview size, 255 = subject) the subject found in the photo
+    shown, with its note: found by find(), or brought back after a reload (ui.saved)."""
+    state["auto_done"] = state["photo"].hash
+    state["auto"] = {"photo": state["photo"].hash, "mask": mask, "confidence": confidence,
+                     "key": hashlib.sha1(mask.tobytes()).hexdigest()[:12], "digest": digest(mask)}
     state["auto_note"] = (f"Found the subject, but not surely (confidence {confidence:.2f}): check the "
                           "mask and click to add or remove parts." if confidence < LOW_CONFIDENCE else None)
 

@@ -126,12 +126,16 @@ def panel(st, state: MutableMapping, mask: Optional[np.ndarray]) -> None:
             names = []
         fields.draw(st, "framing", "preset", state, options=[NO_PRESET, *names],
                     format_func=lambda n: n or "None", on_change=apply_preset, args=(state,))
+        # a row of two per pair, so a phone's single column reads frame, margin, align, shadow,
+        # then the shadow's strength and softness (columns stack whole, one after the other)
         c1, c2 = st.columns(2)
         fields.draw(c1, "framing", "frame", state, placeholder="2000x2000")
         fields.draw(c2, "framing", "margin", state)
+        c1, c2 = st.columns(2)
         for col, name in ((c1, "align"), (c2, "shadow")):      # a choice of the field's values
             col.selectbox(fields.meta("framing", name)["label"], typing.get_args(Framing.model_fields[name].annotation),
                           key=_key(name), persist_state="session", help=Framing.model_fields[name].description)
+        c1, c2 = st.columns(2)
         fields.draw(c1, "framing", "shadow_strength", state)
         fields.draw(c2, "framing", "shadow_softness", state)
         if mask is None:

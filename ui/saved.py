@@ -1,10 +1,13 @@
-"""The work on the page survives a reload: the photo, its clicks, the mask options, the background
-and the prompt come back, and a run still going shows its progress and Cancel again.
+"""The work on the page survives a reload: the photo, its clicks, the subject found by "Find the
+subject", the mask options, the background and the prompt come back, and a run still going shows
+its progress and Cancel again.
 
 Each browser page gets a session id in its URL (`?s=<32 hex digits>`, random, 128 bits: whoever
 has the link sees that work). After every whole-page run, and after every click, the work is
 written as a small JSON file, `<data dir>/sessions/<id>.json`; the photo itself once, as a PNG
-named by its content hash, `<data dir>/sessions/photos/<hash>.png`. A new page opened with that
+named by its content hash, `<data dir>/sessions/photos/<hash>.png`; the subject found (ui.auto: a
+mask at the preview size) once too, `<data dir>/sessions/masks/<its digest>.png`, so a reload shows
+the same mask (the clicks refine it again) without finding it again. A new page opened with that
 id in its URL (a reload) reads them back. Files older than KEEP_DAYS are deleted.
 
 The id from the URL is used as a file name only when it is exactly 32 lowercase hex digits; a
@@ -78,6 +81,12 @@ def photo_file(photo_hash: str) -> Path:
     return folder() / "photos" / f"{photo_hash}.png"
 
 
+def mask_file(digest: str) -> Path:
+    if not (isinstance(digest, str) and _HASH.fullmatch(digest)):
+        raise ValueError("not a mask digest")
+    return folder() / "masks" / f"{digest}.png"
+
+
 def saved_keys() -> list[str]:
     """The state keys of the settings kept: every editor widget, the mode and the models."""
     from ui import state as S
@@ -100,9 +109,12 @@ def work_of(state: MutableMapping) -> dict:
             prompts.append({"kind": "point", "x": float(p["x"]), "y": float(p["y"]), "label": int(p["label"])})
         elif p.get("kind") == "box":
             prompts.append({"kind": "box", "box": [float(v) for v in p["box"]]})
+    from ui import auto
+    found = auto.current(state)
     return {"version": VERSION,
             "photo": {"hash": photo.hash, "name": str(state.get("photo_name") or "")} if photo is not None else None,
             "prompts": prompts,
+            "auto": {"mask": found["digest"], "confidence": float(found["confidence"])} if found else None,
             "candidate": state.get("candidate"),
             "settings": {k: state[k] for k in saved_keys() if k in state and _scalar(state[k])},
             "bg_image_path": state.get("bg_image_path")}
@@ -125,6 +137,17 @@ def _store_photo(photo) -> Path:
     return path
 
 
+def _store_mask(found: dict) -> Path:
+    """The subject found (ui.auto), as a PNG under sessions/masks named by its digest (written once)."""
+    from core.files import atomic_write_bytes
+    from core.images import encode_png
+
+    path = mask_file(found["digest"])
+    if not path.is_file():
+        atomic_write_bytes(path, encode_png(found["mask"], compress_level=1))
+    return path
+
+
 def save(state: MutableMapping) -> None:
     """Write this page's work when it changed since it was last written. Never raises: a failure
     is logged and said once on the page (the work itself goes on)."""
@@ -138,9 +161,11 @@ def save(state: MutableMapping) -> None:
             return
         from core.files import atomic_write_bytes
         photo_path = _store_photo(state["photo"]) if state.get("photo") is not None else None
+        mask_path = _store_mask(state["auto"]) if work["auto"] else None
         atomic_write_bytes(session_file(session), text.encode())
-        if photo_path is not None:
-            os.utime(photo_path)
+        for path in (photo_path, mask_path):
+            if path is not None:
+                os.utime(path)
         state[SAVED_KEY] = _digest(text)
     except Exception as e:
         log.warning("saving the work of session %s failed", session, exc_info=True)
@@ -255,6 +280,8 @@ def restore(state: MutableMapping, session: str) -> Optional[str]:
             candidate = work.get("candidate")
             state["candidate"] = candidate if isinstance(candidate, int) and not isinstance(candidate, bool) \
                 and 0 <= candidate < 16 else None
+            if work.get("auto") is not None:
+                _restore_found(state, work["auto"], session)
         except FileNotFoundError:
             notice = LOST.format(why="the photo is no longer kept")
         except Exception as e:
@@ -263,6 +290,31 @@ def restore(state: MutableMapping, session: str) -> Optional[str]:
         if notice:
             _forget_photo(state)
     return notice
+
+
+def _restore_found(state: MutableMapping, kept: Any, session: str) -> None:
+    """The subject found before the reload, from its kept mask; where that cannot be read back
+    (deleted, damaged, another preview size) it is found again (ui.auto.on_upload), keeping the
+    clicks that refine it."""
+    from PIL import Image
+
+    from ui import auto
+    try:
+        confidence = float(kept["confidence"])      # (not a dict, not a number: found again)
+        if not 0 <= confidence <= 1:
+            raise ValueError("confidence")
+        path = mask_file(kept["mask"])
+        h, w = state["preview"].rgb.shape[:2]
+        with Image.open(path) as img:
+            if img.mode != "L" or img.size != (w, h):     # checked before its pixels are read
+                raise ValueError("not a mask of this preview")
+            mask = np.asarray(img, dtype=np.uint8)
+        if auto.digest(mask) != kept["mask"]:
+            raise ValueError("the mask changed")
+        auto.put(state, mask, confidence)
+    except Exception as e:
+        log.info("the subject found in session %s is found again: %s", session, e)
+        state["auto"], state["auto_redo"] = None, True
 
 
 def _forget_photo(state: MutableMapping) -> None:
@@ -317,12 +369,13 @@ def _reattach(state: MutableMapping, session: str) -> None:
 
 # ------------------------------------------------------------------------------------ prune
 def prune(now: Optional[float] = None, keep_days: float = KEEP_DAYS) -> int:
-    """Delete the session files and photos not written for `keep_days`; only regular files whose
-    names this module makes, in its own folders. Returns how many were deleted."""
+    """Delete the session files, photos and found masks not written for `keep_days`; only regular
+    files whose names this module makes, in its own folders. Returns how many were deleted."""
     now = time.time() if now is None else now
     limit = now - keep_days * 86400
     removed = 0
-    for where, pattern in ((folder(), _SESSION_FILE), (folder() / "photos", _PHOTO_FILE)):
+    for where, pattern in ((folder(), _SESSION_FILE), (folder() / "photos", _PHOTO_FILE),
+                           (folder() / "masks", _PHOTO_FILE)):
         try:
             names = os.listdir(where)
         except OSError:

@@ -5,8 +5,6 @@ object takes it out while the product stays selected. Screenshots (desktop and p
 test-artifacts/browser/find-subject/."""
 from __future__ import annotations
 
-import base64
-import io
 import re
 
 import numpy as np
@@ -14,41 +12,14 @@ import pytest
 from PIL import Image
 
 from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, grabcut_app, keep_failure
+from photos import SHADOW, png, shown, studio_shot, tinted
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 180_000
 SHOTS = ARTIFACTS / "find-subject"
-RED, BLUE, BACKDROP, SHADOW = (300, 310), (625, 400), (60, 60), (300, 478)   # (x, y) in the shot
+RED, BLUE, BACKDROP = (300, 310), (625, 400), (60, 60)   # (x, y) in the shot (photos.studio_shot)
 CLICK = (660, 340)                  # on the blue object, away from where its tint is read (the dot)
-
-
-def shot() -> bytes:
-    """800x600 PNG: a red product on a white sweep with a soft shadow, a blue object beside it."""
-    import cv2
-    rgb = np.full((600, 800, 3), 246, np.uint8)
-    shade = np.zeros((600, 800), np.float32)
-    cv2.ellipse(shade, (300, 478), (150, 14), 0, 0, 360, 1.0, -1)
-    shade = cv2.GaussianBlur(shade, (0, 0), 10)
-    rgb = (rgb * (1 - 0.35 * shade[..., None])).astype(np.uint8)
-    rgb[150:470, 200:400] = (170, 25, 30)
-    rgb[300:420, 600:700] = (30, 60, 190)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def shown(img) -> np.ndarray:
-    """The picture the photo component shows (its JPEG data URL), as RGB at 800x600."""
-    src = img.get_attribute("src")
-    data = base64.b64decode(src.split(",", 1)[1])
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((800, 600)), dtype=np.int16)
-
-
-def tinted(picture: np.ndarray, original: np.ndarray, xy) -> bool:
-    """The overlay changed the colour around (x, y): the mask covers it."""
-    x, y = xy
-    return float(np.abs(picture[y - 4:y + 5, x - 4:x + 5] - original[y - 4:y + 5, x - 4:x + 5]).mean()) > 12
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +34,7 @@ def test_find_the_subject_then_a_remove_click(server, tmp_path):
     from ui.clicker import IFRAME_SELECTOR
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "shot.png").write_bytes(shot())
+    (tmp_path / "shot.png").write_bytes(png(studio_shot()[0]))
     original = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"), dtype=np.int16)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -4,16 +4,15 @@ photo gives one line, and "Find the subject on upload" does it for each new phot
 like the other options). GrabCut is the segmenter: no weights."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from apptest_kit import button, no_exception  # noqa: E402
+from photos import png, studio_shot  # noqa: E402
 
 from ui import canvas, saved  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -26,28 +25,6 @@ def grabcut(monkeypatch):
     monkeypatch.setenv("BACKDROP_SEGMENTER", "grabcut")
 
 
-def shot():
-    """A red product on a white sweep with a soft grey shadow, and a blue object beside it (the
-    auto subject takes both)."""
-    import cv2
-    rgb = np.full((600, 800, 3), 246, np.uint8)
-    shade = np.zeros((600, 800), np.float32)
-    cv2.ellipse(shade, (300, 470), (150, 18), 0, 0, 360, 1.0, -1)
-    shade = cv2.GaussianBlur(shade, (0, 0), 12)
-    rgb = (rgb * (1 - 0.35 * shade[..., None])).astype(np.uint8)
-    rgb[150:470, 200:400] = (170, 25, 30)
-    rgb[300:420, 600:700] = (30, 60, 190)
-    truth = np.zeros((600, 800), bool)
-    truth[150:470, 200:400] = True
-    return rgb, truth
-
-
-def png(rgb) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def upload(at, rgb, name="shot.png"):
     at.file_uploader(key="upload").set_value((name, png(rgb), "image/png")).run()
     no_exception(at)
@@ -56,6 +33,16 @@ def upload(at, rgb, name="shot.png"):
 def mask(at) -> np.ndarray:
     (result,) = at.session_state["seg_cache"].values()
     return result.masks[result.best]
+
+
+def labels(node) -> list[str]:
+    """The widgets' labels in the page's order (a column's widgets before the next column's)."""
+    out = []
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "label", None):
+            out.append(child.label)
+        out += labels(child)
+    return out
 
 
 def iou(a, b) -> float:
@@ -68,9 +55,7 @@ def small(truth, shape):
 
 
 def test_find_the_subject_then_a_remove_click_corrects_it():
-    rgb, truth = shot()
-    blue = np.zeros_like(truth)
-    blue[300:420, 600:700] = True
+    rgb, truth, blue = studio_shot()
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.session_state["bg_kind"] = "Colour"
     upload(at, rgb)
@@ -111,7 +96,7 @@ def test_a_blank_photo_is_one_line():
 
 
 def test_find_on_upload_is_an_option_kept_with_the_work():
-    rgb, truth = shot()
+    rgb, truth, _ = studio_shot()
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.toggle(key="auto_on_upload").set_value(True).run()
     upload(at, rgb)
@@ -124,7 +109,7 @@ def test_catalogue_panel_frames_the_preview_and_goes_into_the_spec():
     """The Catalogue panel: a preset fills frame, margin and shadow from the spec's fields; the
     preview is the framed composite (square, white, the subject inside the margin, a shadow under
     it); the run's spec carries the values."""
-    rgb, truth = shot()
+    rgb, truth, _ = studio_shot()
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.session_state["bg_kind"] = "Colour"
     upload(at, rgb)
@@ -142,6 +127,10 @@ def test_catalogue_panel_frames_the_preview_and_goes_into_the_spec():
     dark = (framed.astype(int).sum(axis=2) < 600).any(axis=1)
     rows = np.nonzero(dark)[0]
     assert rows.min() > 0.05 * catalogue.PREVIEW_SIDE * 0.9        # the margin above the subject
+    # in the order a phone shows them (columns stack): the shadow's kind before its strength
+    order = labels(at.main)
+    assert order.index("Shadow") < order.index("Shadow strength") < order.index("Shadow softness"), order
+    assert order.index("Frame (WxH, empty = photo size)") < order.index("Shadow"), order
     at.text_input(key="cat_frame").set_value("1200x600").run()
     no_exception(at)
     assert S.spec_from_state(at.session_state).framing.size == (1200, 600)

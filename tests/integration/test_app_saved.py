@@ -85,6 +85,67 @@ def test_a_reload_brings_back_photo_clicks_prompt_and_settings():
     assert other.session_state["photo"] is None
 
 
+def found_and_refined() -> AppTest:
+    """The studio shot uploaded, "Find the subject" (both objects), one remove click on the blue
+    object: the product alone is selected."""
+    from apptest_kit import button
+    from photos import png, studio_shot
+
+    at = app()
+    at.session_state["bg_kind"] = "Colour"
+    at.file_uploader(key="upload").set_value(("shot.png", png(studio_shot()[0]), "image/png")).run()
+    button(at, "Find the subject").click().run()
+    no_exception(at)
+    prompts.add_click(at.session_state, 650, 360, 0)       # remove: on the blue object
+    at.run()
+    no_exception(at)
+    return at
+
+
+def shown_mask(at: AppTest):
+    """The mask the photo shows (the refined subject, at the preview size)."""
+    (result,) = at.session_state["seg_cache"].values()
+    return result.masks[result.best]
+
+
+def test_a_reload_brings_back_the_subject_found_and_its_refining_click():
+    import numpy as np
+
+    at = found_and_refined()
+    session = at.session_state[saved.ID_KEY]
+    found, mask = at.session_state["auto"]["mask"], shown_mask(at)
+    assert "(found, 0 add, 1 remove)" in captions(at)
+
+    again = app(session)
+    assert again.session_state["prompts"] == at.session_state["prompts"]
+    assert np.array_equal(again.session_state["auto"]["mask"], found)       # the same mask, kept
+    assert np.array_equal(shown_mask(again), mask)                          # refined again the same
+    assert "(found, 0 add, 1 remove)" in captions(again)
+    from ui import state as S
+    assert S.spec_from_state(again.session_state).subject.auto             # Generate finds it again
+
+    # what comes back is the kept mask itself, not a new search: another mask kept in its place
+    from core.images import encode_png
+    from ui import auto
+    other = np.zeros_like(found)
+    other[10:60, 10:90] = 255
+    file = saved.session_file(session)
+    work = json.loads(file.read_text())
+    work["auto"]["mask"] = auto.digest(other)
+    saved.mask_file(auto.digest(other)).write_bytes(encode_png(other))
+    file.write_text(json.dumps(work))
+    assert np.array_equal(app(session).session_state["auto"]["mask"], other)
+    work["auto"]["mask"] = auto.digest(found)
+    file.write_text(json.dumps(work))
+
+    # the kept mask is gone: the subject is found again, the click still refines it
+    saved.mask_file(at.session_state["auto"]["digest"]).unlink()
+    again = app(session)
+    assert np.array_equal(again.session_state["auto"]["mask"], found)
+    assert np.array_equal(shown_mask(again), mask)
+    assert not again.warning or all("brought back" not in w.value for w in again.warning)
+
+
 def test_damaged_or_missing_saved_work_is_a_fresh_start_with_one_line():
     at = edited_page()
     session = at.session_state[saved.ID_KEY]
