@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from core.history import RunQuery, open_store
 from core.history.models import Output, Run, Source
+from browser_helpers import bench_module
 from runs import record
 from waiting import wait_until
 
@@ -79,16 +80,8 @@ def _spawn(code: str, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _integrity(store) -> str:
-    """SQLite's integrity_check; on a server, rows pointing at rows that are not there."""
-    with store.engine.connect() as conn:
-        if store.engine.dialect.name == "sqlite":
-            return conn.exec_driver_sql("PRAGMA integrity_check").scalar()
-        dangling = conn.exec_driver_sql(
-            "SELECT (SELECT count(*) FROM outputs o LEFT JOIN runs r ON r.id = o.run_id "
-            "WHERE r.id IS NULL) + (SELECT count(*) FROM runs r LEFT JOIN sources s "
-            "ON s.id = r.source_id WHERE s.id IS NULL)").scalar()
-        return "ok" if dangling == 0 else f"{dangling} dangling rows"
+with bench_module("history") as bench_history:     # the check bench/history.py --stress makes too
+    _integrity = bench_history.integrity
 
 
 def _files(root: Path) -> set[str]:
