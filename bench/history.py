@@ -263,13 +263,19 @@ def integrity(store) -> str:
         return "ok" if dangling == 0 else f"{dangling} dangling rows"
 
 
-def stress(procs: int, per_proc: int, url=None) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="backdrop-stress-"))
+def use_data(tmp: Path, url=None) -> Path:
+    """The store (opened after this) keeps its data in `tmp` and its rows at `url` (default:
+    SQLite in `tmp`); returns `tmp`."""
     os.environ["BACKDROP_DATA_DIR"] = str(tmp)
     if url:
         os.environ["BACKDROP_DATABASE_URL"] = url
     else:
         os.environ.pop("BACKDROP_DATABASE_URL", None)
+    return tmp
+
+
+def stress(procs: int, per_proc: int, url=None) -> dict:
+    tmp = use_data(Path(tempfile.mkdtemp(prefix="backdrop-stress-")), url)
     from core.history import RunQuery, open_store
 
     open_store()  # create + migrate once up front (workers would also race safely for it)
@@ -329,12 +335,7 @@ def settle(store) -> str:
 
 def bench(args, url=None) -> dict:
     """Fill a fresh data dir (and the database at `url`, default SQLite in that dir) and measure."""
-    tmp = Path(tempfile.mkdtemp(prefix="backdrop-history-bench-"))
-    os.environ["BACKDROP_DATA_DIR"] = str(tmp)
-    if url:
-        os.environ["BACKDROP_DATABASE_URL"] = url
-    else:
-        os.environ.pop("BACKDROP_DATABASE_URL", None)
+    tmp = use_data(Path(tempfile.mkdtemp(prefix="backdrop-history-bench-")), url)
     t = time.perf_counter()
     from core.history import open_store
 
