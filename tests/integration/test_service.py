@@ -100,6 +100,24 @@ def test_replace_color_runs_files_end_to_end(api, service, chelsea):
     assert api.get("/v1/runs", params={"source": source}).json()["runs"][0]["id"] == run2["id"]
 
 
+def test_runs_filter_by_batch(api, chelsea):
+    """GET /v1/runs?batch=NAME: the runs a batch recorded (source name "<batch>/<file>", what
+    `python -m core batch` sends in team mode), each with its batch; one photo's run is in none."""
+    h, w = chelsea.shape[:2]
+    ids = {}
+    for name in ("api-shoot/a.png", "api-shoot/b.png", "api-single.png"):
+        r = api.post("/v1/replace", files={"photo": ("p.png", _png(chelsea), "image/png"),
+                                           "mask": ("m.png", _png(_ellipse(h, w)), "image/png")},
+                     data={"spec": json.dumps({"background": "color:#ffffff"}), "source_name": name})
+        assert r.status_code == 200, r.text
+        ids[name] = r.json()["run_id"]
+    page = api.get("/v1/runs", params={"batch": "api-shoot", "total": "true"}).json()
+    assert sorted(r["id"] for r in page["runs"]) == sorted([ids["api-shoot/a.png"], ids["api-shoot/b.png"]])
+    assert page["total"] == 2 and {r["batch"] for r in page["runs"]} == {"api-shoot"}
+    assert api.get(f"/v1/runs/{ids['api-single.png']}").json()["batch"] is None
+    assert api.get("/v1/runs", params={"batch": "api-nothing"}).json()["runs"] == []
+
+
 def test_replace_sd_on_the_tiny_model(api, chelsea, tiny_inpaint):
     h, w = chelsea.shape[:2]
     spec = {"background": "sd", "generation": {"prompt": "a red barn", "steps": 2, "seed": 7,
