@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "kit"))
 
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, Server, browser_missing  # noqa: E402
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, Server, browser_missing, open_editor  # noqa: E402
 
 TARGET_MS = 250.0
 TIMEOUT_MS = 180_000
@@ -154,6 +154,20 @@ def _settle(page, caption: str | None = None) -> None:
     page.wait_for_timeout(150)
 
 
+def _timed_clicks(page, img, pts, caption) -> dict:
+    """The clicks at `pts` (the 2nd, 3rd ... of a page), each timed and let settle (`caption(i)` on
+    the page after click i): their ms, median, median src size, and the shown image's width."""
+    times, sizes = [], []
+    for i, (fx, fy) in enumerate(pts, start=2):
+        ms, size = _timed_click(page, fx, fy)
+        times.append(ms)
+        sizes.append(size)
+        _settle(page, caption(i))
+    shown = img.bounding_box()
+    return {"ms": [round(v, 1) for v in times], "median_ms": round(statistics.median(times), 1),
+            "src_chars": int(statistics.median(sizes)), "shown_width": round(shown["width"])}
+
+
 def measure_app(browser, server: Server, photo: Path, n_clicks: int, screenshot: Path | None = None) -> dict:
     """Upload `photo`, first click (waits for the embedding), then n_clicks timed clicks; a
     screenshot of the page after the last one when `screenshot` is given."""
@@ -162,33 +176,20 @@ def measure_app(browser, server: Server, photo: Path, n_clicks: int, screenshot:
     from playwright.sync_api import expect
 
     page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(TIMEOUT_MS)
-    expect.set_options(timeout=TIMEOUT_MS)
     try:
-        page.goto(server.url)
-        page.locator("input[type='file']").first.set_input_files(str(photo))
+        img = open_editor(page, server.url, photo, timeout_ms=TIMEOUT_MS).locator("img")
         expect(page.get_by_text("Click on the subject to select it")).to_be_visible()
-        img = page.frame_locator(COMPONENT_IFRAME).first.locator("img")
-        expect(img).to_be_visible()
         pts = click_points(n_clicks)
         t = time.perf_counter()
         first_ms, _ = _timed_click(page, *pts[0])
         expect(page.get_by_text(re.compile(r"Mask ready: candidate \d of \d.*\(1 add"))).to_be_visible()
         first_wall = time.perf_counter() - t
         _settle(page)
-        times, sizes = [], []
-        for i, (fx, fy) in enumerate(pts[1:], start=2):
-            ms, size = _timed_click(page, fx, fy)
-            times.append(ms)
-            sizes.append(size)
-            _settle(page, f"({i} add, 0 remove")
-        shown = img.bounding_box()
+        timed = _timed_clicks(page, img, pts[1:], lambda i: f"({i} add, 0 remove")
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
-        return {"first_click_ms": round(first_ms, 1), "first_click_wall_s": round(first_wall, 2),
-                "ms": [round(v, 1) for v in times], "median_ms": round(statistics.median(times), 1),
-                "src_chars": int(statistics.median(sizes)), "shown_width": round(shown["width"])}
+        return {"first_click_ms": round(first_ms, 1), "first_click_wall_s": round(first_wall, 2), **timed}
     finally:
         page.close()
 
@@ -205,15 +206,7 @@ def measure_bare(browser, server: Server, n_clicks: int) -> dict:
         pts = click_points(n_clicks, seed=1)
         _timed_click(page, *pts[0])       # the first one, like the app's, is not counted
         _settle(page, "1 clicks")
-        times, sizes = [], []
-        for i, (fx, fy) in enumerate(pts[1:], start=2):
-            ms, size = _timed_click(page, fx, fy)
-            times.append(ms)
-            sizes.append(size)
-            _settle(page, f"{i} clicks")
-        shown = img.bounding_box()
-        return {"ms": [round(v, 1) for v in times], "median_ms": round(statistics.median(times), 1),
-                "src_chars": int(statistics.median(sizes)), "shown_width": round(shown["width"])}
+        return _timed_clicks(page, img, pts[1:], lambda i: f"{i} clicks")
     finally:
         page.close()
 
