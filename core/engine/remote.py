@@ -9,9 +9,9 @@ click is one small POST /v1/segment with that handle and the preview size, answe
 that size as a core.segment.SegmentResult. A handle the service no longer holds (evicted, or its
 replica restarted: "no longer held") is embedded again once, transparently.
 
-Runs: POST /v1/replace with the photo and the RunSpec (the service segments the clicks itself and
-records the run in ITS history, with its own model and edge fallbacks), then the outputs are fetched
-by hash (GET /v1/files/{hash}).
+Runs: POST /v1/replace with the photo and the RunSpec (the service segments the clicks itself, or
+finds the subject with subject.auto and answers how sure it is, and records the run in ITS history,
+with its own model and edge fallbacks), then the outputs are fetched by hash (GET /v1/files/{hash}).
 """
 from __future__ import annotations
 
@@ -180,7 +180,8 @@ class RemoteEngine:
                                 f"(status {out.get('status')})")
         return JobResult(run_id=out.get("run_id"), outputs=outputs,
                          seeds=[o.get("seed") for o in out["outputs"]], mask=None,
-                         timings=dict(out.get("timings") or {}))
+                         timings=dict(out.get("timings") or {}),
+                         auto_confidence=out.get("auto_confidence"))   # batch --auto's review list
 
     # -- history -----------------------------------------------------------------------------
     def file(self, digest: str, thumb: bool = False) -> bytes:

@@ -227,7 +227,9 @@ class Inpainter:
     async def run(self, photo: Optional[bytes], source: Optional[str], mask: Optional[bytes],
                   spec: dict, source_name: str = "", reuse: bool = False) -> "dict | Failed":
         """Returns {"run_id", "status", "outputs": [{hash, seed, width, height}], "mask": hash,
-        "timings", "reused", "retried"}; the run is in history (or a Failed says why not).
+        "timings", "reused", "retried", "auto_confidence"}; the run is in history (or a Failed says
+        why not). "auto_confidence": with spec.subject.auto, how sure the subject found is (0..1,
+        a reused run's too: the subject is found again to know the run), else None.
 
         `reuse`: the same photo, subject mask, spec and source_name already recorded as succeeded,
         or running here, is answered with that run, and nothing runs or is recorded again (a batch
@@ -241,11 +243,12 @@ class Inpainter:
         try:
             spec_ = RunSpec.from_json(spec)
             image = await asyncio.to_thread(photos.photo, photo, source)
-            retried = [0]
+            retried, auto = [0], {}
             if mask is not None:
                 subject = await asyncio.to_thread(photos.mask_array, mask, image)
             else:
-                subject = await self._subject(spec_, image, retried)
+                subject = await self._subject(spec_, image, retried, auto)
+            sure = auto.get("confidence")
             work, ident = None, None
             if reuse:
                 ident, mask_hash = await asyncio.to_thread(_identity, image, spec_, subject, source_name)
@@ -253,7 +256,7 @@ class Inpainter:
                 if work is None:
                     found = await asyncio.to_thread(_recorded, image.hash, mask_hash, spec_, source_name)
                     if found is not None:
-                        return {**found, "reused": True, "retried": retried[0]}
+                        return {**found, "reused": True, "retried": retried[0], "auto_confidence": sure}
             reused = work is not None
             if work is None:
                 work = asyncio.ensure_future(asyncio.to_thread(self._run, image, spec_, subject, source_name))
@@ -262,17 +265,18 @@ class Inpainter:
                     self._running[ident] = work
                     work.add_done_callback(lambda _, k=ident: self._running.pop(k, None))
             out = await asyncio.shield(work)
-            return {**out, "reused": reused, "retried": retried[0]}
+            return {**out, "reused": reused, "retried": retried[0], "auto_confidence": sure}
         except BackdropError as e:
             return _failed(e)
 
-    async def _subject(self, spec, image, retried: list) -> np.ndarray:
-        """The subject mask from the Segmenter deployment (as core.jobs.subject_mask picks it)."""
+    async def _subject(self, spec, image, retried: list, found: dict) -> np.ndarray:
+        """The subject mask from the Segmenter deployment (as core.jobs.subject_mask picks it);
+        `found` gets the confidence of a subject found with subject.auto."""
         from core.segment import SegmentRequest
         subject = spec.subject
         if subject.auto:          # found without clicks here (clicks refine it), as core.jobs does
             from core.jobs import JobRequest, subject_mask
-            return await asyncio.to_thread(subject_mask, JobRequest(image=image, spec=spec))
+            return await asyncio.to_thread(subject_mask, JobRequest(image=image, spec=spec), found)
         if not subject.segmenter:
             raise InvalidOptionError("no segmenter chosen for the clicks")
         request = SegmentRequest(clicks=subject.clicks, box=subject.box).model_dump()

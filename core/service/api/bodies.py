@@ -176,6 +176,10 @@ class ReplaceResponse(BaseModel):
     timings: dict[str, float] = {}
     reused: bool = Field(False, description="true when a `reuse` request was answered with an "
                                             "earlier run (nothing ran, nothing new recorded)")
+    auto_confidence: Optional[float] = Field(
+        None, ge=0, le=1, description="with spec.subject.auto: how sure the subject found is, 0 to 1 "
+                                      "(`batch --auto` lists the photos below --review-below for "
+                                      "review); null when the subject was given")
 
 
 class EmbedResponse(BaseModel):
