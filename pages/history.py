@@ -258,7 +258,8 @@ with st.container(horizontal=True, key="hist_grid"):
             if run.status == "failed" and uh.error_line(run):
                 st.caption(f":red[{escape_md(uh.error_line(run))}]")     # escaped: no markup
             meta = f"#{run.id} · {uh.local_time(run.created, tz)} · {run.spec.generation.model if run.spec.generation else run.spec.subject.segmenter or ''}"
-            st.caption(escape_md(meta))
+            photo_name = run.source_name.rpartition("/")[2]     # a batch's photos tell apart by it
+            st.caption(escape_md(f"{photo_name} · {meta}" if photo_name else meta))
             ticks = st.container(horizontal=True, gap="xsmall")   # side by side when they fit
             ticks.checkbox("Select", value=run.id in selected, key=f"pick-{run.id}",
                            on_change=uh.toggle_selected, args=(state, run.id),

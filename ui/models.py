@@ -19,7 +19,7 @@ from ui.widgets import escape_md, size_text
 log = logging.getLogger(__name__)
 
 TASK_TITLES = {"segment": "Segmentation (finds the subject from your clicks)",
-               "subject": "Find the subject (no clicks: the Editor's Find the subject, batch --auto)",
+               "subject": "Find the subject (no clicks)",
                "inpaint": "Inpainting (paints the background)",
                "fast": "Fast mode add-ons (few-step LoRAs and tiny autoencoders for the inpainting models)",
                "matte": "Matting (the Editor's Soft edge: ViTMatte; Guided and Closed-form need no download)"}
@@ -43,8 +43,7 @@ def downloadable(spec) -> bool:
 
 # "Find the subject" without downloaded weights: core.auto's studio method, in the subject table
 # like GrabCut in the segmentation one (it is no registry model: nothing to download)
-STUDIO_ROW = {"Model": "studio", "What it is": "No-weights method for studio shots (plain or gradient "
-              "backdrop, e.g. products on white): used when no BiRefNet model is downloaded",
+STUDIO_ROW = {"Model": "studio", "What it is": "No weights: products on a plain or gradient backdrop",
               "Download size": "none", "On this machine": "✓ ready", "File": "—"}
 
 
@@ -74,14 +73,15 @@ def subject_lines() -> list[str]:
         log.warning("cannot tell which subject model is used: %s", e)
         name = None
     if name:
-        used = (f"**Find the subject uses {name}** here (downloaded"
-                + (", on the GPU)." if name == "birefnet" else ", on the CPU)."))
+        used = (f"**Find the subject uses {name}** here (the Editor's button and batch --auto; "
+                f"downloaded, on the {'GPU' if name == 'birefnet' else 'CPU'}).")
         if name == "birefnet-lite" and resources.is_present(weights.get_spec("birefnet", "subject")):
             used += " birefnet is downloaded too, but it is used only on a GPU."
     else:
-        used = ("**Find the subject uses the studio method** here: no BiRefNet model is downloaded. "
-                "It is made for product shots on a plain or gradient backdrop; download birefnet-lite "
-                "for any other photo (it is used as soon as it is on disk).")
+        used = ("**Find the subject uses the studio method** here (the Editor's button and batch "
+                "--auto): no BiRefNet model is downloaded. It is made for product shots on a plain or "
+                "gradient backdrop; download birefnet-lite for any other photo (it is used as soon as "
+                "it is on disk).")
     return [used,
             "Both BiRefNet models are MIT-licensed; Backdrop loads their weights into its own code "
             "(nothing from the model hub is run). From the command line:"]

@@ -141,6 +141,8 @@ def test_batch_filter_shows_only_that_batchs_runs(store, astronaut, monkeypatch,
     assert summary(at).startswith("**3** runs")
     assert sorted(open_ids(at)) == shots
     assert at.expander[0].label == "Search and filters · batch shots"
+    captions = [c.value.replace("\\", "") for c in at.caption]        # each card names its photo
+    assert all(any(c.startswith(f"{k}.png · #{rid} ·") for c in captions) for k, rid in enumerate(shots))
     at.text_input(key="hist_search").input("shot 1").run()          # with search: both apply
     assert open_ids(at) == [shots[1]]
     at.text_input(key="hist_search").input("").run()
