@@ -230,17 +230,18 @@ def test_a_running_generation_comes_back_after_a_reload_and_history_cancels_it()
 def test_old_saved_work_is_deleted_and_nothing_else(tmp_path):
     folder = saved.folder()
     (folder / "photos").mkdir(parents=True)
+    (folder / "masks").mkdir()
     old_session, new_session = folder / ("a" * 32 + ".json"), folder / ("b" * 32 + ".json")
-    old_photo = folder / "photos" / ("c" * 64 + ".png")
+    old_photo, old_mask = folder / "photos" / ("c" * 64 + ".png"), folder / "masks" / ("f" * 64 + ".png")
     others = [folder / "notes.json", folder / ("d" * 32 + ".json.bak"), folder / "photos" / "x.png"]
-    for f in [old_session, new_session, old_photo, *others]:
+    for f in [old_session, new_session, old_photo, old_mask, *others]:
         f.write_text("{}")
     (folder / ("e" * 32 + ".json")).mkdir()               # a folder with a session's name
     week_ago = time.time() - 8 * 86400
-    for f in [old_session, old_photo, *others]:
+    for f in [old_session, old_photo, old_mask, *others]:
         os.utime(f, (week_ago, week_ago))
-    assert saved.prune() == 2
-    assert not old_session.exists() and not old_photo.exists()
+    assert saved.prune() == 3
+    assert not old_session.exists() and not old_photo.exists() and not old_mask.exists()
     assert new_session.exists() and all(f.exists() for f in others)
     assert (folder / ("e" * 32 + ".json")).is_dir()
 
