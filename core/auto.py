@@ -16,29 +16,33 @@ How (on a copy with long side WORK_SIDE px, then the edge at full resolution):
      shadow may touch the border). Its residual is the photo's noise level. No plain backdrop at the
      border (most of it does not fit, or it is busy) -> NoBackdropError.
   2. Each pixel is compared with the backdrop there: a shadow or shade darkens the backdrop and keeps
-     its colour (pixel = s x backdrop, s < 1), so the pixel's colour off that line, its darkness
-     below what a cast shadow does (s < DARK) and any brightening are subject evidence. Pixels that
-     fit s x backdrop are backdrop (s ~ 1) or shadow-like (s < 1).
-  3. A cast shadow is soft: it fades into the backdrop. The product's outline is
-     a sharp edge. So the background is grown from the border over backdrop-like pixels, never
-     across a sharp edge, then over the shadow-like pieces whose rim mostly fades into it (split at
-     narrow necks first); what it does not reach is the subject. A white label on a dark
-     bottle is enclosed by the bottle's edges, so it is not reached and stays subject (holes are
-     filled); a grey product is walled off by its own outline even though its colour could be a
-     shadow's. Specks (pieces much smaller than the largest) are dropped.
-  4. The outline is decided again at full resolution in a band of BAND working px along it only:
+     its colour (pixel = s x backdrop, s < 1), so the pixel's colour off that line and its darkness
+     below what a cast shadow does (s < DARK) are subject evidence. Pixels that fit s x backdrop are
+     backdrop (s ~ 1), shadow-like (s < 1) or brighter (s > 1, judged on a smoothed s: a light
+     fall-off the cubic misses, or a product's bright face).
+  3. A cast shadow is soft: it fades into the backdrop. The product's outline is a sharp edge. So
+     the background is grown from the border over backdrop-like pixels, never across a sharp edge
+     (edges widened to WALL px, which closes small gaps), then over the shadow-like and brighter
+     pieces whose rim mostly fades into it (split at necks narrower than 2 NECK + 1 px first);
+     what it does not reach is the subject. A piece that reaches the upper part of the product
+     (above UPPER of the height its sharp outline spans) is no floor shadow: it goes only when
+     nearly all of its rim fades (a grey face whose highlight, as white as the backdrop, opens the
+     outline stays). A white label on a dark bottle is enclosed by the bottle's edges and stays
+     subject (holes are filled). Specks (pieces much smaller than the largest) are dropped.
+  4. A floor reflection and the contact shadow at the foot are taken off; see-through holes (plain
+     backdrop enclosed by the subject with no print inside: a mug's handle, the floor between
+     legs) are left out, with the floor under them down to the contact line (its shadows).
+  5. The outline is decided again at full resolution in a band of BAND working px along it only:
      a pixel is subject when its colour is nearer the subject's colour there than the backdrop's
      (or the shaded backdrop, next to a shadow), so the outline follows the photo's own edge.
 
-  5. See-through holes: a piece of plain backdrop enclosed by the subject on every side with no
-     print inside (a mug's handle, the floor between legs) is left out; a printed label is kept.
-
 Known limits: a product part that matches the backdrop and touches the outline (a white cap on a
-white sweep, an off-white product cut by the frame) is lost; a grey or off-white face next to the
-cast shadow may be taken with the shadow; a radial fall-off the cubic backdrop cannot follow leaves
-corners as subject; a blank label of exactly the backdrop's colour is taken as a hole; a floor reflection of a coloured product is partly taken as subject (its colour is not the
-backdrop's); a grey product standing in its own shadow may lose or gain part of it; a product cut by every side of
-the frame has no backdrop to model. Figures: `python bench/catalogue.py`.
+white sweep, a highlight stripe running the product's whole height, a white belly) is lost; an
+off-white product cut by the frame, or a white label reaching the frame's edge, may be lost; a
+grey face next to the cast shadow in the product's lower half may be taken with the shadow; a blank
+label of exactly the backdrop's colour is taken as a hole; a floor reflection of a coloured product
+is partly taken as subject (its colour is not the backdrop's); a product cut by every side of the
+frame has no backdrop to model. Figures: `python bench/catalogue.py`.
 (Over the ~400-line guide: one method whose steps feed each other; split, they would be private.)
 """
 from __future__ import annotations
@@ -64,9 +68,13 @@ DARK = 0.32              # darker than this share of the backdrop: no cast shado
 EDGE = 0.05              # a sharp edge: the colour relative to the backdrop changes this much per px
 EDGE_LOW = 0.012         # ... or this much, when it is SHARP times steeper than at 3x the scale
 SHARP = 1.8
-NECK = 3                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
+WALL = 3                 # edges are widened to this many working px before they wall anything in
+NECK = 5                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
+OPEN_RIM = 0.7           # ... or, for one standing in the product's upper part, this much
+UPPER = 0.5              # a cast shadow does not reach above this share of the product's height
 SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
 MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
+FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
@@ -187,6 +195,7 @@ def _backdrop(img: np.ndarray):
 def _evidence(img: np.ndarray, model: np.ndarray, sigma: np.ndarray):
     """Per pixel: shading ratio s (pixel ~ s x backdrop), colour off that line (levels), subject
     evidence (bool) and shadow-like (bool)."""
+    import cv2
     dot = (img * model).sum(axis=2)
     nb = (model * model).sum(axis=2)
     s = dot / nb
@@ -195,9 +204,12 @@ def _evidence(img: np.ndarray, model: np.ndarray, sigma: np.ndarray):
     bright = np.sqrt(nb) / np.sqrt(3)
     t_off = max(T_OFF, 4.0 * sig)
     t_s = max(0.025, 4.0 * sig / np.sqrt(3) / max(float(bright.mean()), 1.0))
-    subject = (off > t_off) | (s < DARK) | (s > 1 + 2 * t_s)
+    subject = (off > t_off) | (s < DARK)
+    # brighter than the backdrop model, judged on a smoothed ratio: a light fall-off the model
+    # misses is one smooth area, not noise speckle
+    bright = ~subject & (cv2.GaussianBlur(s, (0, 0), 2.0) > 1 + 2 * t_s)
     shadow = ~subject & (s < 1 - t_s)
-    return s, off, subject, shadow, t_off
+    return s, off, subject, shadow, bright, t_off
 
 
 def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
@@ -237,15 +249,17 @@ def _grow(seed: np.ndarray, into: np.ndarray) -> np.ndarray:
     return hit[lab]
 
 
-def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np.ndarray:
+def _background(subject: np.ndarray, shadow: np.ndarray, bright: np.ndarray, edge: np.ndarray) -> np.ndarray:
     """The backdrop and its shadows: grown from the border over backdrop-like pixels, then over the
     shadow-like pieces whose rim mostly fades into that backdrop (a cast shadow) rather than
     meeting sharp edges (a grey product, walled by its outline). Shadow-like areas are split at
     narrow necks first, so a grey product standing in its shadow is not taken with it."""
     import cv2
-    plain = ~subject & ~shadow
+    plain = ~subject & ~shadow & ~bright
+    edge_px = edge
+    edge = cv2.dilate(edge.view(np.uint8), np.ones((WALL, WALL), np.uint8)) > 0   # close small gaps
     bg = _components_touching_border(plain & ~edge)
-    pending = shadow & ~edge & ~bg
+    pending = (shadow | bright) & ~edge & ~bg
     if pending.any():
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * NECK + 1, 2 * NECK + 1))
         core = cv2.erode(pending.view(np.uint8), disc) > 0
@@ -264,14 +278,37 @@ def _background(subject: np.ndarray, shadow: np.ndarray, edge: np.ndarray) -> np
             np.add.at(ring, big[rim], 1)
             np.add.at(soft, big[rim & bg], 1)
             is_shadow = soft >= SOFT_RIM * np.maximum(ring, 1)
+            is_shadow &= ~_standing(lab, n, (edge_px | subject) & ~bg) | (soft >= OPEN_RIM * ring)
             is_shadow[0] = False
             bg = bg | is_shadow[lab]
         # shadow pixels no piece took (thin bits) go with the backdrop they touch
         bg = _grow(bg, pending & (lab == 0) if n > 1 else pending)
     # backdrop-like pixels cut off from the border only by shadows, and the backdrop side of edges
     bg = _grow(bg, plain & ~edge)
-    bg = _grow(bg, plain & edge)
-    return bg
+    for _ in range(WALL // 2 + 1):                    # the backdrop side of the walls, a step at a time
+        bg = bg | ((cv2.dilate(bg.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~subject & edge & ~edge_px)
+    return _grow(bg, plain & edge_px)
+
+
+def _standing(lab: np.ndarray, n: int, sharp: np.ndarray) -> np.ndarray:
+    """Per piece: a dark piece that reaches the upper part of the product (the rows and columns its
+    sharp outline and clear subject pixels span) cannot be the cast shadow, which lies on the
+    floor at the base: it is a grey face of the product (a highlight as bright as the backdrop can
+    open its outline at the top, so its rim alone does not tell)."""
+    ys, xs = np.nonzero(sharp)
+    out = np.zeros(n, bool)
+    if len(ys) == 0:
+        return out
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
+    py, px = np.nonzero(lab)
+    k = lab[py, px]
+    ptop = np.full(n, 1 << 30)
+    np.minimum.at(ptop, k, py)
+    pl, pr = np.full(n, 1 << 30), np.full(n, -1)
+    np.minimum.at(pl, k, px)
+    np.maximum.at(pr, k, px)
+    out = (ptop < top + UPPER * (bottom - top)) & (pl >= left) & (pr <= right)
+    return out
 
 
 def _fill_holes(found: np.ndarray) -> np.ndarray:
@@ -308,6 +345,30 @@ def _see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray) -> np.n
         ring = cv2.dilate((sub == k).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         solid[k] = np.count_nonzero(ring & (sub > 0) & (sub != k)) <= 0.02 * stats[k, cv2.CC_STAT_AREA]
     return solid[lab]
+
+
+def _floor_below(found: np.ndarray, holes: np.ndarray, subject: np.ndarray, edge: np.ndarray) -> np.ndarray:
+    """The see-through holes and, under each, the floor down to the subject's lowest row in that
+    column when, above the contact line (the lowest FOOT of the photo's height), nothing there is
+    clearly subject and no edge crosses it: between a figure's legs the floor carries the cast
+    and contact shadows, which the legs and the contact line wall in."""
+    out = holes.copy()
+    if not holes.any():
+        return out
+    h = found.shape[0]
+    rows = np.arange(h)[:, None]
+    lowest_hole = np.where(holes, rows, -1).max(axis=0)
+    bottom = np.where(found, rows, -1).max(axis=0)
+    top = int(np.nonzero(found.any(axis=1))[0][0])
+    foot = max(2, int(round(FOOT * h)))
+    cols = np.nonzero((lowest_hole >= 0) & (bottom > lowest_hole)
+                      & (bottom - lowest_hole <= FLOOR * (bottom.max() - top + 1)))[0]
+    for c in cols:
+        y0, y1 = lowest_hole[c] + 1, bottom[c] + 1
+        above = max(y0, y1 - foot)                   # above the contact line
+        if not subject[y0:above, c].any() and not edge[y0:above, c].any():
+            out[y0:y1, c] = True
+    return out
 
 
 def _drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
@@ -450,9 +511,10 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         model, sigma, share = _backdrop(img)
         if share < 0.5 or float(np.max(sigma)) > 10:
             raise NoBackdropError("no plain backdrop around the subject: click on it instead")
-        s, off, subject, shadow, t_off = _evidence(img, model, sigma)
+        s, off, subject, shadow, bright, t_off = _evidence(img, model, sigma)
         edge = _edges(s, img, model)
-        background = _background(subject, shadow, edge)
+        background = _background(subject, shadow, bright, edge)
+        subject = subject | (bright & ~background)
         found = ~background
         # a shadow sliver walled off by its own (contact) edge is not subject: drop thin shadow bits
         solid = cv2.morphologyEx(found.view(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
@@ -471,7 +533,7 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
         # fill enclosed holes (labels, highlights)
         found = _fill_holes(found)
-        found = found & ~_see_through(found, ~subject & ~shadow, edge)
+        found = found & ~_floor_below(found, _see_through(found, ~subject & ~shadow, edge), subject, edge)
         conf = _confidence(found, off, s, t_off, share, shadow)
         mask = _refine(rgb, found, img, model, subject, shadow)
     x, y, bw, bh = cv2.boundingRect(mask)

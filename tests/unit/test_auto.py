@@ -165,3 +165,86 @@ def test_confidence_low_on_a_faint_product():
     hard = find_subject(mug((220, 220, 216))[0]).confidence
     clear = find_subject(mug((180, 40, 40))[0]).confidence
     assert hard < REVIEW_BELOW <= clear, (hard, clear)
+
+
+def off_white_can(level, seed=7):
+    """An off-white can on white, shaded like a cylinder, a specular stripe as bright as the
+    backdrop from top to bottom (it opens the can's outline), a soft cast shadow at its base;
+    returns (photo, truth, the cast shadow)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    can = np.zeros((H, W), np.float32)
+    cv2.rectangle(can, (180, 70), (300, 290), 1.0, -1)
+    xs = np.arange(W, dtype=np.float32)
+    u = np.clip((xs - 180) / 120 * 2 - 1, -1, 1)
+    light = 0.6 + 0.45 * np.clip(np.cos((u + 0.2) * 1.35), 0, 1)
+    stripe = np.exp(-0.5 * ((xs - 215) / 6) ** 2) * 0.9
+    colour = level * light[None, :, None] * np.ones((H, W, 3), np.float32)
+    colour = colour + (250 - colour) * stripe[None, :, None]
+    cast = np.zeros((H, W), np.float32)
+    cv2.ellipse(cast, (260, 292), (110, 16), 0, 0, 360, 1.0, -1)
+    cast = cv2.GaussianBlur(cast, (0, 0), 7)
+    img = white() * (1 - 0.5 * cast)[..., None]
+    img = img * (1 - can[..., None]) + colour * can[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    return img, can > 0.5, (cast > 0.3) & (can < 0.5)
+
+
+@pytest.mark.parametrize("level", [190.0, 205.0, 220.0])
+def test_off_white_product_is_not_taken_for_its_shadow(level):
+    """A silver/off-white product is as grey as its own cast shadow and its highlight is the
+    backdrop's white: the product is kept (its faces reach far above where a floor shadow can),
+    the shadow under it is left out."""
+    img, truth, cast = off_white_can(level)
+    m = find_subject(img).mask >= 128
+    assert m[truth].mean() > 0.85
+    assert m[cast].mean() < 0.05
+    assert iou(m, truth) > 0.85
+
+
+def radial_light(product=True, seed=8):
+    """A backdrop lit in the middle and falling off to grey corners (a shape the backdrop's
+    polynomial cannot follow); a small blue box in front of it, or nothing."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    d2 = (xs / W - 0.5) ** 2 + ((ys / H - 0.45) * H / W) ** 2
+    img = np.dstack([252 + (180 - 252) * np.clip(d2 / 0.12, 0, 1)] * 3)
+    box = np.zeros((H, W), np.float32)
+    if product:
+        cv2.rectangle(box, (210, 200), (270, 290), 1.0, -1)
+    img = img * (1 - box[..., None]) + np.array([40, 90, 160], np.float32) * box[..., None]
+    return np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8), box > 0.5
+
+
+def test_light_fall_off_is_backdrop_not_subject():
+    """The bright middle of a radially lit backdrop is brighter than the fitted backdrop, but it
+    fades into it softly: it is backdrop; the product is found alone, and the same photo without
+    the product is a blank photo (one clear line)."""
+    img, truth = radial_light()
+    assert iou(find_subject(img).mask >= 128, truth) > 0.95
+    with pytest.raises(NoSubjectError):
+        find_subject(radial_light(product=False)[0])
+
+
+def test_floor_between_legs_is_not_subject():
+    """A figure on two legs: the floor between them carries the cast shadow and the contact
+    line, which wall it in; it is backdrop, the figure is kept."""
+    import cv2
+    rng = np.random.default_rng(9)
+    fig = np.zeros((H, W), np.float32)
+    cv2.rectangle(fig, (150, 120), (330, 200), 1.0, -1)
+    cv2.rectangle(fig, (150, 200), (180, 300), 1.0, -1)
+    cv2.rectangle(fig, (300, 200), (330, 300), 1.0, -1)
+    cast = np.zeros((H, W), np.float32)
+    cv2.ellipse(cast, (240, 285), (120, 22), 0, 0, 360, 1.0, -1)
+    cast = cv2.GaussianBlur(cast, (0, 0), 8)
+    contact = np.zeros((H, W), np.float32)
+    cv2.ellipse(contact, (240, 300), (88, 3), 0, 0, 360, 1.0, -1)
+    contact = cv2.GaussianBlur(contact, (0, 0), 1.2)
+    img = white(240.0) * (1 - 0.45 * cast)[..., None] * (1 - 0.5 * contact)[..., None]
+    img = img * (1 - fig[..., None]) + np.array([120, 140, 170], np.float32) * fig[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    m = find_subject(img).mask >= 128
+    assert m[205:300, 185:295].mean() < 0.03
+    assert iou(m, fig > 0.5) > 0.97
