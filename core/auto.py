@@ -1,8 +1,9 @@
 """Automatic subject for studio product shots, no learned weights: what finds the product in a photo
 taken on a plain or gradient backdrop (white sweep, grey paper, a radial light fall-off).
 
-Why one file (~500 lines): the steps below pass the backdrop model, the evidence maps and the
-working scale from one to the next; they are one method, tuned together.
+Two files: this one fits the backdrop, gathers the evidence, refines the outline and scores the
+result; core/auto_shadow.py separates the subject from the backdrop, its cast shadow, its floor
+reflection and the floor seen through it (steps 3 and 4). They are one method, tuned together.
 
     found = find_subject(rgb)          # rgb HxWx3 uint8
     found.mask        HxW uint8, 255 = subject, full resolution
@@ -43,7 +44,6 @@ grey face next to the cast shadow in the product's lower half may be taken with 
 label of exactly the backdrop's colour is taken as a hole; a floor reflection of a coloured product
 is partly taken as subject (its colour is not the backdrop's); a product cut by every side of the
 frame has no backdrop to model. Figures: `python bench/catalogue.py`.
-(Over the ~400-line guide: one method whose steps feed each other; split, they would be private.)
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ from typing import Optional
 
 import numpy as np
 
-from core import arrays
+from core import arrays, auto_shadow
 from core.errors import ImageError
 
 __all__ = ["AutoSubject", "NoSubjectError", "NoBackdropError", "find_subject", "WORK_SIDE", "REVIEW_BELOW"]
@@ -68,17 +68,9 @@ DARK = 0.32              # darker than this share of the backdrop: no cast shado
 EDGE = 0.05              # a sharp edge: the colour relative to the backdrop changes this much per px
 EDGE_LOW = 0.012         # ... or this much, when it is SHARP times steeper than at 3x the scale
 SHARP = 1.8
-WALL = 3                 # edges are widened to this many working px before they wall anything in
-NECK = 5                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
-OPEN_RIM = 0.7           # ... or, for one standing in the product's upper part, this much
-UPPER = 0.5              # a cast shadow does not reach above this share of the product's height
-SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
-MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
-FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
-FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
+STEM = 9                 # a thin part at least this tall (working px) and upright is kept
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
-HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 BAND = 2                 # the outline is decided again at full size within this many working px
 
 
@@ -229,212 +221,9 @@ def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
     return (fine > EDGE) | ((fine > EDGE_LOW) & (fine > SHARP * coarse))
 
 
-def _components_touching_border(passable: np.ndarray) -> np.ndarray:
-    import cv2
-    n, lab = cv2.connectedComponents(passable.view(np.uint8), connectivity=4)
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    border = border[border > 0]
-    reached = np.zeros(n, bool)
-    reached[border] = True
-    return reached[lab]
-
-
-def _grow(seed: np.ndarray, into: np.ndarray) -> np.ndarray:
-    """seed plus the pieces of `into` (4-connected) that touch it."""
-    import cv2
-    n, lab = cv2.connectedComponents((seed | into).view(np.uint8), connectivity=4)
-    hit = np.zeros(n, bool)
-    hit[np.unique(lab[seed])] = True
-    hit[0] = False
-    return hit[lab]
-
-
-def _background(subject: np.ndarray, shadow: np.ndarray, bright: np.ndarray, edge: np.ndarray) -> np.ndarray:
-    """The backdrop and its shadows: grown from the border over backdrop-like pixels, then over the
-    shadow-like pieces whose rim mostly fades into that backdrop (a cast shadow) rather than
-    meeting sharp edges (a grey product, walled by its outline). Shadow-like areas are split at
-    narrow necks first, so a grey product standing in its shadow is not taken with it."""
-    import cv2
-    plain = ~subject & ~shadow & ~bright
-    edge_px = edge
-    edge = cv2.dilate(edge.view(np.uint8), np.ones((WALL, WALL), np.uint8)) > 0   # close small gaps
-    bg = _components_touching_border(plain & ~edge)
-    pending = (shadow | bright) & ~edge & ~bg
-    if pending.any():
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * NECK + 1, 2 * NECK + 1))
-        core = cv2.erode(pending.view(np.uint8), disc) > 0
-        n, lab = cv2.connectedComponents(core.view(np.uint8), connectivity=8)
-        k3 = np.ones((3, 3), np.uint8)
-        lab = lab.astype(np.int32)
-        for _ in range(NECK + 1):                     # give the pixels cut off by the erosion back
-            grown = cv2.dilate(lab.astype(np.float32), k3).astype(np.int32)
-            free = pending & (lab == 0)
-            lab[free] = grown[free]
-        if n > 1:
-            ring = np.zeros(n, np.float64)
-            soft = np.zeros(n, np.float64)
-            big = cv2.dilate(lab.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
-            rim = (big > 0) & (lab == 0)
-            np.add.at(ring, big[rim], 1)
-            np.add.at(soft, big[rim & bg], 1)
-            is_shadow = soft >= SOFT_RIM * np.maximum(ring, 1)
-            is_shadow &= ~_standing(lab, n, (edge_px | subject) & ~bg) | (soft >= OPEN_RIM * ring)
-            is_shadow[0] = False
-            bg = bg | is_shadow[lab]
-        # shadow pixels no piece took (thin bits) go with the backdrop they touch
-        bg = _grow(bg, pending & (lab == 0) if n > 1 else pending)
-    # backdrop-like pixels cut off from the border only by shadows, and the backdrop side of edges
-    bg = _grow(bg, plain & ~edge)
-    for _ in range(WALL // 2 + 1):                    # the backdrop side of the walls, a step at a time
-        bg = bg | ((cv2.dilate(bg.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~subject & edge & ~edge_px)
-    return _grow(bg, plain & edge_px)
-
-
-def _standing(lab: np.ndarray, n: int, sharp: np.ndarray) -> np.ndarray:
-    """Per piece: a dark piece that reaches the upper part of the product (the rows and columns its
-    sharp outline and clear subject pixels span) cannot be the cast shadow, which lies on the
-    floor at the base: it is a grey face of the product (a highlight as bright as the backdrop can
-    open its outline at the top, so its rim alone does not tell)."""
-    ys, xs = np.nonzero(sharp)
-    out = np.zeros(n, bool)
-    if len(ys) == 0:
-        return out
-    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
-    py, px = np.nonzero(lab)
-    k = lab[py, px]
-    ptop = np.full(n, 1 << 30)
-    np.minimum.at(ptop, k, py)
-    pl, pr = np.full(n, 1 << 30), np.full(n, -1)
-    np.minimum.at(pl, k, px)
-    np.maximum.at(pr, k, px)
-    out = (ptop < top + UPPER * (bottom - top)) & (pl >= left) & (pr <= right)
-    return out
-
-
 def _fill_holes(found: np.ndarray) -> np.ndarray:
     """Fill what the subject encloses (a label, a highlight)."""
-    return ~_components_touching_border(~found)
-
-
-def _see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray) -> np.ndarray:
-    """The see-through holes in the subject: pieces of plain backdrop (the backdrop's colour and
-    brightness, no edge) enclosed by subject pixels on every side, at least HOLE_MIN working px,
-    with nothing inside them (a label with print has its print inside): the hole of a mug's
-    handle, the floor between a figure's legs. A blank label of exactly the backdrop's colour
-    looks the same and is taken out too."""
-    import cv2
-    cand = found & plain & ~edge
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=4)
-    if n <= 1:
-        return np.zeros_like(found)
-    near = cv2.dilate((~found).view(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    touches = np.zeros(n, bool)
-    touches[np.unique(lab[near & cand])] = True              # next to the backdrop: an outline part
-    solid = np.zeros(n, bool)
-    for k in np.nonzero(~touches & (stats[:, cv2.CC_STAT_AREA] >= HOLE_MIN))[0]:
-        if k == 0:
-            continue
-        x, y, bw, bh = stats[k, :4]
-        piece = (lab[y:y + bh, x:x + bw] == k).astype(np.uint8)
-        filled = ~_components_touching_border(~piece.astype(bool)) if min(bw, bh) > 2 else piece > 0
-        if np.count_nonzero(filled) > 1.01 * stats[k, cv2.CC_STAT_AREA] + 2:
-            continue
-        # across a thin line of print there is more of the same paper: a printed label
-        y0, x0 = max(0, y - 4), max(0, x - 4)
-        sub = lab[y0:y + bh + 4, x0:x + bw + 4]
-        ring = cv2.dilate((sub == k).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        solid[k] = np.count_nonzero(ring & (sub > 0) & (sub != k)) <= 0.02 * stats[k, cv2.CC_STAT_AREA]
-    return solid[lab]
-
-
-def _floor_below(found: np.ndarray, holes: np.ndarray, subject: np.ndarray, edge: np.ndarray) -> np.ndarray:
-    """The see-through holes and, under each, the floor down to the subject's lowest row in that
-    column when, above the contact line (the lowest FOOT of the photo's height), nothing there is
-    clearly subject and no edge crosses it: between a figure's legs the floor carries the cast
-    and contact shadows, which the legs and the contact line wall in."""
-    out = holes.copy()
-    if not holes.any():
-        return out
-    h = found.shape[0]
-    rows = np.arange(h)[:, None]
-    lowest_hole = np.where(holes, rows, -1).max(axis=0)
-    bottom = np.where(found, rows, -1).max(axis=0)
-    top = int(np.nonzero(found.any(axis=1))[0][0])
-    foot = max(2, int(round(FOOT * h)))
-    cols = np.nonzero((lowest_hole >= 0) & (bottom > lowest_hole)
-                      & (bottom - lowest_hole <= FLOOR * (bottom.max() - top + 1)))[0]
-    for c in cols:
-        y0, y1 = lowest_hole[c] + 1, bottom[c] + 1
-        above = max(y0, y1 - foot)                   # above the contact line
-        if not subject[y0:above, c].any() and not edge[y0:above, c].any():
-            out[y0:y1, c] = True
-    return out
-
-
-def _drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
-    """Take a floor reflection off the bottom of the subject: below some line y0 every row is a
-    faint mirror image of the rows above it (each pixel's contrast with the backdrop under
-    MIRROR x that of its mirror pixel at 2 y0 - y) in 8 rows of 10, down to the subject's lowest
-    row. The highest such y0 with at least 3 rows below it wins; the faint pixels below it are
-    dropped."""
-    rows = np.nonzero(found.any(axis=1))[0]
-    if len(rows) < 8:
-        return found
-    top, bottom = int(rows[0]), int(rows[-1])
-    height = bottom - top + 1
-    best = None
-    for y0 in range(bottom - 3, bottom - int(0.45 * height), -1):
-        d = bottom - y0                                     # rows below y0
-        if y0 - d < top:
-            break
-        below = found[y0 + 1:bottom + 1]
-        mirror = found[y0 - d:y0][::-1]
-        faint = below & mirror & (contrast[y0 + 1:bottom + 1] < MIRROR * contrast[y0 - d:y0][::-1])
-        n_below = below.sum(axis=1)
-        share = faint.sum(axis=1) / np.maximum(n_below, 1)
-        if np.mean(share[n_below > 0] >= 0.7) < 0.8:       # (a contact shadow's rows may fail)
-            if best is not None:
-                break
-            continue
-        best = (y0, faint)
-    if best is None:
-        return found
-    y0, faint = best
-    out = found.copy()
-    out[y0 + 1:y0 + 1 + faint.shape[0]] &= ~faint
-    return out
-
-
-def _drop_foot_shadow(found: np.ndarray, shadow: np.ndarray) -> np.ndarray:
-    """Take the contact shadow off the subject's foot: in each column, shadow-like pixels at the
-    bottom of the subject, at most FOOT x the photo's height tall, right under pixels that are
-    clearly subject (the product's base), go back to the backdrop. (A contact shadow is dark and
-    thin, and often sharp enough to be walled in with the product.)"""
-    h, w = found.shape
-    limit = max(2, int(round(FOOT * h)))
-    has = found.any(axis=0)
-    if not has.any():
-        return found
-    bottom = h - 1 - np.argmax(found[::-1], axis=0)          # lowest subject row per column
-    cols = np.nonzero(has)[0]
-    out = found.copy()
-    run = np.zeros(len(cols), np.int32)
-    alive = np.ones(len(cols), bool)
-    for k in range(limit + 1):
-        y = bottom[cols] - k
-        ok = y >= 0
-        yy = np.clip(y, 0, h - 1)
-        sh = ok & found[yy, cols] & shadow[yy, cols]
-        ends = alive & ~sh
-        # the run ended at row y: clear it when that pixel is clearly subject (the product's base)
-        base = ends & ok & found[yy, cols] & (run > 0)
-        for c, r in zip(cols[base], run[base]):
-            out[bottom[c] - r + 1:bottom[c] + 1, c] = False
-        alive &= sh
-        run += alive
-        if not alive.any():
-            break
-    return out
+    return ~auto_shadow.components_touching_border(~found)
 
 
 def _drop_specks(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -513,27 +302,30 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
             raise NoBackdropError("no plain backdrop around the subject: click on it instead")
         s, off, subject, shadow, bright, t_off = _evidence(img, model, sigma)
         edge = _edges(s, img, model)
-        background = _background(subject, shadow, bright, edge)
+        background = auto_shadow.background(subject, shadow, bright, edge)
         subject = subject | (bright & ~background)
         found = ~background
         # a shadow sliver walled off by its own (contact) edge is not subject: drop thin shadow bits
         solid = cv2.morphologyEx(found.view(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8)) > 0
+        # (a thin upright part, a glass's stem, is no sliver of shadow on the floor)
+        solid |= cv2.morphologyEx(found.view(np.uint8), cv2.MORPH_OPEN, np.ones((STEM, 1), np.uint8)) > 0
         found = found & (solid | ~shadow)
         before = found
-        found = _drop_reflection(found, np.abs(img - model).sum(axis=2))
-        found = _drop_foot_shadow(found, shadow)
+        found = auto_shadow.drop_reflection(found, np.abs(img - model).sum(axis=2))
+        found = auto_shadow.drop_foot_shadow(found, shadow)
         if (before & ~found).any():
             # what the contact shadow or the reflection walled in (the floor between a figure's
             # legs) is backdrop again when it is backdrop-like and reaches what was dropped
             plain = ~subject & ~shadow
-            back = _grow(~found, found & plain & ~edge)
-            found = ~_grow(back, found & plain & edge)
+            back = auto_shadow.grow(~found, found & plain & ~edge)
+            found = ~auto_shadow.grow(back, found & plain & edge)
         found = _drop_specks(found, int(MIN_AREA * sw * sh))
         if np.count_nonzero(found) < MIN_AREA * sw * sh:
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
         # fill enclosed holes (labels, highlights)
         found = _fill_holes(found)
-        found = found & ~_floor_below(found, _see_through(found, ~subject & ~shadow, edge), subject, edge)
+        holes = auto_shadow.see_through(found, ~subject & ~shadow, edge)
+        found = found & ~auto_shadow.floor_below(found, holes, subject, edge)
         conf = _confidence(found, off, s, t_off, share, shadow)
         mask = _refine(rgb, found, img, model, subject, shadow)
     x, y, bw, bh = cv2.boundingRect(mask)
