@@ -11,12 +11,13 @@ import numpy as np
 
 WALL = 3                 # edges are widened to this many working px before they wall anything in
 NECK = 5                 # shadow-like areas are split at necks narrower than 2 x NECK + 1 working px
+SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
 OPEN_RIM = 0.7           # ... or, for one standing in the product's upper part, this much
 UPPER = 0.5              # a cast shadow does not reach above this share of the product's height
-SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
 MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
 FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
+STEM = 18                # a thin upright part at least this tall (working px) is no shadow sliver
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
@@ -72,8 +73,17 @@ def background(subject: np.ndarray, shadow: np.ndarray, bright: np.ndarray, edge
             is_shadow &= ~standing(lab, n, (edge_px | subject) & ~bg) | (soft >= OPEN_RIM * ring)
             is_shadow[0] = False
             bg = bg | is_shadow[lab]
-        # shadow pixels no piece took (thin bits) go with the backdrop they touch
-        bg = grow(bg, pending & (lab == 0) if n > 1 else pending)
+        # shadow pixels no piece took (thin bits) go with the backdrop they touch, but for an
+        # upright one standing in the product's upper part (a glass's stem)
+        thin = pending & (lab == 0) if n > 1 else pending
+        m, tl, stats, _ = cv2.connectedComponentsWithStats(thin.view(np.uint8), connectivity=8)
+        if m > 1:
+            high = stats[:, cv2.CC_STAT_HEIGHT]
+            tall = (high >= STEM) & (high > 3 * stats[:, cv2.CC_STAT_WIDTH])
+            upright = tall & standing(tl, m, (edge_px | subject) & ~bg)
+            upright[0] = False
+            thin = thin & ~upright[tl]
+        bg = grow(bg, thin)
     # backdrop-like pixels cut off from the border only by shadows, and the backdrop side of edges
     bg = grow(bg, plain & ~edge)
     for _ in range(WALL // 2 + 1):                    # the backdrop side of the walls, a step at a time
