@@ -236,7 +236,12 @@ def cmd_replace(args) -> int:
                disable=not sys.stderr.isatty(),
                bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}")
 
+    said: set[str] = set()
+
     def progress(stage: str, fraction: float) -> None:
+        if stage.startswith("preparing the CPU engine") and stage not in said:   # once per model
+            said.add(stage)                      # a line per component, on a terminal or not
+            tqdm.write(stage, file=sys.stderr)
         bar.set_description_str(stage)
         bar.n = int(fraction * 100)
         bar.refresh()

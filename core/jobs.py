@@ -228,11 +228,15 @@ def _backgrounds(request: JobRequest, mask: np.ndarray, report: Progress,
 def _paint(rgb: np.ndarray, region: np.ndarray, gen, report: Progress,
            cancel: Optional[threading.Event], timings: dict[str, float], preview: Optional[Preview]):
     """The AI backgrounds for `rgb`, painted where `region` is 255: loads the model ("load" in
-    timings), then paints (adds "resize", "diffusion" and "upscale")."""
+    timings), then paints (adds "resize", "diffusion" and "upscale"). A first load that prepares
+    the CPU engine (core.cpu_engine) reports "preparing the CPU engine, once (~N s): UNet, 1 of 4"
+    as its stage, with its progress."""
+    from core import cpu_engine
     from core.inpaint import get_inpainter
     t = time.perf_counter()
     report("load model", 0.0)
-    inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
+    with cpu_engine.progress_to(report):
+        inpainter = get_inpainter(gen.model, mode=gen.mode, lora=gen.lora)
     timings["load"] = time.perf_counter() - t
     extra = {"preview": preview} if preview is not None else {}
     return inpainter.inpaint(rgb, region, gen, progress=lambda i, n: report("diffusion", i / max(n, 1)),

@@ -57,10 +57,11 @@ class Settings(BaseSettings):
                           shown="fp16 on CUDA, fp32 on MPS and CPU")
     compile: bool = _setting(False, "`1`: `torch.compile` the UNet on CUDA (the warm-up shows as "
                                     "`compile` in a run's timings)", shown="off")
-    cpu_backend: Literal["auto", "torch", "openvino"] = _setting(
-        "torch", "what runs the inpainting UNet and autoencoder on a CPU: `torch`, `openvino` (converted "
-                 "once, cached in the weights folder; not yet measured faster, so not the default: "
-                 "docs/cpu.md) or `auto` (OpenVINO when installed)",
+    cpu_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = _setting(
+        "torch", "what runs the inpainting UNet, text encoder and autoencoder on a CPU: `torch`, "
+                 "`openvino` (converted once, cached in the weights folder: docs/cpu.md), "
+                 "`openvino-int8` (the same with int8 weights; needs `pip install nncf`) or `auto` "
+                 "(OpenVINO when installed)",
         shown="`torch`")
     sam_url_base: str = _setting("", "where SAM checkpoints are downloaded from (a mirror): the "
                                      "file name is appended", shown="Meta's download site")

@@ -222,7 +222,7 @@ def collect_result(state: MutableMapping) -> Optional[tasks.Task]:
 def progress_text(task: tasks.Task) -> str:
     if getattr(task, "remote", False):    # one request: no steps to count
         return f"Working on the server… {task.elapsed:.0f} s"
-    stage = STAGE_TEXT.get(task.stage, task.stage.capitalize())
+    stage = STAGE_TEXT.get(task.stage) or task.stage[:1].upper() + task.stage[1:]   # keeps "CPU"
     return f"{stage}… {int(task.fraction * 100)}% · {task.elapsed:.0f} s"
 
 

@@ -16,19 +16,7 @@ from core import cpu_engine, inpaint, weights  # noqa: E402
 from core.spec import Generation  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fast_weights(tiny_inpaint, weights_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
-        return weights.download("tiny-lcm", "fast"), weights.download("tiny-taesd", "fast")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")     # tests/integration/conftest.py
 
 
 def _photo():
@@ -115,3 +103,73 @@ def test_torch_setting_keeps_pytorch(monkeypatch, fast_weights):
         assert hasattr(inp._pipe.unet, "openvino") and hasattr(inp._pipe.vae, "openvino")
     finally:
         m.unload()
+
+
+def _tiny_pipe():
+    from diffusers import StableDiffusionInpaintPipeline
+    path = weights.resolve("tiny", "inpaint")
+    return path, StableDiffusionInpaintPipeline.from_pretrained(str(path), safety_checker=None)
+
+
+def test_text_encoder_prompt_embeddings_match(fast_weights):
+    """The prompt's embeddings (what the UNet is conditioned on) from the converted CLIP text
+    encoder are PyTorch's within 1e-4 relative error (fp32), through the pipeline's own encode_prompt."""
+    path, pipe = _tiny_pipe()
+    with torch.no_grad():
+        ref, ref_neg = pipe.encode_prompt("a quiet harbour at dusk", "cpu", 1, True, "blurry")
+        assert cpu_engine.use_for(pipe, model_path=path, prec="f32", size=(128, 96))
+        assert hasattr(pipe.text_encoder, "openvino")
+        out, out_neg = pipe.encode_prompt("a quiet harbour at dusk", "cpu", 1, True, "blurry")
+    for a, b in ((out, ref), (out_neg, ref_neg)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert float((a - b).norm() / b.norm()) < 1e-4
+    assert list(cpu_engine.cache_dir().glob("text-encoder-*/model.xml"))
+
+
+def test_conversion_reports_its_progress_once(fast_weights, tmp_path, monkeypatch):
+    """A load that has to convert tells the listener "preparing the CPU engine, once (~N s)" with
+    each component (1 of 4 .. 4 of 4) and a fraction that only grows; a load from the cache says
+    nothing."""
+    import shutil
+    for part in (*fast_weights, weights.resolve("tiny", "inpaint")):     # no engine cached there
+        shutil.copytree(part, tmp_path / "w" / part.name)
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path / "w"))
+    heard: list[tuple[str, float]] = []
+    monkeypatch.setenv("BACKDROP_CPU_BACKEND", "openvino")
+    m = inpaint.ModelManager()
+    with cpu_engine.progress_to(lambda text, fraction: heard.append((text, fraction))):
+        m.get("tiny", device="cpu", mode="fast")
+        m.unload()
+        texts = sorted({t for t, _ in heard})
+        assert all(t.startswith("preparing the CPU engine, once (~") for t in texts), texts
+        assert [t.split(": ")[1] for t in texts] == ["UNet, 1 of 4", "image decoder, 4 of 4",
+                                                     "image encoder, 3 of 4", "text encoder, 2 of 4"]
+        fractions = [f for _, f in heard]
+        assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] < 1
+        heard.clear()
+        m.get("tiny", device="cpu", mode="fast")
+        m.unload()
+    assert heard == []
+
+
+def test_int8_weights_smaller_and_close(monkeypatch, fast_weights):
+    """BACKDROP_CPU_BACKEND=openvino-int8: its own cached engine with int8 weights (a smaller
+    UNet file), and a picture still close to PyTorch's (PSNR >= 25 dB on the tiny model)."""
+    _, ref = _run(monkeypatch, "torch", "fast")
+    _run(monkeypatch, "openvino", "fast")
+    _, out = _run(monkeypatch, "openvino-int8", "fast")
+    sizes = sorted((p / "model.bin").stat().st_size for p in cpu_engine.cache_dir().glob("unet-*")
+                   if (p / "model.bin").exists())
+    assert len(sizes) >= 2 and sizes[0] < 0.5 * sizes[-1], sizes
+    assert _psnr(out, ref) >= 25, _psnr(out, ref)
+
+
+def test_int8_without_nncf_is_one_line(monkeypatch, fast_weights, tmp_path):
+    import sys
+    from core.errors import InvalidOptionError
+    monkeypatch.setitem(sys.modules, "nncf", None)        # as if not installed: import fails
+    path, pipe = _tiny_pipe()
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(tmp_path))   # nothing cached: it must convert
+    with pytest.raises(InvalidOptionError) as err:
+        cpu_engine.use_for(pipe, model_path=path, int8=True, size=(128, 96))
+    assert str(err.value) == cpu_engine.NO_NNCF and "\n" not in str(err.value)

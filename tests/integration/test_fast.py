@@ -16,20 +16,7 @@ from core.errors import CancelledError, InvalidOptionError, MissingWeightsError
 from core.spec import Generation
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fast_weights(tiny_inpaint, weights_dir):
-    """The tiny model, its LoRA and tiny autoencoder, built where the registry expects them."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BACKDROP_WEIGHTS_DIR", str(weights_dir))
-        return weights.download("tiny-lcm", "fast"), weights.download("tiny-taesd", "fast")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")     # tests/integration/conftest.py
 
 
 @pytest.fixture(scope="module")
