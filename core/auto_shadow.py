@@ -18,6 +18,7 @@ MIRROR = 0.5             # a reflection is at most this strong against the backd
 FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
 STEM = 18                # a thin upright part at least this tall (working px) is no shadow sliver
+GAP = 0.5                # a gap across a pale product is at most this share of its row's span
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
@@ -230,4 +231,35 @@ def drop_foot_shadow(found: np.ndarray, shadow: np.ndarray) -> np.ndarray:
         run += alive
         if not alive.any():
             break
+    return out
+
+
+def bridge(found: np.ndarray, subject: np.ndarray) -> np.ndarray:
+    """found plus the gaps across a pale product: a stretch of a row between two pale (not clearly
+    subject, 4 px in from the gap) parts of it, at most GAP of the row's span, in the product's upper part (above UPPER
+    of its height) or under a stretch bridged in the row above. An off-white product whose middle is
+    the backdrop's brightness is open at the top and bottom, so nothing else closes it; the floor
+    between a figure's legs is under its solid belly, so it is not bridged."""
+    rows = np.nonzero(found.any(axis=1))[0]
+    if len(rows) == 0:
+        return found
+    top, bottom = int(rows[0]), int(rows[-1])
+    line = top + UPPER * (bottom - top)
+    pale = found & ~subject
+    out = found.copy()
+    prev = np.zeros(found.shape[1], bool)
+    for y in range(top, bottom + 1):
+        xs = np.nonzero(found[y])[0]
+        filled = np.zeros_like(prev)
+        if len(xs) > 1:
+            span = xs[-1] - xs[0] + 1
+            for i in np.nonzero(np.diff(xs) > 1)[0]:
+                a, b = xs[i], xs[i + 1]
+                if not (pale[y, a - 3:a + 1].all() and pale[y, b:b + 4].all()) or b - a - 1 > GAP * span:
+                    continue
+                if y > line and prev[a + 1:b].mean() < 0.5:
+                    continue
+                filled[a + 1:b] = True
+        out[y] |= filled
+        prev = filled
     return out
