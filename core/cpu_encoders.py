@@ -31,8 +31,10 @@ log = logging.getLogger("backdrop.cpu_engine")
 SIDE = 1024
 
 
-def _module(fn, owner):
-    """A torch module whose forward(x) is fn(owner, x): what convert_model traces."""
+def _module(fn, owner, fixed: Optional[tuple] = None):
+    """A torch module whose forward(x) is fn(owner, x): what convert_model traces. `fixed`: a shape
+    x is reshaped to first, so every shape inside the graph is a constant (BiRefNet's deformable
+    convolutions come out empty from OpenVINO with the shapes left dynamic)."""
     import torch
 
     class Encoder(torch.nn.Module):
@@ -41,13 +43,13 @@ def _module(fn, owner):
             self.owner = owner
 
         def forward(self, x):
-            return fn(self.owner, x)
+            return fn(self.owner, x.reshape(fixed) if fixed else x)
 
     return Encoder().eval()
 
 
 def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[str],
-              say: Optional[Callable[[str], None]], side: int = SIDE):
+              say: Optional[Callable[[str], None]], side: int = SIDE, fixed: bool = False):
     """The compiled encoder `fn(owner, pixels)` for (1, 3, side, side) input, cached; None (and one
     warning line) where OpenVINO cannot convert it."""
     import torch
@@ -55,7 +57,8 @@ def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[st
     try:
         with warnings.catch_warnings():     # the tracer's notes on shape arithmetic: static here
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return cpu_engine.load_or_convert(key, _module(fn, owner), (torch.zeros(1, 3, side, side),),
+            module = _module(fn, owner, (1, 3, side, side) if fixed else None)
+            return cpu_engine.load_or_convert(key, module, (torch.zeros(1, 3, side, side),),
                                               prec or cpu_engine.precision(), say)
     except Exception as e:  # an op OpenVINO lacks, a library change: PyTorch still works
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
@@ -150,4 +153,30 @@ def use_for_sam_hq(model, path: Optional[Path], device: str, prec: Optional[str]
 
     vision.forward = forward
     vision.openvino = compiled
+    return True
+
+
+# ----------------------------------------------------------------------------- BiRefNet (core.salient)
+def _birefnet(model, x):
+    return model(x)
+
+
+def use_for_birefnet(model, path: Optional[Path], device: str, side: int, prec: Optional[str] = None,
+                     say: Optional[Callable[[str], None]] = None, force: bool = False) -> bool:
+    """Run the auto subject's BiRefNet (core.salient.arch; input side x side) through OpenVINO when
+    the CPU engine serves `device` (or `force`): `model(x)` gives the same last prediction."""
+    if not (force or cpu_engine.wanted(device)):
+        return False
+    compiled = _compiled("birefnet", _birefnet, model, path, prec, say, side, fixed=True)
+    if compiled is None:
+        return False
+    torch_forward = model.forward
+
+    def forward(x):
+        if tuple(x.shape) != (1, 3, side, side):
+            return torch_forward(x)
+        return _outputs(compiled, x)[0].to(x.dtype)
+
+    model.forward = forward
+    model.openvino = compiled
     return True

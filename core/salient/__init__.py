@@ -42,12 +42,14 @@ def load(name: str, device: Optional[str] = None):
     """The model `name` with its weights, in eval mode on `device`, fp32 on the CPU. Raises
     MissingWeightsError when not downloaded and ModelLoadError (one line) when the file is not
     that model's checkpoint (keys or shapes differ). Kept loaded while the file is unchanged."""
+    from core import cpu_engine
     path = weights_file(name)
-    return _load(name, str(path), path.stat().st_mtime_ns, device or default_device(name))
+    device = device or default_device(name)
+    return _load(name, str(path), path.stat().st_mtime_ns, device, cpu_engine.wanted(device))
 
 
 @functools.lru_cache(maxsize=2)
-def _load(name: str, path: str, _mtime: int, device: str):
+def _load(name: str, path: str, _mtime: int, device: str, openvino: bool = False):
     import torch
     from safetensors.torch import load_file
     from core.salient.arch import ARCHS, BiRefNet
@@ -65,7 +67,11 @@ def _load(name: str, path: str, _mtime: int, device: str):
         raise ModelLoadError(f"{path} is not a {name} checkpoint: {len(missing)} weights missing, "
                              f"{len(extra)} unexpected, {len(shapes)} of another shape (first: {first})")
     model.load_state_dict(state, strict=True)
-    return model.to(device=device, dtype=torch.float32).eval()
+    model = model.to(device=device, dtype=torch.float32).eval()
+    if openvino:                    # on a CPU under BACKDROP_CPU_BACKEND (docs/cpu.md)
+        from core import cpu_encoders
+        cpu_encoders.use_for_birefnet(model, Path(path), device, ARCHS[name].size)
+    return model
 
 
 def predict(rgb: np.ndarray, name: str, device: Optional[str] = None) -> np.ndarray:

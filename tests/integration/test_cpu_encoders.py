@@ -2,7 +2,9 @@
 tiny SAM, SAM 2.1 and SAM-HQ built in code and loaded through the registry (get_segmenter): the
 embeddings match PyTorch's (relative error < 1e-4 in fp32, < 3e-2 in the CPU's own precision, bf16
 here), a click gives the same masks (IoU >= 0.99), the encoder is converted once and read back after,
-a damaged cache is rebuilt, and BACKDROP_CPU_BACKEND=torch keeps PyTorch."""
+a damaged cache is rebuilt, and BACKDROP_CPU_BACKEND=torch keeps PyTorch. The same for the auto
+subject's BiRefNet (core.salient, tiny model): fp32 output relative error < 1e-4; in the CPU's own
+precision the subject mask IoU >= 0.97 (the tiny model's x300 output layer flips a few border pixels)."""
 from __future__ import annotations
 
 import logging
@@ -61,6 +63,7 @@ def root(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BACKDROP_WEIGHTS_DIR", str(root))
         weights.download("tiny-sam-hq", "segment")
+        weights.download("tiny", "subject")            # the auto subject's tiny BiRefNet
     return root
 
 
@@ -171,3 +174,40 @@ def test_damaged_cache_is_rebuilt(load, name, chelsea, caplog):
 def test_torch_setting_keeps_pytorch(load, name):
     assert not _on_openvino(load(name, "torch"))
     assert _on_openvino(load(name, "auto"))
+
+
+def test_birefnet_same_subject_as_torch_and_read_back(load, root, caplog):
+    """The auto subject's BiRefNet: the same mask as PyTorch's, the engine read back on a new load."""
+    from core import salient
+    rng = np.random.default_rng(0)
+    photo = (rng.random((120, 181, 3)) * 60 + 180).astype(np.uint8)
+    photo[30:90, 60:130] = (180, 40, 30)
+
+    def predict(backend):
+        load("tiny", backend)           # sets the backend (and the weights folder)
+        salient._load.cache_clear()
+        return salient.load("tiny"), salient.predict(photo, "tiny")
+
+    model, ref = predict("torch")
+    assert not hasattr(model, "openvino")
+    caplog.set_level(logging.INFO, "backdrop.cpu_engine")
+    model, prob = predict("openvino")
+    assert hasattr(model, "openvino")
+    # the CPU's own precision (bf16 here) on a model whose output layer is scaled x300 (core.salient.tiny):
+    # a few border pixels flip
+    diff = np.abs(prob - ref)
+    assert float(diff.mean()) < 1e-2, (float(diff.mean()), float(diff.max()))
+    assert _iou(prob > 0.5, ref > 0.5) >= 0.97, _iou(prob > 0.5, ref > 0.5)
+    caplog.clear()
+    model, again = predict("openvino")              # a new load reads the engine back
+    assert hasattr(model, "openvino") and np.array_equal(again, prob)
+    assert not [r for r in caplog.records if "preparing the CPU engine" in r.getMessage()]
+
+    # in fp32 the converted model is the same computation
+    model, _ = predict("torch")
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(x)
+        assert cpu_encoders.use_for_birefnet(model, None, "cpu", 64, prec="f32", force=True)
+        assert _rel(model(x), ref) < 1e-4, _rel(model(x), ref)
+    salient._load.cache_clear()
