@@ -3,6 +3,7 @@
     python bench/generate.py [--quick] [--steps 30] [--sd-steps 2] [--no-sd]
     python bench/generate.py --modes-only [--extrapolate-quality] [--threads 2]   # (d) only
     python bench/generate.py --gpu                                               # (e) only
+    python bench/generate.py --backends-only [--threads 2] [--no-int8]            # (f) only
 
 (a) The whole run with the `tiny` inpainting model (random weights, built in code) on a 12 MP photo
     (skimage's coffee upscaled to 4000x3000, encoded as a JPEG first): load (decode the JPEG through
@@ -36,6 +37,16 @@
     512x384 and 1024x768 (SD 1.5 architecture with the processing size raised to 1024 for the
     latter), eager and torch.compile'd (compile warm-up reported separately). Without CUDA it
     prints "no GPU" and exits 0.
+(f) The CPU backends (core/cpu_engine.py, docs/cpu.md), measured by bench/cpu_backend.py in the
+    SAME run: the real-size SD 1.5 inpainting architecture with random weights, TAESD architecture,
+    LCM 4 steps, guidance 1, 512x384, --threads (default 2). Fast end to end with PyTorch fp32, the
+    OpenVINO engine (bf16 where the CPU has it) and the OpenVINO engine with int8 weights (NNCF;
+    skipped by --no-int8 or when nncf is missing) after one warm-up run each (`torch_fast_s`,
+    `openvino_fast_s`, `openvino_int8_fast_s`, `backend_fast_ratio` = PyTorch / OpenVINO);
+    Quality (30 steps) EXTRAPOLATED from a measured UNet pass at batch 2 (`*_quality_s_extrapolated`,
+    `backend_quality_ratio`); the one-off conversion time and the cached engine's size; the drift
+    from PyTorch: picture PSNR and the UNet noise prediction's relative error. Part of a full run
+    unless --no-backends (minutes, several GB of memory).
 
 Times depend on the machine's load; the load average is printed. The VERY LAST line is one JSON
 object holding the same figures.
@@ -570,6 +581,38 @@ def _print_modes(d: dict) -> None:
         print(f"    one UNet pass (batch 1, 32x24 latents): {d['cpu_unet_pass']}")
 
 
+# -- (f) the CPU backends: PyTorch vs OpenVINO (bench/cpu_backend.py) ------------------------------
+
+def bench_backends(args) -> dict:
+    """(f): bench/cpu_backend.py's figures in this run, printed as a table; int8 only with nncf."""
+    from bench.cpu_backend import measure
+    from core import cpu_engine
+    if not cpu_engine.available():
+        print("\n(f) CPU backends: not measured (openvino is not installed)")
+        return {}
+    try:
+        import nncf  # noqa: F401
+        int8 = not args.no_int8
+    except ImportError:
+        int8 = False
+    load = os.getloadavg()[0]
+    f = measure(args.threads or 2, int8=int8, say=_say)
+    f["load_average_before"] = round(load, 2)
+    print(f"\n(f) CPU backends, real-size SD 1.5 inpainting + TAESD, random weights, 512x384, "
+          f"{f['threads']} threads, OpenVINO in {f['precision']} (load average {load:.1f} -> {f['load_avg']:.1f})")
+    print(f"    {'backend':<16}{'Fast s':>8}{'ratio':>7}{'Quality s*':>12}{'ratio':>7}{'PSNR dB':>9}"
+          f"{'UNet err':>10}{'convert s':>11}{'engine MB':>11}")
+    print(f"    {'torch fp32':<16}{f['torch_fast_s']:>8}{1.0:>7}{f['torch_quality_s_extrapolated']:>12}{1.0:>7}")
+    for name, tag, mb in (("openvino", "", "engine_mb"), ("openvino_int8", "int8_", "openvino_int8_engine_mb")):
+        if f"{name}_fast_s" in f:
+            print(f"    {name:<16}{f[name + '_fast_s']:>8}{f['backend_' + tag + 'fast_ratio']:>7}"
+                  f"{f[name + '_quality_s_extrapolated']:>12}{f['backend_' + tag + 'quality_ratio']:>7}"
+                  f"{f[name + '_fast_psnr_db']:>9}{f[name + '_unet_rel_error']:>10}"
+                  f"{f[name + '_conversion_s']:>11}{f[mb]:>11}")
+    print(f"    * Quality {f['quality_how']}")
+    return f
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer reps and steps; SD 512x384 extrapolated")
@@ -585,6 +628,9 @@ def main(argv=None) -> int:
                     help="(d): measure 3 quality steps and extrapolate 30 (quick; says so)")
     ap.add_argument("--no-cpu-variants", action="store_true", help="(d): skip the fp32/channels-last/bf16 pass")
     ap.add_argument("--gpu", action="store_true", help="only (e): the GPU check (prints 'no GPU' without CUDA)")
+    ap.add_argument("--backends-only", action="store_true", help="only (f): PyTorch vs OpenVINO on the CPU")
+    ap.add_argument("--no-backends", action="store_true", help="skip (f) in a full run")
+    ap.add_argument("--no-int8", action="store_true", help="(f): skip the int8 (NNCF) engine")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.gpu:
@@ -597,6 +643,10 @@ def main(argv=None) -> int:
         return 0
     if args.modes_only:
         return main_modes(args)
+    if args.backends_only:
+        f = bench_backends(args)
+        print(json.dumps({"bench": "generate-backends", **f}))
+        return 0
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -644,6 +694,7 @@ def main(argv=None) -> int:
     if not args.no_modes:
         d = bench_modes(args.extrapolate_quality or args.quick, variants=not args.no_cpu_variants)
         _print_modes(d)
+    f = None if args.no_backends else bench_backends(args)
     c = bench_gpu()
     print(f"\n(c) GPU, 30 steps fp16 512x384 (target <= {GPU_TARGET} s): "
           + (f"{c['median_s']} s on {c['device']}" if c["measured"] else c["why"]))
@@ -655,7 +706,9 @@ def main(argv=None) -> int:
                       **({"fast_s": d["fast_s"], "quality_s": d["quality_s"],
                           "quality_extrapolated": d["quality_extrapolated"],
                           "fast_vs_quality_ratio": d["fast_vs_quality_ratio"],
-                          "preview_pct_of_fast": d["preview_pct_of_fast"], "modes": d} if d else {})}))
+                          "preview_pct_of_fast": d["preview_pct_of_fast"], "modes": d} if d else {}),
+                      **({"cpu_backends": f, **{k: v for k, v in f.items() if k.endswith(("fast_s", "ratio"))}}
+                         if f else {})}))
     return 0
 
 

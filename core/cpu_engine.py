@@ -128,7 +128,11 @@ def _int8(model):
     except ImportError:
         from core.errors import InvalidOptionError
         raise InvalidOptionError(NO_NNCF) from None
-    return nncf.compress_weights(model)              # int8 asymmetric weights, no data needed
+    import contextlib
+    import io
+    nncf.set_log_level(logging.WARNING)             # its tables and bar stay off stdout (the CLI's)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.compress_weights(model)          # int8 asymmetric weights, no data needed
 
 
 def load_or_convert(key: str, module, example: tuple, prec: str,
