@@ -1,9 +1,11 @@
-"""The image encoders of the first click (SAM 2.1, SAM, SAM-HQ) through OpenVINO on a CPU: the one
-slow step of a click (the embedding, once per photo) several times faster on the same cores.
+"""The image encoders of the first click (SAM 2.1, SAM, SAM-HQ) and the auto subject's BiRefNet
+through OpenVINO on a CPU: the slow step of a first click (the embedding, once per photo) and of the
+auto subject, 2.5-5x faster on the same cores (docs/cpu.md).
 
     from core import cpu_encoders
     cpu_encoders.use_for_sam2(model, path, device)     # in core.segment.sam2.load_sam2
     cpu_encoders.use_for_sam(model, path, device)      # in core.segment.sam.load_sam
+    cpu_encoders.use_for_birefnet(model, path, device, side)   # in core.salient._load
 
 When `cpu_engine.wanted(device)` (BACKDROP_CPU_BACKEND=openvino or auto, the device a CPU, the
 `openvino` package installed), the encoder is converted once (`openvino.convert_model` at the fixed
