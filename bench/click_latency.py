@@ -23,7 +23,8 @@ a loaded image. For each model it prints
 Each model runs once per backend (--backends; default both where `openvino` is installed): `torch`
 is PyTorch, `openvino` the same model with its image encoder converted by core.cpu_encoders (into
 a temporary folder, so the one-off conversion is timed too: `openvino_prepare_s`). The openvino
-row carries `first_click_torch_s` and `ratio_first_click_torch_over_openvino` from the same run,
+row carries `first_click_torch_s` and `ratio_first_click_torch_over_openvino` from the same run
+(its (c) for SAM 2.1 is the model's own full forward, i.e. PyTorch's encoder in both rows),
 and every row `first_click_stages_ms`: where a first click's time goes (hashing the photo, image
 prep = resize + normalise, the encoder, the decoder's image-only half, one decode + resample).
 
