@@ -90,9 +90,19 @@ def _backend(pipe, name: str, ref: dict, say, **engine) -> dict:
 def measure(threads: int = 2, int8: bool = True, say=_say) -> dict:
     """All the figures above, in one run (minutes; several GB of memory). Keys ending in
     `fast_s` are each backend's Fast time; `backend_*_ratio` are PyTorch's time over OpenVINO's."""
+    import shutil
     import torch
     torch.set_num_threads(threads)
-    os.environ["BACKDROP_WEIGHTS_DIR"] = tempfile.mkdtemp(prefix="cpu-engine-bench-")
+    folder = tempfile.mkdtemp(prefix="cpu-engine-bench-")     # the engines (GBs), removed after
+    os.environ["BACKDROP_WEIGHTS_DIR"] = folder
+    try:
+        return _measure(threads, int8, say)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _measure(threads: int, int8: bool, say) -> dict:
+    import torch
     from diffusers import AutoencoderTiny, LCMScheduler
     from bench.generate import build_sd15_random
     from core import cpu_engine
