@@ -50,6 +50,11 @@ def _module(fn, owner, fixed: Optional[tuple] = None):
     return Encoder().eval()
 
 
+# What a user reads while one is prepared ("preparing the CPU engine, once (~N s): <label>, 1 of 1").
+LABELS = {"sam-encoder": "click model (SAM)", "sam2-encoder": "click model (SAM 2.1)",
+          "samhq-encoder": "click model (SAM-HQ)", "birefnet": "subject model (BiRefNet)"}
+
+
 def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[str],
               say: Optional[Callable[[str], None]], side: int = SIDE, fixed: bool = False):
     """The compiled encoder `fn(owner, pixels)` for (1, 3, side, side) input, cached; None (and one
@@ -60,8 +65,9 @@ def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[st
         with warnings.catch_warnings():     # the tracer's notes on shape arithmetic: static here
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             module = _module(fn, owner, (1, 3, side, side) if fixed else None)
-            return cpu_engine.load_or_convert(key, module, (torch.zeros(1, 3, side, side),),
-                                              prec or cpu_engine.precision(), say)
+            label = LABELS.get(component, component)
+            parts = [(label, key, module, (torch.zeros(1, 3, side, side),), False)]
+            return cpu_engine.load_all(parts, prec or cpu_engine.precision(), say)[label]
     except Exception as e:  # an op OpenVINO lacks, a library change: PyTorch still works
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         log.warning("the %s stays on PyTorch: OpenVINO could not convert it (%s)", component, first)

@@ -343,7 +343,7 @@ def use_for(pipe, *, model_path: Optional[Path], lora: Optional[str] = None,
                (torch.randn(1, 3, size[1], size[0]),), False),
               ("image decoder", cache_key(f"{tag}-decoder", src), _Apply(decode_fn, vae).eval(),
                (torch.randn(1, int(unet.config.out_channels), h, w),), False)]
-    done = _load_all(parts, prec, say)
+    done = load_all(parts, prec, say)
     _wrap_unet(unet, done["UNet"])
     if text is not None:
         _wrap_text(text, done["text encoder"])
@@ -351,8 +351,9 @@ def use_for(pipe, *, model_path: Optional[Path], lora: Optional[str] = None,
     return True
 
 
-def _load_all(parts: list, prec: str, say: Optional[Callable[[str], None]]) -> dict:
-    """Each part's compiled model; the ones not cached yet are converted with progress."""
+def load_all(parts: list, prec: str, say: Optional[Callable[[str], None]]) -> dict:
+    """Each part's compiled model, by label; the ones not cached yet are converted with progress
+    (to the progress_to listener). parts: (label, cache key, torch module, example, int8)."""
     todo = [p for p in parts if not (cache_dir() / p[1] / "model.xml").exists()]
     seconds = {p[1]: estimate_s(p[2]) for p in todo}
     total = sum(seconds.values()) or 1
@@ -363,7 +364,7 @@ def _load_all(parts: list, prec: str, say: Optional[Callable[[str], None]]) -> d
             out[label] = load_or_convert(key, module, example, prec, say, int8=int8)
             continue
         n = next(i for i, p in enumerate(todo, 1) if p[1] == key)
-        text = f"{head}: {label}, {n} of {len(todo)}"
+        text = f"{head}: {label}" + (f", {n} of {len(todo)}" if len(todo) > 1 else "")
         with _ticking(listener, text, spent / total, seconds[key] / total, seconds[key]):
             out[label] = load_or_convert(key, module, example, prec, say, int8=int8)
         spent += seconds[key]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import MutableMapping
+from contextlib import contextmanager
 from typing import Optional
 
 from core.errors import BackdropError
@@ -102,12 +103,42 @@ def load_segmenter(engine, state: MutableMapping, name: str) -> tuple[str, objec
     errors: list[str] = []
     for what, candidate in (("loading the segmentation model", name), ("loading GrabCut", resources.GRABCUT)):
         try:
-            return candidate, engine.segmenter(candidate, state), errors
+            with preparing_shown():
+                return candidate, engine.segmenter(candidate, state), errors
         except Exception as e:
             errors.append(_load_error(e, candidate, what))
         if name == resources.GRABCUT or not engine.can(CAN_LOCAL_MODELS):   # (the service's own)
             break
     return resources.GRABCUT, None, errors
+
+
+@contextmanager
+def preparing_shown():
+    """While a model's CPU engine is prepared (once, under BACKDROP_CPU_BACKEND=openvino: docs/cpu.md),
+    a progress bar here says so and how far it is; then a toast says it is ready. Nothing otherwise."""
+    import threading
+    import time
+
+    import streamlit as st
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    from core import cpu_engine
+
+    ctx, box, t0, heard = get_script_run_ctx(), st.empty(), time.monotonic(), []
+
+    def show(text: str, fraction: float) -> None:      # also from the engine's ticking thread
+        add_script_run_ctx(threading.current_thread(), ctx)
+        heard.append(text)
+        box.progress(min(max(fraction, 0.0), 1.0),
+                     text=f"{text[:1].upper()}{text[1:]}… {time.monotonic() - t0:.0f} s")
+
+    with cpu_engine.progress_to(show):
+        try:
+            yield
+        finally:
+            box.empty()
+            if heard:
+                st.toast(f"The CPU engine is ready (prepared once in {time.monotonic() - t0:.0f} s)")
 
 
 def _load_error(e: Exception, name: str, what: str) -> str:

@@ -93,3 +93,24 @@ def test_cli_prints_the_preparation_once(fresh_weights, tmp_path, chelsea):
     assert first.stdout.startswith("wrote ")
     again = cli(*run, "--out", tmp_path / "b.png")
     assert again.stderr == "" and again.stdout.startswith("wrote ")
+
+
+def test_editor_says_when_the_click_models_engine_was_prepared(monkeypatch, tmp_path):
+    """The first page with the click model under BACKDROP_CPU_BACKEND=openvino converts its image
+    encoder once and says so (a toast: ready, prepared once); the next page, cached, says nothing."""
+    from core import tiny
+    from core.segment import clear_segmenters
+    weights = tmp_path / "weights"
+    tiny.build_tiny_sam(weights / "sam_tiny.pth")
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("BACKDROP_CPU_BACKEND", "openvino")
+    monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
+    toasts = []
+    for _ in range(2):
+        clear_segmenters()
+        at = AppTest.from_file(APP, default_timeout=180).run()
+        no_exception(at)
+        toasts.append([t.value for t in at.toast])
+    assert len(toasts[0]) == 1 and toasts[0][0].startswith("The CPU engine is ready (prepared once in ")
+    assert toasts[1] == []
+    assert list((weights / "cpu-engine").glob("sam-encoder-*/model.xml"))
