@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     compile: bool = _setting(False, "`1`: `torch.compile` the UNet on CUDA (the warm-up shows as "
                                     "`compile` in a run's timings)", shown="off")
     cpu_backend: Literal["auto", "torch", "openvino", "openvino-int8"] = _setting(
-        "torch", "what runs the inpainting UNet, text encoder and autoencoder on a CPU: `torch`, "
+        "torch", "what runs the inpainting UNet, text encoder and autoencoder, the SAM / SAM 2.1 image "
+                 "encoders and BiRefNet on a CPU: `torch`, "
                  "`openvino` (converted once, cached in the weights folder: docs/cpu.md), "
                  "`openvino-int8` (the same with int8 weights; needs `pip install nncf`) or `auto` "
                  "(OpenVINO when installed)",
