@@ -247,9 +247,11 @@ def run_batch(in_dir: Path, out_dir: Path, spec: RunSpec, subject: BatchSubject,
         for photo in items:
             one(photo)
     else:
+        import contextvars
         from concurrent.futures import ThreadPoolExecutor
+        caller = contextvars.copy_context()       # the caller's progress listeners reach each run
         with ThreadPoolExecutor(n) as pool:
-            list(pool.map(one, items))
+            list(pool.map(lambda photo: caller.copy().run(one, photo), items))
     report.done.sort()
     report.skipped.sort()
     report.failed.sort()

@@ -303,10 +303,21 @@ def cmd_batch(args) -> int:
         for out in outputs:
             check_output(out, protected=protected)
 
+    said: set[str] = set()
+
+    def preparing(text: str, fraction: float) -> None:   # the CPU engine, once per model part
+        with lock:
+            if text not in said:
+                said.add(text)
+                tqdm.write(text, file=sys.stderr)
+
+    from core import cpu_engine
+    lock = threading.Lock()
     try:
-        report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
-                           record=not args.no_history, check_outputs=check, progress=progress,
-                           workers=args.workers, review_below=args.review_below)
+        with cpu_engine.progress_to(preparing):
+            report = run_batch(in_dir, out_dir, spec, subject, name=args.name, suffix=suffix,
+                               record=not args.no_history, check_outputs=check, progress=progress,
+                               workers=args.workers, review_below=args.review_below)
     finally:
         bar.close()
     for name, line in report.failed:

@@ -68,8 +68,15 @@ def int8_wanted() -> bool:
 
 @contextmanager
 def progress_to(listener: Listener):
-    """While inside, a conversion in this thread tells `listener(text, fraction)` how it goes."""
-    token = _listener.set(listener)
+    """While inside, a conversion in this thread tells `listener(text, fraction)` how it goes (and
+    the listeners of any progress_to around this one)."""
+    outer = _listener.get()
+
+    def both(text: str, fraction: float) -> None:
+        listener(text, fraction)
+        outer(text, fraction)
+
+    token = _listener.set(listener if outer is None else both)
     try:
         yield
     finally:

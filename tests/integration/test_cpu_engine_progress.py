@@ -114,3 +114,21 @@ def test_editor_says_when_the_click_models_engine_was_prepared(monkeypatch, tmp_
     assert len(toasts[0]) == 1 and toasts[0][0].startswith("The CPU engine is ready (prepared once in ")
     assert toasts[1] == []
     assert list((weights / "cpu-engine").glob("sam-encoder-*/model.xml"))
+
+
+def test_batch_prints_the_preparation_once(fresh_weights, tmp_path, chelsea):
+    """`batch` with an AI background on two workers: the four preparation lines once on stderr, the
+    photos done; run again on new photos (engine cached): no preparation line."""
+    for folder in ("in1", "in2"):
+        for k in range(2):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            Image.fromarray(chelsea).save(tmp_path / folder / f"cat{k}.png")
+    run = ["--rel-point", "0.5,0.5", "--segmenter", "grabcut", "--background", "sd", "--prompt",
+           "a quiet harbour", "--model", "tiny", "--mode", "quality", "--steps", "2", "--workers", "2"]
+    first = cli("batch", tmp_path / "in1", "--out", tmp_path / "out1", *run)
+    lines = [line for line in first.stderr.splitlines() if line.startswith("preparing the CPU engine")]
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "UNet, 1 of 4", "text encoder, 2 of 4", "image encoder, 3 of 4", "image decoder, 4 of 4"], first.stderr
+    assert "2 done" in first.stdout
+    again = cli("batch", tmp_path / "in2", "--out", tmp_path / "out2", *run)
+    assert "preparing" not in again.stderr and "2 done" in again.stdout
