@@ -62,8 +62,10 @@ def find(state: MutableMapping, keep_clicks: bool = False) -> None:
     if photo is None:
         return
     state["auto_done"] = photo.hash
+    from ui.prompts import preparing_shown
     try:
-        found = _finder()(photo.rgb)
+        with preparing_shown():      # BiRefNet's CPU engine, prepared once (BACKDROP_CPU_BACKEND)
+            found = _finder()(photo.rgb)
     except Exception as e:
         if not isinstance(e, BackdropError):    # a blank photo, no plain backdrop: one line
             log.exception("finding the subject failed")
