@@ -17,6 +17,7 @@ ov = pytest.importorskip("openvino", reason="openvino not installed (pip install
 
 from core import cpu_encoders, cpu_engine, tiny, weights  # noqa: E402
 from core.segment import Click, SegmentRequest, clear_segmenters, get_segmenter  # noqa: E402
+from tiny_sam2 import build_tiny_sam2  # noqa: E402
 
 MODELS = ["tiny", "sam2-tiny", "tiny-sam-hq"]
 COMPONENT = {"tiny": "sam-encoder", "sam2-tiny": "sam2-encoder", "tiny-sam-hq": "samhq-encoder"}
@@ -30,36 +31,12 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _build_tiny_sam2(folder):
-    """A SAM 2.1 with a 4-stage Hiera of width 8..64 (as tests/unit/test_segment.py builds it), saved
-    like the hub snapshot: config + weights + processor."""
-    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig,
-                              Sam2Model, Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
-
-    backbone = Sam2HieraDetConfig(hidden_size=8, embed_dim_per_stage=[8, 16, 32, 64],
-                                  num_attention_heads_per_stage=[1, 1, 1, 1], blocks_per_stage=[1, 1, 2, 1],
-                                  global_attention_blocks=[3], window_size_per_stage=[8, 4, 4, 4],
-                                  window_positional_embedding_background_size=[4, 4])
-    config = Sam2Config(
-        vision_config=Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
-                                       fpn_hidden_size=32),
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32),
-        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=2,
-                                                  iou_head_hidden_dim=32),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Sam2Model(config)
-    model.save_pretrained(folder)
-    Sam2Processor(Sam2ImageProcessor()).save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """A weights folder with the three tiny segmenters (and, once converted, their engines)."""
     root = tmp_path_factory.mktemp("encoder-weights")
     tiny.build_tiny_sam(root / "sam_tiny.pth")
-    _build_tiny_sam2(root / "sam2-tiny")
+    build_tiny_sam2(root / "sam2-tiny")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BACKDROP_WEIGHTS_DIR", str(root))
         weights.download("tiny-sam-hq", "segment")
