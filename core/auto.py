@@ -28,7 +28,9 @@ How (on a copy with long side WORK_SIDE px, then the edge at full resolution):
      what it does not reach is the subject. A piece that reaches the upper part of the product
      (above UPPER of the height its sharp outline spans) is no floor shadow: it goes only when
      nearly all of its rim fades (a grey face whose highlight, as white as the backdrop, opens the
-     outline stays). A white label on a dark bottle is enclosed by the bottle's edges and stays
+     outline stays). A piece's rows walled by sharp edges at both ends from its top down, above
+     its soft rest, are a grey face joined to its shadow through an open base (a grey pot under
+     tall leaves) and stay. A white label on a dark bottle is enclosed by the bottle's edges and stays
      subject (holes are filled). Specks (pieces much smaller than the largest) are dropped.
   4. A floor reflection and the contact shadow at the foot are taken off; see-through holes (plain
      backdrop enclosed by the subject with no print inside: a mug's handle, the floor between
@@ -40,7 +42,7 @@ How (on a copy with long side WORK_SIDE px, then the edge at full resolution):
 Known limits: a product part that matches the backdrop and touches the outline (a white cap on a
 white sweep, a highlight stripe running the product's whole height, a white belly) is lost; an
 off-white product cut by the frame, or a white label reaching the frame's edge, may be lost; a
-grey face next to the cast shadow in the product's lower half may be taken with the shadow; a blank
+grey face in the product's lower half whose sides are not sharp may be taken with its shadow; a blank
 label of exactly the backdrop's colour is taken as a hole; a floor reflection of a coloured product
 is partly taken as subject (its colour is not the backdrop's); a product cut by every side of the
 frame has no backdrop to model. Figures: `python bench/catalogue.py`.

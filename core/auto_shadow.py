@@ -19,6 +19,7 @@ FLOOR = 0.3              # the floor under a see-through hole is at most this sh
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
 STEM = 18                # a thin upright part at least this tall (working px) is no shadow sliver
 GAP = 0.5                # a gap across a pale product is at most this share of its row's span
+WALLED_ROWS = 12         # a grey face joined to its shadow is walled on both sides over this many rows
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
@@ -73,7 +74,11 @@ def background(subject: np.ndarray, shadow: np.ndarray, bright: np.ndarray, edge
             is_shadow = soft >= SOFT_RIM * np.maximum(ring, 1)
             is_shadow &= ~standing(lab, n, (edge_px | subject) & ~bg) | (soft >= OPEN_RIM * ring)
             is_shadow[0] = False
-            bg = bg | is_shadow[lab]
+            taken = is_shadow[lab]
+            # a grey product part joined to its shadow through a gap in its base: its rows are
+            # walled by sharp edges on both sides, the shadow's fade out
+            taken &= ~walled(taken, (edge | subject) & ~bg & ~pending)
+            bg = bg | taken
         # shadow pixels no piece took (thin bits) go with the backdrop they touch, but for an
         # upright one standing in the product's upper part (a glass's stem)
         thin = pending & (lab == 0) if n > 1 else pending
@@ -90,6 +95,44 @@ def background(subject: np.ndarray, shadow: np.ndarray, bright: np.ndarray, edge
     for _ in range(WALL // 2 + 1):                    # the backdrop side of the walls, a step at a time
         bg = bg | ((cv2.dilate(bg.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~subject & edge & ~edge_px)
     return grow(bg, plain & edge_px)
+
+
+def walled(piece: np.ndarray, wall: np.ndarray) -> np.ndarray:
+    """The part of a shadow-like piece that is a grey product face: its row runs that meet a wall
+    (a sharp edge or clear subject) at both ends, in blocks at least WALLED_ROWS rows tall that start
+    above the rest of the piece (a cast shadow lies on the floor, under the product)."""
+    import cv2
+    h, w = piece.shape
+    pad = np.zeros((h, w + 2), bool)
+    pad[:, 1:-1] = piece
+    d = np.diff(pad.view(np.int8), axis=1)
+    ys_s, xs_s = np.nonzero(d == 1)                  # run starts (x)
+    ys_e, xs_e = np.nonzero(d == -1)                 # run ends (x exclusive)
+    out = np.zeros_like(piece)
+    if len(xs_s) == 0:
+        return out
+    wpad = np.zeros((h, w + 2), bool)
+    wpad[:, 1:-1] = wall
+    ok = wpad[ys_s, xs_s] & wpad[ys_e, xs_e + 1]
+    for y, a, b in zip(ys_s[ok], xs_s[ok], xs_e[ok]):
+        out[y, a:b] = True
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(out.view(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_HEIGHT] >= WALLED_ROWS
+    out = keep[lab]
+    if not out.any():
+        return out
+    # only what lies above the soft rest of its piece
+    m, plab = cv2.connectedComponents(piece.view(np.uint8), connectivity=8)
+    rest = piece & ~out
+    ys = np.nonzero(rest)[0]
+    soft_top = np.full(m, 1 << 30)
+    np.minimum.at(soft_top, plab[rest], ys)
+    ys2 = np.nonzero(out)[0]
+    wall_top = np.full(m, 1 << 30)
+    np.minimum.at(wall_top, plab[out], ys2)
+    good = wall_top + WALLED_ROWS <= soft_top
+    return out & good[plab]
 
 
 def standing(lab: np.ndarray, n: int, sharp: np.ndarray) -> np.ndarray:
