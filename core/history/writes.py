@@ -297,6 +297,19 @@ class Writes:
         and mark it succeeded. Files are written first, then ONE transaction commits the rows."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
+        self._end(run_id, status, None, mask, outputs, timings, device, duration, "finish_run")
+
+    def fail_run(self, run_id: int, error: str, *, status: str = "failed",
+                 timings: Optional[Mapping[str, float]] = None, device: Optional[str] = None,
+                 mask: Optional[np.ndarray] = None) -> None:
+        """Mark a started run failed or cancelled, keeping the error text (and the mask if any)."""
+        if status not in ("failed", "cancelled"):
+            raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
+        self._end(run_id, status, error, mask, (), timings, device, None, "fail_run")
+
+    def _end(self, run_id: int, status: str, error: Optional[str], mask: Optional[np.ndarray],
+             outputs: Iterable[Any], timings, device, duration, hook: str) -> None:
+        """A started run's end: files first (mask, outputs), then ONE transaction for the rows."""
         epoch = self.deletions.epoch()
         mask_blob = self._mask_blob(mask)
         out_blobs = self._output_blobs(outputs)
@@ -311,35 +324,13 @@ class Writes:
                 m = self._get_mask(session, mask_blob)
                 if m is not None:
                     run.mask = m
-                self._add_outputs(run, out_blobs)
-                self._finish(run, status, None, timings, device, duration, now)
+                if out_blobs:
+                    self._add_outputs(run, out_blobs)
+                self._finish(run, status, error, timings, device, duration, now)
                 session.flush()
-                self.hook("finish_run")
+                self.hook(hook)
         self._commit_with_files(epoch, [mask_blob, *(b for b, _ in out_blobs)], tx,
                                 lambda: self._run_finished_at(run_id, now))
-
-    def fail_run(self, run_id: int, error: str, *, status: str = "failed",
-                 timings: Optional[Mapping[str, float]] = None, device: Optional[str] = None,
-                 mask: Optional[np.ndarray] = None) -> None:
-        """Mark a started run failed or cancelled, keeping the error text (and the mask if any)."""
-        if status not in ("failed", "cancelled"):
-            raise InvalidOptionError(f"a run ends as failed or cancelled, not {status!r}")
-        epoch = self.deletions.epoch()
-        mask_blob = self._mask_blob(mask)
-        now = now_utc()
-
-        def tx(check) -> None:
-            with self.database.write() as session:
-                check(session)
-                run = session.get(Run, run_id)
-                if run is None:
-                    raise HistoryError(f"run {run_id} is not in the history (deleted?)")
-                m = self._get_mask(session, mask_blob)
-                if m is not None:
-                    run.mask = m
-                self._finish(run, status, error, timings, device, None, now)
-                self.hook("fail_run")
-        self._commit_with_files(epoch, [mask_blob], tx, lambda: self._run_finished_at(run_id, now))
 
     @staticmethod
     def _finish(run: Run, status: str, error: Optional[str], timings, device, duration,
