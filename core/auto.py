@@ -226,8 +226,13 @@ def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
 
 
 def _fill_holes(found: np.ndarray) -> np.ndarray:
-    """Fill what the subject encloses (a label, a highlight)."""
-    return ~auto_shadow.components_touching_border(~found)
+    """Fill what the subject encloses (a label, a highlight), and what it encloses with the
+    frame's bottom edge (a white label on a product cut by the frame)."""
+    out = ~auto_shadow.components_touching_border(~found)
+    if found[-1].any():
+        pad = np.vstack([out, np.ones((1, found.shape[1]), bool)])
+        out = ~auto_shadow.components_touching_border(~pad)[:-1]
+    return out
 
 
 def _drop_specks(mask: np.ndarray, min_area: int) -> np.ndarray:

@@ -309,3 +309,13 @@ def test_grey_pot_in_the_lower_half_is_not_taken_for_its_shadow():
     assert m[pot].mean() > 0.8
     assert m[cast].mean() < 0.1
     assert iou(m, truth) > 0.85
+
+
+def test_white_label_reaching_the_frame_bottom_is_kept():
+    """A dark bottle cut by the frame's bottom edge through its white label: the label is open
+    only to the frame there, not to the backdrop; it is kept as the bottle's."""
+    img, truth, _, label = studio(white())
+    img, truth, label = np.ascontiguousarray(img[:215]), truth[:215], label[:215]
+    m = find_subject(img).mask >= 128
+    assert m[label].mean() > 0.95
+    assert iou(m, truth) > 0.95
