@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import button, no_exception, wait_until  # noqa: E402
+from apptest_kit import open_page, button, no_exception, wait_until  # noqa: E402
 
 from ui import history as uh  # noqa: E402
 from ui import state as S  # noqa: E402
@@ -22,11 +22,7 @@ APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 def history_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("pages/history.py").run()
-    no_exception(at)
-    return at
+    return open_page("pages/history.py")
 
 
 

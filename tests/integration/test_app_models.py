@@ -15,18 +15,14 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import open_page, no_exception, wait_until  # noqa: E402
 from ui.widgets import escape_md  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 def models_app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("pages/models.py").run()
-    no_exception(at)
-    return at
+    return open_page("pages/models.py")
 
 
 @pytest.fixture

@@ -1,7 +1,22 @@
 """Helpers shared by the Streamlit AppTest suites (tests/integration/test_app_*.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import waiting
+
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+
+
+def open_page(page: str):
+    """The whole app (streamlit_app.py) run once, then switched to `page` (e.g. "pages/history.py")
+    and run, without an uncaught exception."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(page).run()
+    no_exception(at)
+    return at
 
 
 def no_exception(at) -> None:
