@@ -23,12 +23,7 @@ MODELS = ["tiny", "sam2-tiny", "tiny-sam-hq"]
 COMPONENT = {"tiny": "sam-encoder", "sam2-tiny": "sam2-encoder", "tiny-sam-hq": "samhq-encoder"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")     # tests/integration/conftest.py
 
 
 @pytest.fixture(scope="module")
