@@ -182,9 +182,9 @@ def test_history_list_in_team_mode_lists_the_services_runs(remote, chelsea):
     assert remote.display_url in text and f"{out['run_id']:>6}" in text
     # --batch asks the service for one batch's runs (GET /v1/runs?batch=)
     shoot = remote.replace({"background": "transparent"}, photo=chelsea[:40, :50], mask=_ellipse(40, 50),
-                           source_name="remote-shoot/a.png")
-    [row] = json.loads(cli("history", "list", "--json", "--batch", "remote-shoot").stdout)
-    assert (row["id"], row["batch"]) == (shoot["run_id"], "remote-shoot")
+                           source_name="listed-shoot/a.png")      # a batch no other test makes
+    [row] = json.loads(cli("history", "list", "--json", "--batch", "listed-shoot").stdout)
+    assert (row["id"], row["batch"]) == (shoot["run_id"], "listed-shoot")
 
 
 def test_a_batch_killed_mid_photo_is_recorded_once(remote, tmp_path, astronaut, tiny_inpaint):
