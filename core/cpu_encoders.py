@@ -69,8 +69,8 @@ def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[st
             parts = [(label, key, module, (torch.zeros(1, 3, side, side),), False)]
             return cpu_engine.load_all(parts, prec or cpu_engine.precision(), say)[label]
     except Exception as e:  # an op OpenVINO lacks, a library change: PyTorch still works
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        log.warning("the %s stays on PyTorch: OpenVINO could not convert it (%s)", component, first)
+        log.warning("the %s stays on PyTorch: OpenVINO could not convert it (%s)", component,
+                    cpu_engine.first_line(e))
         return None
 
 

@@ -117,6 +117,12 @@ def cache_key(component: str, model_path: Optional[Path], lora: Optional[str] = 
     return f"{component}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first line, short (its type's name when it says nothing): for one log line."""
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
 def _core():
     import openvino as ov
     return ov.Core()
@@ -155,8 +161,7 @@ def load_or_convert(key: str, module, example: tuple, prec: str,
         try:
             return _compile(_core().read_model(str(xml)), prec)
         except Exception as e:
-            log.warning("the cached CPU engine %s is damaged (%s); rebuilding it", folder,
-                        str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__)
+            log.warning("the cached CPU engine %s is damaged (%s); rebuilding it", folder, first_line(e))
             shutil.rmtree(folder, ignore_errors=True)
     msg = f"preparing the CPU engine, once, ~{estimate_s(module)} s ({key})"
     log.info(msg)
