@@ -248,33 +248,51 @@ def drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
 def drop_foot_shadow(found: np.ndarray, shadow: np.ndarray) -> np.ndarray:
     """Take the contact shadow off the subject's foot: in each column, shadow-like pixels at the
     bottom of the subject, at most FOOT x the photo's height tall, right under pixels that are
-    clearly subject (the product's base), go back to the backdrop. (A contact shadow is dark and
-    thin, and often sharp enough to be walled in with the product.)"""
+    clearly subject (the product's base), go back to the backdrop; and so do such runs beside the
+    base with nothing on them (the contact shadow reaching past a narrower base) when they join
+    those under it. (A contact shadow is dark and thin, and often sharp enough to be walled in with
+    the product. Counting pixels darker than a cast shadow in, for a contact shadow under a cast
+    one, cut the bases of black products on the tune half: they are not.)"""
+    import cv2
+    under, beside = _foot_runs(found, shadow)
+    if under.any() and beside.any():
+        n, lab = cv2.connectedComponents((under | beside).view(np.uint8), connectivity=8)
+        joined = np.zeros(n, bool)
+        joined[np.unique(lab[under])] = True
+        joined[0] = False
+        under |= beside & joined[lab]
+    return found & ~under
+
+
+def _foot_runs(found: np.ndarray, passable: np.ndarray):
+    """Per column, the run of `passable` subject pixels from the subject's lowest row up, at most
+    FOOT x the height: those that end on a subject pixel that is not passable (under a base), and
+    those that end on backdrop (nothing on them)."""
     h, w = found.shape
     limit = max(2, int(round(FOOT * h)))
+    under, beside = np.zeros_like(found), np.zeros_like(found)
     has = found.any(axis=0)
     if not has.any():
-        return found
+        return under, beside
     bottom = h - 1 - np.argmax(found[::-1], axis=0)          # lowest subject row per column
     cols = np.nonzero(has)[0]
-    out = found.copy()
     run = np.zeros(len(cols), np.int32)
     alive = np.ones(len(cols), bool)
     for k in range(limit + 1):
         y = bottom[cols] - k
         ok = y >= 0
         yy = np.clip(y, 0, h - 1)
-        sh = ok & found[yy, cols] & shadow[yy, cols]
-        ends = alive & ~sh
-        # the run ended at row y: clear it when that pixel is clearly subject (the product's base)
-        base = ends & ok & found[yy, cols] & (run > 0)
-        for c, r in zip(cols[base], run[base]):
-            out[bottom[c] - r + 1:bottom[c] + 1, c] = False
-        alive &= sh
+        on = ok & found[yy, cols]
+        more = on & passable[yy, cols]
+        ends = alive & ~more & (run > 0)
+        for target, end in ((under, ends & on), (beside, ends & ~on)):
+            for c, r in zip(cols[end], run[end]):
+                target[bottom[c] - r + 1:bottom[c] + 1, c] = True
+        alive &= more
         run += alive
         if not alive.any():
             break
-    return out
+    return under, beside
 
 
 def bridge(found: np.ndarray, subject: np.ndarray) -> np.ndarray:

@@ -319,3 +319,24 @@ def test_white_label_reaching_the_frame_bottom_is_kept():
     m = find_subject(img).mask >= 128
     assert m[label].mean() > 0.95
     assert iou(m, truth) > 0.95
+
+
+def test_contact_shadow_past_a_narrow_base_is_not_subject():
+    """A pot narrower at its base than its contact shadow: the dark strip beside the base (nothing
+    stands on it) is backdrop like the strip under it; the pot is kept."""
+    import cv2
+    rng = np.random.default_rng(14)
+    pot = np.zeros((H, W), np.float32)
+    cv2.fillPoly(pot, [np.array([[190, 150], [290, 150], [270, 300], [210, 300]], np.int32)], 1.0,
+                 cv2.LINE_AA)
+    contact = np.zeros((H, W), np.float32)
+    cv2.ellipse(contact, (240, 300), (52, 3), 0, 0, 360, 1.0, -1)
+    contact = cv2.GaussianBlur(contact, (0, 0), 1.5)
+    img = white(238.0) * (1 - 0.6 * contact)[..., None]
+    img = img * (1 - pot[..., None]) + np.array([200, 140, 210], np.float32) * pot[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    m = find_subject(img).mask >= 128
+    beside = np.zeros((H, W), bool)
+    beside[296:306, 190:206] = beside[296:306, 275:291] = True
+    assert m[beside].mean() < 0.05
+    assert iou(m, pot > 0.5) > 0.97
