@@ -33,23 +33,6 @@ log = logging.getLogger("backdrop.cpu_engine")
 SIDE = 1024
 
 
-def _module(fn, owner, fixed: Optional[tuple] = None):
-    """A torch module whose forward(x) is fn(owner, x): what convert_model traces. `fixed`: a shape
-    x is reshaped to first, so every shape inside the graph is a constant (BiRefNet's deformable
-    convolutions come out empty from OpenVINO with the shapes left dynamic)."""
-    import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.owner = owner
-
-        def forward(self, x):
-            return fn(self.owner, x.reshape(fixed) if fixed else x)
-
-    return Encoder().eval()
-
-
 # What a user reads while one is prepared ("preparing the CPU engine, once (~N s): <label>, 1 of 1").
 LABELS = {"sam-encoder": "click model (SAM)", "sam2-encoder": "click model (SAM 2.1)",
           "samhq-encoder": "click model (SAM-HQ)", "birefnet": "subject model (BiRefNet)"}
@@ -64,7 +47,7 @@ def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[st
     try:
         with warnings.catch_warnings():     # the tracer's notes on shape arithmetic: static here
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            module = _module(fn, owner, (1, 3, side, side) if fixed else None)
+            module = cpu_engine.Apply(fn, owner, (1, 3, side, side) if fixed else None).eval()
             label = LABELS.get(component, component)
             parts = [(label, key, module, (torch.zeros(1, 3, side, side),), False)]
             return cpu_engine.load_all(parts, prec or cpu_engine.precision(), say)[label]

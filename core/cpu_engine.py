@@ -250,15 +250,6 @@ def _wrap_unet(unet, compiled) -> None:
     unet.openvino = compiled
 
 
-class _TextCall(__import__("torch").nn.Module):
-    def __init__(self, text):
-        super().__init__()
-        self.text = text
-
-    def forward(self, input_ids):
-        return self.text(input_ids)[0]
-
-
 def _wrap_text(text, compiled) -> None:
     """text_encoder(ids) calls the compiled encoder; anything else (a mask, hidden states for
     clip_skip) stays on PyTorch."""
@@ -278,14 +269,23 @@ def _wrap_text(text, compiled) -> None:
     text.openvino = compiled
 
 
-class _Apply(__import__("torch").nn.Module):
-    def __init__(self, fn, owner):
+class Apply(__import__("torch").nn.Module):
+    """A torch module whose forward(x) is fn(owner, x): what convert_model traces. `fixed`: a shape
+    x is reshaped to first, so every shape inside the graph is a constant (BiRefNet's deformable
+    convolutions come out empty from OpenVINO with the shapes left dynamic)."""
+
+    def __init__(self, fn, owner, fixed: Optional[tuple] = None):
         super().__init__()
         self.owner = owner
         self.fn = fn
+        self.fixed = fixed
 
     def forward(self, x):
-        return self.fn(self.owner, x)
+        return self.fn(self.owner, x.reshape(self.fixed) if self.fixed else x)
+
+
+def _text_hidden(text, input_ids):
+    return text(input_ids)[0]
 
 
 def _kl_encode(vae, x):
@@ -344,16 +344,16 @@ def use_for(pipe, *, model_path: Optional[Path], lora: Optional[str] = None,
               (torch.randn(1, int(unet.config.in_channels), h, w), torch.tensor([999.0]), ehs), int8)]
     if text is not None:
         parts.append(("text encoder", cache_key("text-encoder", model_path, lora, mark),
-                      _TextCall(text).eval(), (torch.ones(1, 77, dtype=torch.int64),), int8))
+                      Apply(_text_hidden, text).eval(), (torch.ones(1, 77, dtype=torch.int64),), int8))
     tiny = type(vae).__name__ == "AutoencoderTiny"
     if tiny:
         encode_fn, decode_fn = (lambda v, x: v.encoder(x)), (lambda v, z: v.decoder(z))
     else:
         encode_fn, decode_fn = _kl_encode, _kl_decode
     src, tag = (vae_path, "taesd") if tiny else (model_path, "vae")
-    parts += [("image encoder", cache_key(f"{tag}-encoder", src), _Apply(encode_fn, vae).eval(),
+    parts += [("image encoder", cache_key(f"{tag}-encoder", src), Apply(encode_fn, vae).eval(),
                (torch.randn(1, 3, size[1], size[0]),), False),
-              ("image decoder", cache_key(f"{tag}-decoder", src), _Apply(decode_fn, vae).eval(),
+              ("image decoder", cache_key(f"{tag}-decoder", src), Apply(decode_fn, vae).eval(),
                (torch.randn(1, int(unet.config.out_channels), h, w),), False)]
     done = load_all(parts, prec, say)
     _wrap_unet(unet, done["UNet"])
