@@ -8,7 +8,8 @@ written as a small JSON file, `<data dir>/sessions/<id>.json`; the photo itself 
 named by its content hash, `<data dir>/sessions/photos/<hash>.png`; the subject found (ui.auto: a
 mask at the preview size) once too, `<data dir>/sessions/masks/<its digest>.png`, so a reload shows
 the same mask (the clicks refine it again) without finding it again. A new page opened with that
-id in its URL (a reload) reads them back. Files older than KEEP_DAYS are deleted.
+id in its URL (a reload) reads them back. Files older than KEEP_DAYS are deleted (ui.saved_files:
+the files' names and their pruning).
 
 The id from the URL is used as a file name only when it is exactly 32 lowercase hex digits; a
 saved file that cannot be read back (damaged, missing photo) means a fresh start with one line
@@ -21,11 +22,6 @@ import json
 import logging
 import math
 import os
-import re
-import secrets
-import stat
-import threading
-import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +29,8 @@ from typing import Any, Optional
 import numpy as np
 
 from core import config
+from ui.saved_files import (KEEP_DAYS, folder, mask_file, new_id, photo_file,  # noqa: F401
+                            prune, prune_now_and_then, session_file, valid_id)
 
 log = logging.getLogger(__name__)
 
@@ -40,51 +38,12 @@ PARAM = "s"                       # the URL's query parameter
 ID_KEY = "session_id"             # session state: this page's id
 SAVED_KEY = "session_saved"       # session state: digest of the work last written (or read)
 VERSION = 1
-KEEP_DAYS = 7
-PRUNE_EVERY_S = 3600.0
 MAX_PROMPTS = 500                 # clicks and boxes read back at most
 
-_ID = re.compile(r"[0-9a-f]{32}")
-_HASH = re.compile(r"[0-9a-f]{64}")
-_SESSION_FILE = re.compile(r"[0-9a-f]{32}\.json")
-_PHOTO_FILE = re.compile(r"[0-9a-f]{64}\.png")
 # settings kept besides the editor's widgets (WIDGET_DEFAULTS); History's filters are not work
 EXTRA_KEYS = ("mode", "segmenter", "inpaint_model")
 
-_pruned_at: Optional[float] = None
-_prune_lock = threading.Lock()
-
 LOST = "Your saved work could not be brought back ({why}); starting fresh."
-
-
-def folder() -> Path:
-    return config.data_dir() / "sessions"
-
-
-def valid_id(text: Any) -> bool:
-    return isinstance(text, str) and _ID.fullmatch(text) is not None
-
-
-def new_id() -> str:
-    return secrets.token_hex(16)
-
-
-def session_file(session_id: str) -> Path:
-    if not valid_id(session_id):
-        raise ValueError("not a session id")
-    return folder() / f"{session_id}.json"
-
-
-def photo_file(photo_hash: str) -> Path:
-    if not (isinstance(photo_hash, str) and _HASH.fullmatch(photo_hash)):
-        raise ValueError("not a photo hash")
-    return folder() / "photos" / f"{photo_hash}.png"
-
-
-def mask_file(digest: str) -> Path:
-    if not (isinstance(digest, str) and _HASH.fullmatch(digest)):
-        raise ValueError("not a mask digest")
-    return folder() / "masks" / f"{digest}.png"
 
 
 def saved_keys() -> list[str]:
@@ -365,45 +324,3 @@ def _reattach(state: MutableMapping, session: str) -> None:
     task = tasks.kept(session)
     if task is not None and state.get("job") is None:
         state["job"] = task
-
-
-# ------------------------------------------------------------------------------------ prune
-def prune(now: Optional[float] = None, keep_days: float = KEEP_DAYS) -> int:
-    """Delete the session files, photos and found masks not written for `keep_days`; only regular
-    files whose names this module makes, in its own folders. Returns how many were deleted."""
-    now = time.time() if now is None else now
-    limit = now - keep_days * 86400
-    removed = 0
-    for where, pattern in ((folder(), _SESSION_FILE), (folder() / "photos", _PHOTO_FILE),
-                           (folder() / "masks", _PHOTO_FILE)):
-        try:
-            names = os.listdir(where)
-        except OSError:
-            continue
-        for name in names:
-            if not pattern.fullmatch(name):
-                continue
-            path = where / name
-            try:
-                st = path.lstat()
-                if stat.S_ISREG(st.st_mode) and st.st_mtime < limit:
-                    path.unlink()
-                    removed += 1
-            except OSError:
-                continue
-    return removed
-
-
-def prune_now_and_then() -> None:
-    """prune(), at most once an hour per server process."""
-    global _pruned_at
-    with _prune_lock:
-        if _pruned_at is not None and time.monotonic() - _pruned_at < PRUNE_EVERY_S:
-            return
-        _pruned_at = time.monotonic()
-    try:
-        n = prune()
-        if n:
-            log.info("deleted %d saved-work files older than %d days", n, KEEP_DAYS)
-    except Exception:
-        log.warning("deleting old saved work failed", exc_info=True)
