@@ -183,7 +183,9 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray) -> np.nd
         y0, x0 = max(0, y - 4), max(0, x - 4)
         sub = lab[y0:y + bh + 4, x0:x + bw + 4]
         ring = cv2.dilate((sub == k).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        solid[k] = np.count_nonzero(ring & (sub > 0) & (sub != k)) <= 0.02 * stats[k, cv2.CC_STAT_AREA]
+        printed = np.count_nonzero(ring & (sub > 0) & (sub != k)) > 0.02 * stats[k, cv2.CC_STAT_AREA]
+        # ... unless the thin lines are all there is: across them lies the backdrop (crossed stems)
+        solid[k] = not printed or (ring & ~found[y0:y + bh + 4, x0:x + bw + 4]).any()
     return solid[lab]
 
 
