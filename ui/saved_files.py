@@ -25,7 +25,7 @@ PRUNE_EVERY_S = 3600.0
 _ID = re.compile(r"[0-9a-f]{32}")
 _HASH = re.compile(r"[0-9a-f]{64}")
 _SESSION_FILE = re.compile(r"[0-9a-f]{32}\.json")
-_PHOTO_FILE = re.compile(r"[0-9a-f]{64}\.png")
+_PNG_FILE = re.compile(r"[0-9a-f]{64}\.png")
 
 _pruned_at: Optional[float] = None
 _prune_lock = threading.Lock()
@@ -50,15 +50,18 @@ def session_file(session_id: str) -> Path:
 
 
 def photo_file(photo_hash: str) -> Path:
-    if not (isinstance(photo_hash, str) and _HASH.fullmatch(photo_hash)):
-        raise ValueError("not a photo hash")
-    return folder() / "photos" / f"{photo_hash}.png"
+    return _png_file("photos", photo_hash, "not a photo hash")
 
 
 def mask_file(digest: str) -> Path:
+    return _png_file("masks", digest, "not a mask digest")
+
+
+def _png_file(where: str, digest: Any, what: str) -> Path:
+    """sessions/<where>/<digest>.png for a sha256 hex digest; ValueError(what) for anything else."""
     if not (isinstance(digest, str) and _HASH.fullmatch(digest)):
-        raise ValueError("not a mask digest")
-    return folder() / "masks" / f"{digest}.png"
+        raise ValueError(what)
+    return folder() / where / f"{digest}.png"
 
 
 def prune(now: Optional[float] = None, keep_days: float = KEEP_DAYS) -> int:
@@ -67,8 +70,8 @@ def prune(now: Optional[float] = None, keep_days: float = KEEP_DAYS) -> int:
     now = time.time() if now is None else now
     limit = now - keep_days * 86400
     removed = 0
-    for where, pattern in ((folder(), _SESSION_FILE), (folder() / "photos", _PHOTO_FILE),
-                           (folder() / "masks", _PHOTO_FILE)):
+    for where, pattern in ((folder(), _SESSION_FILE), (folder() / "photos", _PNG_FILE),
+                           (folder() / "masks", _PNG_FILE)):
         try:
             names = os.listdir(where)
         except OSError:
