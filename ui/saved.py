@@ -79,6 +79,10 @@ def work_of(state: MutableMapping) -> dict:
             "bg_image_path": state.get("bg_image_path")}
 
 
+def _text(work: dict) -> str:
+    return json.dumps(work, sort_keys=True, separators=(",", ":"))
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -115,7 +119,7 @@ def save(state: MutableMapping) -> None:
         return
     try:
         work = work_of(state)
-        text = json.dumps(work, sort_keys=True, separators=(",", ":"))
+        text = _text(work)
         if _digest(text) == state.get(SAVED_KEY):
             return
         from core.files import atomic_write_bytes
@@ -305,7 +309,7 @@ def attach(state: MutableMapping) -> None:
             notice = restore(state, session) if session == asked else None
             if notice:
                 state["notice"] = ("warning", notice)
-            state[SAVED_KEY] = _digest(json.dumps(work_of(state), sort_keys=True, separators=(",", ":")))
+            state[SAVED_KEY] = _digest(_text(work_of(state)))
             _reattach(state, session)
             prune_now_and_then()
         else:   # what the event that started this run changed (widgets, callbacks: a sample loaded)
