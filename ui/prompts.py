@@ -167,30 +167,25 @@ def segment_preview(state: MutableMapping, segmenter, segmenter_name: str):
         return None
     key = seg_key(state, segmenter_name)
     cache = state.get("seg_cache") or {}
+    if key in cache:
+        return cache[key]
+    # GrabCut works on a <= 512 px copy anyway: start from the preview, not the 12 MP photo. Other
+    # segmenters (and the service's, which holds the photo) take ORIGINAL pixels.
+    local = segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False)
+    s = state["preview"].scale if local else 1.0
+    rgb = state["preview"].rgb if local else state["photo"].rgb
+    points = tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state))
     found = _auto_mask(state)
-    if key not in cache and found is not None:      # the subject found, refined by the clicks
+    if found is not None:       # the subject found, refined by the clicks
         from core.refine import refine
-        local = segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False)
-        s = state["preview"].scale if local else 1.0
-        rgb = state["preview"].rgb if local else state["photo"].rgb
-        result = refine(segmenter, rgb, found, tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state)),
-                        out_size=preview_size(state))
-        cache = {key: result}
-        state["seg_cache"] = cache
-    if key not in cache:
-        if segmenter_name in NO_EMBEDDING and not getattr(segmenter, "remote", False):
-            # GrabCut works on a <= 512 px copy anyway: start from the preview, not the 12 MP photo
-            s = state["preview"].scale
-            b = box(state)
-            request = SegmentRequest(clicks=tuple(Click(c.x * s, c.y * s, c.label) for c in clicks(state)),
-                                     box=None if b is None else tuple(v * s for v in b), multimask=True)
-            result = segmenter.segment(state["preview"].rgb, request, out_size=preview_size(state))
-        else:   # (client mode: the service holds the photo; clicks go in ORIGINAL pixels)
-            request = SegmentRequest(clicks=clicks(state), box=box(state), multimask=True)
-            result = segmenter.segment(state["photo"].rgb, request, out_size=preview_size(state))
-        cache = {key: result}          # one entry: the current prompts
-        state["seg_cache"] = cache
-    return cache[key]
+        result = refine(segmenter, rgb, found, points, out_size=preview_size(state))
+    else:
+        b = box(state)
+        request = SegmentRequest(clicks=points, box=None if b is None else tuple(v * s for v in b),
+                                 multimask=True)
+        result = segmenter.segment(rgb, request, out_size=preview_size(state))
+    state["seg_cache"] = {key: result}          # one entry: the current prompts
+    return result
 
 
 def _auto_mask(state: MutableMapping):
