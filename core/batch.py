@@ -3,9 +3,9 @@
     report = run_batch(Path("in"), Path("out"), spec, subject=BatchSubject(rel_points=((0.5, 0.5, 1),)))
     report.done, report.skipped, report.failed        # names; failed = [(name, one line)]
 
-Each photo is one run (core.jobs.run_job), recorded in history like any other run, its
-`source_name` = "<batch name>/<file name>" (the name: `name`, default the photo folder's name), which
-puts the run in that batch (the history's runs.batch column): the History page's "Batch" filter,
+Each photo is one run (core.jobs.run_job), recorded in history like any other run, in the batch
+`name` (default the photo folder's name; JobRequest.batch, the history's runs.batch column), its
+`source_name` "<batch name>/<file name>": the History page's "Batch" filter,
 `history list --batch NAME` and GET /v1/runs?batch=NAME list the batch's runs. The
 subject of each photo comes from a mask folder (a mask with the photo's file stem), a box, or clicks
 given as fractions of the image size (so one set of clicks fits photos of any size).
@@ -302,7 +302,8 @@ def _one(photo: Path, outs: list[Path], mask_path: Optional[Path], spec: RunSpec
     # reuse: a photo whose run the service already has (this batch was killed while it ran) is
     # not run or recorded again
     result = engine.run(JobRequest(image=image, spec=run_spec, mask=mask,
-                                   source_name=f"{name}/{photo.name}"), record=record, cancel=cancel,
+                                   source_name=f"{name}/{photo.name}", batch=name),
+                        record=record, cancel=cancel,
                         original=photo.read_bytes(), reuse=True)
     outputs, run_id = result.outputs, result.run_id
     if len(outputs) != len(outs):

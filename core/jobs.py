@@ -40,6 +40,7 @@ class JobRequest:
     spec: RunSpec
     mask: Optional[np.ndarray] = None      # full-size HxW uint8, 255 = subject; skips segmentation
     source_name: str = ""                  # display only, never used as a path
+    batch: Optional[str] = None            # the batch this run is part of (core.batch), None for one photo
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def run_job(request: JobRequest, *, record: bool = True, progress: Optional[Prog
         try:
             store = open_store(sweep=True)
             run_id = store.start_run(source=request.image, spec=request.spec,
-                                     source_name=request.source_name)
+                                     source_name=request.source_name, batch=request.batch)
         except HistoryError as e:
             store, record_error = None, str(e)
         if run_id is not None and started is not None:

@@ -358,7 +358,7 @@ def load_into_editor(state: MutableMapping, run, store=None) -> None:
             raise
         raise HistoryError(f"the source photo of run #{run.id} is missing from the history files") from e
     # a batch's photo comes back under its file name: what is made from it in the Editor is a run
-    # of its own, not one of the batch's (the batch is in the source name, "<batch>/<file>")
+    # of its own, not one of the batch's (core.batch names its runs "<batch>/<file>")
     name = (run.source_name.rpartition("/")[2] if run.batch else run.source_name) or f"run-{run.id}.png"
     image = load_image(data, name=name)
     photo.load_photo(state, image, name)

@@ -171,7 +171,8 @@ class RemoteEngine:
         if progress is not None:
             progress("server", 0.0)
         out = client.replace(request.spec, photo=original if original is not None else request.image,
-                             mask=request.mask, source_name=request.source_name or "", reuse=reuse)
+                             mask=request.mask, source_name=request.source_name or "", reuse=reuse,
+                             batch=request.batch)
         if progress is not None:
             progress("download", 1.0)
         outputs = [_decode(client.file(o["hash"])) for o in out["outputs"]]

@@ -31,18 +31,21 @@ when the images are in S3: read them with store.read_file, never by opening the 
         sweep=True (writers: jobs, the app server) also sweeps files. Read-only use never deletes.
 
     HistoryStore
-      start_run(*, source, spec, source_name="", device=None, created=None) -> int  # "running"
+      start_run(*, source, spec, source_name="", device=None, created=None,
+                batch=None) -> int  # "running"
           source: HxWx3 uint8 array | object with .rgb/.hash (LoadedImage) | hash of a stored source
           spec: core.spec.RunSpec (or its JSON): every parameter, stored as JSON with its version;
                 background_kind, model and search_text are indexed columns derived from it
-          source_name: display only; "<batch name>/<file name>" puts the run in that batch (the
-                indexed column batch, records.batch_name)
+          source_name: display only, never a path (nor a batch: a "/" in it means nothing)
+          batch: the name of the batch the run is part of (core.batch), None for one photo (the
+                 indexed column batch)
       finish_run(run_id, *, mask=None, outputs=(), timings=None, device=None, duration=None,
                  status="succeeded") -> None
           mask: HxW uint8 (255 = subject); outputs: arrays (HxWx3 or HxWx4 uint8) or (array, seed)
       fail_run(run_id, error, *, status="failed"|"cancelled", timings=None, device=None, mask=None)
       record_run(*, source, mask=None, outputs=(), timings=None, status="succeeded", error=None,
-                 duration=None, created=None, spec, source_name="", device=None) -> int  # one tx
+                 duration=None, created=None, spec, source_name="", device=None,
+                 batch=None) -> int  # one tx
       get_run(run_id) -> RunRecord              get_runs(ids) -> list[RunRecord]
       list_runs(query: RunQuery | None = None, *, limit=48, cursor=None, offset=0) -> Page
           newest first; Page.runs (also iterable), Page.next_cursor (opaque str, None at the end)
@@ -66,10 +69,10 @@ when the images are in S3: read them with store.read_file, never by opening the 
     RunQuery(text="", favorites=False, model=None, background_kind=None, status=None,
              since=None, until=None, source_hash=None, batch=None)
     RunRecord: id, created (aware UTC), finished, status, source: SourceRecord, source_name
-        (a batch's runs: "<batch name>/<file name>", see .batch),
+        (core.batch's runs: "<batch name>/<file name>"), batch (its name, None for one photo),
         spec: RunSpec, timings, device, error, duration, mask: MaskRecord | None,
         outputs: tuple[OutputRecord, ...]
-        .favorite (any output is), .batch (the batch's name, None for one photo), .prompt (None
+        .favorite (any output is), .prompt (None
         unless painted), .params() (spec.flat() + source, device, status, output seeds: what
         compare uses), .summary() (short JSON row for `history list --json`), .to_dict()
         (everything, JSON-ready)

@@ -72,7 +72,7 @@ class Run(Base):
                                                    index=True)
     # revision 0002: casefolded prompt + "\n" + negative, for case-insensitive search beyond ASCII
     search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
-    # revision 0005: the batch the run was part of (records.batch_name of source_name), for filters
+    # revision 0005: the batch the run was part of (set by core.batch runs only), for filters
     batch: Mapped[Optional[str]] = mapped_column(Text, index=True)
 
     source: Mapped[Source] = relationship(lazy="joined", innerjoin=True)

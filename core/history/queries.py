@@ -63,7 +63,8 @@ class Queries:
             if mask is not None else None,
             outputs=tuple(OutputRecord(o.id, o.run_id, o.index, o.seed, o.favorite, o.hash,
                                        o.width, o.height, ref(o.path), ref(o.thumb_path))
-                          for o in run.outputs))
+                          for o in run.outputs),
+            batch=run.batch)
 
     def get_run(self, run_id: int) -> RunRecord:
         """Everything about one run; HistoryError if there is no such run."""

@@ -65,15 +65,11 @@ class RunRecord:
     duration: Optional[float]
     mask: Optional[MaskRecord]
     outputs: tuple[OutputRecord, ...]
+    batch: Optional[str] = None   # the batch it was part of (`python -m core batch`), None: one photo
 
     @property
     def favorite(self) -> bool:
         return any(o.favorite for o in self.outputs)
-
-    @property
-    def batch(self) -> Optional[str]:
-        """The name of the batch this run was part of (`python -m core batch`), None otherwise."""
-        return batch_name(self.source_name)
 
     @property
     def prompt(self) -> Optional[str]:
@@ -159,17 +155,6 @@ class SweepReport:
     removed_files: int = 0     # orphan files (and stale temp files) deleted
     removed_bytes: int = 0
     missing_files: int = 0     # files a row points to that are not on disk (reported, not fixed)
-
-
-
-# ------------------------------------------------------------------------------------ batches --
-def batch_name(source_name: Optional[str]) -> Optional[str]:
-    """The batch a run belongs to, from its source name: core.batch records each photo of a batch
-    as "<batch name>/<file name>" (a file name has no "/"), so the batch is what comes before the
-    last "/"; None for a run of one photo (no "/", or nothing before it). Stored in the indexed
-    column runs.batch (revision 0005) for the History page's batch filter."""
-    head, sep, _ = (source_name or "").replace("\x00", "").rpartition("/")
-    return head if sep and head else None
 
 
 # ------------------------------------------------------------------------------ times, cursors --

@@ -23,7 +23,7 @@ from core.files import HOST
 from core.history.blobs import Blob, BlobStore, check_image
 from core.history.deletions import Deletions, FilesMayBeGone
 from core.history.models import RUN_STATUSES, Mask, Output, Run, Source
-from core.history.records import batch_name, naive_utc, now_utc
+from core.history.records import naive_utc, now_utc
 from core.history.sessions import Database
 from core.history.shared import NOT_YET, referenced
 from core.spec import RunSpec
@@ -238,14 +238,16 @@ class Writes:
                                       width=blob.width, height=blob.height))
 
     @staticmethod
-    def _columns(spec: RunSpec, source_name: str = "", device: Optional[str] = None) -> dict[str, Any]:
+    def _columns(spec: RunSpec, source_name: str = "", device: Optional[str] = None,
+                 batch: Optional[str] = None) -> dict[str, Any]:
         """Row values for a run: the spec as JSON (NUL characters removed from its text, which
-        PostgreSQL cannot hold) and the indexed columns derived from it."""
+        PostgreSQL cannot hold) and the indexed columns derived from it. `batch` is only what the
+        caller says (a batch run), never guessed from the source name."""
         if not isinstance(spec, RunSpec):
             spec = RunSpec.load(spec)
         return dict(spec=_no_nul(spec.to_json()),
                     **{k: _text(v) for k, v in spec.index_columns().items()},
-                    source_name=_text(source_name) or "", batch=batch_name(source_name),
+                    source_name=_text(source_name) or "", batch=_text(batch) or None,
                     device=_text(device))
 
     def _run_exists(self, run_id: Optional[int]) -> Any:
@@ -265,12 +267,14 @@ class Writes:
         return None if value == finished else NOT_YET
 
     def start_run(self, *, source: Union[ImageLike, str], spec: RunSpec, source_name: str = "",
-                  device: Optional[str] = None, created: Optional[datetime] = None) -> int:
+                  device: Optional[str] = None, created: Optional[datetime] = None,
+                  batch: Optional[str] = None) -> int:
         """Record a run as "running" before any work is done; returns its id.
 
         `source`: HxWx3 uint8 array, an object with `.rgb` (and `.hash`) such as LoadedImage, or
-        the content hash of a source already in the history. `spec`: the RunSpec (or its JSON)."""
-        cols = self._columns(spec, source_name, device)
+        the content hash of a source already in the history. `spec`: the RunSpec (or its JSON).
+        `batch`: the name of the batch this run is part of (core.batch), None for one photo."""
+        cols = self._columns(spec, source_name, device, batch)
         epoch = self.deletions.epoch()
         blob, digest = self._source_blob(source)
         flushed: list[int] = []
@@ -350,11 +354,12 @@ class Writes:
                    outputs: Iterable[Any] = (), timings: Optional[Mapping[str, float]] = None,
                    status: str = "succeeded", error: Optional[str] = None,
                    duration: Optional[float] = None, created: Optional[datetime] = None,
-                   spec: RunSpec, source_name: str = "", device: Optional[str] = None) -> int:
+                   spec: RunSpec, source_name: str = "", device: Optional[str] = None,
+                   batch: Optional[str] = None) -> int:
         """Record a finished run in one go (files first, then one transaction); returns its id."""
         if status not in RUN_STATUSES or status == "running":
             raise InvalidOptionError(f"unknown final status {status!r}")
-        cols = self._columns(spec, source_name, device)
+        cols = self._columns(spec, source_name, device, batch)
         epoch = self.deletions.epoch()
         blob, digest = self._source_blob(source)
         mask_blob = self._mask_blob(mask)

@@ -127,11 +127,12 @@ class ServiceClient:
 
     def replace(self, spec: Any, *, photo: Optional[Photo] = None, source: Optional[str] = None,
                 mask: Optional[Union[np.ndarray, bytes]] = None, source_name: str = "",
-                reuse: bool = False) -> dict:
+                reuse: bool = False, batch: Optional[str] = None) -> dict:
         """One run on the service: `spec` a core.spec.RunSpec (or its JSON dict); the photo as
         `photo` or a history `source` hash; `mask` (HxW uint8, 255 = subject) instead of the
-        spec's clicks/box. `reuse`: the same photo, mask, spec and source_name already run (or
-        running) on the service is answered with that run instead of a new one. Returns
+        spec's clicks/box. `reuse`: the same photo, mask, spec, source_name and batch already run
+        (or running) on the service is answered with that run instead of a new one. `batch`: the
+        batch the run is part of (core.batch), None for one photo. Returns
         {"run_id", "status", "outputs": [{hash, seed, width, height, url}], "mask", "timings",
         "reused"}."""
         files = {}
@@ -141,6 +142,7 @@ class ServiceClient:
             files["mask"] = mask if isinstance(mask, (bytes, bytearray)) else _png(np.asarray(mask))
         return self._post("/v1/replace", {"spec": _json(spec), "source": source,
                                           "source_name": source_name or None,
+                                          "batch": batch or None,
                                           "reuse": True if reuse else None}, files)
 
     def embed(self, *, photo: Optional[Photo] = None, source: Optional[str] = None,

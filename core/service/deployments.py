@@ -225,13 +225,15 @@ class Inpainter:
         return key
 
     async def run(self, photo: Optional[bytes], source: Optional[str], mask: Optional[bytes],
-                  spec: dict, source_name: str = "", reuse: bool = False) -> "dict | Failed":
+                  spec: dict, source_name: str = "", reuse: bool = False,
+                  batch: Optional[str] = None) -> "dict | Failed":
         """Returns {"run_id", "status", "outputs": [{hash, seed, width, height}], "mask": hash,
         "timings", "reused", "retried", "auto_confidence"}; the run is in history (or a Failed says
         why not). "auto_confidence": with spec.subject.auto, how sure the subject found is (0..1,
         a reused run's too: the subject is found again to know the run), else None.
 
-        `reuse`: the same photo, subject mask, spec and source_name already recorded as succeeded,
+        `batch`: the batch the run is part of (core.batch sends it), None for one photo.
+        `reuse`: the same photo, subject mask, spec, source_name and batch already recorded as succeeded,
         or running here, is answered with that run, and nothing runs or is recorded again (a batch
         rerun after its client was killed mid-photo). The work of a run goes on when its caller
         goes away (so a repeat can wait for it)."""
@@ -251,15 +253,18 @@ class Inpainter:
             sure = auto.get("confidence")
             work, ident = None, None
             if reuse:
-                ident, mask_hash = await asyncio.to_thread(_identity, image, spec_, subject, source_name)
+                ident, mask_hash = await asyncio.to_thread(_identity, image, spec_, subject, source_name,
+                                                           batch)
                 work = self._running.get(ident)
                 if work is None:
-                    found = await asyncio.to_thread(_recorded, image.hash, mask_hash, spec_, source_name)
+                    found = await asyncio.to_thread(_recorded, image.hash, mask_hash, spec_, source_name,
+                                                    batch)
                     if found is not None:
                         return {**found, "reused": True, "retried": retried[0], "auto_confidence": sure}
             reused = work is not None
             if work is None:
-                work = asyncio.ensure_future(asyncio.to_thread(self._run, image, spec_, subject, source_name))
+                work = asyncio.ensure_future(asyncio.to_thread(self._run, image, spec_, subject, source_name,
+                                                                batch))
                 work.add_done_callback(lambda w: w.cancelled() or w.exception())   # seen, even unawaited
                 if ident is not None:
                     self._running[ident] = work
@@ -291,12 +296,13 @@ class Inpainter:
             raise no_subject(subject.segmenter)
         return mask
 
-    def _run(self, image, spec, mask, source_name) -> dict:
+    def _run(self, image, spec, mask, source_name, batch) -> dict:
         from core.errors import HistoryError
         from core.history import open_store
         from core.jobs import JobRequest
 
-        result = LOCAL.run(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name))
+        result = LOCAL.run(JobRequest(image=image, spec=spec, mask=mask, source_name=source_name,
+                                      batch=batch))
         if result.run_id is None:
             raise HistoryError(f"the run finished but could not be saved in history: {result.record_error}")
         return _result(open_store().get_run(result.run_id), result.timings)
@@ -314,19 +320,21 @@ def _result(run, timings: Optional[dict] = None) -> dict:
             "timings": {k: round(float(v), 4) for k, v in (timings or run.timings or {}).items()}}
 
 
-def _identity(image, spec, subject: np.ndarray, source_name: str) -> tuple[str, str]:
+def _identity(image, spec, subject: np.ndarray, source_name: str,
+              batch: Optional[str]) -> tuple[str, str]:
     """(what a `reuse` run is known by here, the content hash of the mask history will store
     for it: the subject refined as core.jobs.run_job refines it)."""
     from core.images import content_hash
     from core.masks import refine
     mask_hash = content_hash(refine(np.where(subject > 127, 255, 0).astype(np.uint8), spec.mask))
-    h = hashlib.sha256("|".join((image.hash, mask_hash, source_name,
+    h = hashlib.sha256("|".join((image.hash, mask_hash, source_name, batch or "",
                                  json.dumps(spec.to_json(), sort_keys=True))).encode())
     return h.hexdigest(), mask_hash
 
 
-def _recorded(image_hash: str, mask_hash: str, spec, source_name: str) -> Optional[dict]:
-    """The newest succeeded run in history of this photo, mask, spec (as it ran) and name."""
+def _recorded(image_hash: str, mask_hash: str, spec, source_name: str,
+              batch: Optional[str]) -> Optional[dict]:
+    """The newest succeeded run in history of this photo, mask, spec (as it ran), name and batch."""
     from core.history import RunQuery, open_store
     from core.jobs import resolved
     try:
@@ -335,8 +343,8 @@ def _recorded(image_hash: str, mask_hash: str, spec, source_name: str) -> Option
         return None
     page = open_store().list_runs(RunQuery(source_hash=image_hash, status="succeeded"), limit=100)
     for run in page.runs:
-        if (run.source_name == source_name and run.outputs and run.mask is not None
-                and run.mask.hash == mask_hash and run.spec.to_json() == want):
+        if (run.source_name == source_name and run.batch == (batch or None) and run.outputs
+                and run.mask is not None and run.mask.hash == mask_hash and run.spec.to_json() == want):
             return _result(run)
     return None
 

@@ -119,14 +119,14 @@ def test_search_and_filters(store):
 
 
 def test_batch_filter_shows_only_that_batchs_runs(store, astronaut, monkeypatch, tiny_sam):
-    """Runs of `python -m core batch` (source names "<batch>/<file>") are picked by their batch's
+    """Runs of `python -m core batch` (each recorded with its batch) are picked by their batch's
     name, counted in the choices; the filter combines with search and favourites."""
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
     small = astronaut[::8, ::8].copy()
-    shots = [record(store, source=small, source_name=f"shots/{k}.png", background="sd",
+    shots = [record(store, source=small, source_name=f"shots/{k}.png", batch="shots", background="sd",
                     prompt=f"shot {k} beach", model="tiny", clicks=[(5, 5, 1)], outputs=[(small, k)])
              for k in range(3)]
-    record(store, source=small, source_name="<b>sale</b>/x.png", outputs=[small])
+    record(store, source=small, source_name="<b>sale</b>/x.png", batch="<b>sale</b>", outputs=[small])
     at = history_app()
     box = at.selectbox(key="hist_batch")
     assert box.label == "Batch" and box.value == uh.ALL_RUNS

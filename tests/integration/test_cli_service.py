@@ -65,6 +65,7 @@ def test_batch_fans_out_over_the_service_and_resumes(remote, tmp_path, coffee):
     assert first.returncode == 1 and "4 done, 0 already done, 1 failed" in first.stdout
     assert sorted(p.name for p in out.iterdir()) == [f"p{i}.png" for i in range(4)]
     assert len(_service_runs(remote, "remote-shoot/")) == 4
+    assert {r["batch"] for r in _service_runs(remote, "remote-shoot/")} == {"remote-shoot"}   # sent as one
     again = cli("batch", folder, "--out", out, "--masks", masks, "--background", "color:#102030",
                 check=False)
     assert "0 done, 4 already done, 1 failed" in again.stdout
@@ -182,7 +183,7 @@ def test_history_list_in_team_mode_lists_the_services_runs(remote, chelsea):
     assert remote.display_url in text and f"{out['run_id']:>6}" in text
     # --batch asks the service for one batch's runs (GET /v1/runs?batch=)
     shoot = remote.replace({"background": "transparent"}, photo=chelsea[:40, :50], mask=_ellipse(40, 50),
-                           source_name="listed-shoot/a.png")      # a batch no other test makes
+                           source_name="listed-shoot/a.png", batch="listed-shoot")   # no other test's
     [row] = json.loads(cli("history", "list", "--json", "--batch", "listed-shoot").stdout)
     assert (row["id"], row["batch"]) == (shoot["run_id"], "listed-shoot")
 

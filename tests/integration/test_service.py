@@ -101,14 +101,16 @@ def test_replace_color_runs_files_end_to_end(api, service, chelsea):
 
 
 def test_runs_filter_by_batch(api, chelsea):
-    """GET /v1/runs?batch=NAME: the runs a batch recorded (source name "<batch>/<file>", what
-    `python -m core batch` sends in team mode), each with its batch; one photo's run is in none."""
+    """GET /v1/runs?batch=NAME: the runs a batch recorded (`batch` names it, as `python -m core
+    batch` does in team mode), each with its batch; one photo's run is in none."""
     h, w = chelsea.shape[:2]
     ids = {}
     for name in ("api-shoot/a.png", "api-shoot/b.png", "api-single.png"):
+        batch = {"batch": "api-shoot"} if "/" in name else {}
         r = api.post("/v1/replace", files={"photo": ("p.png", _png(chelsea), "image/png"),
                                            "mask": ("m.png", _png(_ellipse(h, w)), "image/png")},
-                     data={"spec": json.dumps({"background": "color:#ffffff"}), "source_name": name})
+                     data={"spec": json.dumps({"background": "color:#ffffff"}), "source_name": name,
+                           **batch})
         assert r.status_code == 200, r.text
         ids[name] = r.json()["run_id"]
     page = api.get("/v1/runs", params={"batch": "api-shoot", "total": "true"}).json()
@@ -116,6 +118,21 @@ def test_runs_filter_by_batch(api, chelsea):
     assert page["total"] == 2 and {r["batch"] for r in page["runs"]} == {"api-shoot"}
     assert api.get(f"/v1/runs/{ids['api-single.png']}").json()["batch"] is None
     assert api.get("/v1/runs", params={"batch": "api-nothing"}).json()["runs"] == []
+
+
+def test_a_source_name_with_a_folder_is_no_batch(api, chelsea):
+    """One API run whose source name has a "/" ("slash-shoot/IMG_1.jpg", a client's folder) is a
+    run of one photo: its batch is null and GET /v1/runs?batch=slash-shoot does not list it."""
+    h, w = chelsea.shape[:2]
+    r = api.post("/v1/replace", files={"photo": ("p.png", _png(chelsea), "image/png"),
+                                       "mask": ("m.png", _png(_ellipse(h, w)), "image/png")},
+                 data={"spec": json.dumps({"background": "color:#ffffff"}),
+                       "source_name": "slash-shoot/IMG_1.jpg"})
+    assert r.status_code == 200, r.text
+    run = api.get(f"/v1/runs/{r.json()['run_id']}").json()
+    assert run["source_name"] == "slash-shoot/IMG_1.jpg" and run["batch"] is None
+    page = api.get("/v1/runs", params={"batch": "slash-shoot", "total": "true"}).json()
+    assert page["runs"] == [] and page["total"] == 0
 
 
 def test_replace_sd_on_the_tiny_model(api, chelsea, tiny_inpaint):

@@ -32,7 +32,7 @@ def spec(background: str = "color:#00ff00", *, mask_options: Optional[dict] = No
 
 
 _STORE_ARGS = {"source", "mask", "outputs", "timings", "status", "error", "duration", "created",
-               "source_name", "device"}
+               "source_name", "device", "batch"}
 
 
 def _split(kw: dict) -> tuple[dict, dict]:

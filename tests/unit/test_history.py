@@ -250,19 +250,20 @@ def test_search_treats_wildcards_literally_and_folds_unicode(store):
 
 
 def test_batch_filter_lists_one_batch_and_combines_with_search_and_favourites(store):
-    """A batch's runs (source names "<batch>/<file>", as core.batch records them) are found by the
-    batch's name; batches() counts each batch, the most recent first; single photos are in none."""
+    """A batch's runs (recorded with their batch's name, as core.batch records them) are found by
+    the batch's name; batches() counts each batch, the most recent first; single photos are in
+    none, whatever their source name says."""
     src = np.zeros((4, 4, 3), np.uint8)
     t0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
     at = lambda k: t0 + timedelta(minutes=k)   # noqa: E731
-    shots = [record(store, source=tint(src, k), background="sd", prompt=f"shot {k}",
+    shots = [record(store, source=tint(src, k), background="sd", prompt=f"shot {k}", batch="shots",
                     source_name=f"shots/{k}.jpg", outputs=[tint(src, k)], created=at(k)) for k in range(3)]
     mug = record(store, source=src, background="sd", prompt="shot mug", source_name="mugs/mug.png",
-                 outputs=[src], created=at(5))
-    nested = record(store, source=src, source_name="2026/march/a.jpg", created=at(6))
+                 batch="mugs", outputs=[src], created=at(5))
+    nested = record(store, source=src, source_name="2026/march/a.jpg", batch="2026/march", created=at(6))
     single = record(store, source=src, background="sd", prompt="shot alone", source_name="alone.jpg",
                     created=at(7))
-    odd = record(store, source=src, source_name="/rooted.jpg", created=at(8))   # no name before "/"
+    odd = record(store, source=src, source_name="shots/odd.jpg", created=at(8))   # a "/" is no batch
     assert store.batches() == [("2026/march", 1), ("mugs", 1), ("shots", 3)]
     ids = lambda q: [r.id for r in store.list_runs(q, limit=100).runs]   # noqa: E731
     assert ids(RunQuery(batch="shots")) == shots[::-1] and store.count_runs(RunQuery(batch="shots")) == 3

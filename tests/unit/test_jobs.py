@@ -47,6 +47,18 @@ def test_sd_run_records_every_parameter_and_output(cat, tiny_inpaint):
     assert {"mask", "diffusion"} <= set(run.timings)
 
 
+def test_a_run_is_in_a_batch_only_when_its_request_names_one(cat):
+    """A "/" in a run's source name (a photo named "shoot-a/IMG_1.jpg") puts it in no batch; only
+    JobRequest.batch (what core.batch sends) does."""
+    spec, mask = RunSpec(background="color:#ffffff"), ellipse_mask(*cat.rgb.shape[:2])
+    one = run_job(JobRequest(image=cat, spec=spec, mask=mask, source_name="shoot-a/IMG_1.jpg"))
+    batch = run_job(JobRequest(image=cat, spec=spec, mask=mask, source_name="shoot-b/IMG_2.jpg",
+                               batch="shoot-b"))
+    store = open_store()
+    assert store.get_run(one.run_id).batch is None and store.get_run(batch.run_id).batch == "shoot-b"
+    assert store.batches() == [("shoot-b", 1)]
+
+
 def test_cancelled_run_is_recorded_as_cancelled(cat, tiny_inpaint):
     cancel = threading.Event()
 

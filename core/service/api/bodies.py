@@ -136,8 +136,12 @@ ApiSpec = Annotated[RunSpec, AfterValidator(_registry_model), Field(
 
 class ReplaceFields(_Body):
     spec: ApiSpec
-    source_name: str = Field("", max_length=500, description="display name kept with the run")
-    reuse: bool = Field(False, description="if this photo, subject mask, spec and source_name already "
+    source_name: str = Field("", max_length=500, description="display name kept with the run "
+                                                         "(only shown: a \"/\" in it is no batch)")
+    batch: Optional[str] = Field(None, max_length=500, description="the batch this run is part of "
+                                                                   "(`batch` sends its name); none "
+                                                                   "for one photo")
+    reuse: bool = Field(False, description="if this photo, subject mask, spec, source_name and batch already "
                                            "ran (or are running), answer with that run instead of "
                                            "running again (`batch` sends it, so a rerun after a kill "
                                            "records nothing twice)")
@@ -226,8 +230,8 @@ class RunOut(BaseModel):
     finished: Optional[str] = None
     status: Literal["running", "succeeded", "failed", "cancelled"]
     source_name: str
-    batch: Optional[str] = Field(None, description="the batch the run was part of (source_name "
-                                                   "\"<batch>/<file>\"), null for one photo")
+    batch: Optional[str] = Field(None, description="the batch the run was part of (a `batch` run "
+                                                   "sends it), null for one photo")
     background: str
     prompt: Optional[str] = None
     model: Optional[str] = None

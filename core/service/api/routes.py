@@ -104,7 +104,8 @@ def _reuse_key(body: "ReplaceFields", files: dict[str, bytes]) -> Optional[str]:
         return None
     h = hashlib.sha256()
     for part in (files.get("photo") or (getattr(body, "source", None) or "").encode(), files.get("mask") or b"",
-                 json.dumps(body.spec.to_json(), sort_keys=True).encode(), body.source_name.encode()):
+                 json.dumps(body.spec.to_json(), sort_keys=True).encode(), body.source_name.encode(),
+                 (body.batch or "").encode()):
         h.update(hashlib.sha256(part).digest())
     return "run-" + h.hexdigest()
 
@@ -186,7 +187,7 @@ class Api:
         key = await run_in_threadpool(_reuse_key, body, files)
         result = await self._call(self.inpainter.run, files.get("photo"), getattr(body, "source", None),
                                   files.get("mask"), spec.to_json(), body.source_name, body.reuse,
-                                  photo=key)
+                                  body.batch or None, photo=key)
         self.retried += result.pop("retried", 0)
         result["outputs"] = [{**o, "url": _file_url(request, o["hash"])} for o in result["outputs"]]
         return result
