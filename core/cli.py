@@ -1,6 +1,6 @@
 """Command-line interface (the contract in docs/CONTRACTS.md, "core/jobs.py + core/cli.py").
 
-Why ~620 lines: argparse wiring plus one short function per command; the catalogue flags live in
+Why ~680 lines: argparse wiring plus one short function per command; the catalogue flags live in
 core/cli_catalogue.py and the work itself behind core.engine.
 
 Exit 0 on success; on bad input exit 2 with one line `error: <what and why>` on stderr, never a
@@ -380,6 +380,36 @@ def _output_paths(out: Path, n: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i + 1}{out.suffix}") for i in range(n)]
 
 
+NAME_CELLS = 24      # `history list`: the source file name's column, in terminal cells
+
+
+def _cells(c: str) -> int:
+    import unicodedata
+    if unicodedata.category(c) in ("Mn", "Me", "Cf"):     # combining marks, zero-width characters
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+
+def _cell(text: str, width: int) -> str:
+    """`text` as one column of a table: control characters escaped, cut in the middle with "…"
+    (the start and the end, a file's number and extension, stay) and padded to `width` terminal
+    cells (a wide character takes two)."""
+    s = terminal_safe(text)
+    if sum(map(_cells, s)) > width:
+        tail, used = "", 0
+        for c in reversed(s):
+            if used + _cells(c) > (width - 1) // 2:
+                break
+            tail, used = c + tail, used + _cells(c)
+        head, room = "", width - 1 - used
+        for c in s:
+            if _cells(c) > room:
+                break
+            head, room = head + c, room - _cells(c)
+        s = f"{head}…{tail}"
+    return s + " " * (width - sum(map(_cells, s)))
+
+
 def cmd_history_list(args) -> int:
     engine = get_engine()
     rows = engine.runs(limit=args.limit, batch=args.batch)
@@ -395,7 +425,11 @@ def cmd_history_list(args) -> int:
     for r in rows:
         text = terminal_safe((r.get("prompt") or r.get("background") or "").replace("\n", " "))
         model = terminal_safe(r.get("model") or "-")
-        print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {model:<18}  {text[:60]}")
+        name = r.get("source_name") or "-"       # shown, never opened
+        if args.batch and name.startswith(f"{args.batch}/"):    # the batch is said once, by --batch
+            name = name[len(args.batch) + 1:]
+        print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {_cell(name, NAME_CELLS)}  "
+              f"{model:<18}  {text[:60]}")
     return 0
 
 

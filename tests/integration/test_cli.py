@@ -166,6 +166,42 @@ def test_history_list_batch_lists_one_batchs_runs(tmp_path, chelsea):
     assert cli("history", "list", "--batch", "nope").stdout.strip() == "no runs in the batch “nope”"
 
 
+def _cells(text: str) -> int:
+    """Terminal cells `text` takes (a wide character two, a combining mark none)."""
+    import unicodedata
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_history_list_names_each_runs_photo_in_an_aligned_column():
+    """`history list` shows each run's source file name (a batch's rows differ by it): as text,
+    control characters escaped, a long name cut in the middle with "…", the columns after it
+    aligned (wide characters too); with --batch the batch's name is not repeated on each row."""
+    from core.history import open_store
+    from runs import record
+
+    store = open_store()
+    src = np.zeros((4, 4, 3), np.uint8)
+    long_name = "a" * 50 + "-final-v2.jpg"
+    wide = "写真の名前がとても長いファイル.jpg"
+    for name in ("IMG_0001.jpg", "evil\x1b[2J\u202e.png", long_name, wide, ""):
+        record(store, source=src, source_name=name)
+    for k in (1, 2):
+        record(store, source=src, source_name=f"list-shoot/IMG_{k}.jpg", batch="list-shoot")
+    out = cli("history", "list").stdout
+    assert "\x1b" not in out and "\u202e" not in out and "evil\\x1b[2J\\u202e.png" in out
+    lines = out.splitlines()
+    assert len(lines) == 7 and any("  IMG_0001.jpg  " in line for line in lines)
+    assert "list-shoot/IMG_1.jpg" in out and "list-shoot/IMG_2.jpg" in out
+    [cut] = [line for line in lines if "aaa" in line]
+    assert long_name not in cut and "aaa…" in cut and "v2.jpg  " in cut      # its start and end
+    assert any("写真の名前" in line and "…" in line for line in lines)
+    starts = {_cells(line[:line.index("color:#00ff00")]) for line in lines}
+    assert len(starts) == 1, lines                   # the column after the names lines up
+    batch_rows = cli("history", "list", "--batch", "list-shoot").stdout.splitlines()
+    assert [line.split()[3] for line in batch_rows] == ["IMG_2.jpg", "IMG_1.jpg"]
+
+
 def test_replace_no_history_records_nothing(tmp_path, cat_png):
     out = tmp_path / "out.png"
     cli("replace", cat_png, "--out", out, "--point", "220,150", "--segmenter", "grabcut",
