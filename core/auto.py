@@ -278,7 +278,14 @@ def _refine(rgb: np.ndarray, found: np.ndarray, img: np.ndarray, model: np.ndarr
     back = model[sy, sx]
     d_back = np.abs(px - back).sum(axis=1)
     # next to a shadow the coarse copy left out, the backdrop may be shaded: s x backdrop
-    shaded = (shadow & ~found)[sy, sx]
+    # (within BAND px of one in the product's lower part, where its shadows lie on the floor: the
+    # working copy's outline may have taken the shaded backdrop right at the edge)
+    cast = shadow & ~found
+    near = cv2.dilate(cast.view(np.uint8), k) > 0
+    rows = np.nonzero(found.any(axis=1))[0]
+    upper = int(rows[0] + auto_shadow.UPPER * (rows[-1] - rows[0]))
+    near[:upper] = cast[:upper]
+    shaded = near[sy, sx]
     if shaded.any():
         b = back[shaded]
         k = np.clip((px[shaded] * b).sum(axis=1) / (b * b).sum(axis=1), DARK, 1.0)

@@ -355,3 +355,23 @@ def test_backdrop_between_crossed_stems_is_not_subject():
     m = find_subject(shot.image).mask >= 128
     assert np.count_nonzero(m & ~shot.truth) < 0.1 * np.count_nonzero(shot.truth)
     assert catalogue.iou(m, shot.truth) > 0.9
+
+
+def test_outline_beside_a_cast_shadow_follows_the_product():
+    """A box whose cast shadow lies against its lower side: the outline there is the box's edge,
+    not a band of shaded floor taken with it."""
+    import cv2
+    h, w = 720, 960
+    rng = np.random.default_rng(3)
+    box = np.zeros((h, w), np.float32)
+    cv2.rectangle(box, (380, 260), (580, 600), 1.0, -1)
+    cast = np.zeros((h, w), np.float32)
+    cv2.ellipse(cast, (640, 590), (150, 30), 0, 0, 360, 1.0, -1)
+    cast = cv2.GaussianBlur(cast, (0, 0), 10)
+    img = np.full((h, w, 3), 240, np.float32) * (1 - 0.55 * cast)[..., None]
+    img = img * (1 - box[..., None]) + np.array([200, 120, 90], np.float32) * box[..., None]
+    img = np.clip(img + rng.normal(0, 1.5, img.shape) + 0.5, 0, 255).astype(np.uint8)
+    m = find_subject(img).mask >= 128
+    beside = (m & ~(box > 0.5))[450:600, 581:600]
+    assert np.count_nonzero(beside) < 20
+    assert iou(m, box > 0.5) > 0.995
