@@ -370,12 +370,12 @@ def load_all(parts: list, prec: str, say: Optional[Callable[[str], None]]) -> di
     seconds = {p[1]: estimate_s(p[2]) for p in todo}
     total = sum(seconds.values()) or 1
     head = f"preparing the CPU engine, once (~{total} s)"
-    listener, spent, out = _listener.get(), 0, {}
+    listener, spent, n, out = _listener.get(), 0, 0, {}
     for label, key, module, example, int8 in parts:
         if key not in seconds:
             out[label] = load_or_convert(key, module, example, prec, say, int8=int8)
             continue
-        n = next(i for i, p in enumerate(todo, 1) if p[1] == key)
+        n += 1
         text = f"{head}: {label}" + (f", {n} of {len(todo)}" if len(todo) > 1 else "")
         with _ticking(listener, text, spent / total, seconds[key] / total, seconds[key]):
             out[label] = load_or_convert(key, module, example, prec, say, int8=int8)
@@ -387,8 +387,8 @@ def restore(pipe) -> None:
     """PyTorch again for `pipe`'s modules (what use_for changed is undone; the cache stays)."""
     for module, names in ((pipe.unet, ("forward",)), (getattr(pipe, "text_encoder", None), ("forward",)),
                           (pipe.vae, ("encode", "decode"))):
-        for name in (*names, "openvino"):
-            if module is not None:
+        if module is not None:
+            for name in (*names, "openvino"):
                 module.__dict__.pop(name, None)
 
 
