@@ -21,6 +21,8 @@ from ui import canvas  # noqa: E402
 from ui import state as S  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+# the CLI's preparation lines (after "preparing the CPU engine, once (~N s): "), in order
+PARTS = ["UNet, 1 of 4", "text encoder, 2 of 4", "image encoder, 3 of 4", "image decoder, 4 of 4"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")     # tests/integration/conftest.py
 
 
@@ -87,8 +89,7 @@ def test_cli_prints_the_preparation_once(fresh_weights, tmp_path, chelsea):
            "--prompt", "a quiet harbour", "--model", "tiny", "--mode", "quality", "--steps", "2"]
     first = cli(*run, "--out", tmp_path / "a.png")
     lines = first.stderr.splitlines()
-    assert [line.split(": ", 1)[1] for line in lines] == [
-        "UNet, 1 of 4", "text encoder, 2 of 4", "image encoder, 3 of 4", "image decoder, 4 of 4"], lines
+    assert [line.split(": ", 1)[1] for line in lines] == PARTS, lines
     assert all(line.startswith("preparing the CPU engine, once (~") for line in lines)
     assert first.stdout.startswith("wrote ")
     again = cli(*run, "--out", tmp_path / "b.png")
@@ -130,8 +131,7 @@ def test_batch_prints_the_preparation_once(fresh_weights, tmp_path, chelsea):
            "a quiet harbour", "--model", "tiny", "--mode", "quality", "--steps", "2", "--workers", "2"]
     first = cli("batch", tmp_path / "in1", "--out", tmp_path / "out1", *run)
     lines = [line for line in first.stderr.splitlines() if line.startswith("preparing the CPU engine")]
-    assert [line.split(": ", 1)[1] for line in lines] == [
-        "UNet, 1 of 4", "text encoder, 2 of 4", "image encoder, 3 of 4", "image decoder, 4 of 4"], first.stderr
+    assert [line.split(": ", 1)[1] for line in lines] == PARTS, first.stderr
     assert "2 done" in first.stdout
     again = cli("batch", tmp_path / "in2", "--out", tmp_path / "out2", *run)
     assert "preparing" not in again.stderr and "2 done" in again.stdout
