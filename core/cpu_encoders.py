@@ -105,13 +105,13 @@ def use_for_sam2(model, path: Optional[Path], device: str, prec: Optional[str] =
     compiled = _compiled("sam2-encoder", _sam2_embeddings, model, path, prec, say)
     if compiled is None:
         return False
+    torch_embeddings = model.get_image_embeddings
 
     def get_image_embeddings(pixel_values, **kwargs):
         if kwargs or tuple(pixel_values.shape) != (1, 3, SIDE, SIDE):
             return torch_embeddings(pixel_values, **kwargs)
         return [t.to(pixel_values.dtype) for t in _outputs(compiled, pixel_values)]
 
-    torch_embeddings = model.get_image_embeddings
     model.get_image_embeddings = get_image_embeddings
     model.openvino = compiled
     return True
