@@ -328,7 +328,7 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         found = found & (solid | ~shadow)
         before = found
         found = auto_shadow.drop_reflection(found, np.abs(img - model).sum(axis=2))
-        found = auto_shadow.drop_foot_shadow(found, shadow)
+        found = auto_shadow.drop_foot_shadow(found, shadow, (s < DARK) & (off <= t_off), s)
         if (before & ~found).any():
             # what the contact shadow or the reflection walled in (the floor between a figure's
             # legs) is backdrop again when it is backdrop-like and reaches what was dropped

@@ -17,6 +17,7 @@ UPPER = 0.5              # a cast shadow does not reach above this share of the 
 MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
 FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
+SOFT_TOP = 0.3           # a contact shadow's top fades: its shading changes less than this over 3 px
 STEM = 18                # a thin upright part at least this tall (working px) is no shadow sliver
 GAP = 0.5                # a gap across a pale product is at most this share of its row's span
 WALLED_ROWS = 12         # a grey face joined to its shadow is walled on both sides over this many rows
@@ -247,23 +248,26 @@ def drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     return out
 
 
-def drop_foot_shadow(found: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+def drop_foot_shadow(found: np.ndarray, shadow: np.ndarray, dark: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Take the contact shadow off the subject's foot: in each column, shadow-like pixels at the
     bottom of the subject, at most FOOT x the photo's height tall, right under pixels that are
-    clearly subject (the product's base), go back to the backdrop; and so do such runs beside the
-    base with nothing on them (the contact shadow reaching past a narrower base) when they join
-    those under it. (A contact shadow is dark and thin, and often sharp enough to be walled in with
-    the product. Counting pixels darker than a cast shadow in, for a contact shadow under a cast
-    one, cut the bases of black products on the tune half: they are not.)"""
-    import cv2
-    under, beside = _foot_runs(found, shadow)
-    if under.any() and beside.any():
-        n, lab = cv2.connectedComponents((under | beside).view(np.uint8), connectivity=8)
-        joined = np.zeros(n, bool)
-        joined[np.unique(lab[under])] = True
-        joined[0] = False
-        under |= beside & joined[lab]
-    return found & ~under
+    clearly subject (the product's base), go back to the backdrop; and so do the runs with nothing
+    on them (the contact shadow reaching past a narrower or rounded base, or under a grey one,
+    seen through the gap) whose top fades into the backdrop above them (s, the shading ratio,
+    changes by less than SOFT_TOP over 3 px there: a black product's thin foot has a sharp top).
+    Beside the base, `dark` pixels (the backdrop's colour, darker than a cast shadow: a contact
+    shadow under a cast one) count too; under it they cut the bases of black products on the tune
+    half. (A contact shadow is dark and thin, and often sharp enough to be walled in with the
+    product.)"""
+    under, _ = _foot_runs(found, shadow)
+    _, beside = _foot_runs(found, shadow | dark)
+    if beside.any():
+        cols = np.nonzero(beside.any(axis=0))[0]
+        top = np.argmax(beside[:, cols], axis=0)
+        above, below = np.maximum(top - 1, 0), np.minimum(top + 2, s.shape[0] - 1)
+        sharp = np.abs(s[above, cols] - s[below, cols]) >= SOFT_TOP
+        beside[:, cols[sharp]] = False
+    return found & ~under & ~beside
 
 
 def _foot_runs(found: np.ndarray, passable: np.ndarray):
