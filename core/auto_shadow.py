@@ -14,7 +14,7 @@ NECK = 5                 # shadow-like areas are split at necks narrower than 2 
 SOFT_RIM = 0.22          # a shadow-like piece whose rim is at least this much soft backdrop is shadow
 OPEN_RIM = 0.7           # ... or, for one standing in the product's upper part, this much
 UPPER = 0.5              # a cast shadow does not reach above this share of the product's height
-MIRROR = 0.5             # a reflection is at most this strong against the backdrop as its mirror pixel
+MIRROR = 0.6             # a reflection is at most this strong against the backdrop as its mirror pixel
 FLOOR = 0.3              # the floor under a see-through hole is at most this share of the height
 FOOT = 0.03              # a contact shadow under the product is at most this share of the height tall
 SOFT_TOP = 0.3           # a contact shadow's top fades: its shading changes less than this over 3 px
@@ -218,8 +218,10 @@ def drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     """Take a floor reflection off the bottom of the subject: below some line y0 every row is a
     faint mirror image of the rows above it (each pixel's contrast with the backdrop under
     MIRROR x that of its mirror pixel at 2 y0 - y) in 8 rows of 10, down to the subject's lowest
-    row. The highest such y0 with at least 3 rows below it wins; the faint pixels below it are
-    dropped."""
+    row. The highest such y0 with at least 3 rows below it wins, though lines below it fail (a
+    reflection compared with itself, under a contact shadow as dark as the product's base); the
+    faint pixels below it are dropped. (MIRROR: 0.5 left reflections darkened by the cast shadow
+    on the tune half; 0.7 took a pale-bottomed product's base.)"""
     rows = np.nonzero(found.any(axis=1))[0]
     if len(rows) < 8:
         return found
@@ -236,8 +238,6 @@ def drop_reflection(found: np.ndarray, contrast: np.ndarray) -> np.ndarray:
         n_below = below.sum(axis=1)
         share = faint.sum(axis=1) / np.maximum(n_below, 1)
         if np.mean(share[n_below > 0] >= 0.7) < 0.8:       # (a contact shadow's rows may fail)
-            if best is not None:
-                break
             continue
         best = (y0, faint)
     if best is None:
