@@ -12,25 +12,17 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import no_exception, sample_clicked, wait_until  # noqa: E402
 
 from ui import background, canvas  # noqa: E402
 from ui import state as S  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 @pytest.fixture
 def editor(monkeypatch, tiny_sam):
     """The Editor with the astronaut sample loaded and its subject clicked (tiny SAM)."""
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.button(key="sample-Astronaut").click().run()
-    canvas.apply_canvas_value(at.session_state, {"x": 256, "y": 200, "width": 512, "height": 512,
-                                                 "unix_time": 1})
-    at.run()
-    no_exception(at)
+    at = sample_clicked()
     (result,) = at.session_state["seg_cache"].values()
     # tiny SAM's weights are random, so its masks are too: give its guesses a known subject (a
     # centred square), as a real model would find one, and redraw

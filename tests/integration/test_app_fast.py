@@ -8,18 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from core import inpaint
 from core.history import open_store
 from core.images import LoadedImage
 from core.jobs import JobRequest, run_job
 from core.spec import Generation, RunSpec
-from ui import canvas
 from ui import state as S
-from apptest_kit import wait_until
-
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
+from apptest_kit import sample_clicked, wait_until
 
 
 def ellipse(h: int, w: int) -> np.ndarray:
@@ -63,11 +59,7 @@ def test_editor_fast_choice_sets_the_sampler_and_shows_the_painting_forming(monk
     monkeypatch.setenv("BACKDROP_SEGMENTER", "tiny")
     monkeypatch.setenv("BACKDROP_INPAINT_MODEL", "tiny")
     monkeypatch.setattr(inpaint.preview, "PREVIEW_INTERVAL", 0.0)     # every step, so 4 steps show some
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.button(key="sample-Astronaut").click().run()
-    canvas.apply_canvas_value(at.session_state, {"x": 256, "y": 200, "width": 512, "height": 512,
-                                                 "unix_time": 1})
-    at.run()
+    at = sample_clicked()
     assert at.session_state["mode"] == "quality"               # BACKDROP_MODE=quality in tests
     at.segmented_control(key="mode").set_value("fast").run()
     ss = at.session_state

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import open_page, no_exception, wait_until  # noqa: E402
+from apptest_kit import open_page, no_exception, sample_clicked, wait_until  # noqa: E402
 from ui.widgets import escape_md  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -254,15 +254,6 @@ def tiny_machine(monkeypatch, mode: str = "fast") -> None:
     monkeypatch.setenv("BACKDROP_MODE", mode)
 
 
-def select_subject(at: AppTest) -> None:
-    from ui import canvas
-    at.button(key="sample-Astronaut").click().run()
-    canvas.apply_canvas_value(at.session_state, {"x": 256, "y": 200, "width": 512, "height": 512,
-                                                 "unix_time": 1})
-    at.run()
-    no_exception(at)
-
-
 def generate_button(at: AppTest):
     [button] = [b for b in at.button if b.label == "Generate"]
     return button
@@ -285,7 +276,7 @@ def test_starter_set_in_one_press_then_a_fast_run_in_the_editor(empty_weights, m
 
     at.switch_page("pages/editor.py").run()
     no_exception(at)
-    select_subject(at)
+    sample_clicked(at=at)
     assert at.session_state["mode"] == "fast" and not at.warning
     at.text_area(key="prompt").input("a beach").run()
     generate_button(at).click().run()
@@ -306,9 +297,7 @@ def model_without_addons(empty_weights, monkeypatch, tiny_sam, tiny_inpaint):
 
 
 def editor_with_subject() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    no_exception(at)
-    select_subject(at)
+    at = sample_clicked()
     at.text_area(key="prompt").input("a beach").run()
     return at
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +14,9 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception, wait_until  # noqa: E402
+from apptest_kit import no_exception, sample_clicked, wait_until  # noqa: E402
 
 from ui import state as S  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
-CLICK = {"kind": "point", "x": 230.0, "y": 180.0, "label": 1}     # on the astronaut
 
 
 @pytest.fixture
@@ -31,10 +27,7 @@ def tiny_env(monkeypatch, tiny_sam):
 def generated(bg_kind: str = S.BG_TRANSPARENT, variants: int = 1) -> AppTest:
     """The editor after one run on the Astronaut sample, one click on it, background `bg_kind`
     (an AI scene: 2 steps, `variants` pictures)."""
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.button(key="sample-Astronaut").click().run()
-    at.session_state["prompts"] = [dict(CLICK)]        # what a click on the photo leaves
-    at.run()
+    at = sample_clicked(x=230, y=180)                  # on the astronaut
     at.segmented_control(key="bg_kind").set_value(bg_kind).run()
     if bg_kind == S.BG_SD:
         at.text_area(key="prompt").input("a quiet beach").run()

@@ -6,20 +6,16 @@ spec (those with the CLI in a real subprocess: tests/integration/test_spec_cli.p
 AppTest drives the real app."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
-from apptest_kit import no_exception  # noqa: E402
+from apptest_kit import no_exception, sample_clicked  # noqa: E402
 
 from core import spec as core_spec  # noqa: E402
 from ui import canvas, fields, prompts  # noqa: E402
 from ui import state as S  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
-RUN_TIMEOUT = 120
 WIDGET_KINDS = ("slider", "number_input", "text_input", "text_area", "toggle", "selectbox",
                 "select_slider", "segmented_control", "color_picker", "radio", "checkbox",
                 "file_uploader")
@@ -36,13 +32,7 @@ def widget_keys(at: AppTest) -> set[str]:
 
 
 def cup_clicked() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=RUN_TIMEOUT).run()
-    at.button(key="sample-Coffee cup").click().run()
-    canvas.apply_canvas_value(at.session_state, {"x": 300, "y": 200, "width": 600, "height": 400,
-                                                 "unix_time": 1})
-    at.run()
-    no_exception(at)
-    return at
+    return sample_clicked("Coffee cup", 300, 200)
 
 
 def every_field():

@@ -19,6 +19,24 @@ def open_page(page: str):
     return at
 
 
+def sample_clicked(sample: str = "Astronaut", x: float = 256, y: float = 200, at=None):
+    """The Editor with a sample photo loaded (its button under the photo area) and one click at
+    (x, y) of the clickable photo, as the photo component reports it (ui.canvas.apply_canvas_value),
+    run without an uncaught exception. `at`: an app already on the Editor; by default the whole app
+    (streamlit_app.py) is started."""
+    from streamlit.testing.v1 import AppTest
+    from ui import canvas, photo
+    if at is None:
+        at = AppTest.from_file(APP, default_timeout=120).run()
+    at.button(key=f"sample-{sample}").click().run()
+    width, height = photo.preview_size(at.session_state)       # the photo as the browser shows it
+    canvas.apply_canvas_value(at.session_state, {"x": x, "y": y, "width": width, "height": height,
+                                                 "unix_time": 1})
+    at.run()
+    no_exception(at)
+    return at
+
+
 def no_exception(at) -> None:
     """The script ran without an uncaught exception (what a user would see as a traceback)."""
     assert not at.exception, [e.value for e in at.exception]
