@@ -21,6 +21,7 @@ SOFT_TOP = 0.3           # a contact shadow's top fades: its shading changes les
 STEM = 18                # a thin upright part at least this tall (working px) is no shadow sliver
 GAP = 0.5                # a gap across a pale product is at most this share of its row's span
 WALLED_ROWS = 12         # a grey face joined to its shadow is walled on both sides over this many rows
+SHINE = 0.05             # a see-through hole has at most this share of brighter-than-backdrop pixels around it
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
@@ -157,12 +158,13 @@ def standing(lab: np.ndarray, n: int, sharp: np.ndarray) -> np.ndarray:
     return out
 
 
-def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray) -> np.ndarray:
+def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: np.ndarray) -> np.ndarray:
     """The see-through holes in the subject: pieces of plain backdrop (the backdrop's colour and
     brightness, no edge) enclosed by subject pixels on every side, at least HOLE_MIN working px,
     with nothing inside them (a label with print has its print inside): the hole of a mug's
-    handle, the floor between a figure's legs. A blank label of exactly the backdrop's colour
-    looks the same and is taken out too."""
+    handle, the floor between a figure's legs. Not one with pixels brighter than the backdrop
+    around it (a label's plain part beside its specular stripe). A blank, matte label of exactly
+    the backdrop's colour looks the same as a hole and is taken out too."""
     import cv2
     cand = found & plain & ~edge
     n, lab, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=4)
@@ -187,6 +189,9 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray) -> np.nd
         printed = np.count_nonzero(ring & (sub > 0) & (sub != k)) > 0.02 * stats[k, cv2.CC_STAT_AREA]
         # ... unless the thin lines are all there is: across them lies the backdrop (crossed stems)
         solid[k] = not printed or (ring & ~found[y0:y + bh + 4, x0:x + bw + 4]).any()
+        # a highlight brighter than the backdrop next to it: a glossy pale surface (a label)
+        shine = ring & bright[y0:y + bh + 4, x0:x + bw + 4] & (sub != k)
+        solid[k] &= np.count_nonzero(shine) <= SHINE * np.count_nonzero(ring & (sub != k))
     return solid[lab]
 
 

@@ -419,3 +419,13 @@ def test_reflection_below_a_contact_shadow_is_not_subject():
     m = find_subject(shot.image).mask >= 128
     assert np.count_nonzero(m & ~shot.truth) < 0.03 * np.count_nonzero(shot.truth)
     assert catalogue.iou(m, shot.truth) > 0.97
+
+
+def test_glossy_label_next_to_its_highlight_is_not_a_hole():
+    """A dark bottle with a white label that a specular stripe crosses (the benchmark's shot 342):
+    the label's plain parts beside the stripe look like the backdrop seen through the bottle, but
+    a see-through hole has no highlight brighter than the backdrop next to it; the label stays."""
+    shot, catalogue = bench_shot(342)
+    m = find_subject(shot.image).mask >= 128
+    assert np.count_nonzero(~m & shot.truth) < 0.03 * np.count_nonzero(shot.truth)
+    assert catalogue.iou(m, shot.truth) > 0.97
