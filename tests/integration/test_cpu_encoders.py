@@ -2,9 +2,10 @@
 tiny SAM, SAM 2.1 and SAM-HQ built in code and loaded through the registry (get_segmenter): the
 embeddings match PyTorch's (relative error < 1e-4 in fp32, < 3e-2 in the CPU's own precision, bf16
 here), a click gives the same masks (IoU >= 0.99), the encoder is converted once and read back after,
-a damaged cache is rebuilt, and BACKDROP_CPU_BACKEND=torch keeps PyTorch. The same for the auto
-subject's BiRefNet (core.salient, tiny model): fp32 output relative error < 1e-4; in the CPU's own
-precision the subject mask IoU >= 0.97 (the tiny model's x300 output layer flips a few border pixels)."""
+a damaged cache is rebuilt, an engine that cannot be saved leaves PyTorch (one warning line), and
+BACKDROP_CPU_BACKEND=torch keeps PyTorch. The same for the auto subject's BiRefNet (core.salient,
+tiny model): fp32 output relative error < 1e-4; in the CPU's own precision the subject mask IoU >=
+0.97 (the tiny model's x300 output layer flips a few border pixels)."""
 from __future__ import annotations
 
 import logging
@@ -140,6 +141,31 @@ def test_damaged_cache_is_rebuilt(load, name, chelsea, caplog):
     caplog.clear()
     load(name, "openvino")
     assert not [r for r in caplog.records if "damaged" in r.getMessage() or "preparing" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_engine_that_cannot_be_saved_leaves_pytorch_with_one_warning_line(load, root, name, chelsea,
+                                                                             tmp_path, monkeypatch, caplog):
+    """The weights folder's cpu-engine links to a drive that is not mounted, so the converted encoder
+    cannot be saved: the segmenter stays on PyTorch, a click gives PyTorch's masks, and the log has
+    one warning line of Backdrop's, without a traceback."""
+    ref = load(name, "torch").segment(chelsea, REQUEST).masks
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for model in root.iterdir():                              # the tiny models, not their engines
+        if model.name != "cpu-engine":
+            (folder / model.name).symlink_to(model)
+    (folder / "cpu-engine").symlink_to(tmp_path / "unmounted-drive" / "cpu-engine")
+    monkeypatch.setenv("BACKDROP_WEIGHTS_DIR", str(folder))
+    caplog.set_level(logging.INFO, "backdrop")
+    seg = load(name, "openvino")
+    assert not _on_openvino(seg)
+    assert np.array_equal(seg.segment(chelsea, REQUEST).masks, ref)
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("backdrop")]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    line = warned[0].getMessage()
+    assert f"the {COMPONENT[name]} stays on PyTorch" in line and "cpu-engine" in line
+    assert "\n" not in line and "Traceback" not in line and warned[0].exc_info is None
 
 
 @pytest.mark.parametrize("name", MODELS)
