@@ -340,7 +340,7 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
         # fill enclosed holes (labels, highlights)
         found = _fill_holes(auto_shadow.bridge(_fill_holes(found), subject))
-        holes = auto_shadow.see_through(found, ~subject & ~shadow, edge, bright)
+        holes = auto_shadow.see_through(found, ~subject & ~shadow, edge, bright, shadow)
         found = found & ~auto_shadow.floor_below(found, holes, subject, edge)
         conf = _confidence(found, off, s, t_off, share, shadow)
         mask = _refine(rgb, found, img, model, subject, shadow)

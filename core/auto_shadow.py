@@ -22,6 +22,8 @@ STEM = 18                # a thin upright part at least this tall (working px) i
 GAP = 0.5                # a gap across a pale product is at most this share of its row's span
 WALLED_ROWS = 12         # a grey face joined to its shadow is walled on both sides over this many rows
 SHINE = 0.05             # a see-through hole has at most this share of brighter-than-backdrop pixels around it
+SMOOTH = 0.25            # ... and, in the product's upper part, at most this share of its rim turning smoothly
+                         # into shade or shine
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
@@ -158,12 +160,14 @@ def standing(lab: np.ndarray, n: int, sharp: np.ndarray) -> np.ndarray:
     return out
 
 
-def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: np.ndarray) -> np.ndarray:
+def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: np.ndarray,
+                shade: np.ndarray) -> np.ndarray:
     """The see-through holes in the subject: pieces of plain backdrop (the backdrop's colour and
     brightness, no edge) enclosed by subject pixels on every side, at least HOLE_MIN working px,
     with nothing inside them (a label with print has its print inside): the hole of a mug's
     handle, the floor between a figure's legs. Not one with pixels brighter than the backdrop
-    around it (a label's plain part beside its specular stripe). A blank, matte label of exactly
+    around it (a label's plain part beside its specular stripe), nor one in the product's upper
+    part whose rim there turns smoothly into `shade` (a label on a round bottle). A blank, matte label of exactly
     the backdrop's colour looks the same as a hole and is taken out too."""
     import cv2
     cand = found & plain & ~edge
@@ -174,6 +178,8 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: 
     touches = np.zeros(n, bool)
     touches[np.unique(lab[near & cand])] = True              # next to the backdrop: an outline part
     solid = np.zeros(n, bool)
+    rows = np.nonzero(found.any(axis=1))[0]
+    upper_line = rows[0] + UPPER * (rows[-1] - rows[0])
     for k in np.nonzero(~touches & (stats[:, cv2.CC_STAT_AREA] >= HOLE_MIN))[0]:
         if k == 0:
             continue
@@ -190,8 +196,17 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: 
         # ... unless the thin lines are all there is: across them lies the backdrop (crossed stems)
         solid[k] = not printed or (ring & ~found[y0:y + bh + 4, x0:x + bw + 4]).any()
         # a highlight brighter than the backdrop next to it: a glossy pale surface (a label)
-        shine = ring & bright[y0:y + bh + 4, x0:x + bw + 4] & (sub != k)
+        win = (slice(y0, y + bh + 4), slice(x0, x + bw + 4))
+        shine = ring & bright[win] & (sub != k)
         solid[k] &= np.count_nonzero(shine) <= SHINE * np.count_nonzero(ring & (sub != k))
+        if y < upper_line:
+            # in the product's upper part, a hole's rim is a sharp edge all round: a pale surface
+            # that turns into shade (or shine) smoothly is a label on a round product (lower
+            # down, the floor between legs runs into its shadows the same way)
+            rim = (cv2.dilate((sub == k).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (sub != k)
+            rim[max(0, int(upper_line) - y0):] = False
+            smooth = rim & (shade | bright)[win] & ~edge[win]
+            solid[k] &= np.count_nonzero(smooth) <= SMOOTH * np.count_nonzero(rim)
     return solid[lab]
 
 
