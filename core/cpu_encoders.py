@@ -51,8 +51,8 @@ def _compiled(component: str, fn, owner, path: Optional[Path], prec: Optional[st
             label = LABELS.get(component, component)
             parts = [(label, key, module, (torch.zeros(1, 3, side, side),), False)]
             return cpu_engine.load_all(parts, prec or cpu_engine.precision(), say)[label]
-    except Exception as e:  # an op OpenVINO lacks, a library change: PyTorch still works
-        log.warning("the %s stays on PyTorch: OpenVINO could not convert it (%s)", component,
+    except Exception as e:  # an op OpenVINO lacks, a library change, a cache it cannot write
+        log.warning("the %s stays on PyTorch: OpenVINO could not prepare or save it (%s)", component,
                     cpu_engine.first_line(e))
         return None
 
