@@ -15,9 +15,8 @@ from streamlit.testing.v1 import AppTest
 ov = pytest.importorskip("openvino", reason="openvino not installed (pip install -r requirements.txt)")
 
 import waiting  # noqa: E402
-from apptest_kit import button, no_exception, wait_until  # noqa: E402
+from apptest_kit import button, no_exception, sample_clicked, wait_until  # noqa: E402
 from cli_kit import cli  # noqa: E402
-from ui import canvas  # noqa: E402
 from ui import state as S  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -53,11 +52,7 @@ def test_editor_shows_the_preparation_then_paints(monkeypatch, fresh_weights):
         return convert(*args, **kw)
 
     monkeypatch.setattr(ov, "convert_model", held)
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    at.button(key="sample-Astronaut").click().run()
-    canvas.apply_canvas_value(at.session_state, {"x": 256, "y": 200, "width": 512, "height": 512,
-                                                 "unix_time": 1})
-    at.run()
+    at = sample_clicked()
     assert at.session_state["bg_kind"] == S.BG_SD                # the AI scene: the default
     at.text_area(key="prompt").input("a quiet harbour").run()
     try:
