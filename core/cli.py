@@ -381,6 +381,7 @@ def _output_paths(out: Path, n: int) -> list[Path]:
 
 
 NAME_CELLS = 24      # `history list`: the source file name's column, in terminal cells
+MODEL_CELLS = 18     # ... and the model's (a long model id is cut, the prompt column stays put)
 
 
 def _cells(c: str) -> int:
@@ -424,12 +425,11 @@ def cmd_history_list(args) -> int:
         return 0
     for r in rows:
         text = terminal_safe((r.get("prompt") or r.get("background") or "").replace("\n", " "))
-        model = terminal_safe(r.get("model") or "-")
         name = r.get("source_name") or "-"       # shown, never opened
         if args.batch and name.startswith(f"{args.batch}/"):    # the batch is said once, by --batch
             name = name[len(args.batch) + 1:]
         print(f"{r['id']:>6}  {str(r['created'])[:19]}  {r['status']:<9}  {_cell(name, NAME_CELLS)}  "
-              f"{model:<18}  {text[:60]}")
+              f"{_cell(r.get('model') or '-', MODEL_CELLS)}  {text[:60]}")
     return 0
 
 

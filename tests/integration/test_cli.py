@@ -188,16 +188,20 @@ def test_history_list_names_each_runs_photo_in_an_aligned_column():
         record(store, source=src, source_name=name)
     for k in (1, 2):
         record(store, source=src, source_name=f"list-shoot/IMG_{k}.jpg", batch="list-shoot")
+    record(store, source=src, source_name="scene.jpg", background="sd", prompt="harbour at dusk",
+           model="someone/a-very-long-inpainting-model-id-v2")
     out = cli("history", "list").stdout
     assert "\x1b" not in out and "\u202e" not in out and "evil\\x1b[2J\\u202e.png" in out
     lines = out.splitlines()
-    assert len(lines) == 7 and any("  IMG_0001.jpg  " in line for line in lines)
+    assert len(lines) == 8 and any("  IMG_0001.jpg  " in line for line in lines)
     assert "list-shoot/IMG_1.jpg" in out and "list-shoot/IMG_2.jpg" in out
     [cut] = [line for line in lines if "aaa" in line]
     assert long_name not in cut and "aaa…" in cut and "v2.jpg  " in cut      # its start and end
     assert any("写真の名前" in line and "…" in line for line in lines)
-    starts = {_cells(line[:line.index("color:#00ff00")]) for line in lines}
-    assert len(starts) == 1, lines                   # the column after the names lines up
+    text = ["harbour at dusk" if "harbour" in line else "color:#00ff00" for line in lines]
+    starts = {_cells(line[:line.index(t)]) for line, t in zip(lines, text)}
+    assert len(starts) == 1, lines                   # the columns after the names line up
+    assert "someone/a-very-long-inpainting-model-id-v2" not in out     # a long model id is cut
     batch_rows = cli("history", "list", "--batch", "list-shoot").stdout.splitlines()
     assert [line.split()[3] for line in batch_rows] == ["IMG_2.jpg", "IMG_1.jpg"]
 
