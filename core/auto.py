@@ -77,6 +77,7 @@ SHARP = 1.8
 STEM = 9                 # a thin part at least this tall (working px) and upright is kept
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
+MAX_AREA = 0.97          # ... and one over this share leaves no backdrop to tell it from
 BAND = 2                 # the outline is decided again at full size within this many working px
 
 
@@ -341,6 +342,8 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         found = _drop_specks(found, int(MIN_AREA * sw * sh))
         if np.count_nonzero(found) < MIN_AREA * sw * sh:
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
+        if np.count_nonzero(found) > MAX_AREA * sw * sh:    # (a border that fits, but nothing else:
+            raise NoBackdropError("no plain backdrop around the subject: click on it instead")  # a starfield)
         # fill enclosed holes (labels, highlights)
         found = _fill_holes(auto_shadow.bridge(_fill_holes(found), subject))
         holes = auto_shadow.see_through(found, ~subject & ~shadow, edge, bright, shadow)

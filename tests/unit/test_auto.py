@@ -127,6 +127,16 @@ def test_all_subject_photo_is_one_clear_line():
     assert "\n" not in str(info.value) and isinstance(info.value, ImageError)
 
 
+def test_photo_that_would_be_all_subject_is_one_clear_line():
+    """A starfield: its black border fits one backdrop, but every pixel then differs from it (on
+    black, noise is no shading); a mask of the whole photo is no cut-out, so it gets the same line."""
+    from skimage import data
+    img = data.hubble_deep_field()[:360, :480]
+    with pytest.raises(NoBackdropError) as info:
+        find_subject(img)
+    assert str(info.value) == "no plain backdrop around the subject: click on it instead"
+
+
 def mug(colour, back_level=245.0, seed=5):
     """A mug with a handle on white, a soft shadow; returns (photo, truth, the handle's hole)."""
     import cv2
