@@ -1,5 +1,6 @@
 """Automatic subject for studio product shots, no learned weights: what finds the product in a photo
-taken on a plain or gradient backdrop (white sweep, grey paper, a radial light fall-off).
+taken on a plain or gradient backdrop (white sweep, grey paper, black velvet, a radial light
+fall-off).
 
 Two files: this one fits the backdrop, gathers the evidence, refines the outline and scores the
 result; core/auto_shadow.py separates the subject from the backdrop, its cast shadow, its floor
@@ -74,10 +75,10 @@ DARK = 0.32              # darker than this share of the backdrop: no cast shado
 EDGE = 0.05              # a sharp edge: the colour relative to the backdrop changes this much per px
 EDGE_LOW = 0.012         # ... or this much, when it is SHARP times steeper than at 3x the scale
 SHARP = 1.8
+EDGE_FLOOR = 120.0       # edges are measured against the backdrop, or this brightness if darker
 STEM = 9                 # a thin part at least this tall (working px) and upright is kept
 MIN_PART = 0.02          # a piece smaller than this share of the largest piece is a speck
 MIN_AREA = 0.0008        # a subject under this share of the photo is no subject
-MAX_AREA = 0.97          # ... and one over this share leaves no backdrop to tell it from
 BAND = 2                 # the outline is decided again at full size within this many working px
 
 
@@ -206,8 +207,11 @@ def _evidence(img: np.ndarray, model: np.ndarray, sigma: np.ndarray):
     t_s = max(0.025, 4.0 * sig / np.sqrt(3) / max(float(bright.mean()), 1.0))
     subject = (off > t_off) | (s < DARK)
     # brighter than the backdrop model, judged on a smoothed ratio: a light fall-off the model
-    # misses is one smooth area, not noise speckle
-    bright = ~subject & (cv2.GaussianBlur(s, (0, 0), 2.0) > 1 + 2 * t_s)
+    # misses is one smooth area, not noise speckle (the subject's own pixels are left out of the
+    # smoothing: a bright product on a dark backdrop would spread a halo of 'brighter' around it)
+    free = (~subject).astype(np.float32)
+    smooth = cv2.GaussianBlur(s * free, (0, 0), 2.0) / np.maximum(cv2.GaussianBlur(free, (0, 0), 2.0), 1e-3)
+    bright = ~subject & (smooth > 1 + 2 * t_s)
     shadow = ~subject & (s < 1 - t_s)
     return s, off, subject, shadow, bright, t_off
 
@@ -217,7 +221,7 @@ def _edges(s: np.ndarray, img: np.ndarray, model: np.ndarray) -> np.ndarray:
     working px), or changes by a little more than the noise but abruptly (much faster at a fine
     scale than at a coarse one: an outline, where a soft shadow's ramp is as steep at both)."""
     import cv2
-    rel = img / model
+    rel = img / np.maximum(model, EDGE_FLOOR)      # (on a dark backdrop, noise is no edge)
 
     def grad(sigma):
         r = cv2.GaussianBlur(rel, (0, 0), sigma)
@@ -342,8 +346,6 @@ def find_subject(rgb: np.ndarray, *, threads: Optional[int] = None) -> AutoSubje
         found = _drop_specks(found, int(MIN_AREA * sw * sh))
         if np.count_nonzero(found) < MIN_AREA * sw * sh:
             raise NoSubjectError("no subject found: the photo looks like plain backdrop")
-        if np.count_nonzero(found) > MAX_AREA * sw * sh:    # (a border that fits, but nothing else:
-            raise NoBackdropError("no plain backdrop around the subject: click on it instead")  # a starfield)
         # fill enclosed holes (labels, highlights)
         found = _fill_holes(auto_shadow.bridge(_fill_holes(found), subject))
         holes = auto_shadow.see_through(found, ~subject & ~shadow, edge, bright, shadow)
