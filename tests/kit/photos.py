@@ -40,10 +40,14 @@ def png(rgb: np.ndarray) -> bytes:
 
 def shown(img, size: tuple[int, int] = SIZE) -> np.ndarray:
     """The picture a browser shows in an <img> whose src is a data URL (the photo component), as
-    RGB int16 at `size` (width, height)."""
+    RGB int16 at `size` (width, height). Waits for the <img> to have its picture: right after a
+    page loads, the component may have drawn the element but not yet set its src."""
     import base64
+    import re
 
     from PIL import Image
+    from playwright.sync_api import expect
+    expect(img).to_have_attribute("src", re.compile(r"^data:image/"))
     src = img.get_attribute("src")
     data = base64.b64decode(src.split(",", 1)[1])
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize(size), dtype=np.int16)
