@@ -290,14 +290,13 @@ def _refine(rgb: np.ndarray, found: np.ndarray, img: np.ndarray, model: np.ndarr
     # working copy's outline may have taken the shaded backdrop right at the edge)
     cast = shadow & ~found
     near = cv2.dilate(cast.view(np.uint8), k) > 0
-    rows = np.nonzero(found.any(axis=1))[0]
-    upper = int(rows[0] + auto_shadow.UPPER * (rows[-1] - rows[0]))
+    upper = int(auto_shadow.upper_line(found))
     near[:upper] = cast[:upper]
     shaded = near[sy, sx]
     if shaded.any():
         b = back[shaded]
-        k = np.clip((px[shaded] * b).sum(axis=1) / (b * b).sum(axis=1), DARK, 1.0)
-        d_back[shaded] = np.minimum(d_back[shaded], np.abs(px[shaded] - k[:, None] * b).sum(axis=1))
+        level = np.clip((px[shaded] * b).sum(axis=1) / (b * b).sum(axis=1), DARK, 1.0)
+        d_back[shaded] = np.minimum(d_back[shaded], np.abs(px[shaded] - level[:, None] * b).sum(axis=1))
     known = cnt[sy, sx] >= 1
     decided = np.where(d_subject < d_back, 255, 0).astype(np.uint8)
     out[ys[known], xs[known]] = decided[known]

@@ -27,6 +27,13 @@ SMOOTH = 0.25            # ... and, in the product's upper part, at most this sh
 HOLE_MIN = 30            # an enclosed plain area this big (working px) may be a see-through hole
 
 
+def upper_line(found: np.ndarray) -> float:
+    """The row above which lies the product's upper part (UPPER of the rows `found` spans): where
+    no floor shadow reaches."""
+    rows = np.nonzero(found.any(axis=1))[0]
+    return rows[0] + UPPER * (rows[-1] - rows[0])
+
+
 def components_touching_border(passable: np.ndarray) -> np.ndarray:
     import cv2
     n, lab = cv2.connectedComponents(passable.view(np.uint8), connectivity=4)
@@ -167,8 +174,8 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: 
     with nothing inside them (a label with print has its print inside): the hole of a mug's
     handle, the floor between a figure's legs. Not one with pixels brighter than the backdrop
     around it (a label's plain part beside its specular stripe), nor one in the product's upper
-    part whose rim there turns smoothly into `shade` (a label on a round bottle). A blank, matte label of exactly
-    the backdrop's colour looks the same as a hole and is taken out too."""
+    part whose rim there turns smoothly into `shade` (a label on a round bottle). A blank, matte
+    label of exactly the backdrop's colour looks the same as a hole and is taken out too."""
     import cv2
     cand = found & plain & ~edge
     n, lab, stats, _ = cv2.connectedComponentsWithStats(cand.view(np.uint8), connectivity=4)
@@ -178,8 +185,7 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: 
     touches = np.zeros(n, bool)
     touches[np.unique(lab[near & cand])] = True              # next to the backdrop: an outline part
     solid = np.zeros(n, bool)
-    rows = np.nonzero(found.any(axis=1))[0]
-    upper_line = rows[0] + UPPER * (rows[-1] - rows[0])
+    line = upper_line(found)
     for k in np.nonzero(~touches & (stats[:, cv2.CC_STAT_AREA] >= HOLE_MIN))[0]:
         if k == 0:
             continue
@@ -190,21 +196,21 @@ def see_through(found: np.ndarray, plain: np.ndarray, edge: np.ndarray, bright: 
             continue
         # across a thin line of print there is more of the same paper: a printed label
         y0, x0 = max(0, y - 4), max(0, x - 4)
-        sub = lab[y0:y + bh + 4, x0:x + bw + 4]
-        ring = cv2.dilate((sub == k).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        printed = np.count_nonzero(ring & (sub > 0) & (sub != k)) > 0.02 * stats[k, cv2.CC_STAT_AREA]
-        # ... unless the thin lines are all there is: across them lies the backdrop (crossed stems)
-        solid[k] = not printed or (ring & ~found[y0:y + bh + 4, x0:x + bw + 4]).any()
-        # a highlight brighter than the backdrop next to it: a glossy pale surface (a label)
         win = (slice(y0, y + bh + 4), slice(x0, x + bw + 4))
-        shine = ring & bright[win] & (sub != k)
-        solid[k] &= np.count_nonzero(shine) <= SHINE * np.count_nonzero(ring & (sub != k))
-        if y < upper_line:
+        sub = lab[win]
+        piece = (sub == k).astype(np.uint8)
+        ring = (cv2.dilate(piece, np.ones((9, 9), np.uint8)) > 0) & (sub != k)
+        printed = np.count_nonzero(ring & (sub > 0)) > 0.02 * stats[k, cv2.CC_STAT_AREA]
+        # ... unless the thin lines are all there is: across them lies the backdrop (crossed stems)
+        solid[k] = not printed or (ring & ~found[win]).any()
+        # a highlight brighter than the backdrop next to it: a glossy pale surface (a label)
+        solid[k] &= np.count_nonzero(ring & bright[win]) <= SHINE * np.count_nonzero(ring)
+        if y < line:
             # in the product's upper part, a hole's rim is a sharp edge all round: a pale surface
             # that turns into shade (or shine) smoothly is a label on a round product (lower
             # down, the floor between legs runs into its shadows the same way)
-            rim = (cv2.dilate((sub == k).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (sub != k)
-            rim[max(0, int(upper_line) - y0):] = False
+            rim = (cv2.dilate(piece, np.ones((3, 3), np.uint8)) > 0) & (sub != k)
+            rim[max(0, int(line) - y0):] = False
             smooth = rim & (shade | bright)[win] & ~edge[win]
             solid[k] &= np.count_nonzero(smooth) <= SMOOTH * np.count_nonzero(rim)
     return solid[lab]
@@ -294,7 +300,7 @@ def _foot_runs(found: np.ndarray, passable: np.ndarray):
     """Per column, the run of `passable` subject pixels from the subject's lowest row up, at most
     FOOT x the height: those that end on a subject pixel that is not passable (under a base), and
     those that end on backdrop (nothing on them)."""
-    h, w = found.shape
+    h = found.shape[0]
     limit = max(2, int(round(FOOT * h)))
     under, beside = np.zeros_like(found), np.zeros_like(found)
     has = found.any(axis=0)
@@ -331,7 +337,7 @@ def bridge(found: np.ndarray, subject: np.ndarray) -> np.ndarray:
     if len(rows) == 0:
         return found
     top, bottom = int(rows[0]), int(rows[-1])
-    line = top + UPPER * (bottom - top)
+    line = upper_line(found)
     pale = found & ~subject
     out = found.copy()
     prev = np.zeros(found.shape[1], bool)
